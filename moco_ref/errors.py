@@ -1,0 +1,17 @@
+"""Errors a user can cause (bad paths, images, flags, checkpoints).
+
+The command line turns every ``UserError`` into one line on stderr and exit
+code 2; nothing else in the package should print a traceback for bad input.
+"""
+
+
+class UserError(Exception):
+    """Something the user gave us is wrong; the message says what and how to fix it."""
+
+
+class DataError(UserError):
+    """A dataset path, file or image cannot be used."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint file is missing, unreadable or does not match the model."""
