@@ -1,0 +1,93 @@
+"""Batch normalisation over channels, with MoCo's split ("shuffle") variant.
+
+Notation: x is (N, H, W, C) channels last; statistics are per channel over
+the M = N·H·W values of that channel (or, with S splits, over the M/S values
+of each group).
+
+Training forward, per channel (and per group):
+
+    μ = mean(x)    σ² = mean((x − μ)²)    x̂ = (x − μ)/√(σ² + ε)    y = γ·x̂ + β
+
+Running statistics are updated as PyTorch does, with momentum 0.1 and the
+*unbiased* variance:  r_μ ← (1 − 0.1)·r_μ + 0.1·μ,  r_σ² ← (1 − 0.1)·r_σ² + 0.1·σ²·M/(M − 1).
+
+Backward, with g = ∂L/∂y and means taken over the same M values:
+
+    ∂L/∂γ = Σ g·x̂      ∂L/∂β = Σ g
+    ∂L/∂x = γ/√(σ² + ε) · (g − mean(g) − x̂·mean(g·x̂))
+
+Split BatchNorm (the MoCo CIFAR-10 demo's SplitBatchNorm) simulates S GPUs on
+one: sample n belongs to group n mod S, each group is normalised with its own
+batch statistics, and the running statistics become the mean over groups of
+the per-group updates.  S = 1 is ordinary BatchNorm.  In eval mode both use
+the running statistics.
+"""
+
+from __future__ import annotations
+
+from backends import get_array_module
+
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, training: bool, splits: int = 1):
+    """Normalises x per channel.
+
+    Args:
+        x: (N, H, W, C).
+        gamma, beta: (C,) scale and shift.
+        running_mean, running_var: (C,) running statistics (read, never written).
+        training: batch statistics (True) or running statistics (False).
+        splits: S, the number of interleaved groups normalised separately (training only).
+    Returns:
+        y (N, H, W, C), (new_running_mean, new_running_var) or None in eval mode, cache.
+    """
+    xp = get_array_module(x)
+    N, H, W, C = x.shape
+    if not training:
+        inv_std = 1.0 / xp.sqrt(running_var + BN_EPS)
+        x_hat = (x - running_mean) * inv_std
+        y = x_hat * gamma + beta
+        return y, None, ("eval", x_hat, gamma * inv_std)
+    if N % splits:
+        raise ValueError(f"batch of {N} cannot be split into {splits} BatchNorm groups")
+    # (N, H, W, C) -> (N/S, S, H·W, C): sample n = a·S + g sits at [a, g], so group g = x[g::S].
+    groups = x.reshape(N // splits, splits, H * W, C)
+    count = (N // splits) * H * W
+    mean = groups.mean(axis=(0, 2), keepdims=True)             # (1, S, 1, C)
+    centred = groups - mean
+    var = (centred * centred).mean(axis=(0, 2), keepdims=True)  # biased, (1, S, 1, C)
+    inv_std = 1.0 / xp.sqrt(var + BN_EPS)
+    x_hat = centred * inv_std                                   # (N/S, S, H·W, C)
+    y = (x_hat * gamma + beta).reshape(N, H, W, C)
+
+    unbiased = var.reshape(splits, C) * (count / max(count - 1, 1))
+    new_mean = (1.0 - BN_MOMENTUM) * running_mean + BN_MOMENTUM * mean.reshape(splits, C).mean(axis=0)
+    new_var = (1.0 - BN_MOMENTUM) * running_var + BN_MOMENTUM * unbiased.mean(axis=0)
+    cache = ("train", x_hat, inv_std, gamma, splits)
+    return y, (new_mean, new_var), cache
+
+
+def batchnorm_backward(dy, cache):
+    """Gradients of :func:`batchnorm_forward`.
+
+    Args:
+        dy: (N, H, W, C) upstream gradient.
+    Returns:
+        dx (N, H, W, C), dgamma (C,), dbeta (C,).
+    """
+    if cache[0] == "eval":  # constant statistics: y = x̂·γ + β with x̂ affine in x
+        _, x_hat, scale = cache
+        C = dy.shape[-1]
+        return dy * scale, (dy * x_hat).reshape(-1, C).sum(axis=0), dy.reshape(-1, C).sum(axis=0)
+    _, x_hat, inv_std, gamma, splits = cache
+    N, H, W, C = dy.shape
+    g = dy.reshape(N // splits, splits, H * W, C)
+    dbeta = g.sum(axis=(0, 1, 2))
+    g_x_hat = g * x_hat
+    dgamma = g_x_hat.sum(axis=(0, 1, 2))
+    g_mean = g.mean(axis=(0, 2), keepdims=True)                     # (1, S, 1, C)
+    gx_mean = g_x_hat.mean(axis=(0, 2), keepdims=True)              # (1, S, 1, C)
+    dx = (gamma * inv_std) * (g - g_mean - x_hat * gx_mean)
+    return dx.reshape(N, H, W, C), dgamma, dbeta
