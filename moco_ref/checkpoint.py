@@ -1,0 +1,80 @@
+"""Checkpoints: one ``.npz`` of named arrays plus JSON metadata, written atomically, read without pickle.
+
+Layout of a file (all entries are plain arrays, so ``numpy.load(path, allow_pickle=False)`` reads it):
+
+    encoder_q.<name>, encoder_k.<name>   both encoders, PyTorch names and layouts
+    queue (D, K), queue_ptr (1,)         the key queue, the official form
+    optimizer.momentum_buffer.<name>     SGD state of the query encoder
+    __meta__                             UTF-8 JSON as uint8: epoch, step, config, RNG states, …
+
+Writing goes to a temporary file in the same folder, which is flushed,
+fsync'ed and renamed over the target: a crash at any moment leaves either the
+old checkpoint or the new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from moco_ref.errors import CheckpointError
+
+META_KEY = "__meta__"
+
+
+def save_checkpoint(path, arrays: dict, meta: dict) -> Path:
+    """Atomically writes ``arrays`` (host or device) and the JSON-able ``meta`` to ``path``."""
+    from backends import to_numpy
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {name: to_numpy(a) for name, a in arrays.items()}
+    payload[META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+    return path
+
+
+def load_checkpoint(path) -> tuple[dict, dict]:
+    """Reads a checkpoint written by :func:`save_checkpoint`; returns (arrays, meta).
+
+    Raises:
+        CheckpointError: missing, not a moco-ref checkpoint, truncated or unreadable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from None
+    if META_KEY not in arrays:
+        raise CheckpointError(f"{path} is not a moco-ref checkpoint (no {META_KEY} entry)")
+    try:
+        meta = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: corrupt metadata ({error})") from None
+    return arrays, meta

@@ -1,0 +1,234 @@
+"""The ``moco-ref`` command line.
+
+Every error a user can cause (a path, an image, a flag, a checkpoint, a
+missing GPU) ends in one line on stderr and exit code 2; click's own usage
+errors also exit with 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from backends import BACKEND_NAMES, BackendUnavailable
+from moco_ref.config import PRESETS, TrainConfig
+from moco_ref.errors import UserError
+
+AUGMENTATIONS = ("v1", "v2", "cifar")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="moco-ref")
+def cli():
+    """moco-ref: MoCo (Momentum Contrast) from scratch on NumPy and CuPy, every gradient by hand.
+
+    \b
+    Start with:
+      moco-ref train                 train on the built-in shapes, CPU-sized defaults
+      moco-ref gradcheck             prove each hand-derived gradient by finite differences
+    """
+
+
+# ------------------------------------------------------------------- train
+def _schedule(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise click.BadParameter("give epochs separated by commas, e.g. 120,160") from None
+
+
+RESUMABLE = {"epochs", "max_steps", "knn_every", "backend", "save_every", "log_every"}
+
+
+@cli.command()
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Start from a documented recipe; flags override it.")
+@click.option("--data", help="'builtin' (default), a folder of images (class sub-folders = labels) or a CIFAR folder.")
+@click.option("--image-size", type=click.IntRange(8), help="Side of the square crops. [default: 32]")
+@click.option("--arch", type=click.Choice(["resnet10", "resnet18"]), help="Encoder. [default: resnet10]")
+@click.option("--width", type=click.IntRange(1), help="Base width of the ResNet (64 = standard). [default: 16]")
+@click.option("-b", "--batch-size", type=click.IntRange(1), help="Images per step. [default: 128]")
+@click.option("--epochs", type=click.IntRange(1), help="Epochs to train. [default: 15]")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Base learning rate. [default: 0.06]")
+@click.option("--momentum", type=click.FloatRange(0, 1), help="SGD momentum. [default: 0.9]")
+@click.option("--wd", type=click.FloatRange(0), help="Weight decay, on every parameter. [default: 5e-4]")
+@click.option("--schedule", callback=_schedule, help="Step schedule: epochs where lr ×0.1, e.g. 120,160 (without --cos).")
+@click.option("--cos/--no-cos", default=None, help="Cosine learning-rate schedule. [default: on]")
+@click.option("--moco-dim", type=click.IntRange(1), help="Feature dimension D. [default: 128]")
+@click.option("--moco-k", type=click.IntRange(1), help="Queue size K (any batch size works). [default: 1024]")
+@click.option("--moco-m", type=click.FloatRange(0, 1), help="Key-encoder momentum m. [default: 0.99]")
+@click.option("--moco-t", type=click.FloatRange(0, min_open=True), help="Softmax temperature T. [default: 0.1]")
+@click.option("--mlp/--no-mlp", default=None, help="MoCo v2 MLP head.")
+@click.option("--aug", type=click.Choice(AUGMENTATIONS), help="Augmentation pipeline. [default: cifar]")
+@click.option("--aug-plus", is_flag=True, default=None, help="MoCo v2 augmentation (same as --aug v2).")
+@click.option("--symmetric/--asymmetric", default=None, help="Symmetric loss L(x1,x2)+L(x2,x1).")
+@click.option("--bn-splits", type=click.IntRange(1), help="Split BatchNorm groups (shuffle BN on one device; 1 = plain BN). [default: 8]")
+@click.option("--seed", type=int, help="Seed of every random draw. [default: 0]")
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), help="numpy (CPU) or cupy (GPU). [default: numpy]")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), help="[default: float32]")
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory. [default: runs/moco-<time>]")
+@click.option("--resume", type=click.Path(), help="Continue a run: its directory or a checkpoint file.")
+@click.option("--knn-every", type=click.IntRange(0), help="kNN monitor every N epochs, 0 = off. [default: 5]")
+@click.option("--max-steps", type=click.IntRange(0), help="Stop after N steps in total (smoke tests). [default: 0 = no limit]")
+@click.option("--log-every", type=click.IntRange(1), help="Steps between logged metrics. [default: 10]")
+@click.option("--save-every", type=click.IntRange(0), help="Also keep checkpoint_NNNN.npz every N epochs. [default: 0]")
+def train(preset, out, resume, aug_plus, **flags):
+    """Train MoCo and report the kNN accuracy of the learned encoder.
+
+    With no flags: the built-in shapes dataset, resnet10 width 16, NumPy, a few
+    minutes on a 2-core CPU.  Progress goes to stderr; RUN_DIR gets config.json,
+    metrics.jsonl and checkpoint_last.npz (see the README).
+    """
+    from moco_ref.train import Trainer
+
+    given = {k: v for k, v in flags.items() if v is not None}
+    if aug_plus:
+        given["aug"] = "v2"
+    if resume:
+        checkpoint = _checkpoint_path(resume)
+        from moco_ref.checkpoint import load_checkpoint
+
+        _, meta = load_checkpoint(checkpoint)
+        values = dict(meta["config"])
+        changed = sorted(k for k, v in given.items() if k not in RESUMABLE and values.get(k) != v)
+        if changed or preset:
+            names = ", ".join("--" + k.replace("_", "-") for k in changed) or "--preset"
+            raise UserError(f"{names} cannot change when resuming; only "
+                            f"{', '.join('--' + k.replace('_', '-') for k in sorted(RESUMABLE))} can")
+        values.update(given)
+        run_dir = Path(out) if out else checkpoint.parent
+        trainer = Trainer(TrainConfig.from_dict(values), run_dir)
+        trainer.restore(checkpoint)
+        trainer.truncate_metrics()
+        click.echo(f"resuming {checkpoint} at epoch {trainer.epoch + 1}, step {trainer.global_step}", err=True)
+    else:
+        values = {**TrainConfig().to_dict(), **PRESETS.get(preset, {}), **given}
+        run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("moco-%Y%m%d-%H%M%S")
+        if (run_dir / "checkpoint_last.npz").exists():
+            raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
+                            f"or choose another --out")
+        trainer = Trainer(TrainConfig.from_dict(values), run_dir)
+        c = trainer.config
+        click.echo(f"training MoCo {c.arch} width {c.width} on {trainer.train_set.name} "
+                   f"({len(trainer.train_set)} images), backend {c.backend}, {c.epochs} epochs of "
+                   f"{trainer.steps_per_epoch} steps; run directory {run_dir}", err=True)
+    final = trainer.run()
+    line = f"done: {final['epoch']} epoch(s), {final['global_step']} steps"
+    if final.get("loss") is not None:
+        line += f", loss {final['loss']:.4f}"
+    if final.get("knn_top1") is not None:
+        line += f", kNN top-1 {final['knn_top1']:.2f}%"
+        if final.get("knn_top1_untrained") is not None:
+            line += f" (untrained encoder: {final['knn_top1_untrained']:.2f}%)"
+    click.echo(line + f"; saved in {run_dir}")
+
+
+def _checkpoint_path(path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint_last.npz"
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}")
+    return path
+
+
+# --------------------------------------------------------------- gradcheck
+@cli.command()
+@click.option("--seed", default=0, show_default=True, help="Seed of the random inputs.")
+def gradcheck(seed):
+    """Check every hand-derived gradient against float64 finite differences.
+
+    Prints one row per layer and input: the relative error max|analytic − numeric| / max|·|
+    and pass/fail against 1e-6 (layers) or 1e-5 (the whole encoder, along random directions).
+    Exits with 1 if any check fails.
+    """
+    from moco_ref.gradcheck import run_all
+
+    results = run_all(seed)
+    width = max(len(r.name) for r in results)
+    click.echo(f"{'check'.ljust(width)}  max rel. error  tolerance  result")
+    for r in results:
+        click.echo(f"{r.name.ljust(width)}  {r.error:14.2e}  {r.tolerance:9.0e}  {'pass' if r.passed else 'FAIL'}")
+    failed = [r for r in results if not r.passed]
+    click.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    for r in failed:
+        click.echo(r.describe(), err=True)
+    sys.exit(1 if failed else 0)
+
+
+# -------------------------------------------------------------------- eval
+@cli.group(name="eval")
+def evaluate():
+    """Evaluate a trained encoder (kNN monitor, linear probe)."""
+
+
+def _encoder_from_checkpoint(checkpoint, backend):
+    from moco_ref.checkpoint import load_checkpoint
+    from moco_ref.config import TrainConfig
+    from moco_ref.errors import CheckpointError
+    from moco_ref.models import build_encoder
+
+    path = _checkpoint_path(checkpoint)
+    arrays, meta = load_checkpoint(path)
+    config = TrainConfig.from_dict(meta.get("config", {}))
+    encoder = build_encoder(config.arch, dim=config.moco_dim, width=config.width, mlp=config.mlp,
+                            bn_splits=config.bn_splits, backend=backend or config.backend, dtype=config.dtype)
+    try:
+        encoder.load_state_dict({k[len("encoder_q."):]: v for k, v in arrays.items() if k.startswith("encoder_q.")})
+    except (KeyError, ValueError) as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    return encoder, config
+
+
+@evaluate.command(name="knn")
+@click.option("--checkpoint", required=True, type=click.Path(), help="A checkpoint file or run directory.")
+@click.option("--train-data", help="Labelled data for the memory bank. [default: the run's data]")
+@click.option("--val-data", help="Labelled data to classify. [default: the test split of --train-data]")
+@click.option("-k", "k", default=200, show_default=True, type=click.IntRange(1), help="Neighbours.")
+@click.option("-t", "t", default=0.1, show_default=True, type=click.FloatRange(0, min_open=True), help="Temperature of the votes.")
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), help="[default: the run's]")
+def knn_command(checkpoint, train_data, val_data, k, t, backend):
+    """kNN top-1 of encoder_q (the CIFAR demo's monitor); prints one JSON object."""
+    from moco_ref.augment import make_pipeline
+    from moco_ref.data import load_dataset
+    from moco_ref.evaluation.knn import knn_accuracy
+
+    encoder, config = _encoder_from_checkpoint(checkpoint, backend)
+    train_source = train_data or config.data
+    train_set = load_dataset(train_source, "train", config.image_size, config.seed)
+    val_set = load_dataset(val_data or train_source, "train" if val_data else "test", config.image_size, config.seed)
+    for name, dataset in (("--train-data", train_set), ("--val-data", val_set)):
+        if dataset.labels is None:
+            raise UserError(f"{name} {dataset.name} has no labels (put images in class sub-folders)")
+    result = knn_accuracy(encoder, train_set, val_set, make_pipeline("test", config.image_size),
+                          encoder.backend, k, t)
+    click.echo(json.dumps(result))
+
+
+# ------------------------------------------------------------------ entry
+def main(argv=None) -> None:
+    """Console entry point: runs the CLI, turning user errors into one line and exit code 2."""
+    try:
+        rc = cli.main(args=argv, prog_name="moco-ref", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("moco-ref: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except (UserError, BackendUnavailable) as error:
+        click.echo(f"moco-ref: error: {error}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("moco-ref: interrupted; the last checkpoint is kept", err=True)
+        sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

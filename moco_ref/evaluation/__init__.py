@@ -1,0 +1,1 @@
+"""Evaluation of a learned encoder: the kNN monitor and the linear probe."""

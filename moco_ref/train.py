@@ -1,0 +1,260 @@
+"""Training: the loop behind ``moco-ref train``.
+
+One epoch = the training images in a fresh random order, cut into full batches
+(the last partial batch is dropped, as the official ``drop_last``).  For each
+batch, two augmented views go through one :meth:`MoCo.step`.  The learning
+rate is set once per epoch by the official schedule.
+
+A run directory holds:
+
+    config.json            the resolved configuration
+    metrics.jsonl          one JSON object per logged step ("kind": "step") and per epoch ("kind": "epoch")
+    checkpoint_last.npz    the latest checkpoint (each epoch, and when training stops)
+    checkpoint_NNNN.npz    kept every --save-every epochs, if asked
+
+Resume is exact: the checkpoint holds the model, the queue, the optimiser
+buffers and every random generator's state, plus where in the epoch it stopped
+(the generator state that drew the epoch's order is kept, so the same order is
+drawn again and the finished batches skipped).  On NumPy a run that is killed
+and resumed ends bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from backends import get_backend
+from moco_ref.augment import make_pipeline
+from moco_ref.checkpoint import load_checkpoint, save_checkpoint
+from moco_ref.config import TrainConfig
+from moco_ref.data import check_batchable, load_dataset
+from moco_ref.errors import CheckpointError, UserError
+from moco_ref.evaluation.knn import knn_accuracy
+from moco_ref.moco import MoCo
+from moco_ref.optim import learning_rate
+from moco_ref.progress import Progress
+
+
+class NonFiniteLoss(UserError):
+    """The loss became NaN or infinite; training stopped and the last good checkpoint was kept."""
+
+
+def build_model(config: TrainConfig) -> MoCo:
+    return MoCo(arch=config.arch, width=config.width, dim=config.moco_dim, K=config.moco_k, m=config.moco_m,
+                T=config.moco_t, mlp=config.mlp, symmetric=config.symmetric, bn_splits=config.bn_splits,
+                lr=config.lr, momentum=config.momentum, weight_decay=config.wd, backend=config.backend,
+                seed=config.seed, dtype=config.dtype)
+
+
+def _rng_state(rng: np.random.Generator) -> dict:
+    return rng.bit_generator.state
+
+
+def _set_rng_state(rng: np.random.Generator, state: dict) -> None:
+    rng.bit_generator.state = state
+
+
+class Trainer:
+    """Runs (or resumes) one training run into ``run_dir``; see the module docstring."""
+
+    def __init__(self, config: TrainConfig, run_dir, log=None):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.log = log or (lambda message: print(message, file=sys.stderr))
+        self.backend = get_backend(config.backend)
+
+        self.train_set = load_dataset(config.data, "train", config.image_size, config.seed)
+        self._report_skipped(self.train_set)
+        check_batchable(self.train_set, config.batch_size, config.bn_splits)
+        self.test_set = self._load_monitor_set()
+
+        self.model = build_model(config)
+        self.augment = make_pipeline(config.aug, config.image_size)
+        self.test_transform = make_pipeline("test", config.image_size)
+        # Three host generators, each with one job, all derived from the seed.
+        self.data_rng = np.random.default_rng([config.seed, 10])      # epoch orders
+        self.aug_rng = np.random.default_rng([config.seed, 11])       # augmentation parameters
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.epoch_start_data_state = _rng_state(self.data_rng)
+
+    # ------------------------------------------------------------------ set-up
+    def _report_skipped(self, dataset) -> None:
+        if dataset.skipped:
+            for path, reason in dataset.skipped[:10]:
+                self.log(f"warning: skipped {path}: {reason}")
+            more = len(dataset.skipped) - 10
+            self.log(f"warning: skipped {len(dataset.skipped)} file(s) in {dataset.name}"
+                     + (f" ({more} not listed)" if more > 0 else ""))
+
+    def _load_monitor_set(self):
+        """The labelled held-out split for the kNN monitor, or None (then the monitor is off)."""
+        if not self.config.knn_every or self.train_set.labels is None:
+            return None
+        try:
+            test = load_dataset(self.config.data, "test", self.config.image_size, self.config.seed)
+        except UserError as error:
+            self.log(f"note: kNN monitor off: no held-out split ({error})")
+            return None
+        if test.labels is None:
+            return None
+        if len(test) == len(self.train_set) and np.array_equal(test.images, self.train_set.images):
+            self.log("note: kNN monitor off: the data has no separate test/val split to measure on")
+            return None
+        return test
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_set) // self.config.batch_size
+
+    # ------------------------------------------------------------- checkpoints
+    def checkpoint_meta(self) -> dict:
+        return {"format": "moco-ref checkpoint v1", "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                "global_step": self.global_step, "arch": self.config.arch, "config": self.config.to_dict(),
+                "rng": {"data_epoch_start": self.epoch_start_data_state, "augment": _rng_state(self.aug_rng),
+                        "shuffle": _rng_state(self.model.shuffle_rng)}}
+
+    def save(self) -> Path:
+        arrays = dict(self.model.state_dict())
+        arrays.update({f"optimizer.{k}": v for k, v in self.model.optimizer.state_dict().items()})
+        path = save_checkpoint(self.run_dir / "checkpoint_last.npz", arrays, self.checkpoint_meta())
+        if self.config.save_every and self.step_in_epoch == 0 and self.epoch % self.config.save_every == 0:
+            save_checkpoint(self.run_dir / f"checkpoint_{self.epoch:04d}.npz", arrays, self.checkpoint_meta())
+        return path
+
+    def restore(self, path) -> None:
+        arrays, meta = load_checkpoint(path)
+        try:
+            self.model.load_state_dict(arrays)
+            self.model.optimizer.load_state_dict(
+                {k[len("optimizer."):]: v for k, v in arrays.items() if k.startswith("optimizer.")},
+                self.backend.to_device)
+        except (KeyError, ValueError) as error:
+            raise CheckpointError(f"{path} does not match this model: {error}") from None
+        self.epoch, self.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
+        self.global_step = meta["global_step"]
+        self.epoch_start_data_state = meta["rng"]["data_epoch_start"]
+        _set_rng_state(self.aug_rng, meta["rng"]["augment"])
+        _set_rng_state(self.model.shuffle_rng, meta["rng"]["shuffle"])
+
+    # -------------------------------------------------------------------- run
+    def write_json(self, name: str, obj) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / name).write_text(json.dumps(obj, indent=2) + "\n")
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def truncate_metrics(self) -> None:
+        """On resume, drops records logged after the checkpoint (they will be logged again)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("global_step", -1) <= self.global_step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+    def knn(self) -> float | None:
+        if self.test_set is None:
+            return None
+        result = knn_accuracy(self.model.encoder_q, self.train_set, self.test_set, self.test_transform,
+                              self.backend, self.config.knn_k, self.config.knn_t)
+        return result["top1"]
+
+    def run(self) -> dict:
+        """Trains to the configured end; returns a summary dict (also the last line of metrics.jsonl)."""
+        c = self.config
+        self.write_json("config.json", c.to_dict())
+        if self.global_step == 0 and self.test_set is not None:
+            top1 = self.knn()
+            self.log(f"kNN top-1 of the untrained encoder: {top1:.2f}%")
+            self.append_metrics({"kind": "knn", "epoch": 0, "global_step": 0, "knn_top1": top1, "untrained": True})
+        summary = {}
+        while self.epoch < c.epochs:
+            if c.max_steps and self.global_step >= c.max_steps:
+                break
+            summary = self.run_epoch()
+        self.save()
+        final = {**summary, "kind": "final", "epoch": self.epoch, "global_step": self.global_step}
+        if self.test_set is not None:
+            final["knn_top1"] = summary.get("knn_top1") if "knn_top1" in summary else self.knn()
+            first = self._first_knn()
+            if first is not None:
+                final["knn_top1_untrained"] = first
+        self.append_metrics(final)
+        return final
+
+    def _first_knn(self):
+        path = self.run_dir / "metrics.jsonl"
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("untrained"):
+                return record["knn_top1"]
+        return None
+
+    def _gather(self, pending: list) -> tuple[float, float]:
+        """Mean loss and accuracy of the pending steps: the step's only host-device synchronisation."""
+        loss = sum(float(s["loss"]) for s in pending) / len(pending)
+        acc = sum(float(s["acc1"]) for s in pending) / len(pending)
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(
+                f"the loss became {loss} at step {self.global_step} (epoch {self.epoch + 1}); training "
+                f"stopped and the last good checkpoint is kept in {self.run_dir}; try a lower --lr")
+        return loss, acc
+
+    def run_epoch(self) -> dict:
+        c, model = self.config, self.model
+        lr = learning_rate(c.lr, self.epoch, c.epochs, c.cos, tuple(c.schedule))
+        model.lr = lr
+        _set_rng_state(self.data_rng, self.epoch_start_data_state)
+        order = self.data_rng.permutation(len(self.train_set))
+        steps = self.steps_per_epoch
+        progress = Progress(steps, f"epoch {self.epoch + 1}/{c.epochs}")
+        losses, accs, pending = [], [], []
+        started, images = time.perf_counter(), 0
+        while self.step_in_epoch < steps and not (c.max_steps and self.global_step >= c.max_steps):
+            index = order[self.step_in_epoch * c.batch_size:(self.step_in_epoch + 1) * c.batch_size]
+            batch = self.train_set.images[index]
+            x_q = self.augment(batch, self.aug_rng, self.backend)
+            x_k = self.augment(batch, self.aug_rng, self.backend)
+            pending.append(model.step(x_q, x_k))
+            self.step_in_epoch += 1
+            self.global_step += 1
+            images += len(index)
+            stopping = self.step_in_epoch == steps or self.global_step == c.max_steps
+            if len(pending) >= c.log_every or stopping:
+                loss, acc = self._gather(pending)
+                pending = []
+                losses.append(loss)
+                accs.append(acc)
+                rate = images / (time.perf_counter() - started)
+                self.append_metrics({"kind": "step", "epoch": self.epoch, "global_step": self.global_step,
+                                     "loss": loss, "acc1": 100.0 * acc, "lr": lr, "images_per_s": rate})
+                progress.show(self.step_in_epoch, loss=f"{loss:.3f}", acc=f"{100 * acc:.1f}%",
+                              lr=f"{lr:.4f}", img_s=f"{rate:.0f}")
+        progress.close()
+        epoch_done = self.step_in_epoch >= steps
+        record = {"kind": "epoch", "epoch": self.epoch, "global_step": self.global_step,
+                  "loss": float(np.mean(losses)) if losses else None,
+                  "acc1": 100.0 * float(np.mean(accs)) if accs else None, "lr": lr,
+                  "seconds": time.perf_counter() - started, "complete": epoch_done}
+        if epoch_done:
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self.epoch_start_data_state = _rng_state(self.data_rng)
+            if self.test_set is not None and (self.epoch % c.knn_every == 0 or self.epoch == c.epochs):
+                record["knn_top1"] = self.knn()
+        self.append_metrics(record)
+        message = f"epoch {record['epoch'] + 1}: loss {record['loss']:.4f} acc {record['acc1']:.1f}%" if losses else ""
+        if "knn_top1" in record:
+            message += f" kNN top-1 {record['knn_top1']:.2f}%"
+        if message:
+            self.log(message)
+        self.save()
+        return record
