@@ -55,12 +55,16 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training: bool,
     # (N, H, W, C) -> (N/S, S, H·W, C): sample n = a·S + g sits at [a, g], so group g = x[g::S].
     groups = x.reshape(N // splits, splits, H * W, C)
     count = (N // splits) * H * W
-    mean = groups.mean(axis=(0, 2), keepdims=True)             # (1, S, 1, C)
-    centred = groups - mean
-    var = (centred * centred).mean(axis=(0, 2), keepdims=True)  # biased, (1, S, 1, C)
+    # Sums as einsum: several times faster in NumPy than .mean(axis=(0, 2)) over a channels-last array.
+    mean = xp.einsum("agpc->gc", groups).reshape(1, splits, 1, C) * (1.0 / count)   # (1, S, 1, C)
+    x_hat = groups - mean                                        # centred; a fresh array we may overwrite
+    # Σ (x − μ)² in one pass with no (N, H, W, C) temporary.
+    var = xp.einsum("agpc,agpc->gc", x_hat, x_hat).reshape(1, splits, 1, C) * (1.0 / count)
     inv_std = 1.0 / xp.sqrt(var + BN_EPS)
-    x_hat = centred * inv_std                                   # (N/S, S, H·W, C)
-    y = (x_hat * gamma + beta).reshape(N, H, W, C)
+    x_hat *= inv_std                                             # (N/S, S, H·W, C)
+    y = x_hat * gamma
+    y += beta                                                    # in place: one temporary fewer
+    y = y.reshape(N, H, W, C)
 
     unbiased = var.reshape(splits, C) * (count / max(count - 1, 1))
     new_mean = (1.0 - BN_MOMENTUM) * running_mean + BN_MOMENTUM * mean.reshape(splits, C).mean(axis=0)
@@ -82,12 +86,17 @@ def batchnorm_backward(dy, cache):
         C = dy.shape[-1]
         return dy * scale, (dy * x_hat).reshape(-1, C).sum(axis=0), dy.reshape(-1, C).sum(axis=0)
     _, x_hat, inv_std, gamma, splits = cache
+    xp = get_array_module(dy)
     N, H, W, C = dy.shape
+    count = (N // splits) * H * W
     g = dy.reshape(N // splits, splits, H * W, C)
-    dbeta = g.sum(axis=(0, 1, 2))
-    g_x_hat = g * x_hat
-    dgamma = g_x_hat.sum(axis=(0, 1, 2))
-    g_mean = g.mean(axis=(0, 2), keepdims=True)                     # (1, S, 1, C)
-    gx_mean = g_x_hat.mean(axis=(0, 2), keepdims=True)              # (1, S, 1, C)
-    dx = (gamma * inv_std) * (g - g_mean - x_hat * gx_mean)
+    g_sum = xp.einsum("agpc->gc", g)                                  # (S, C)
+    gx_sum = xp.einsum("agpc,agpc->gc", g, x_hat)                     # (S, C), Σ g·x̂ without a temporary
+    dbeta, dgamma = g_sum.sum(axis=0), gx_sum.sum(axis=0)
+    # dx = γ/σ · (g − mean(g) − x̂·mean(g·x̂)), evaluated with as few full-size passes as possible.
+    scale = gamma * inv_std                                           # (1, S, 1, C)
+    dx = x_hat * (gx_sum.reshape(1, splits, 1, C) * (-1.0 / count))
+    dx += g
+    dx -= g_sum.reshape(1, splits, 1, C) * (1.0 / count)
+    dx *= scale
     return dx.reshape(N, H, W, C), dgamma, dbeta
