@@ -1,0 +1,1 @@
+"""Speed measurements of moco-ref (figures only; the tests never time anything)."""

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The GPU check: on a machine with an NVIDIA GPU and CuPy (cupy-cuda12x or cupy-cuda13x), run
+#   1. the GPU tests (NumPy/CuPy parity, float64 gradient checks on the GPU) and the CPU-side guard,
+#   2. one short epoch of `moco-ref train --backend cupy` on the built-in data,
+#   3. the GPU benchmark (CIFAR demo config, ours vs PyTorch eager, float32 and TF32),
+# writing everything to one results file. Usage: scripts/gpu_check.sh [RESULTS_DIR]  (default: $OUT or gpu-results)
+# Needs no network and no install: it runs from the checkout with PYTHONPATH (numpy, pillow, click, pytest,
+# hypothesis, cupy and torch must already be there, as on the lent GPU machines). About 5 minutes on an H100.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+dir=${1:-${OUT:-gpu-results}}
+mkdir -p "$dir"
+results="$dir/gpu_results.txt"
+py=${PYTHON:-python3}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 CUPY_TF32=0
+status=0
+exec > >(tee "$results") 2>&1   # everything below goes to the terminal and to the results file
+echo "# moco-ref GPU check, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+"$py" - <<'PY'
+import numpy
+try:
+    import cupy
+    print("cupy", cupy.__version__, "| CUDA runtime", cupy.cuda.runtime.runtimeGetVersion(), end=" | ")
+except Exception as error:  # reported, not fatal: the parts below say what they could not do
+    print(f"CuPy is not usable here ({error})", end=" | ")
+try:
+    import torch
+    print("torch", torch.__version__, end=" | ")
+except ImportError:
+    print("no torch", end=" | ")
+print("numpy", numpy.__version__)
+PY
+
+echo; echo "## 1. GPU tests and the CPU-side guard"
+timeout 240 "$py" -m pytest tests/gpu tests/test_device_guard.py -q -rs -p no:cacheprovider || status=1
+
+echo; echo "## 2. One short epoch on CuPy (built-in data, resnet18 width 32, batch 256)"
+rm -rf "$dir/run"
+timeout 180 "$py" -m moco_ref.cli train --backend cupy --arch resnet18 --width 32 -b 256 --epochs 1 \
+    --knn-every 1 --log-every 2 --out "$dir/run" || status=1
+tail -n 3 "$dir/run/metrics.jsonl" 2>/dev/null
+
+echo; echo "## 3. GPU benchmark: CIFAR demo config (resnet18 w64, batch 512, K 4096, 32x32), ours vs PyTorch"
+timeout 240 "$py" -m benchmarks.gpu_compare --steps 10 --warmup 3 --json "$dir/gpu_bench.json" || status=1
+echo; echo "gpu_check status: $status (results in $results)"
+exit $status
