@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +67,12 @@ def load_checkpoint(path) -> tuple[dict, dict]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):  # np.load would try a .npy or a pickle instead
+        raise CheckpointError(f"{path} is not a moco-ref checkpoint (not an .npz archive, or truncated)")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
+    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError) as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from None
     if META_KEY not in arrays:
         raise CheckpointError(f"{path} is not a moco-ref checkpoint (no {META_KEY} entry)")
@@ -77,4 +80,6 @@ def load_checkpoint(path) -> tuple[dict, dict]:
         meta = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path}: corrupt metadata ({error})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: corrupt metadata (not a JSON object)")
     return arrays, meta

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends import get_backend
+from backends import get_backend, to_numpy
 from moco_ref.augment import make_pipeline
 from moco_ref.checkpoint import load_checkpoint, save_checkpoint
 from moco_ref.config import TrainConfig
@@ -122,6 +122,13 @@ class Trainer:
     def save(self) -> Path:
         arrays = dict(self.model.state_dict())
         arrays.update({f"optimizer.{k}": v for k, v in self.model.optimizer.state_dict().items()})
+        arrays = {name: to_numpy(a) for name, a in arrays.items()}  # the one copy to the host
+        broken = [name for name, a in arrays.items() if a.dtype.kind == "f" and not np.isfinite(a).all()]
+        if broken:  # a finite loss can still leave inf/nan weights or BN statistics behind
+            raise NonFiniteLoss(
+                f"{broken[0]} became inf or nan by step {self.global_step} "
+                f"(epoch {self.epoch + (1 if self.step_in_epoch else 0)}); training "
+                f"stopped {self._kept()}; try a lower --lr")
         path = save_checkpoint(self.run_dir / "checkpoint_last.npz", arrays, self.checkpoint_meta())
         if self.config.save_every and self.step_in_epoch == 0 and self.epoch % self.config.save_every == 0:
             save_checkpoint(self.run_dir / f"checkpoint_{self.epoch:04d}.npz", arrays, self.checkpoint_meta())
@@ -152,13 +159,29 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def truncate_metrics(self) -> None:
-        """On resume, drops records logged after the checkpoint (they will be logged again)."""
+        """On resume, drops records logged after the checkpoint (they will be logged again), and the
+        "final" and unfinished "epoch" records written when the run stopped there (it goes on)."""
         path = self.run_dir / "metrics.jsonl"
         if not path.exists():
             return
-        kept = [line for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("global_step", -1) <= self.global_step]
+
+        def superseded(record: dict) -> bool:
+            step = record.get("global_step", -1)
+            stopped_here = record.get("kind") == "final" or (record.get("kind") == "epoch"
+                                                               and not record.get("complete", True))
+            return step > self.global_step or (step == self.global_step and stopped_here)
+
+        kept = [line for line in path.read_text().splitlines() if line.strip() and not superseded(json.loads(line))]
         path.write_text("".join(line + "\n" for line in kept))
+
+    def _logged_this_epoch(self) -> tuple[list, list]:
+        """Losses and accuracies logged in this epoch before a mid-epoch resume (the epoch record averages them too)."""
+        path = self.run_dir / "metrics.jsonl"
+        if self.step_in_epoch == 0 or not path.exists():
+            return [], []
+        steps = [r for r in map(json.loads, path.read_text().splitlines())
+                 if r.get("kind") == "step" and r.get("epoch") == self.epoch and r["global_step"] <= self.global_step]
+        return [r["loss"] for r in steps], [r["acc1"] / 100.0 for r in steps]
 
     def knn(self) -> float | None:
         if self.test_set is None:
@@ -171,6 +194,8 @@ class Trainer:
         """Trains to the configured end; returns a summary dict (also the last line of metrics.jsonl)."""
         c = self.config
         self.write_json("config.json", c.to_dict())
+        if self.global_step == 0:  # a fresh run: no records of an earlier, failed start in this folder
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
         if self.global_step == 0 and self.test_set is not None:
             top1 = self.knn()
             self.log(f"kNN top-1 of the untrained encoder: {top1:.2f}%")
@@ -205,8 +230,13 @@ class Trainer:
         if not math.isfinite(loss):
             raise NonFiniteLoss(
                 f"the loss became {loss} at step {self.global_step} (epoch {self.epoch + 1}); training "
-                f"stopped and the last good checkpoint is kept in {self.run_dir}; try a lower --lr")
+                f"stopped {self._kept()}; try a lower --lr")
         return loss, acc
+
+    def _kept(self) -> str:
+        if (self.run_dir / "checkpoint_last.npz").exists():
+            return f"and the last good checkpoint is kept in {self.run_dir}"
+        return "before any checkpoint was written"
 
     def run_epoch(self) -> dict:
         c, model = self.config, self.model
@@ -216,7 +246,8 @@ class Trainer:
         order = self.data_rng.permutation(len(self.train_set))
         steps = self.steps_per_epoch
         progress = Progress(steps, f"epoch {self.epoch + 1}/{c.epochs}")
-        losses, accs, pending = [], [], []
+        losses, accs = self._logged_this_epoch()
+        pending = []
         started, images = time.perf_counter(), 0
         while self.step_in_epoch < steps and not (c.max_steps and self.global_step >= c.max_steps):
             index = order[self.step_in_epoch * c.batch_size:(self.step_in_epoch + 1) * c.batch_size]

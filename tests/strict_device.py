@@ -73,8 +73,15 @@ def _function(name):
     return call
 
 
+def _as_strided(x, shape, strides):
+    if not isinstance(x, DeviceArray):
+        raise TypeError("xp.lib.stride_tricks.as_strided: a host array passed where a device array is expected")
+    return np.lib.stride_tricks.as_strided(x.view(np.ndarray), shape=shape, strides=strides).view(DeviceArray)
+
+
 class _StrictModule(types.ModuleType):
     ndarray = DeviceArray
+    lib = types.SimpleNamespace(stride_tricks=types.SimpleNamespace(as_strided=_as_strided))
 
     def __getattr__(self, name):
         value = getattr(np, name)
