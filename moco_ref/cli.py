@@ -210,6 +210,92 @@ def knn_command(checkpoint, train_data, val_data, k, t, backend):
     click.echo(json.dumps(result))
 
 
+@evaluate.command(name="linear", short_help="Linear probe of encoder_q (main_lincls); prints one JSON object.")
+@click.option("--checkpoint", required=True, type=click.Path(), help="A checkpoint file or run directory.")
+@click.option("--train-data", help="Labelled data to train the classifier on. [default: the run's data]")
+@click.option("--val-data", help="Labelled data to measure it on. [default: the test split of --train-data]")
+@click.option("--train-size", type=click.IntRange(1), help="Use a seeded random subset of N training images.")
+@click.option("--val-size", type=click.IntRange(1), help="Use a seeded random subset of N validation images.")
+@click.option("--epochs", default=100, show_default=True, type=click.IntRange(1), help="Epochs of the classifier.")
+@click.option("--lr", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Base learning rate.")
+@click.option("--momentum", default=0.9, show_default=True, type=click.FloatRange(0, 1), help="SGD momentum.")
+@click.option("--wd", default=0.0, show_default=True, type=click.FloatRange(0), help="Weight decay.")
+@click.option("--schedule", callback=_schedule, help="Epochs where lr ×0.1. [default: 60% and 80% of --epochs]")
+@click.option("-b", "--batch-size", default=256, show_default=True, type=click.IntRange(1), help="Images per step.")
+@click.option("--augment/--no-augment", default=None,
+              help="Crop+flip the training images, features recomputed each epoch (the protocol), or encode "
+                   "them once (fast). [default: --no-augment on numpy, --augment on cupy]")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the classifier, batch order and crops.")
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), help="[default: the run's]")
+def linear_command(checkpoint, train_data, val_data, train_size, val_size, epochs, lr, momentum, wd, schedule,
+                   batch_size, augment, seed, backend):
+    """Linear probe of encoder_q (main_lincls): a new fc on the frozen features; prints one JSON object.
+
+    The protocol: encoder without fc, frozen, BatchNorm in eval mode; fc initialised N(0, 0.01);
+    SGD lr 30, momentum 0.9, no weight decay, 100 epochs, lr ×0.1 at 60 and 80.  On NumPy the
+    training images are encoded once without crops or flips (--no-augment), so an epoch is a
+    matrix product rather than a pass of the encoder; --augment follows the protocol (crop +
+    flip, features recomputed each epoch).  Progress goes to stderr, one line an epoch.
+    """
+    from moco_ref.data import load_dataset
+    from moco_ref.evaluation.linear import linear_probe
+
+    encoder, config = _encoder_from_checkpoint(checkpoint, backend)
+    train_source = train_data or config.data
+    train_set = load_dataset(train_source, "train", config.image_size, config.seed, train_size)
+    val_set = load_dataset(val_data or train_source, "train" if val_data else "test", config.image_size,
+                           config.seed, val_size)
+    if augment is None:
+        augment = encoder.backend.name != "numpy"
+    click.echo(f"linear probe of {config.arch} width {config.width} ({encoder.feature_dim}-d features) on "
+               f"{train_set.name}: {len(train_set)} training, {len(val_set)} validation images, {epochs} "
+               f"epochs, {'augmented' if augment else 'features encoded once (--no-augment)'}, backend "
+               f"{encoder.backend.name}", err=True)
+    result = linear_probe(encoder, train_set, val_set, encoder.backend, epochs=epochs, lr=lr, momentum=momentum,
+                          weight_decay=wd, schedule=schedule, batch_size=batch_size, seed=seed, augment=augment,
+                          log=lambda line: click.echo(line, err=True))
+    result["checkpoint"] = str(_checkpoint_path(checkpoint))
+    click.echo(json.dumps(result))
+
+
+# ------------------------------------------------------------------ export
+@cli.command(short_help="Write encoder_q as a PyTorch state_dict (.npz, .safetensors).")
+@click.option("--checkpoint", required=True, type=click.Path(), help="A checkpoint file or run directory.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="FILE.npz, or FILE.safetensors (also writes FILE.npz; needs the safetensors package).")
+@click.option("--keep-fc", is_flag=True, help="Keep the fc head (default: dropped, as the official recipe).")
+def export(checkpoint, out, keep_fc):
+    """Export encoder_q as a PyTorch state_dict with torchvision names (encoder_q. stripped, fc dropped).
+
+    Prints the files written and a snippet that loads them with torch.from_numpy.
+    """
+    from moco_ref.export import export_encoder, loading_snippet
+
+    result = export_encoder(_checkpoint_path(checkpoint), out, keep_fc)
+    dropped = f", dropped {', '.join(result['dropped'])}" if result["dropped"] else ""
+    for path in result["files"]:
+        click.echo(f"wrote {path}")
+    click.echo(f"{result['arrays']} arrays of {result['arch']} width {result['width']}{dropped}")
+    click.echo("load it into PyTorch with:\n")
+    click.echo(loading_snippet(result["files"][0], result["arch"], result["width"], result["dim"],
+                               bool(result["mlp"]), keep_fc))
+
+
+# -------------------------------------------------------------------- plot
+@cli.command(short_help="Draw a run's training curves to a PNG (needs matplotlib).")
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), help="The PNG to write. [default: RUN_DIR/curves.png]")
+def plot(run_dir, out):
+    """Draw loss, instance accuracy, kNN top-1 and lr of a run to a PNG (needs matplotlib).
+
+    matplotlib is an optional extra: pip install 'moco-ref[plot]'.
+    """
+    from moco_ref.plot import plot_run
+
+    click.echo(f"wrote {plot_run(run_dir, out)}")
+
+
 # ------------------------------------------------------------------ entry
 def main(argv=None) -> None:
     """Console entry point: runs the CLI, turning user errors into one line and exit code 2."""

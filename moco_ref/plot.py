@@ -1,0 +1,166 @@
+"""Training curves of a run directory as one PNG (``moco-ref plot RUN_DIR``).
+
+Reads RUN_DIR/metrics.jsonl, one JSON object a line, as written by :mod:`moco_ref.train`:
+
+    {"kind": "step",  "global_step", "epoch", "loss", "acc1" (%), "lr", "images_per_s"}
+    {"kind": "epoch", "epoch" (0-based, the epoch just run), "loss", "acc1", "lr", "knn_top1"?, "complete"}
+    {"kind": "knn",   "epoch": 0, "knn_top1", "untrained": true}   # before the first step
+    {"kind": "final", ...}                                         # the summary when training stops
+
+and draws four panels: the InfoNCE loss and the (K+1)-way instance accuracy against the global
+step (the loss with the chance level log(K+1) when config.json gives K), the kNN top-1 against
+epochs completed (0 = the untrained encoder; an "epoch" record with index e counts as e + 1
+epochs), and the learning rate against the step.  Other kinds are ignored.
+
+matplotlib is an optional extra (``pip install 'moco-ref[plot]'``).  The figure is drawn with
+the Agg canvas directly (no pyplot, no global backend switch), so it works without a display.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from moco_ref.errors import UserError
+
+PLOT_INSTALL = "pip install 'moco-ref[plot]'"
+
+
+def read_metrics(run_dir) -> list[dict]:
+    """The records of RUN_DIR/metrics.jsonl; UserError (one line) when missing, empty or garbled."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"no run directory at {run_dir}")
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no metrics.jsonl; is it a moco-ref run directory?")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {path}: {error}") from None
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path} line {number} is not JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path} line {number} is not a JSON object")
+        records.append(record)
+    if not records:
+        raise UserError(f"{path} is empty; the run has not logged anything yet")
+    return records
+
+
+def _number(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def _points(records, kind, x_key, y_key):
+    xs, ys = [], []
+    for r in records:
+        if r.get("kind") == kind and _number(r.get(x_key)) is not None and _number(r.get(y_key)) is not None:
+            xs.append(r[x_key])
+            ys.append(r[y_key])
+    return xs, ys
+
+
+def curves(records: list[dict]) -> dict:
+    """The series to draw: {name: (xs, ys)} for loss, acc1, lr (against the step) and knn (against epochs)."""
+    series = {name: _points(records, "step", "global_step", name) for name in ("loss", "acc1", "lr")}
+    for name in ("loss", "acc1", "lr"):  # no step records (an old or tiny run): fall back to the epochs
+        if not series[name][0]:
+            series[name] = _points(records, "epoch", "global_step", name)
+    knn = {}
+    for r in records:
+        top1, epoch = _number(r.get("knn_top1")), _number(r.get("epoch"))
+        if top1 is None or epoch is None:
+            continue
+        if r.get("kind") == "knn":
+            knn[epoch] = top1                      # the untrained encoder, epoch 0
+        elif r.get("kind") == "epoch":
+            knn[epoch + 1] = top1                  # measured after epoch index e: e + 1 epochs done
+        elif r.get("kind") == "final":
+            knn.setdefault(epoch, top1)            # "epoch" = epochs completed when training stopped
+    series["knn"] = (sorted(knn), [knn[e] for e in sorted(knn)])
+    return series
+
+
+def _load_matplotlib():
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        raise UserError(f"plotting needs matplotlib, an optional extra: {PLOT_INSTALL}") from None
+    return Figure, FigureCanvasAgg, MaxNLocator
+
+
+def _queue_size(run_dir: Path):
+    try:
+        return int(json.loads((run_dir / "config.json").read_text())["moco_k"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def plot_run(run_dir, out=None) -> Path:
+    """Draws the four panels of RUN_DIR's metrics to ``out`` (default RUN_DIR/curves.png); returns the path."""
+    run_dir = Path(run_dir)
+    records = read_metrics(run_dir)
+    series = curves(records)
+    if not any(xs for xs, _ in series.values()):
+        raise UserError(f"{run_dir / 'metrics.jsonl'} has no step, epoch or kNN measurements to plot")
+    out = Path(out) if out else run_dir / "curves.png"
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out} must end in .png")
+    if not out.parent.is_dir():
+        raise UserError(f"no folder {out.parent} to write {out.name} into")
+    Figure, FigureCanvasAgg, MaxNLocator = _load_matplotlib()
+
+    figure = Figure(figsize=(11, 7.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2, 2)
+    K = _queue_size(run_dir)
+    panels = (
+        (axes[0, 0], "loss", "InfoNCE loss", "global step", "loss", "no loss logged"),
+        (axes[0, 1], "acc1", "instance accuracy (positive ranked first)", "global step", "accuracy (%)",
+         "no accuracy logged"),
+        (axes[1, 0], "knn", "kNN top-1 (k = 200) on the test split", "epochs completed", "top-1 (%)",
+         "no kNN measurement (--knn-every 0, or unlabelled data)"),
+        (axes[1, 1], "lr", "learning rate", "global step", "lr", "no learning rate logged"),
+    )
+    for ax, name, title, xlabel, ylabel, empty in panels:
+        xs, ys = series[name]
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        if not xs:
+            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, color="0.4")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        marker = "o" if name == "knn" or len(xs) <= 30 else None
+        ax.plot(xs, ys, marker=marker, markersize=4, linewidth=1.5)
+        if name == "knn":
+            ax.margins(x=0.05, y=0.15)
+            if xs[0] == 0:
+                ax.annotate(f"untrained {ys[0]:.1f}%", (xs[0], ys[0]), textcoords="offset points",
+                            xytext=(8, 4), fontsize=8, color="0.3")
+            if xs[-1] != 0:
+                ax.annotate(f"{ys[-1]:.1f}%", (xs[-1], ys[-1]), textcoords="offset points", xytext=(-6, -14),
+                            fontsize=8, ha="right")
+    if K and series["loss"][0]:
+        axes[0, 0].axhline(math.log(K + 1), color="0.5", linestyle="--", linewidth=1,
+                           label=f"chance: log(K+1) = {math.log(K + 1):.2f}")
+        axes[0, 0].legend(loc="best", fontsize=8)
+    figure.suptitle(f"moco-ref run {run_dir.resolve().name}")
+    try:
+        figure.savefig(out, dpi=110)
+    except OSError as error:
+        raise UserError(f"cannot write {out}: {error}") from None
+    return out

@@ -1,0 +1,137 @@
+"""``moco-ref plot``: reading metrics.jsonl, the series drawn, the PNG, one-line errors (with and without matplotlib)."""
+
+import json
+import sys
+
+import pytest
+
+from moco_ref.errors import UserError
+from moco_ref.plot import PLOT_INSTALL, curves, plot_run, read_metrics
+
+
+def write_run(run_dir, epochs=3, steps_per_epoch=4, knn_every=1, K=64):
+    """A run directory as moco_ref.train writes it: the untrained kNN, step and epoch records, the final summary."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps({"moco_k": K}))
+    records = [{"kind": "knn", "epoch": 0, "global_step": 0, "knn_top1": 12.5, "untrained": True}]
+    for epoch in range(epochs):
+        lr = 0.06 * (0.5 ** epoch)
+        for step in range(1, steps_per_epoch + 1):
+            g = epoch * steps_per_epoch + step
+            records.append({"kind": "step", "epoch": epoch, "global_step": g, "loss": 4.0 - 0.1 * g,
+                            "acc1": 5.0 * g, "lr": lr, "images_per_s": 100.0})
+        record = {"kind": "epoch", "epoch": epoch, "global_step": (epoch + 1) * steps_per_epoch,
+                  "loss": 3.0, "acc1": 40.0, "lr": lr, "seconds": 1.0, "complete": True}
+        if knn_every and (epoch + 1) % knn_every == 0:
+            record["knn_top1"] = 20.0 + 10 * epoch
+        records.append(record)
+    records.append({"kind": "final", "epoch": epochs, "global_step": epochs * steps_per_epoch,
+                    "knn_top1": records[-1].get("knn_top1"), "knn_top1_untrained": 12.5})
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return run_dir
+
+
+def hide_matplotlib(monkeypatch):
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+# ------------------------------------------------------------------ reading
+def test_series_follow_the_training_log(tmp_path):
+    series = curves(read_metrics(write_run(tmp_path / "run")))
+    assert series["loss"][0] == list(range(1, 13))                   # against the global step
+    assert series["lr"][1][:4] == [0.06] * 4 and series["lr"][1][-1] == 0.015
+    assert series["acc1"][1][-1] == 60.0
+    # kNN against epochs completed: 0 = untrained, the record of epoch index e counts e + 1
+    assert series["knn"] == ([0, 1, 2, 3], [12.5, 20.0, 30.0, 40.0])
+
+
+def test_final_knn_fills_in_when_no_epoch_record_has_it(tmp_path):
+    run = write_run(tmp_path / "run", epochs=2, knn_every=0)
+    records = read_metrics(run)
+    records[-1]["knn_top1"] = 33.0
+    assert curves(records)["knn"] == ([0, 2], [12.5, 33.0])
+
+
+@pytest.mark.parametrize("setup,message", [
+    (lambda d: None, "no run directory"),
+    (lambda d: d.mkdir(), "has no metrics.jsonl"),
+    (lambda d: (d.mkdir(), (d / "metrics.jsonl").write_text("")), "is empty"),
+    (lambda d: (d.mkdir(), (d / "metrics.jsonl").write_text('{"kind": "step"}\n{"kind": "ste')), "line 2 is not JSON"),
+    (lambda d: (d.mkdir(), (d / "metrics.jsonl").write_text("[1, 2]\n")), "line 1 is not a JSON object"),
+])
+def test_bad_run_directories_raise_one_line(tmp_path, setup, message):
+    run = tmp_path / "run"
+    setup(run)
+    with pytest.raises(UserError, match=message) as info:
+        read_metrics(run)
+    assert "\n" not in str(info.value)
+
+
+def test_nothing_to_plot_is_an_error(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"kind": "final", "epoch": 0, "global_step": 0}) + "\n")
+    with pytest.raises(UserError, match="nothing|no step"):
+        plot_run(run)
+
+
+# ------------------------------------------------------------------ without matplotlib
+def test_without_matplotlib_the_error_names_the_install(tmp_path, monkeypatch):
+    hide_matplotlib(monkeypatch)
+    with pytest.raises(UserError, match=r"pip install 'moco-ref\[plot\]'"):
+        plot_run(write_run(tmp_path / "run"))
+    assert not (tmp_path / "run" / "curves.png").exists()
+
+
+def run_cli(args, capsys):
+    from moco_ref.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def test_cli_without_matplotlib_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
+    hide_matplotlib(monkeypatch)
+    code, out, err = run_cli(["plot", str(write_run(tmp_path / "run"))], capsys)
+    assert code == 2 and out == ""
+    expected = f"moco-ref: error: plotting needs matplotlib, an optional extra: {PLOT_INSTALL}"
+    assert err.strip().splitlines() == [expected]
+
+
+@pytest.mark.parametrize("content", [None, "", "{not json\n"])
+def test_cli_bad_run_dir_exits_2_with_one_line(tmp_path, capsys, content):
+    run = tmp_path / "run"
+    if content is not None:
+        run.mkdir()
+        (run / "metrics.jsonl").write_text(content)
+    code, out, err = run_cli(["plot", str(run)], capsys)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("moco-ref: error:"), err
+
+
+# ------------------------------------------------------------------ the PNG
+def test_png_is_written_to_the_run_directory(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    run = write_run(tmp_path / "run")
+    code, out, err = run_cli(["plot", str(run)], capsys)
+    assert code == 0, err
+    png = run / "curves.png"
+    assert out.strip() == f"wrote {png}"
+    with Image.open(png) as image:
+        assert image.format == "PNG"
+        width, height = image.size
+    assert width > 800 and height > 500
+
+
+def test_png_with_out_and_without_knn(tmp_path):
+    pytest.importorskip("matplotlib")
+    run = write_run(tmp_path / "run", knn_every=0)
+    out = plot_run(run, tmp_path / "elsewhere.png")
+    assert out == tmp_path / "elsewhere.png" and out.stat().st_size > 10_000
+    with pytest.raises(UserError, match=r"must end in \.png"):
+        plot_run(run, tmp_path / "curves.jpg")
