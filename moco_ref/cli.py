@@ -94,7 +94,10 @@ def train(preset, out, resume, aug_plus, **flags):
         from moco_ref.checkpoint import load_checkpoint
 
         _, meta = load_checkpoint(checkpoint)
+        if not isinstance(meta.get("config"), dict):
+            raise UserError(f"{checkpoint} holds no training configuration; it cannot be resumed")
         values = dict(meta["config"])
+        values["max_steps"] = 0  # a --max-steps limit of the interrupted run does not carry over
         changed = sorted(k for k, v in given.items() if k not in RESUMABLE and values.get(k) != v)
         if changed or preset:
             names = ", ".join("--" + k.replace("_", "-") for k in changed) or "--preset"

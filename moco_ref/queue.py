@@ -73,5 +73,5 @@ class KeyQueue:
             raise ValueError(f"queue: shape {tuple(queue.shape)} does not match (D, K) = "
                              f"{(self.keys.shape[1], self.keys.shape[0])}")
         host = np.asarray(queue if isinstance(queue, np.ndarray) else self.backend.to_host(queue))
-        self.keys = self.backend.to_device(np.ascontiguousarray(host.T, dtype=self.keys.dtype))
+        self.keys = self.backend.to_device(np.array(host.T, dtype=self.keys.dtype, order="C"))  # a copy, never an alias
         self.ptr = int(np.asarray(state["queue_ptr"]).reshape(-1)[0]) % self.K
