@@ -299,6 +299,42 @@ def plot(run_dir, out):
     click.echo(f"wrote {plot_run(run_dir, out)}")
 
 
+# ------------------------------------------------------------------- bench
+@cli.command()
+@click.argument("suite", type=click.Choice(["step", "parts", "scaling", "memory", "augment", "all", "gpu"]),
+                default="step")
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="numpy", show_default=True,
+              help="Backend of our step (PyTorch runs on the matching device).")
+@click.option("--quick", is_flag=True, help="Fewer configurations and repetitions.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Also write the figures as JSON here.")
+def bench(suite, backend, quick, out):
+    """Measure speed: figures only, medians after warm-up, PyTorch in the same run where installed.
+
+    \b
+    SUITE: step     the full MoCo step, images/s, ratio to PyTorch, GFLOP/s, % of GEMM peak
+           parts    where a step's time goes (conv GEMMs, im2col, BatchNorm, ...)
+           scaling  step time against batch, K and width
+           memory   peak memory, ours and PyTorch's (fresh processes)
+           augment  augmentation throughput against training throughput
+           all      all of the above
+           gpu      the CIFAR demo config on CuPy against PyTorch (cuDNN), float32 and TF32
+    Results of a run on this project's machine: benchmarks/RESULTS.md.
+    """
+    try:
+        from benchmarks.cli_entry import run
+    except ImportError as error:
+        raise UserError(f"the benchmarks are not importable ({error}); run from a clone of moco-ref") from None
+    if suite == "gpu":
+        from benchmarks import gpu_compare
+
+        records = gpu_compare.run(echo=click.echo)
+        if out:
+            Path(out).write_text(json.dumps(records, indent=2) + "\n")
+        sys.exit(0 if len(records) == 2 else 1)
+    command = "moco-ref bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "moco-ref bench"
+    run(suite, backend=backend, quick=quick, out=out, echo=click.echo, command=command)
+
+
 # ------------------------------------------------------------------ entry
 def main(argv=None) -> None:
     """Console entry point: runs the CLI, turning user errors into one line and exit code 2."""

@@ -100,7 +100,7 @@ class MoCo:
     def encode_keys(self, x_k):
         """k = unshuffle(normalize(f_k(shuffle(x_k)))): (N, 3, H, W) -> (N, D), training-mode BN."""
         x_shuffled, index_unshuffle = batch_shuffle(x_k, self.shuffle_rng)
-        k, _ = normalize_forward(self.encoder_k.forward(x_shuffled, training=True))
+        k, _ = normalize_forward(self.encoder_k.forward(x_shuffled, training=True, keep_cache=False))
         return batch_unshuffle(k, index_unshuffle)
 
     # ----------------------------------------------------------------- the state

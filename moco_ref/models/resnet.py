@@ -128,26 +128,31 @@ class ResNetEncoder:
         return ({k: move(v) for k, v in params.items()}, {k: move(v) for k, v in buffers.items()})
 
     # ------------------------------------------------------------------- forward
-    def forward(self, x, training=True):
+    def forward(self, x, training=True, keep_cache=None):
         """Encodes a batch of images.
 
         Args:
             x: (N, 3, H, W) images on the backend (NCHW, as PyTorch).
             training: batch statistics and running-statistic updates (True), or
-                running statistics (False).  Only a training forward can be
-                followed by :meth:`backward`.
+                running statistics (False).
+            keep_cache: keep what :meth:`backward` needs (default: when training).  The key
+                encoder trains its BatchNorm statistics but never backpropagates, so MoCo
+                passes False and saves the memory.
         Returns:
             (N, dim) features (not normalised).
         """
         xp = get_array_module(x)
         h = xp.ascontiguousarray(x.transpose(0, 2, 3, 1))       # (N, H, W, 3)
-        cache = {}
+        keep = training if keep_cache is None else keep_cache
+        cache = {} if keep else None
         h = self._conv_bn(h, "conv1", "bn1", 1, 1, True, training, cache)
         for prefix, _, _, stride, downsample in self.blocks:
             h = self._block(h, prefix, stride, downsample, training, cache)
-        features, cache["pool"] = global_avg_pool_forward(h)   # (N, 8w)
+        features, x_shape = global_avg_pool_forward(h)          # (N, 8w)
         out = self._head_forward(features, cache)               # (N, dim)
-        self._cache = cache if training else None
+        if cache is not None:
+            cache["pool"] = x_shape
+        self._cache = cache
         return out
 
     def features(self, x):
@@ -191,12 +196,13 @@ class ResNetEncoder:
 
     def _head_forward(self, features, cache):
         p = self.params
+        record = cache if cache is not None else {}
         if not self.mlp:
-            out, cache["fc"] = linear_forward(features, p["fc.weight"], p["fc.bias"])
+            out, record["fc"] = linear_forward(features, p["fc.weight"], p["fc.bias"])
             return out
-        hidden, cache["fc.0"] = linear_forward(features, p["fc.0.weight"], p["fc.0.bias"])
-        hidden, cache["fc.relu"] = relu_forward(hidden)
-        out, cache["fc.2"] = linear_forward(hidden, p["fc.2.weight"], p["fc.2.bias"])
+        hidden, record["fc.0"] = linear_forward(features, p["fc.0.weight"], p["fc.0.bias"])
+        hidden, record["fc.relu"] = relu_forward(hidden)
+        out, record["fc.2"] = linear_forward(hidden, p["fc.2.weight"], p["fc.2.bias"])
         return out
 
     # ------------------------------------------------------------------ backward
@@ -209,7 +215,7 @@ class ResNetEncoder:
             {parameter name: gradient}, the same names and shapes as ``params``.
         """
         if self._cache is None:
-            raise RuntimeError("backward() needs a preceding forward(x, training=True)")
+            raise RuntimeError("backward() needs a preceding forward(x, training=True) that kept its cache")
         cache, grads = self._cache, {}
         d_features = self._head_backward(dout, cache, grads)
         dh = global_avg_pool_backward(d_features, cache["pool"])

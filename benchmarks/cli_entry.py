@@ -1,0 +1,82 @@
+"""The entry point of ``moco-ref bench`` and ``python -m benchmarks``: run suites, print tables, return figures.
+
+    from benchmarks.cli_entry import run
+    figures = run("step", backend="numpy", quick=True, out="bench.json", echo=print)
+
+Suites (see each module's docstring): step (the headline, ours vs PyTorch), parts (where a
+step's time goes), scaling (batch, K, width), memory (peak RSS, fresh processes),
+augment (augmentation vs training throughput), and all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from backends import get_backend
+from benchmarks import augment, memory, parts, scaling, step
+from benchmarks.common import header_lines, load_average, machine_header, python_command
+
+SUITES = ("step", "parts", "scaling", "memory", "augment")
+CHOICES = SUITES + ("all",)
+
+
+def run(suite: str, backend: str = "numpy", quick: bool = False, out: str | None = None, echo=print, *,
+        tiny: bool = False, command: str | None = None) -> dict:
+    """Runs one suite (or "all"), printing human-readable tables through ``echo``.
+
+    Args:
+        suite: one of "step", "parts", "scaling", "memory", "augment", "all".
+        backend: "numpy" or "cupy" (our step's backend; PyTorch runs on the matching device).
+        quick: fewer configurations and repetitions (minutes instead of tens of minutes on 2 cores).
+        out: if given, the returned figures are also written there as JSON.
+        echo: a print-like callable that receives every output line.
+        tiny: test-sized settings (width 2, batch 8, K 64, one repetition): checks the plumbing only.
+        command: the command line to record in the header (default: this process's argv).
+    Returns:
+        {"header": machine and versions, "<suite>": that suite's figures, ...}.
+    """
+    if suite not in CHOICES:
+        raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(CHOICES)}")
+    get_backend(backend)  # fails early, with the fix in the message, when the backend cannot run
+    header = machine_header(backend, command or python_command())
+    for line in header_lines(header):
+        echo(line)
+    results = {"header": header, "quick": quick, "tiny": tiny}
+    for name in SUITES if suite == "all" else (suite,):
+        if name == "step":
+            results["step"] = step.run_step(backend, echo, **step.plan(quick, tiny))
+        elif name == "parts":
+            results["parts"] = parts.run_parts(backend, echo, **parts.plan(quick, tiny))
+        elif name == "scaling":
+            results["scaling"] = scaling.run_scaling(backend, echo, **scaling.plan(quick, tiny))
+        elif name == "memory":
+            results["memory"] = memory.run_memory(backend, echo, **memory.plan(quick, tiny))
+        elif name == "augment":
+            settings = augment.plan(quick, tiny)
+            results["augment"] = augment.run_augment(
+                backend, echo, **settings,
+                training_images_per_s=_training_rate(results.get("step"), settings["step_config"]))
+        results[name]["load_average_end"] = load_average()
+    header["load_average_end"] = load_average()
+    echo("")
+    echo(f"load average at the end (1, 5, 15 min): {header['load_average_end']}")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(results, f, indent=2, default=_plain)
+        echo(f"figures written to {out}")
+    return results
+
+
+def _training_rate(step_figures: dict | None, config) -> float | None:
+    """Our images/s for ``config`` from the step suite of this run, if it measured that configuration."""
+    for record in (step_figures or {}).get("configs", []):
+        if record["config"] == config.as_dict():
+            return record["ours"]["images_per_s"]
+    return None
+
+
+def _plain(value):
+    """JSON fallback for NumPy scalars and tuples of them."""
+    return value.item() if hasattr(value, "item") else str(value)

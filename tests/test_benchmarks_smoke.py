@@ -1,0 +1,156 @@
+"""The benchmark suites run end to end at test size and return well-formed figures.
+
+Nothing here is about speed: no assertion reads a clock.  The settings are tiny
+(resnet10 of width 2, batch 8, K 64, 8×8 images, one repetition) so that the whole
+module checks the plumbing — every suite runs, every figure exists and is a finite
+positive number, the JSON file matches the returned dict, the parts wrappers are
+removed afterwards, and the analytic FLOP count matches the convolutions a forward
+actually runs.  The PyTorch figures are checked only where torch is installed, in
+two tests marked slow (each imports torch, which takes seconds).
+"""
+
+import importlib.util
+import json
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import memory, parts, step
+from benchmarks.cli_entry import SUITES, run
+from benchmarks.common import TINY, blas_info, conv_layers, step_flops
+from benchmarks.__main__ import main as benchmarks_main
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def finite_positive(value, what):
+    assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, f"{what} = {value!r}"
+
+
+@pytest.fixture(scope="module")
+def run_all(tmp_path_factory):
+    """One tiny run of every suite: (returned figures, printed lines, path of the JSON written)."""
+    out = tmp_path_factory.mktemp("bench") / "figures.json"
+    lines = []
+    figures = run("all", "numpy", quick=True, out=str(out), echo=lambda *a: lines.append(" ".join(map(str, a))),
+                  tiny=True, command="pytest")
+    return figures, lines, out
+
+
+def test_every_suite_reports_and_the_json_file_holds_the_same_figures(run_all):
+    figures, lines, out = run_all
+    assert set(SUITES) <= set(figures), f"missing suites: {set(SUITES) - set(figures)}"
+    assert json.loads(out.read_text()) == json.loads(json.dumps(figures, default=str))
+    assert any(line.startswith("machine :") for line in lines) and any("command : pytest" in l for l in lines)
+
+
+def test_header_names_machine_versions_blas_and_threads(run_all):
+    header = run_all[0]["header"]
+    for key in ("cpu", "cores", "numpy", "blas", "backend", "command", "load_average_start"):
+        assert key in header, key
+    finite_positive(header["blas"]["threads"], "BLAS threads")
+
+
+def test_step_figures_are_finite_and_positive(run_all):
+    step = run_all[0]["step"]
+    finite_positive(step["gemm_peak"]["gflops"], "GEMM peak")
+    (record,) = step["configs"]
+    assert record["config"] == TINY.as_dict() and "torch" not in record
+    finite_positive(record["flops"]["total"], "FLOPs")
+    for key in ("median_s", "images_per_s", "gflops", "fraction_of_gemm_peak"):
+        finite_positive(record["ours"][key], f"ours {key}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_step_compares_with_torch_at_equal_threads():
+    """Slow only because it imports torch (seconds); the tiny run above leaves PyTorch out."""
+    figures = step.run_step("numpy", lambda *a: None, configs=(TINY,), reps=1, warmup=0, gemm_n=64, gemm_reps=1)
+    (record,) = figures["configs"]
+    for key in ("median_s", "images_per_s", "gflops", "fraction_of_gemm_peak"):
+        finite_positive(record["torch"][key], f"torch {key}")
+    finite_positive(record["ratio_time_ours_over_torch"], "time ratio")
+    assert figures["torch_threads"] == blas_info()["threads"]
+
+
+def test_parts_cover_the_step_and_every_wrapper_is_removed(run_all):
+    from moco_ref.layers import conv
+    from moco_ref.models import resnet
+    from moco_ref.optim import SGD
+    from moco_ref.queue import KeyQueue
+
+    figures = run_all[0]["parts"]
+    assert list(figures["parts"]) == list(parts.PART_ORDER)
+    for part, values in figures["parts"].items():
+        finite_positive(values["median_s"], part)
+    finite_positive(figures["augmentation"]["median_s"], "augmentation")
+    finite_positive(figures["instrumented_step_s"], "instrumented step")
+    # The originals are back: the names in the using modules are the defining modules' functions again.
+    assert resnet.conv2d_forward is conv.conv2d_forward and resnet.batchnorm_backward.__module__.endswith("batchnorm")
+    assert not hasattr(SGD.step_, "__wrapped__") and not hasattr(KeyQueue.enqueue, "__wrapped__")
+
+
+def test_scaling_reports_every_axis(run_all):
+    axes = run_all[0]["scaling"]["axes"]
+    assert set(axes) == {"batch", "K", "width"}
+    for axis, result in axes.items():
+        assert math.isfinite(result["exponent"]) and result["verdict"], axis
+        for point in result["points"]:
+            finite_positive(point["median_s"], f"{axis}={point[axis]}")
+            finite_positive(point["images_per_s"], f"{axis}={point[axis]}")
+
+
+def test_memory_reports_what_our_step_adds(run_all):
+    memory = run_all[0]["memory"]
+    for key in ("baseline_rss_bytes", "peak_rss_bytes", "added_bytes"):
+        finite_positive(memory["ours"][key], f"ours {key}")
+    assert memory["ours"]["config"] == TINY.as_dict()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_memory_probe_measures_torch_in_a_fresh_process():
+    """Slow only because a fresh process imports torch (seconds); the tiny run above probes ours alone."""
+    record = memory.probe("torch", TINY, 1, "numpy", threads=1)
+    assert record["which"] == "torch" and record["config"] == TINY.as_dict()
+    for key in ("baseline_rss_bytes", "peak_rss_bytes", "added_bytes"):
+        finite_positive(record[key], f"torch {key}")
+
+
+def test_augment_compares_both_pipelines_with_training(run_all):
+    augment = run_all[0]["augment"]
+    assert set(augment["pipelines"]) == {"cifar", "v2"}
+    assert augment["training_source"] == "step suite"  # reused from the step suite of the same run
+    for name, figures in augment["pipelines"].items():
+        finite_positive(figures["images_per_s"], name)
+        finite_positive(figures["ratio_augment_over_training"], name)
+
+
+def test_flop_count_matches_the_convolutions_a_forward_runs(monkeypatch):
+    """The analytic conv MACs equal those of the conv2d calls of a real forward (counted from their shapes)."""
+    from moco_ref.models import build_encoder, resnet
+
+    encoder = build_encoder("resnet18", dim=16, width=4, seed=0, dtype="float32")
+    macs = []
+    original = resnet.conv2d_forward
+
+    def counting(x, w, stride=1, padding=0):
+        y, cache = original(x, w, stride, padding)
+        N, Ho, Wo, O = y.shape
+        macs.append(N * Ho * Wo * O * w.shape[1] * w.shape[2] * w.shape[3])
+        return y, cache
+
+    monkeypatch.setattr(resnet, "conv2d_forward", counting)
+    N, size = 3, 16
+    encoder.forward(np.zeros((N, 3, size, size), dtype=np.float32), training=True)
+    assert len(macs) == len(conv_layers(encoder, size))
+    assert 2 * sum(macs) == step_flops(encoder, N, 32, size)["conv_forward"]
+
+
+def test_unknown_suite_is_one_clear_error(capsys):
+    with pytest.raises(ValueError, match="unknown suite"):
+        run("speed", "numpy", True, None, print)
+    with pytest.raises(SystemExit) as exit_info:
+        benchmarks_main(["speed"])
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
