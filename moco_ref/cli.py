@@ -51,23 +51,23 @@ RESUMABLE = {"epochs", "max_steps", "knn_every", "backend", "save_every", "log_e
 @click.option("--data", help="'builtin' (default), a folder of images (class sub-folders = labels) or a CIFAR folder.")
 @click.option("--image-size", type=click.IntRange(8), help="Side of the square crops. [default: 32]")
 @click.option("--arch", type=click.Choice(["resnet10", "resnet18"]), help="Encoder. [default: resnet10]")
-@click.option("--width", type=click.IntRange(1), help="Base width of the ResNet (64 = standard). [default: 16]")
-@click.option("-b", "--batch-size", type=click.IntRange(1), help="Images per step. [default: 128]")
-@click.option("--epochs", type=click.IntRange(1), help="Epochs to train. [default: 15]")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Base learning rate. [default: 0.06]")
+@click.option("--width", type=click.IntRange(1), help="Base width of the ResNet (64 = standard). [default: 8]")
+@click.option("-b", "--batch-size", type=click.IntRange(1), help="Images per step. [default: 64]")
+@click.option("--epochs", type=click.IntRange(1), help="Epochs to train. [default: 20]")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Base learning rate. [default: 0.03]")
 @click.option("--momentum", type=click.FloatRange(0, 1), help="SGD momentum. [default: 0.9]")
 @click.option("--wd", type=click.FloatRange(0), help="Weight decay, on every parameter. [default: 5e-4]")
 @click.option("--schedule", callback=_schedule, help="Step schedule: epochs where lr ×0.1, e.g. 120,160 (without --cos).")
 @click.option("--cos/--no-cos", default=None, help="Cosine learning-rate schedule. [default: on]")
 @click.option("--moco-dim", type=click.IntRange(1), help="Feature dimension D. [default: 128]")
-@click.option("--moco-k", type=click.IntRange(1), help="Queue size K (any batch size works). [default: 1024]")
+@click.option("--moco-k", type=click.IntRange(1), help="Queue size K (any batch size works). [default: 256]")
 @click.option("--moco-m", type=click.FloatRange(0, 1), help="Key-encoder momentum m. [default: 0.99]")
-@click.option("--moco-t", type=click.FloatRange(0, min_open=True), help="Softmax temperature T. [default: 0.1]")
+@click.option("--moco-t", type=click.FloatRange(0, min_open=True), help="Softmax temperature T. [default: 0.2]")
 @click.option("--mlp/--no-mlp", default=None, help="MoCo v2 MLP head.")
 @click.option("--aug", type=click.Choice(AUGMENTATIONS), help="Augmentation pipeline. [default: cifar]")
 @click.option("--aug-plus", is_flag=True, default=None, help="MoCo v2 augmentation (same as --aug v2).")
 @click.option("--symmetric/--asymmetric", default=None, help="Symmetric loss L(x1,x2)+L(x2,x1).")
-@click.option("--bn-splits", type=click.IntRange(1), help="Split BatchNorm groups (shuffle BN on one device; 1 = plain BN). [default: 8]")
+@click.option("--bn-splits", type=click.IntRange(1), help="Split BatchNorm groups (shuffle BN on one device; 1 = plain BN). [default: 2]")
 @click.option("--seed", type=int, help="Seed of every random draw. [default: 0]")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), help="numpy (CPU) or cupy (GPU). [default: numpy]")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), help="[default: float32]")
@@ -80,8 +80,8 @@ RESUMABLE = {"epochs", "max_steps", "knn_every", "backend", "save_every", "log_e
 def train(preset, out, resume, aug_plus, **flags):
     """Train MoCo and report the kNN accuracy of the learned encoder.
 
-    With no flags: the built-in shapes dataset, resnet10 width 16, NumPy, a few
-    minutes on a 2-core CPU.  Progress goes to stderr; RUN_DIR gets config.json,
+    With no flags: the built-in shapes dataset, resnet10 width 8, NumPy, about
+    five minutes on a 2-core CPU.  Progress goes to stderr; RUN_DIR gets config.json,
     metrics.jsonl and checkpoint_last.npz (see the README).
     """
     from moco_ref.train import Trainer

@@ -132,7 +132,7 @@ def test_config_json_records_the_flags_and_the_defaults(finished_run, data):
     expected = {"image_size": 16, "arch": "resnet10", "width": 2, "batch_size": 8, "moco_k": 20,
                 "moco_dim": 16, "bn_splits": 2, "epochs": 2, "knn_every": 1, "seed": 3, "log_every": 1,
                 # defaults that were not given
-                "lr": 0.06, "moco_m": 0.99, "moco_t": 0.1, "cos": True, "backend": "numpy",
+                "lr": 0.03, "moco_m": 0.99, "moco_t": 0.2, "cos": True, "backend": "numpy",
                 "dtype": "float32", "aug": "cifar", "mlp": False, "symmetric": False}
     assert {k: config[k] for k in expected} == expected
 
@@ -154,7 +154,7 @@ def test_metrics_jsonl_has_step_knn_epoch_and_final_records(finished_run):
         assert 0.0 <= r["acc1"] <= 100.0
         assert r["images_per_s"] > 0
     # cosine schedule, set once per epoch: lr·½(1 + cos(π·epoch/epochs))
-    assert [r["lr"] for r in steps] == pytest.approx([0.06] * 3 + [0.03] * 3)
+    assert [r["lr"] for r in steps] == pytest.approx([0.03] * 3 + [0.015] * 3)   # default --lr 0.03
 
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert [(r["epoch"], r["global_step"], r["complete"]) for r in epochs] == [(0, 3, True), (1, 6, True)]
