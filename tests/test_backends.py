@@ -62,3 +62,17 @@ def test_dtype_is_kept_through_a_step(dtype):
         for name, p in store.items():
             assert p.dtype == np.dtype(dtype), f"{name} became {p.dtype}"
     assert model.queue.keys.dtype == np.dtype(dtype)
+
+
+def test_the_key_encoder_keeps_no_backward_cache():
+    """The key encoder trains its BN statistics but never backpropagates, so it holds no im2col cache."""
+    from moco_ref.moco import MoCo
+
+    model = MoCo(arch="resnet10", width=2, dim=4, K=8, bn_splits=2, dtype="float64")
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8))
+    model.step(x, x)
+    assert model.encoder_k._cache is None
+    assert int(model.encoder_k.buffers["bn1.num_batches_tracked"]) == 1   # its BN did train
+    model.encoder_q.forward(x, training=True, keep_cache=False)
+    with pytest.raises(RuntimeError, match="kept its cache"):
+        model.encoder_q.backward(np.ones((4, 4)))
