@@ -32,14 +32,27 @@ def save_checkpoint(path, arrays: dict, meta: dict) -> Path:
     """Atomically writes ``arrays`` (host or device) and the JSON-able ``meta`` to ``path``."""
     from backends import to_numpy
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {name: to_numpy(a) for name, a in arrays.items()}
     payload[META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    return write_atomically(path, lambda f: np.savez(f, **payload))
+
+
+def write_atomically(path, write) -> Path:
+    """Calls ``write(file)`` on a temporary file beside ``path``, then fsyncs it and renames it over ``path``.
+
+    The file gets the permissions an ordinary ``open`` would give (mkstemp's are 0600), and the folder
+    is fsync'ed too so that the rename itself survives a crash.  On any error the temporary file is
+    removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -47,7 +60,7 @@ def save_checkpoint(path, arrays: dict, meta: dict) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    try:  # make the rename itself durable
+    try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)

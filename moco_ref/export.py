@@ -41,13 +41,11 @@ only has width 64, so for other widths build the same module tree yourself (the 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from moco_ref.checkpoint import load_checkpoint
+from moco_ref.checkpoint import load_checkpoint, write_atomically
 from moco_ref.errors import CheckpointError, UserError
 
 PREFIX = "encoder_q."
@@ -64,25 +62,6 @@ def encoder_state(arrays: dict, keep_fc: bool = False) -> dict:
         if keep_fc or not short.startswith("fc."):
             state[short] = np.asarray(array, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
     return state
-
-
-def _write_atomically(path: Path, write) -> None:
-    """Calls ``write(file)`` on a temporary file beside ``path``, then fsyncs and renames it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; an export is meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _safetensors_module():
@@ -131,13 +110,13 @@ def export_encoder(checkpoint, out, keep_fc: bool = False) -> dict:
     info = {key: config.get(key) for key in ("arch", "width", "moco_dim", "mlp")}
 
     npz_path = out.with_suffix(".npz")
-    _write_atomically(npz_path, lambda f: np.savez(f, **state))
+    write_atomically(npz_path, lambda f: np.savez(f, **state))
     files = [npz_path]
     if safetensors_numpy is not None:
         metadata = {"format": "pt", "source": "moco-ref encoder_q",
                     **{k: json.dumps(v) for k, v in info.items() if v is not None}}
         data = safetensors_numpy.save(state, metadata=metadata)
-        _write_atomically(out, lambda f: f.write(data))
+        write_atomically(out, lambda f: f.write(data))
         files.append(out)
     return {"files": [str(p) for p in files], "arrays": len(state), "dropped": dropped,
             "arch": info["arch"], "width": info["width"], "dim": info["moco_dim"], "mlp": info["mlp"]}

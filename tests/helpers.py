@@ -20,3 +20,23 @@ def assert_close(actual, expected, rtol: float, what: str) -> None:
         worst = np.unravel_index(int(np.argmax(np.abs(a - e))), a.shape) if a.size else ()
         raise AssertionError(f"{what}: relative error {error:.3e} > {rtol:.0e} at {worst}: "
                              f"got {a[worst]!r}, expected {e[worst]!r}")
+
+
+def write_image_folder(root, train_per_class: int = 12, val_per_class: int = 4, size: int = 20, seed: int = 0):
+    """root/train/{red,green}/*.png and root/val/{red,green}/*.png: noisy images, one dominant colour per class."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        for label, name in enumerate(("red", "green")):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                image = np.zeros((size, size, 3))
+                image[..., label] = 180
+                image = np.clip(image + rng.normal(0, 40, image.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(image).save(folder / f"{i:03d}.png")
+    return root

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import helpers
 import numpy as np
 import pytest
 from PIL import Image
@@ -35,17 +36,7 @@ TINY = ["--image-size", "16", "--arch", "resnet10", "--width", "2", "-b", "8", "
 
 def write_image_folder(root: Path, train_per_class: int = 16, val_per_class: int = 4, size: int = 20) -> Path:
     """root/train/{red,green}/*.png and root/val/...: noisy images, one dominant colour per class."""
-    rng = np.random.default_rng(1)
-    for split, count in (("train", train_per_class), ("val", val_per_class)):
-        for label, name in enumerate(("red", "green")):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                image = np.zeros((size, size, 3))
-                image[..., label] = 180
-                image = np.clip(image + rng.normal(0, 40, image.shape), 0, 255).astype(np.uint8)
-                Image.fromarray(image).save(folder / f"{i:03d}.png")
-    return root
+    return helpers.write_image_folder(root, train_per_class, val_per_class, size, seed=1)
 
 
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # fast on a busy machine
