@@ -204,8 +204,7 @@ class Trainer:
         while self.epoch < c.epochs:
             if c.max_steps and self.global_step >= c.max_steps:
                 break
-            summary = self.run_epoch()
-        self.save()
+            summary = self.run_epoch()   # each epoch (and a stop within one) ends with a checkpoint
         final = {**summary, "kind": "final", "epoch": self.epoch, "global_step": self.global_step}
         if self.test_set is not None:
             final["knn_top1"] = summary.get("knn_top1") if "knn_top1" in summary else self.knn()
