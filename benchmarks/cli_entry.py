@@ -39,6 +39,9 @@ def run(suite: str, backend: str = "numpy", quick: bool = False, out: str | None
     if suite not in CHOICES:
         raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(CHOICES)}")
     get_backend(backend)  # fails early, with the fix in the message, when the backend cannot run
+    from moco_ref.runtime import reuse_freed_memory
+
+    reuse_freed_memory()  # as `moco-ref train` does; PyTorch's CPU tensors use the same allocator
     header = machine_header(backend, command or python_command())
     for line in header_lines(header):
         echo(line)

@@ -64,6 +64,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = parser.parse_args(argv)
 
+    from moco_ref.runtime import reuse_freed_memory
+
+    reuse_freed_memory()  # as `moco-ref train` does, for both implementations alike
     from benchmarks.common import Config, make_ours, make_torch, torch_device
 
     import moco_ref.moco  # noqa: F401  (imported before the baseline: the import is not the model)
