@@ -40,3 +40,13 @@ def write_image_folder(root, train_per_class: int = 12, val_per_class: int = 4, 
                 image = np.clip(image + rng.normal(0, 40, image.shape), 0, 255).astype(np.uint8)
                 Image.fromarray(image).save(folder / f"{i:03d}.png")
     return root
+
+
+def skip_if_cupy_installed() -> None:
+    """For tests of the no-GPU behaviour: skips where CuPy can be imported."""
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed: this test is for machines without it")

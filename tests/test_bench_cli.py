@@ -2,6 +2,7 @@
 
 import json
 
+import helpers
 import pytest
 
 from moco_ref.cli import main
@@ -21,12 +22,7 @@ def test_bench_help_lists_the_suites(capsys):
 
 
 def test_bench_on_a_missing_backend_is_one_line(capsys):
-    pytest.importorskip("numpy")
-    try:
-        import cupy  # noqa: F401
-        pytest.skip("CuPy is installed")
-    except ImportError:
-        pass
+    helpers.skip_if_cupy_installed()
     assert run_cli(["bench", "step", "--backend", "cupy"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install 'moco-ref[gpu]'" in err[0]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import helpers
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -15,11 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_gpu_check_script_reports_each_part_and_fails_without_a_gpu(tmp_path):
     pytest.importorskip("torch")
-    try:
-        import cupy  # noqa: F401
-        pytest.skip("CuPy is installed: this test is for machines without a GPU")
-    except ImportError:
-        pass
+    helpers.skip_if_cupy_installed()
     env = dict(os.environ, PYTHON=sys.executable)
     done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=300)

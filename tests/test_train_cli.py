@@ -367,11 +367,7 @@ def test_unknown_flag_is_a_usage_error(capsys):
 
 
 def test_cupy_backend_without_cupy(capsys, tmp_path, data):
-    try:
-        import cupy  # noqa: F401
-        pytest.skip("CuPy is installed here")
-    except ImportError:
-        pass
+    helpers.skip_if_cupy_installed()
     code, err = train_error(capsys, data, "--backend", "cupy", "--out", tmp_path / "r")
     error_line(code, err, "CuPy", "pip install 'moco-ref[gpu]'")
 
