@@ -50,3 +50,17 @@ def skip_if_cupy_installed() -> None:
 
     if importlib.util.find_spec("cupy") is not None:
         pytest.skip("CuPy is installed: this test is for machines without it")
+
+
+def run_cli(args, capsys) -> tuple:
+    """Runs ``moco-ref ARGS`` in-process; returns (exit code, stdout, stderr) of that run alone."""
+    from moco_ref.cli import main
+
+    capsys.readouterr()  # drop what earlier steps of the test printed
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -4,6 +4,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
 from helpers import assert_close
 from moco_ref.checkpoint import save_checkpoint
@@ -186,15 +187,6 @@ def test_safetensors_file_matches_the_npz(checkpoint, tmp_path):
 
 
 # ------------------------------------------------------------------ command line
-def run_cli(args, capsys):
-    from moco_ref.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
 def test_cli_writes_and_prints_the_snippet(checkpoint, tmp_path, capsys):
     path, _ = checkpoint
     code, out, err = run_cli(["export", "--checkpoint", str(path.parent), "--out", str(tmp_path / "e.npz")], capsys)

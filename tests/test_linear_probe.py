@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
 from moco_ref.data import Dataset
 from moco_ref.errors import UserError
@@ -166,15 +167,6 @@ def run_dir(tmp_path_factory):
     Trainer(TrainConfig(arch="resnet10", width=2, batch_size=16, epochs=1, max_steps=2, moco_k=64,
                         knn_every=0, bn_splits=2), path, log=lambda *a, **k: None).run()
     return path
-
-
-def run_cli(args, capsys):
-    from moco_ref.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def test_cli_prints_one_json_object(run_dir, capsys):

@@ -4,6 +4,7 @@ import json
 import sys
 
 import pytest
+from helpers import run_cli
 
 from moco_ref.errors import UserError
 from moco_ref.plot import PLOT_INSTALL, curves, plot_run, read_metrics
@@ -82,15 +83,6 @@ def test_without_matplotlib_the_error_names_the_install(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"pip install 'moco-ref\[plot\]'"):
         plot_run(write_run(tmp_path / "run"))
     assert not (tmp_path / "run" / "curves.png").exists()
-
-
-def run_cli(args, capsys):
-    from moco_ref.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def test_cli_without_matplotlib_exits_2_with_one_line(tmp_path, monkeypatch, capsys):

@@ -7,6 +7,7 @@ temperature T; logits = [q·k, q·queue] / T, (N, 1 + K), the positive in column
 import math
 
 import numpy as np
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -121,33 +122,20 @@ def test_info_nce_logit_gradient_sums_to_zero_per_row(data):
                                err_msg="∂L/∂logits is not (softmax − onehot)/N")
 
 
+@pytest.mark.parametrize("wrt", ["q", "k"])
 @given(data=st.data())
-def test_info_nce_gradient_wrt_q_matches_finite_differences(data):
-    """∂L/∂q from info_nce_backward matches central differences (float64, relative error ≤ 1e-6).
+def test_info_nce_gradients_match_finite_differences(wrt, data):
+    """∂L/∂q and ∂L/∂k from info_nce_backward match central differences (float64, relative error ≤ 1e-6).
 
     T ≥ 0.5 keeps the logits within ±2/T = ±4: a smaller T can make every gradient as
     small as exp(−2/T), below what differences of step 1e-6 resolve relative to the loss.
     D ≥ 2: with D = 1 every vector is ±1 and the gradient can vanish exactly.
     """
     q, k, queue, T = draw_problem(data, T_range=(0.5, 2.0), min_D=2)
-    _, dq, _ = info_nce(q, k, queue, T)
-    numeric = numerical_gradient(lambda: info_nce_forward(q, k, queue, T)[0], q)
-    result = compare("info_nce / dq", dq, numeric, 1e-6)
-    assert result.passed, result.describe()
-
-
-@given(data=st.data())
-def test_info_nce_gradient_wrt_k_matches_finite_differences(data):
-    """∂L/∂k from info_nce_backward matches central differences (float64, relative error ≤ 1e-6).
-
-    T ≥ 0.5 keeps the logits within ±2/T = ±4: a smaller T can make every gradient as
-    small as exp(−2/T), below what differences of step 1e-6 resolve relative to the loss.
-    D ≥ 2: with D = 1 every vector is ±1 and the gradient can vanish exactly.
-    """
-    q, k, queue, T = draw_problem(data, T_range=(0.5, 2.0), min_D=2)
-    _, _, dk = info_nce(q, k, queue, T)
-    numeric = numerical_gradient(lambda: info_nce_forward(q, k, queue, T)[0], k)
-    result = compare("info_nce / dk", dk, numeric, 1e-6)
+    _, dq, dk = info_nce(q, k, queue, T)
+    analytic, x = (dq, q) if wrt == "q" else (dk, k)
+    numeric = numerical_gradient(lambda: info_nce_forward(q, k, queue, T)[0], x)
+    result = compare(f"info_nce / d{wrt}", analytic, numeric, 1e-6)
     assert result.passed, result.describe()
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import helpers
 import numpy as np
 import pytest
-from PIL import Image
 
 from moco_ref.checkpoint import load_checkpoint
 from moco_ref.cli import main

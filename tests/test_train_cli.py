@@ -24,10 +24,8 @@ from pathlib import Path
 import helpers
 import numpy as np
 import pytest
-from PIL import Image
 
 from moco_ref.checkpoint import load_checkpoint
-from moco_ref.cli import main
 
 # Tiny settings: every run of this file uses them (plus --data and --out).
 TINY = ["--image-size", "16", "--arch", "resnet10", "--width", "2", "-b", "8", "--moco-k", "20",
@@ -50,14 +48,7 @@ def subprocess_env() -> dict:
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:
     """Runs ``moco-ref ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return helpers.run_cli(args, capsys)
 
 
 def error_line(code: int, err: str, *phrases) -> str:
