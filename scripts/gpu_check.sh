@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # The GPU check: on a machine with an NVIDIA GPU and CuPy (cupy-cuda12x or cupy-cuda13x), run
 #   1. the GPU tests (NumPy/CuPy parity, float64 gradient checks on the GPU) and the CPU-side guard,
-#   2. one short epoch of `moco-ref train --backend cupy` on the built-in data,
+#   2. one short epoch of `moco-ref train --backend cupy` on the built-in data, then eval knn, a short
+#      eval linear and export on that checkpoint, all on CuPy,
 #   3. the GPU benchmark (CIFAR demo config, ours vs PyTorch eager, float32 and TF32),
+#   4. where our GPU step's time goes (the `parts` suite on CuPy, CIFAR demo config, float32),
 # writing everything to one results file. Usage: scripts/gpu_check.sh [RESULTS_DIR]  (default: $OUT or gpu-results)
 # Needs no network and no install: it runs from the checkout with PYTHONPATH (numpy, pillow, click, pytest,
-# hypothesis, cupy and torch must already be there, as on the lent GPU machines). About 5 minutes on an H100.
+# hypothesis, cupy and torch must already be there, as on the lent GPU machines). About 5 minutes on an H100;
+# each part has its own time limit, so one stuck part cannot eat the others' time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-${OUT:-gpu-results}}
 mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
 results="$dir/gpu_results.txt"
+run_dir=$(mktemp -d)/run          # checkpoints stay out of RESULTS_DIR (they are large)
 py=${PYTHON:-python3}
+moco() { "$py" -m moco_ref.cli "$@"; }
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 CUPY_TF32=0
 status=0
 exec > >(tee "$results") 2>&1   # everything below goes to the terminal and to the results file
@@ -33,15 +39,31 @@ print("numpy", numpy.__version__)
 PY
 
 echo; echo "## 1. GPU tests and the CPU-side guard"
-timeout 240 "$py" -m pytest tests/gpu tests/test_device_guard.py -q -rs -p no:cacheprovider || status=1
+SECONDS=0
+timeout 150 "$py" -m pytest tests/gpu tests/test_device_guard.py -q -rs --tb=short -p no:cacheprovider || status=1
+echo "(part 1: ${SECONDS} s)"
 
-echo; echo "## 2. One short epoch on CuPy (built-in data, resnet18 width 32, batch 256)"
-rm -rf "$dir/run"
-timeout 180 "$py" -m moco_ref.cli train --backend cupy --arch resnet18 --width 32 -b 256 --epochs 1 \
-    --knn-every 1 --log-every 2 --out "$dir/run" || status=1
-tail -n 3 "$dir/run/metrics.jsonl" 2>/dev/null
+echo; echo "## 2. One short epoch on CuPy (built-in data, resnet18 width 32, batch 256), then eval and export"
+SECONDS=0
+if timeout 150 "$py" -m moco_ref.cli train --backend cupy --arch resnet18 --width 32 -b 256 --epochs 1 \
+        --knn-every 1 --log-every 2 --out "$run_dir"; then
+    tail -n 2 "$run_dir/metrics.jsonl"
+    timeout 60 "$py" -m moco_ref.cli eval knn --checkpoint "$run_dir" --backend cupy || status=1
+    timeout 60 "$py" -m moco_ref.cli eval linear --checkpoint "$run_dir" --epochs 2 --backend cupy || status=1
+    timeout 60 "$py" -m moco_ref.cli export --checkpoint "$run_dir" --out "$run_dir/encoder.npz" || status=1
+else
+    status=1
+fi
+echo "(part 2: ${SECONDS} s)"
 
 echo; echo "## 3. GPU benchmark: CIFAR demo config (resnet18 w64, batch 512, K 4096, 32x32), ours vs PyTorch"
-timeout 240 "$py" -m benchmarks.gpu_compare --steps 10 --warmup 3 --json "$dir/gpu_bench.json" || status=1
+SECONDS=0
+timeout 200 "$py" -m benchmarks.gpu_compare --steps 10 --warmup 3 --json "$dir/gpu_bench.json" || status=1
+echo "(part 3: ${SECONDS} s)"
+
+echo; echo "## 4. Where our GPU step's time goes (float32)"
+SECONDS=0
+timeout 90 "$py" -m benchmarks.gpu_compare --parts || status=1
+echo "(part 4: ${SECONDS} s)"
 echo; echo "gpu_check status: $status (results in $results)"
 exit $status

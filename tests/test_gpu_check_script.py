@@ -22,7 +22,7 @@ def test_gpu_check_script_reports_each_part_and_fails_without_a_gpu(tmp_path):
                           capture_output=True, text=True, timeout=300)
     results = (tmp_path / "gpu_results.txt").read_text()
     assert done.returncode == 1, results
-    for header in ("## 1. GPU tests", "## 2. One short epoch on CuPy", "## 3. GPU benchmark"):
+    for header in ("## 1. GPU tests", "## 2. One short epoch on CuPy", "## 3. GPU benchmark", "## 4. Where"):
         assert header in results
     assert "no GPU backend here" in results or "skipped" in results      # the GPU tests skip cleanly
     assert "pip install 'moco-ref[gpu]'" in results                      # train --backend cupy: one clear line
@@ -33,4 +33,4 @@ def test_gpu_check_script_reports_each_part_and_fails_without_a_gpu(tmp_path):
 def test_gpu_benchmark_module_imports_without_cupy():
     import benchmarks.gpu_compare as gpu
 
-    assert gpu.CONFIG == dict(arch="resnet18", width=64, batch=512, K=4096, dim=128, image=32, bn_splits=8)
+    assert gpu.CONFIG == dict(arch="resnet18", width=64, batch=512, K=4096, dim=128, image=32, bn_splits=1)
