@@ -78,12 +78,19 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training: bool,
     groups = x.reshape(N // splits, splits, H * W, C)
     count = (N // splits) * H * W
     mean = group_channel_sums(groups).reshape(1, splits, 1, C) * (1.0 / count)   # (1, S, 1, C)
-    x_hat = groups - mean                                        # centred; a fresh array we may overwrite
-    var = group_channel_sums(x_hat, x_hat).reshape(1, splits, 1, C) * (1.0 / count)   # Σ (x − μ)² / M
-    inv_std = 1.0 / xp.sqrt(var + BN_EPS)
-    x_hat *= inv_std                                             # (N/S, S, H·W, C)
-    y = x_hat * gamma
-    y += beta                                                    # in place: one temporary fewer
+    if xp.__name__ == "cupy":  # the same maths in two fused passes (backends/cupy_kernels.py)
+        from backends import cupy_kernels
+
+        var = sums_by_matvec(cupy_kernels.centred_square(groups, mean)).reshape(1, splits, 1, C) * (1.0 / count)
+        inv_std = 1.0 / xp.sqrt(var + BN_EPS)
+        x_hat, y = cupy_kernels.normalize_affine(groups, mean, inv_std, gamma, beta)
+    else:
+        x_hat = groups - mean                                    # centred; a fresh array we may overwrite
+        var = group_channel_sums(x_hat, x_hat).reshape(1, splits, 1, C) * (1.0 / count)   # Σ (x − μ)² / M
+        inv_std = 1.0 / xp.sqrt(var + BN_EPS)
+        x_hat *= inv_std                                         # (N/S, S, H·W, C)
+        y = x_hat * gamma
+        y += beta                                                # in place: one temporary fewer
     y = y.reshape(N, H, W, C)
 
     unbiased = var.reshape(splits, C) * (count / max(count - 1, 1))
@@ -114,8 +121,14 @@ def batchnorm_backward(dy, cache):
     dbeta, dgamma = g_sum.sum(axis=0), gx_sum.sum(axis=0)
     # dx = γ/σ · (g − mean(g) − x̂·mean(g·x̂)), evaluated with as few full-size passes as possible.
     scale = gamma * inv_std                                           # (1, S, 1, C)
-    dx = x_hat * (gx_sum.reshape(1, splits, 1, C) * (-1.0 / count))
+    g_mean = g_sum.reshape(1, splits, 1, C) * (1.0 / count)
+    gx_mean = gx_sum.reshape(1, splits, 1, C) * (1.0 / count)
+    if get_array_module(dy).__name__ == "cupy":  # one fused pass (backends/cupy_kernels.py)
+        from backends import cupy_kernels
+
+        return cupy_kernels.bn_input_grad(g, x_hat, g_mean, gx_mean, scale).reshape(N, H, W, C), dgamma, dbeta
+    dx = x_hat * -gx_mean
     dx += g
-    dx -= g_sum.reshape(1, splits, 1, C) * (1.0 / count)
+    dx -= g_mean
     dx *= scale
     return dx.reshape(N, H, W, C), dgamma, dbeta
