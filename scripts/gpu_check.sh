@@ -21,7 +21,9 @@ moco() { "$py" -m moco_ref.cli "$@"; }
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 CUPY_TF32=0
 status=0
 exec > >(tee "$results") 2>&1   # everything below goes to the terminal and to the results file
-echo "# moco-ref GPU check, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD 2>/dev/null || commit="$commit + uncommitted changes"
+echo "# moco-ref GPU check, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $commit"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$py" - <<'PY'
 import numpy
