@@ -1,8 +1,8 @@
 """Training configuration: the flags of ``moco-ref train``, their defaults and the recipe presets.
 
 The defaults are CPU-sized: on the built-in data with the NumPy backend a run
-finishes in about five minutes on a 2-core machine.  They were chosen by short
-runs on the built-in data (see the README): a small queue (its keys stay
+finishes in about two and a half minutes on a 2-core machine.  They were chosen by short
+runs on the first (coloured) version of the built-in data (see the README): a small queue (its keys stay
 consistent on a 2000-image set), temperature 0.2, two BatchNorm splits of 32
 images (8 splits of 8 images made the statistics too noisy) and lr 0.03.  The presets are the documented
 recipes (see ../README.md, "Recipes"); a flag given on the command line always
