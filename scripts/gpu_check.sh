@@ -7,7 +7,7 @@
 #   4. where our GPU step's time goes (the `parts` suite on CuPy, CIFAR demo config, float32),
 # writing everything to one results file. Usage: scripts/gpu_check.sh [RESULTS_DIR]  (default: $OUT or gpu-results)
 # Needs no network and no install: it runs from the checkout with PYTHONPATH (numpy, pillow, click, pytest,
-# hypothesis, cupy and torch must already be there, as on the lent GPU machines). About 5 minutes on an H100;
+# hypothesis, cupy and torch must already be there, as on the lent GPU machines). About 2 minutes on an H200;
 # each part has its own time limit, so one stuck part cannot eat the others' time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
