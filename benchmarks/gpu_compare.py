@@ -84,8 +84,23 @@ def parts(steps: int = 5, warmup: int = 2, config: dict | None = None, echo=prin
     return run_parts("cupy", echo, bench_config, steps, warmup, "cifar")
 
 
+def require_gpu() -> None:
+    """Raises BackendUnavailable (CuPy or its GPU missing) or UserError (no CUDA PyTorch) before any work."""
+    from backends import get_backend
+    from moco_ref.errors import UserError
+
+    get_backend("cupy")
+    try:
+        import torch
+    except ImportError:
+        raise UserError("the GPU benchmark compares with PyTorch, which is not installed") from None
+    if not torch.cuda.is_available():
+        raise UserError("the GPU benchmark compares with PyTorch on the GPU, but this PyTorch sees no CUDA device")
+
+
 def run(steps: int = 10, warmup: int = 3, config: dict | None = None, echo=print) -> list[dict]:
     """Runs float32 and TF32 measurements, each in a subprocess; prints a table; returns the records."""
+    require_gpu()
     config = config or CONFIG
     records = []
     for tf32 in (False, True):
@@ -118,6 +133,10 @@ if __name__ == "__main__":
     parser.add_argument("--json", help="also write the records to this file")
     parser.add_argument("--parts", action="store_true", help="print where our step's time goes instead")
     args = parser.parse_args()
+    try:
+        require_gpu()
+    except Exception as error:  # BackendUnavailable or UserError: one line, as the CLI prints it
+        sys.exit(f"gpu_compare: {error}")
     if args.parts:
         parts(config=dict(CONFIG, batch=args.batch))
         sys.exit(0)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 import helpers
 
 from helpers import run_cli
@@ -14,12 +16,14 @@ def test_bench_help_lists_the_suites(capsys):
         assert suite in out
 
 
-def test_bench_on_a_missing_backend_is_one_line(capsys):
+@pytest.mark.parametrize("args", [["step", "--backend", "cupy"], ["gpu"]])
+def test_bench_on_a_missing_backend_is_one_line(args, capsys):
     helpers.skip_if_cupy_installed()
-    code, _, err = run_cli(["bench", "step", "--backend", "cupy"], capsys)
+    code, out, err = run_cli(["bench", *args], capsys)
     assert code == 2
     err = err.strip().splitlines()
     assert len(err) == 1 and "pip install 'moco-ref[gpu]'" in err[0]
+    assert "Traceback" not in out
 
 
 def test_bench_augment_quick_writes_its_figures(tmp_path, capsys):
