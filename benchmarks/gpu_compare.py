@@ -75,9 +75,11 @@ def _measure(tf32: bool, steps: int, warmup: int, config: dict) -> dict:
 
 def parts(steps: int = 5, warmup: int = 2, config: dict | None = None, echo=print) -> dict:
     """The ``parts`` suite on CuPy for this configuration: where our GPU step's time goes."""
+    from backends import get_backend
     from benchmarks.common import Config
     from benchmarks.parts import run_parts
 
+    get_backend("cupy")  # fails first, before the banner, where there is no GPU
     c = config or CONFIG
     bench_config = Config(arch=c["arch"], width=c["width"], batch=c["batch"], K=c["K"], dim=c["dim"],
                           size=c["image"], bn_splits=c["bn_splits"])
@@ -133,14 +135,16 @@ if __name__ == "__main__":
     parser.add_argument("--json", help="also write the records to this file")
     parser.add_argument("--parts", action="store_true", help="print where our step's time goes instead")
     args = parser.parse_args()
-    try:
-        require_gpu()
-    except Exception as error:  # BackendUnavailable or UserError: one line, as the CLI prints it
+    from backends import BackendUnavailable
+    from moco_ref.errors import UserError
+
+    try:  # no GPU, CuPy or CUDA PyTorch: one line, as the CLI prints it
+        if args.parts:
+            parts(config=dict(CONFIG, batch=args.batch))
+            sys.exit(0)
+        results = run(args.steps, args.warmup, dict(CONFIG, batch=args.batch))
+    except (BackendUnavailable, UserError) as error:
         sys.exit(f"gpu_compare: {error}")
-    if args.parts:
-        parts(config=dict(CONFIG, batch=args.batch))
-        sys.exit(0)
-    results = run(args.steps, args.warmup, dict(CONFIG, batch=args.batch))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
