@@ -30,7 +30,7 @@ DEFAULTS = TrainConfig()
 
 
 def main(epochs: int = DEFAULTS.epochs, width: int = DEFAULTS.width, batch_size: int = DEFAULTS.batch_size,
-         image_size: int = DEFAULTS.image_size, moco_k: int = DEFAULTS.moco_k, moco_dim: int = DEFAULTS.moco_dim,
+         image_size: int = DEFAULTS.image_size, K: int = DEFAULTS.K, dim: int = DEFAULTS.dim,
          bn_splits: int = DEFAULTS.bn_splits, max_steps: int = 0, backend: str = "numpy", seed: int = 0,
          out=None, quiet: bool = False) -> dict:
     """Trains on the built-in data into ``out`` (default runs/example-builtin-<time>); returns the final record.
@@ -38,13 +38,13 @@ def main(epochs: int = DEFAULTS.epochs, width: int = DEFAULTS.width, batch_size:
     The record holds "knn_top1" (after training) and "knn_top1_untrained" (before), in %.
     """
     config = TrainConfig(data="builtin", epochs=epochs, width=width, batch_size=batch_size,
-                         image_size=image_size, moco_k=moco_k, moco_dim=moco_dim, bn_splits=bn_splits,
+                         image_size=image_size, K=K, dim=dim, bn_splits=bn_splits,
                          max_steps=max_steps, backend=backend, seed=seed,
                          knn_every=epochs)                  # the monitor before training and at the end only
     run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("example-builtin-%Y%m%d-%H%M%S")
     trainer = Trainer(config, run_dir, log=(lambda message: None) if quiet else None)
     print(f"MoCo on {len(trainer.train_set)} built-in images ({len(trainer.test_set)} held out): "
-          f"{config.arch} width {width}, batch {batch_size}, K {moco_k}, m {config.moco_m}, T {config.moco_t}, "
+          f"{config.arch} width {width}, batch {batch_size}, K {K}, m {config.m}, T {config.T}, "
           f"{epochs} epoch(s) of {trainer.steps_per_epoch} steps, backend {backend}")
 
     final = trainer.run()
@@ -64,12 +64,12 @@ if __name__ == "__main__":
     parser.add_argument("--width", type=int, default=DEFAULTS.width, help="base width of the ResNet")
     parser.add_argument("-b", "--batch-size", type=int, default=DEFAULTS.batch_size)
     parser.add_argument("--image-size", type=int, default=DEFAULTS.image_size)
-    parser.add_argument("--moco-k", type=int, default=DEFAULTS.moco_k, help="queue size K")
+    parser.add_argument("--moco-k", dest="K", type=int, default=DEFAULTS.K, help="queue size K")
     parser.add_argument("--bn-splits", type=int, default=DEFAULTS.bn_splits)
     parser.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0 = no limit)")
     parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="run directory")
     args = parser.parse_args()
-    main(args.epochs, args.width, args.batch_size, args.image_size, args.moco_k, DEFAULTS.moco_dim,
+    main(args.epochs, args.width, args.batch_size, args.image_size, args.K, DEFAULTS.dim,
          args.bn_splits, args.max_steps, args.backend, args.seed, args.out)

@@ -55,7 +55,7 @@ def find_cifar10(path) -> Path | None:
 
 
 def main(path, epochs: int = RECIPE["epochs"], width: int = RECIPE["width"],
-         batch_size: int = RECIPE["batch_size"], moco_k: int = RECIPE["moco_k"],
+         batch_size: int = RECIPE["batch_size"], K: int = RECIPE["K"],
          bn_splits: int = RECIPE["bn_splits"], symmetric: bool = False, max_steps: int = 0,
          knn_every: int = RECIPE["knn_every"], backend: str = "numpy", seed: int = 0, out=None) -> int:
     """Trains with the cifar-demo recipe (any argument overrides it); returns an exit code.
@@ -67,15 +67,15 @@ def main(path, epochs: int = RECIPE["epochs"], width: int = RECIPE["width"],
     if folder is None:
         return 2
     values = {**TrainConfig().to_dict(), **RECIPE, "data": str(folder), "epochs": epochs, "width": width,
-              "batch_size": batch_size, "moco_k": moco_k, "bn_splits": bn_splits, "symmetric": symmetric,
+              "batch_size": batch_size, "K": K, "bn_splits": bn_splits, "symmetric": symmetric,
               "max_steps": max_steps, "knn_every": knn_every, "backend": backend, "seed": seed}
     config = TrainConfig.from_dict(values)
     run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("example-cifar10-%Y%m%d-%H%M%S")
     try:
         trainer = Trainer(config, run_dir)
         print(f"MoCo, CIFAR-10 demo recipe: {len(trainer.train_set)} training images, {config.arch} width "
-              f"{width}, batch {batch_size} in {bn_splits} BN splits, K {moco_k}, m {config.moco_m}, "
-              f"T {config.moco_t}, lr {config.lr} cosine, {epochs} epoch(s) of {trainer.steps_per_epoch} "
+              f"{width}, batch {batch_size} in {bn_splits} BN splits, K {K}, m {config.m}, "
+              f"T {config.T}, lr {config.lr} cosine, {epochs} epoch(s) of {trainer.steps_per_epoch} "
               f"steps, {'symmetric' if symmetric else 'asymmetric'} loss, backend {backend}")
         final = trainer.run()
     except UserError as error:                 # a bad batch, a missing GPU, a loss that became NaN, ...
@@ -96,7 +96,7 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=RECIPE["epochs"])
     parser.add_argument("--width", type=int, default=RECIPE["width"], help="base width of the ResNet-18")
     parser.add_argument("-b", "--batch-size", type=int, default=RECIPE["batch_size"])
-    parser.add_argument("--moco-k", type=int, default=RECIPE["moco_k"], help="queue size K")
+    parser.add_argument("--moco-k", dest="K", type=int, default=RECIPE["K"], help="queue size K")
     parser.add_argument("--bn-splits", type=int, default=RECIPE["bn_splits"])
     parser.add_argument("--symmetric", action="store_true", help="the demo's symmetric loss")
     parser.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0 = no limit)")
@@ -105,5 +105,5 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="run directory")
     args = parser.parse_args()
-    sys.exit(main(args.path, args.epochs, args.width, args.batch_size, args.moco_k, args.bn_splits,
+    sys.exit(main(args.path, args.epochs, args.width, args.batch_size, args.K, args.bn_splits,
                   args.symmetric, args.max_steps, args.knn_every, args.backend, args.seed, args.out))

@@ -15,10 +15,8 @@ from pathlib import Path
 import click
 
 from backends import BACKEND_NAMES, BackendUnavailable
-from moco_ref.config import PRESETS, TrainConfig
+from moco_ref.config import OPTIONS, PRESETS, RESUMABLE, Option, TrainConfig
 from moco_ref.errors import UserError
-
-AUGMENTATIONS = ("v1", "v2", "cifar")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -38,6 +36,7 @@ def cli():
 
 # ------------------------------------------------------------------- train
 def _schedule(ctx, param, value):
+    """Parses "120,160" into [120, 160] (the epochs of a step schedule)."""
     if value is None:
         return None
     try:
@@ -46,40 +45,54 @@ def _schedule(ctx, param, value):
         raise click.BadParameter("give epochs separated by commas, e.g. 120,160") from None
 
 
-RESUMABLE = {"epochs", "max_steps", "knn_every", "backend", "save_every", "log_every"}
+def _click_type(declared: Option, default):
+    """The click type of a declared option: its choices, its range, or plainly the default's type."""
+    if declared.choices:
+        return click.Choice(declared.choices)
+    low = declared.at_least if declared.greater_than is None else declared.greater_than
+    if low is None and declared.at_most is None:
+        return type(default)
+    kind = click.IntRange if isinstance(default, int) else click.FloatRange
+    return kind(low, declared.at_most, min_open=declared.greater_than is not None)
+
+
+def _default_text(value) -> str:
+    """A default as the help shows it: on/off, 120,160, 0.0005, resnet10."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def _config_options(command):
+    """Adds one click option per TrainConfig field, generated from its declaration (moco_ref.config.OPTIONS).
+
+    Every option defaults to None, so that only the flags given on the command line override a preset
+    or a resumed run's configuration; the help shows the dataclass default.
+    """
+    defaults = TrainConfig()
+    for name, declared in reversed(OPTIONS.items()):   # click lists options in the reverse order of decoration
+        default = getattr(defaults, name)
+        settings = {"help": f"{declared.help} [default: {_default_text(default)}]", "default": None}
+        flags = declared.flags
+        if isinstance(default, bool):
+            if "/" not in flags[-1]:
+                flags = (f"{declared.flag}/--no-{declared.flag[2:]}",)
+        elif isinstance(default, list):
+            settings["callback"] = _schedule
+        else:
+            settings["type"] = _click_type(declared, default)
+        command = click.option(*flags, name, **settings)(command)
+    return command
 
 
 @cli.command()
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Start from a documented recipe; flags override it.")
-@click.option("--data", help="'builtin' (default), a folder of images (class sub-folders = labels) or a CIFAR folder.")
-@click.option("--image-size", type=click.IntRange(8), help="Side of the square crops. [default: 32]")
-@click.option("--arch", type=click.Choice(["resnet10", "resnet18"]), help="Encoder. [default: resnet10]")
-@click.option("--width", type=click.IntRange(1), help="Base width of the ResNet (64 = standard). [default: 8]")
-@click.option("-b", "--batch-size", type=click.IntRange(1), help="Images per step. [default: 64]")
-@click.option("--epochs", type=click.IntRange(1), help="Epochs to train. [default: 20]")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Base learning rate. [default: 0.03]")
-@click.option("--momentum", type=click.FloatRange(0, 1), help="SGD momentum. [default: 0.9]")
-@click.option("--wd", type=click.FloatRange(0), help="Weight decay, on every parameter. [default: 5e-4]")
-@click.option("--schedule", callback=_schedule, help="Step schedule: epochs where lr ×0.1, e.g. 120,160 (without --cos).")
-@click.option("--cos/--no-cos", default=None, help="Cosine learning-rate schedule. [default: on]")
-@click.option("--moco-dim", type=click.IntRange(1), help="Feature dimension D. [default: 128]")
-@click.option("--moco-k", type=click.IntRange(1), help="Queue size K (any batch size works). [default: 256]")
-@click.option("--moco-m", type=click.FloatRange(0, 1), help="Key-encoder momentum m. [default: 0.99]")
-@click.option("--moco-t", type=click.FloatRange(0, min_open=True), help="Softmax temperature T. [default: 0.2]")
-@click.option("--mlp/--no-mlp", default=None, help="MoCo v2 MLP head.")
-@click.option("--aug", type=click.Choice(AUGMENTATIONS), help="Augmentation pipeline. [default: cifar]")
+@_config_options
 @click.option("--aug-plus", is_flag=True, default=None, help="MoCo v2 augmentation (same as --aug v2).")
-@click.option("--symmetric/--asymmetric", default=None, help="Symmetric loss L(x1,x2)+L(x2,x1).")
-@click.option("--bn-splits", type=click.IntRange(1), help="Split BatchNorm groups (shuffle BN on one device; 1 = plain BN). [default: 2]")
-@click.option("--seed", type=int, help="Seed of every random draw. [default: 0]")
-@click.option("--backend", type=click.Choice(BACKEND_NAMES), help="numpy (CPU) or cupy (GPU). [default: numpy]")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), help="[default: float32]")
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory. [default: runs/moco-<time>]")
 @click.option("--resume", type=click.Path(), help="Continue a run: its directory or a checkpoint file.")
-@click.option("--knn-every", type=click.IntRange(0), help="kNN monitor every N epochs, 0 = off. [default: 5]")
-@click.option("--max-steps", type=click.IntRange(0), help="Stop after N steps in total (smoke tests). [default: 0 = no limit]")
-@click.option("--log-every", type=click.IntRange(1), help="Steps between logged metrics. [default: 10]")
-@click.option("--save-every", type=click.IntRange(0), help="Also keep checkpoint_NNNN.npz every N epochs. [default: 0]")
 def train(preset, out, resume, aug_plus, **flags):
     """Train MoCo and report the kNN accuracy of the learned encoder.
 
@@ -93,25 +106,9 @@ def train(preset, out, resume, aug_plus, **flags):
     if aug_plus:
         given["aug"] = "v2"
     if resume:
-        checkpoint = _checkpoint_path(resume)
-        from moco_ref.checkpoint import load_checkpoint
-
-        _, meta = load_checkpoint(checkpoint)
-        if not isinstance(meta.get("config"), dict):
-            raise UserError(f"{checkpoint} holds no training configuration; it cannot be resumed")
-        values = dict(meta["config"])
-        values["max_steps"] = 0  # a --max-steps limit of the interrupted run does not carry over
-        changed = sorted(k for k, v in given.items() if k not in RESUMABLE and values.get(k) != v)
-        if changed or preset:
-            names = ", ".join("--" + k.replace("_", "-") for k in changed) or "--preset"
-            raise UserError(f"{names} cannot change when resuming; only "
-                            f"{', '.join('--' + k.replace('_', '-') for k in sorted(RESUMABLE))} can")
-        values.update(given)
-        run_dir = Path(out) if out else checkpoint.parent
-        trainer = Trainer(TrainConfig.from_dict(values), run_dir)
-        trainer.restore(checkpoint)
-        trainer.truncate_metrics()
+        trainer, checkpoint = _resumed_trainer(resume, given, preset, out)
         click.echo(f"resuming {checkpoint} at epoch {trainer.epoch + 1}, step {trainer.global_step}", err=True)
+        run_dir = trainer.run_dir
     else:
         values = {**TrainConfig().to_dict(), **PRESETS.get(preset, {}), **given}
         run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("moco-%Y%m%d-%H%M%S")
@@ -132,6 +129,30 @@ def train(preset, out, resume, aug_plus, **flags):
         if final.get("knn_top1_untrained") is not None:
             line += f" (untrained encoder: {final['knn_top1_untrained']:.2f}%)"
     click.echo(line + f"; saved in {run_dir}")
+
+
+def _resumed_trainer(resume, given: dict, preset, out):
+    """A Trainer restored from the checkpoint at ``resume``, with the flags in ``given`` applied.
+
+    Only the options declared resumable may differ from the checkpoint's configuration; a --max-steps
+    limit of the interrupted run does not carry over.  Returns (trainer, checkpoint path).
+    """
+    from moco_ref.checkpoint import load_checkpoint
+    from moco_ref.train import Trainer
+
+    checkpoint = _checkpoint_path(resume)
+    _, meta = load_checkpoint(checkpoint)
+    if not isinstance(meta.get("config"), dict):
+        raise UserError(f"{checkpoint} holds no training configuration; it cannot be resumed")
+    values = {**TrainConfig.from_dict(meta["config"]).to_dict(), "max_steps": 0}
+    changed = sorted(OPTIONS[k].flag for k, v in given.items() if k not in RESUMABLE and values[k] != v)
+    if changed or preset:
+        raise UserError(f"{', '.join(changed) or '--preset'} cannot change when resuming; only "
+                        f"{', '.join(OPTIONS[k].flag for k in sorted(RESUMABLE))} can")
+    trainer = Trainer(TrainConfig.from_dict({**values, **given}), Path(out) if out else checkpoint.parent)
+    trainer.restore(checkpoint)
+    trainer.truncate_metrics()
+    return trainer, checkpoint
 
 
 def _checkpoint_path(path) -> Path:
@@ -182,7 +203,7 @@ def _encoder_from_checkpoint(checkpoint, backend):
     path = _checkpoint_path(checkpoint)
     arrays, meta = load_checkpoint(path)
     config = TrainConfig.from_dict(meta.get("config", {}))
-    encoder = build_encoder(config.arch, dim=config.moco_dim, width=config.width, mlp=config.mlp,
+    encoder = build_encoder(config.arch, dim=config.dim, width=config.width, mlp=config.mlp,
                             bn_splits=config.bn_splits, backend=backend or config.backend, dtype=config.dtype)
     try:
         encoder.load_state_dict({k[len("encoder_q."):]: v for k, v in arrays.items() if k.startswith("encoder_q.")})

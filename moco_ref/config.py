@@ -1,4 +1,12 @@
-"""Training configuration: the flags of ``moco-ref train``, their defaults and the recipe presets.
+"""Training configuration: every setting of ``moco-ref train``, declared once, and the recipe presets.
+
+Each field of :class:`TrainConfig` is declared with :func:`option`: its default, its help text, its
+command-line spelling (main_moco.py's, e.g. ``--moco-k`` for ``K``), its allowed values, whether it may
+change on ``--resume`` and whether it is an argument of :class:`moco_ref.moco.MoCo`.  The CLI generates
+its options from these declarations, and the trainer builds the model with
+``MoCo(**config.model_arguments())``, so a new setting is one line here.  Field names are the paper's
+and the model's (``dim``, ``K``, ``m``, ``T``, ``weight_decay``); configurations written with the
+flag-style names of earlier versions (``moco_k``, ``wd``, …) still load (:data:`LEGACY_NAMES`).
 
 The defaults are CPU-sized: on the built-in data with the NumPy backend a run
 finishes in about two and a half minutes on a 2-core machine.  They were chosen by short
@@ -11,64 +19,134 @@ wins over the preset.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from backends import BACKEND_NAMES
+
+AUGMENTATIONS = ("v1", "v2", "cifar")
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one configuration field appears on the command line, and what it is for.
+
+    ``flags`` are click-style spellings: ``("-b", "--batch-size")``, or ``("--symmetric/--asymmetric",)``
+    for a switch whose "off" spelling is not ``--no-<name>``; left empty, it is ``--<field-name-with-dashes>``.
+    Ranges are neutral numbers (the CLI turns them into click types): ``at_least`` and ``at_most`` are
+    inclusive, ``greater_than`` is exclusive.
+    """
+
+    help: str
+    flags: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
+    at_least: float | None = None
+    at_most: float | None = None
+    greater_than: float | None = None
+    resumable: bool = False            # may change when a run is resumed
+    model: bool = False                # an argument of MoCo(...)
+
+    @property
+    def flag(self) -> str:
+        """The long spelling, as error messages name it: "--moco-k", "--batch-size", "--symmetric"."""
+        return self.flags[-1].split("/")[0]
+
+
+def option(default, help: str, **declaration):
+    """A dataclass field with its default and its :class:`Option` (filled in for the field below the class)."""
+    metadata = {"option": Option(help, **declaration)}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class TrainConfig:
     # data
-    data: str = "builtin"              # "builtin", an image folder, or a CIFAR folder
-    image_size: int = 32               # side of the square crops fed to the encoder
-    aug: str = "cifar"                 # augmentation pipeline: v1, v2 (--aug-plus) or cifar
+    data: str = option("builtin", "'builtin', a folder of images (class sub-folders = labels) or a CIFAR folder.")
+    image_size: int = option(32, "Side of the square crops.", at_least=8)
+    aug: str = option("cifar", "Augmentation pipeline (v2 = --aug-plus).", choices=AUGMENTATIONS)
     # model
-    arch: str = "resnet10"             # resnet10 | resnet18 (CIFAR-style stem)
-    width: int = 8                     # base width; 64 is the standard ResNet
-    moco_dim: int = 128                # feature dimension D
-    moco_k: int = 256                  # queue size K
-    moco_m: float = 0.99               # key-encoder momentum m
-    moco_t: float = 0.2                # softmax temperature T
-    mlp: bool = False                  # MoCo v2 projection head
-    symmetric: bool = False            # L(x1, x2) + L(x2, x1), as the CIFAR demo's option
-    bn_splits: int = 2                 # split BatchNorm groups (1 = plain BatchNorm)
+    arch: str = option("resnet10", "Encoder (CIFAR-style stem).", choices=("resnet10", "resnet18"), model=True)
+    width: int = option(8, "Base width of the ResNet (64 = standard).", at_least=1, model=True)
+    dim: int = option(128, "Feature dimension D.", flags=("--moco-dim",), at_least=1, model=True)
+    K: int = option(256, "Queue size K (any batch size works).", flags=("--moco-k",), at_least=1, model=True)
+    m: float = option(0.99, "Key-encoder momentum m.", flags=("--moco-m",), at_least=0, at_most=1, model=True)
+    T: float = option(0.2, "Softmax temperature T.", flags=("--moco-t",), greater_than=0, model=True)
+    mlp: bool = option(False, "MoCo v2 MLP head.", model=True)
+    symmetric: bool = option(False, "Symmetric loss L(x1,x2)+L(x2,x1), the CIFAR demo's option.",
+                             flags=("--symmetric/--asymmetric",), model=True)
+    bn_splits: int = option(2, "Split BatchNorm groups (shuffle BN on one device; 1 = plain BN).", at_least=1,
+                            model=True)
     # optimisation
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 0.03
-    momentum: float = 0.9
-    wd: float = 5e-4
-    cos: bool = True                   # cosine schedule (else step at `schedule`)
-    schedule: list = field(default_factory=lambda: [120, 160])
+    epochs: int = option(20, "Epochs to train.", at_least=1, resumable=True)
+    batch_size: int = option(64, "Images per step.", flags=("-b", "--batch-size"), at_least=1)
+    lr: float = option(0.03, "Base learning rate.", greater_than=0, model=True)
+    momentum: float = option(0.9, "SGD momentum.", at_least=0, at_most=1, model=True)
+    weight_decay: float = option(5e-4, "Weight decay, on every parameter.", flags=("--wd",), at_least=0,
+                                 model=True)
+    cos: bool = option(True, "Cosine learning-rate schedule (else steps at --schedule).")
+    schedule: list = option([120, 160], "Step schedule: epochs where lr ×0.1, e.g. 120,160 (without --cos).")
     # running
-    backend: str = "numpy"
-    dtype: str = "float32"
-    seed: int = 0
-    knn_every: int = 5                 # kNN monitor every N epochs (0 = never); also at start and end
-    knn_k: int = 200
-    knn_t: float = 0.1
-    log_every: int = 10                # steps between logged (host-synchronised) metrics
-    max_steps: int = 0                 # stop after this many steps in total (0 = no limit)
-    save_every: int = 0                # also keep checkpoint_<epoch>.npz every N epochs (0 = only the last)
+    backend: str = option("numpy", "numpy (CPU) or cupy (GPU).", choices=BACKEND_NAMES, resumable=True,
+                          model=True)
+    dtype: str = option("float32", "Floating-point type of weights and activations.",
+                        choices=("float32", "float64"), model=True)
+    seed: int = option(0, "Seed of every random draw.", model=True)
+    knn_every: int = option(5, "kNN monitor every N epochs, 0 = off (also before training and at the end).",
+                            at_least=0, resumable=True)
+    knn_k: int = option(200, "Neighbours of the kNN monitor.", at_least=1)
+    knn_t: float = option(0.1, "Temperature of the kNN monitor's votes.", greater_than=0)
+    log_every: int = option(10, "Steps between logged (host-synchronised) metrics.", at_least=1, resumable=True)
+    max_steps: int = option(0, "Stop after N steps in total, 0 = no limit (smoke tests).", at_least=0,
+                            resumable=True)
+    save_every: int = option(0, "Also keep checkpoint_NNNN.npz every N epochs, 0 = only the last.", at_least=0,
+                             resumable=True)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        """The configuration in ``values`` (config.json, checkpoint meta): legacy names mapped, unknown keys dropped."""
+        values = current_names(values)
+        return cls(**{name: value for name, value in values.items() if name in OPTIONS})
+
+    def model_arguments(self) -> dict:
+        """The fields declared ``model=True``, as keyword arguments of ``MoCo``."""
+        return {name: getattr(self, name) for name, declared in OPTIONS.items() if declared.model}
+
+
+def _declared(config_field) -> Option:
+    declared = config_field.metadata["option"]
+    return replace(declared, flags=declared.flags or ("--" + config_field.name.replace("_", "-"),))
+
+
+# Every field's declaration by field name, flags filled in; and the names that may change on --resume.
+OPTIONS: dict[str, Option] = {f.name: _declared(f) for f in fields(TrainConfig)}
+RESUMABLE = frozenset(name for name, declared in OPTIONS.items() if declared.resumable)
+
+# Field names of earlier versions (main_moco.py's flag names), as old config.json files and checkpoints hold them.
+LEGACY_NAMES = {"moco_dim": "dim", "moco_k": "K", "moco_m": "m", "moco_t": "T", "wd": "weight_decay"}
+
+
+def current_names(values: dict) -> dict:
+    """``values`` with the legacy names renamed to the current ones (a current name, if also present, wins)."""
+    renamed = {LEGACY_NAMES[name]: value for name, value in values.items() if name in LEGACY_NAMES}
+    return {**renamed, **{name: value for name, value in values.items() if name not in LEGACY_NAMES}}
 
 
 # The documented recipes (../shared/MOCO_REFERENCE.md); values not named keep the defaults.
 PRESETS = {
     # MoCo v1, main_moco.py on ImageNet (ResNet-50 there; the CIFAR ResNet-18 here).
-    "v1": dict(arch="resnet18", width=64, moco_dim=128, moco_k=65536, moco_m=0.999, moco_t=0.07, mlp=False,
-               aug="v1", epochs=200, batch_size=256, lr=0.03, wd=1e-4, cos=False, schedule=[120, 160],
+    "v1": dict(arch="resnet18", width=64, dim=128, K=65536, m=0.999, T=0.07, mlp=False,
+               aug="v1", epochs=200, batch_size=256, lr=0.03, weight_decay=1e-4, cos=False, schedule=[120, 160],
                bn_splits=8, image_size=224),
     # MoCo v2: v1 + --mlp --moco-t 0.2 --aug-plus --cos.
-    "v2": dict(arch="resnet18", width=64, moco_dim=128, moco_k=65536, moco_m=0.999, moco_t=0.2, mlp=True,
-               aug="v2", epochs=200, batch_size=256, lr=0.03, wd=1e-4, cos=True, bn_splits=8, image_size=224),
+    "v2": dict(arch="resnet18", width=64, dim=128, K=65536, m=0.999, T=0.2, mlp=True,
+               aug="v2", epochs=200, batch_size=256, lr=0.03, weight_decay=1e-4, cos=True, bn_splits=8,
+               image_size=224),
     # The MoCo CIFAR-10 demo: ResNet-18, batch 512, lr 0.06 cosine, 200 epochs, K 4096, m 0.99, T 0.1.
-    "cifar-demo": dict(arch="resnet18", width=64, moco_dim=128, moco_k=4096, moco_m=0.99, moco_t=0.1,
-                       mlp=False, aug="cifar", epochs=200, batch_size=512, lr=0.06, wd=5e-4, cos=True,
+    "cifar-demo": dict(arch="resnet18", width=64, dim=128, K=4096, m=0.99, T=0.1,
+                       mlp=False, aug="cifar", epochs=200, batch_size=512, lr=0.06, weight_decay=5e-4, cos=True,
                        bn_splits=8, image_size=32, knn_every=1),
 }

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from moco_ref.checkpoint import load_checkpoint, write_atomically
+from moco_ref.config import current_names
 from moco_ref.errors import CheckpointError, UserError
 
 PREFIX = "encoder_q."
@@ -106,8 +107,8 @@ def export_encoder(checkpoint, out, keep_fc: bool = False) -> dict:
         raise CheckpointError(f"{checkpoint} holds no {PREFIX}* arrays; is it a moco-ref MoCo checkpoint?")
     dropped = sorted(name[len(PREFIX):] for name in arrays
                      if name.startswith(PREFIX) and name[len(PREFIX):] not in state)
-    config = meta.get("config", {})
-    info = {key: config.get(key) for key in ("arch", "width", "moco_dim", "mlp")}
+    config = current_names(meta.get("config", {}))     # checkpoints of earlier versions name dim moco_dim
+    info = {key: config.get(key) for key in ("arch", "width", "dim", "mlp")}
 
     npz_path = out.with_suffix(".npz")
     write_atomically(npz_path, lambda f: np.savez(f, **state))
@@ -119,7 +120,7 @@ def export_encoder(checkpoint, out, keep_fc: bool = False) -> dict:
         write_atomically(out, lambda f: f.write(data))
         files.append(out)
     return {"files": [str(p) for p in files], "arrays": len(state), "dropped": dropped,
-            "arch": info["arch"], "width": info["width"], "dim": info["moco_dim"], "mlp": info["mlp"]}
+            "arch": info["arch"], "width": info["width"], "dim": info["dim"], "mlp": info["mlp"]}
 
 
 def loading_snippet(npz_path, arch=None, width=None, dim=None, mlp=False, keep_fc=False) -> str:

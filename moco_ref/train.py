@@ -15,8 +15,12 @@ A run directory holds:
 Resume is exact: the checkpoint holds the model, the queue, the optimiser
 buffers and every random generator's state, plus where in the epoch it stopped
 (the generator state that drew the epoch's order is kept, so the same order is
-drawn again and the finished batches skipped).  On NumPy a run that is killed
-and resumed ends bit-identical to an uninterrupted one.
+drawn again and the finished batches skipped), the sums of the metrics logged so
+far in that epoch and the untrained encoder's kNN accuracy.  The checkpoint alone
+is the state: metrics.jsonl is a log the trainer appends to and never reads back
+to continue (on resume it only drops the records the resumed run will write
+again).  On NumPy a run that is killed and resumed ends bit-identical to an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +50,28 @@ class NonFiniteLoss(UserError):
     """The loss became NaN or infinite; training stopped and the last good checkpoint was kept."""
 
 
-def build_model(config: TrainConfig) -> MoCo:
-    return MoCo(arch=config.arch, width=config.width, dim=config.moco_dim, K=config.moco_k, m=config.moco_m,
-                T=config.moco_t, mlp=config.mlp, symmetric=config.symmetric, bn_splits=config.bn_splits,
-                lr=config.lr, momentum=config.momentum, weight_decay=config.wd, backend=config.backend,
-                seed=config.seed, dtype=config.dtype)
+@dataclass
+class LoggedSums:
+    """Sums of the losses and accuracies logged so far in the current epoch, and how many were logged.
+
+    The epoch record is their mean.  They are saved in the checkpoint, so that an epoch resumed
+    midway still averages every record it logged (and adds them in the same order, bit for bit).
+    """
+
+    loss: float = 0.0
+    acc1: float = 0.0        # as a fraction, 0..1
+    count: int = 0
+
+    def add(self, loss: float, acc1: float) -> None:
+        self.loss += loss
+        self.acc1 += acc1
+        self.count += 1
+
+    def mean_loss(self) -> float | None:
+        return self.loss / self.count if self.count else None
+
+    def mean_acc1_percent(self) -> float | None:
+        return 100.0 * self.acc1 / self.count if self.count else None
 
 
 def _rng_state(rng: np.random.Generator) -> dict:
@@ -74,7 +96,7 @@ class Trainer:
         check_batchable(self.train_set, config.batch_size, config.bn_splits)
         self.test_set = self._load_monitor_set()
 
-        self.model = build_model(config)
+        self.model = MoCo(**config.model_arguments())
         self.augment = make_pipeline(config.aug, config.image_size)
         self.test_transform = make_pipeline("test", config.image_size)
         # Three host generators, each with one job, all derived from the seed.
@@ -82,6 +104,8 @@ class Trainer:
         self.aug_rng = np.random.default_rng([config.seed, 11])       # augmentation parameters
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.epoch_start_data_state = _rng_state(self.data_rng)
+        self.logged = LoggedSums()            # of the current epoch
+        self.knn_top1_untrained = None        # measured before the first step, reported in the final record
 
     # ------------------------------------------------------------------ set-up
     def _report_skipped(self, dataset) -> None:
@@ -116,6 +140,7 @@ class Trainer:
     def checkpoint_meta(self) -> dict:
         return {"format": "moco-ref checkpoint v1", "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step, "arch": self.config.arch, "config": self.config.to_dict(),
+                "logged_this_epoch": asdict(self.logged), "knn_top1_untrained": self.knn_top1_untrained,
                 "rng": {"data_epoch_start": self.epoch_start_data_state, "augment": _rng_state(self.aug_rng),
                         "shuffle": _rng_state(self.model.shuffle_rng)}}
 
@@ -135,6 +160,11 @@ class Trainer:
         return path
 
     def restore(self, path) -> None:
+        """Continues from the checkpoint at ``path``: model, optimiser, position, generators, logged sums.
+
+        A checkpoint of an earlier version has no logged sums or untrained kNN: then the epoch's mean
+        covers only the steps after the resume, and the final record has no untrained kNN.
+        """
         arrays, meta = load_checkpoint(path)
         try:
             self.model.load_state_dict(arrays)
@@ -146,6 +176,8 @@ class Trainer:
         self.epoch, self.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
         self.global_step = meta["global_step"]
         self.epoch_start_data_state = meta["rng"]["data_epoch_start"]
+        self.logged = LoggedSums(**meta.get("logged_this_epoch", {}))
+        self.knn_top1_untrained = meta.get("knn_top1_untrained")
         _set_rng_state(self.aug_rng, meta["rng"]["augment"])
         _set_rng_state(self.model.shuffle_rng, meta["rng"]["shuffle"])
 
@@ -174,15 +206,6 @@ class Trainer:
         kept = [line for line in path.read_text().splitlines() if line.strip() and not superseded(json.loads(line))]
         path.write_text("".join(line + "\n" for line in kept))
 
-    def _logged_this_epoch(self) -> tuple[list, list]:
-        """Losses and accuracies logged in this epoch before a mid-epoch resume (the epoch record averages them too)."""
-        path = self.run_dir / "metrics.jsonl"
-        if self.step_in_epoch == 0 or not path.exists():
-            return [], []
-        steps = [r for r in map(json.loads, path.read_text().splitlines())
-                 if r.get("kind") == "step" and r.get("epoch") == self.epoch and r["global_step"] <= self.global_step]
-        return [r["loss"] for r in steps], [r["acc1"] / 100.0 for r in steps]
-
     def knn(self) -> float | None:
         if self.test_set is None:
             return None
@@ -197,7 +220,7 @@ class Trainer:
         if self.global_step == 0:  # a fresh run: no records of an earlier, failed start in this folder
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
         if self.global_step == 0 and self.test_set is not None:
-            top1 = self.knn()
+            self.knn_top1_untrained = top1 = self.knn()
             self.log(f"kNN top-1 of the untrained encoder: {top1:.2f}%")
             self.append_metrics({"kind": "knn", "epoch": 0, "global_step": 0, "knn_top1": top1, "untrained": True})
         summary = {}
@@ -208,19 +231,10 @@ class Trainer:
         final = {**summary, "kind": "final", "epoch": self.epoch, "global_step": self.global_step}
         if self.test_set is not None:
             final["knn_top1"] = summary.get("knn_top1") if "knn_top1" in summary else self.knn()
-            first = self._first_knn()
-            if first is not None:
-                final["knn_top1_untrained"] = first
+            if self.knn_top1_untrained is not None:
+                final["knn_top1_untrained"] = self.knn_top1_untrained
         self.append_metrics(final)
         return final
-
-    def _first_knn(self):
-        path = self.run_dir / "metrics.jsonl"
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            if record.get("untrained"):
-                return record["knn_top1"]
-        return None
 
     def _gather(self, pending: list) -> tuple[float, float]:
         """Mean loss and accuracy of the pending steps: the step's only host-device synchronisation."""
@@ -245,7 +259,6 @@ class Trainer:
         order = self.data_rng.permutation(len(self.train_set))
         steps = self.steps_per_epoch
         progress = Progress(steps, f"epoch {self.epoch + 1}/{c.epochs}")
-        losses, accs = self._logged_this_epoch()
         pending = []
         started, images = time.perf_counter(), 0
         while self.step_in_epoch < steps and not (c.max_steps and self.global_step >= c.max_steps):
@@ -261,8 +274,7 @@ class Trainer:
             if len(pending) >= c.log_every or stopping:
                 loss, acc = self._gather(pending)
                 pending = []
-                losses.append(loss)
-                accs.append(acc)
+                self.logged.add(loss, acc)
                 rate = images / (time.perf_counter() - started)
                 self.append_metrics({"kind": "step", "epoch": self.epoch, "global_step": self.global_step,
                                      "loss": loss, "acc1": 100.0 * acc, "lr": lr, "images_per_s": rate})
@@ -271,17 +283,19 @@ class Trainer:
         progress.close()
         epoch_done = self.step_in_epoch >= steps
         record = {"kind": "epoch", "epoch": self.epoch, "global_step": self.global_step,
-                  "loss": float(np.mean(losses)) if losses else None,
-                  "acc1": 100.0 * float(np.mean(accs)) if accs else None, "lr": lr,
+                  "loss": self.logged.mean_loss(), "acc1": self.logged.mean_acc1_percent(), "lr": lr,
                   "seconds": time.perf_counter() - started, "complete": epoch_done}
         if epoch_done:
             self.epoch += 1
             self.step_in_epoch = 0
+            self.logged = LoggedSums()
             self.epoch_start_data_state = _rng_state(self.data_rng)
             if self.test_set is not None and (self.epoch % c.knn_every == 0 or self.epoch == c.epochs):
                 record["knn_top1"] = self.knn()
         self.append_metrics(record)
-        message = f"epoch {record['epoch'] + 1}: loss {record['loss']:.4f} acc {record['acc1']:.1f}%" if losses else ""
+        message = ""
+        if record["loss"] is not None:
+            message = f"epoch {record['epoch'] + 1}: loss {record['loss']:.4f} acc {record['acc1']:.1f}%"
         if "knn_top1" in record:
             message += f" kNN top-1 {record['knn_top1']:.2f}%"
         if message:

@@ -21,9 +21,9 @@ import helpers
 import numpy as np
 import pytest
 
-from moco_ref.checkpoint import load_checkpoint
+from moco_ref.checkpoint import load_checkpoint, save_checkpoint
 from moco_ref.cli import main
-from moco_ref.config import TrainConfig
+from moco_ref.config import LEGACY_NAMES, TrainConfig
 from moco_ref.errors import UserError
 from moco_ref.moco import MoCo
 from moco_ref.train import Trainer
@@ -57,14 +57,15 @@ def run(command) -> subprocess.CompletedProcess:
 
 
 def metrics(run_dir: Path) -> list[tuple]:
-    """metrics.jsonl without the timings: (kind, epoch, global_step, loss, acc1, lr, kNN top-1, untrained kNN).
-
-    acc1 is rounded to 9 digits: a mid-epoch resume reads the logged percentages back and divides by 100.
-    """
+    """metrics.jsonl without the timings: (kind, epoch, global_step, loss, acc1, lr, kNN top-1, untrained kNN)."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["kind"], r["epoch"], r["global_step"], r.get("loss"),
-             None if r.get("acc1") is None else round(r["acc1"], 9), r.get("lr"), r.get("knn_top1"),
+    return [(r["kind"], r["epoch"], r["global_step"], r.get("loss"), r.get("acc1"), r.get("lr"), r.get("knn_top1"),
              r.get("knn_top1_untrained")) for r in records]
+
+
+def done_line(process: subprocess.CompletedProcess) -> str:
+    """The summary line a run printed, without its run directory ("done: ... ; saved in RUN_DIR")."""
+    return process.stdout.strip().split("; saved in ")[0]
 
 
 def assert_same_metrics(run_a: Path, run_b: Path) -> None:
@@ -97,13 +98,18 @@ def data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, data) -> Path:
-    """Run A: 2 epochs of 4 steps straight through, a checkpoint after each epoch."""
+def uninterrupted_run(tmp_path_factory, data) -> tuple[Path, subprocess.CompletedProcess]:
+    """Run A: 2 epochs of 4 steps straight through, a checkpoint after each epoch; (run dir, its process)."""
     run_dir = tmp_path_factory.mktemp("a") / "run"
-    run(train_command(data, run_dir, "--epochs", 2, "--knn-every", 1))
+    process = run(train_command(data, run_dir, "--epochs", 2, "--knn-every", 1))
     _, meta = load_checkpoint(run_dir / "checkpoint_last.npz")
     assert (meta["epoch"], meta["global_step"]) == (2, 2 * STEPS_PER_EPOCH)
-    return run_dir
+    return run_dir, process
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_run) -> Path:
+    return uninterrupted_run[0]
 
 
 # --------------------------------------------------------------------- stop, then resume
@@ -141,6 +147,41 @@ def test_a_checkpoint_file_can_be_resumed_into_another_folder(tmp_path, data, un
     run([*resume_command(run_b / "checkpoint_last.npz", "--max-steps", 0), "--out", str(tmp_path / "c")])
     assert_same_final_state(uninterrupted, tmp_path / "c")
     assert load_checkpoint(run_b / "checkpoint_last.npz")[1]["global_step"] == 3   # the source is untouched
+
+
+# ------------------------------------------------------- the checkpoint alone is the state
+
+
+def test_resume_without_metrics_jsonl_gives_the_same_epoch_record_and_final_line(tmp_path, data, uninterrupted_run):
+    """The epoch's logged sums and the untrained kNN come from the checkpoint, not from metrics.jsonl."""
+    run_a, process_a = uninterrupted_run
+    run_b = tmp_path / "b"
+    run(train_command(data, run_b, "--epochs", 2, "--knn-every", 1, "--max-steps", 6))   # stops mid-epoch 2
+    (run_b / "metrics.jsonl").unlink()
+
+    resumed = run(resume_command(run_b, "--max-steps", 0))
+    assert done_line(resumed) == done_line(process_a)
+    assert "(untrained encoder: " in done_line(resumed)
+    assert [r[0] for r in metrics(run_b)] == ["step", "step", "epoch", "final"]       # steps 7 and 8 only
+    assert metrics(run_b)[-2:] == metrics(run_a)[-2:]             # the epoch record averages steps 5 to 8
+    assert_same_final_state(run_a, run_b)
+
+
+def test_a_checkpoint_with_the_old_field_names_resumes(tmp_path, data, uninterrupted):
+    """Checkpoints of earlier versions hold moco_k, moco_dim, moco_m, moco_t and wd: they still resume exactly."""
+    run_b = tmp_path / "b"
+    run(train_command(data, run_b, "--epochs", 2, "--knn-every", 1, "--max-steps", 2))
+    checkpoint = run_b / "checkpoint_last.npz"
+    arrays, meta = load_checkpoint(checkpoint)
+    old_names = {new: old for old, new in LEGACY_NAMES.items()}
+    meta["config"] = {old_names.get(name, name): value for name, value in meta["config"].items()}
+    assert {"moco_k", "moco_dim", "moco_m", "moco_t", "wd"} <= set(meta["config"])
+    save_checkpoint(checkpoint, arrays, meta)
+
+    run(resume_command(run_b, "--max-steps", 0))
+    assert_same_final_state(uninterrupted, run_b)
+    assert_same_metrics(uninterrupted, run_b)
+    assert json.loads((run_b / "config.json").read_text())["K"] == 24
 
 
 # --------------------------------------------------------------------------- SIGKILL
@@ -184,7 +225,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, data):
 
 
 def tiny_config(data, **changes) -> TrainConfig:
-    values = dict(data=str(data), image_size=16, arch="resnet10", width=2, batch_size=8, moco_k=24, moco_dim=8,
+    values = dict(data=str(data), image_size=16, arch="resnet10", width=2, batch_size=8, K=24, dim=8,
                   bn_splits=2, log_every=1, seed=7, epochs=2, knn_every=0)
     return TrainConfig(**{**values, **changes})
 

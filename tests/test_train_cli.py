@@ -111,10 +111,10 @@ def test_config_json_records_the_flags_and_the_defaults(finished_run, data):
     run_dir, _ = finished_run
     config = json.loads((run_dir / "config.json").read_text())
     assert config["data"] == str(data)
-    expected = {"image_size": 16, "arch": "resnet10", "width": 2, "batch_size": 8, "moco_k": 20,
-                "moco_dim": 16, "bn_splits": 2, "epochs": 2, "knn_every": 1, "seed": 3, "log_every": 1,
+    expected = {"image_size": 16, "arch": "resnet10", "width": 2, "batch_size": 8, "K": 20,
+                "dim": 16, "bn_splits": 2, "epochs": 2, "knn_every": 1, "seed": 3, "log_every": 1,
                 # defaults that were not given
-                "lr": 0.03, "moco_m": 0.99, "moco_t": 0.2, "cos": True, "backend": "numpy",
+                "lr": 0.03, "m": 0.99, "T": 0.2, "weight_decay": 5e-4, "cos": True, "backend": "numpy",
                 "dtype": "float32", "aug": "cifar", "mlp": False, "symmetric": False}
     assert {k: config[k] for k in expected} == expected
 
