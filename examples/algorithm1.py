@@ -112,11 +112,13 @@ def main() -> None:
     show("x_k", x_k, "key view: the same images, augmented independently (the positive pairs)")
 
     line("q = f_q.forward(x_q)  # queries: N×C")
-    q, q_cache = normalize_forward(f_q.forward(x_q, training=True))          # (N, D)
+    out, f_q_cache, f_q.buffers = f_q.forward(x_q, training=True)          # forward, its cache, new BN statistics
+    q, q_cache = normalize_forward(out)                                      # (N, D)
     show("q", q, "queries, L2-normalised along C")
 
     line("k = f_k.forward(x_k)  # keys: N×C")
-    k, _ = normalize_forward(f_k.forward(x_k, training=True))                # (N, D)
+    out, _, f_k.buffers = f_k.forward(x_k, training=True, keep_cache=False)
+    k, _ = normalize_forward(out)                                            # (N, D)
     show("k", k, "keys, L2-normalised; MoCo.step also shuffles the batch around f_k (shuffle BN)")
     line("k = k.detach()  # no gradient to keys")
     print("    (nothing to do: moco_ref has no autograd, and the backward below never reaches f_k)")
@@ -146,7 +148,7 @@ def main() -> None:
 
     line("loss.backward()  # SGD update: query network")
     dq, _ = info_nce_backward(loss_cache)            # ∂L/∂q = ((P − Y)/N)·[k, queue] / T; ∂L/∂k is dropped
-    grads = f_q.backward(normalize_backward(dq, q_cache))
+    grads = f_q.backward(normalize_backward(dq, q_cache), f_q_cache)
     show("∂L/∂q", dq, "gradient with respect to the normalised queries")
     show("grads", len(grads), "gradient arrays, one per parameter of f_q")
 

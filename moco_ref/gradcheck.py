@@ -208,10 +208,9 @@ def encoder_check(rng: np.random.Generator, arch="resnet10", width=2, mlp=True, 
     upstream = rng.standard_normal((4, 5))
 
     def loss():
-        return float(np.sum(upstream * encoder.forward(x, training=True)))
+        return float(np.sum(upstream * encoder.forward(x, training=True).out))
 
-    encoder.forward(x, training=True)
-    grads = encoder.backward(upstream)
+    grads = encoder.backward(upstream, encoder.forward(x, training=True).cache)
     name = f"encoder {arch} w{width}{' mlp' if mlp else ''} splits={bn_splits}"
     return check_directions(name, loss, encoder.params, grads, rng, directions)
 

@@ -60,6 +60,29 @@ def softmax(logits, T: float = 1.0):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def cross_entropy_forward(logits, labels):
+    """Softmax cross-entropy, the mean over the batch:  L = mean_n ( logsumexp(logits_n) − logits_n,y_n ).
+
+    Args:
+        logits: (N, C).  labels: (N,) int in [0, C), on the same backend.
+    Returns:
+        loss (0-d array), cache for :func:`cross_entropy_backward`.
+    """
+    xp = get_array_module(logits)
+    log_p = log_softmax(logits)                                             # (N, C)
+    loss = -xp.take_along_axis(log_p, labels[:, None], axis=1).mean()
+    return loss, (log_p, labels)
+
+
+def cross_entropy_backward(cache):
+    """∂L/∂logits = (softmax(logits) − onehot(y)) / N, (N, C); each row sums to zero."""
+    log_p, labels = cache
+    xp = get_array_module(log_p)
+    N, C = log_p.shape
+    one_hot = xp.arange(C)[None, :] == labels[:, None]                     # (N, C), no scatter
+    return (xp.exp(log_p) - one_hot) * (1.0 / N)
+
+
 def contrastive_logits(q, k, queue, T: float):
     """[q·k₊, q·queue] / T: (N, D), (N, D), (K, D) -> (N, 1 + K), the positive in column 0."""
     xp = get_array_module(q)
@@ -69,7 +92,7 @@ def contrastive_logits(q, k, queue, T: float):
 
 
 def info_nce_forward(q, k, queue, T: float):
-    """The InfoNCE loss.
+    """The InfoNCE loss: cross-entropy of the contrastive logits with every label 0 (the positive).
 
     Args:
         q: (N, D) unit-norm queries; k: (N, D) unit-norm positive keys;
@@ -77,22 +100,21 @@ def info_nce_forward(q, k, queue, T: float):
     Returns:
         loss (0-d array on the backend), logits (N, 1 + K), cache for :func:`info_nce_backward`.
     """
+    xp = get_array_module(q)
     logits = contrastive_logits(q, k, queue, T)
-    log_p = log_softmax(logits)
-    loss = -log_p[:, 0].mean()
-    return loss, logits, (q, k, queue, T, log_p)
+    loss, ce_cache = cross_entropy_forward(logits, xp.zeros(q.shape[0], dtype=xp.int64))
+    return loss, logits, (q, k, queue, T, ce_cache)
 
 
 def info_nce_backward(cache):
-    """Returns (∂L/∂q, ∂L/∂k), both (N, D); see the module docstring for the formulas."""
-    q, k, queue, T, log_p = cache
-    xp = get_array_module(q)
-    N = q.shape[0]
-    d_logits = xp.exp(log_p)                             # P, (N, 1 + K)
-    d_logits[:, 0] -= 1.0                                # P − Y
-    d_logits *= 1.0 / (N * T)                            # chain through the mean and the 1/T
-    dq = d_logits[:, :1] * k + d_logits[:, 1:] @ queue   # (N, D)
-    dk = d_logits[:, :1] * q                             # (N, D)
+    """(∂L/∂q, ∂L/∂k), both (N, D), through logits = [q·k₊, q·queue]/T:
+
+        ∂L/∂q = (∂L/∂logits₀ · k₊ + ∂L/∂logits₁..K · queue) / T        ∂L/∂k₊ = ∂L/∂logits₀ · q / T
+    """
+    q, k, queue, T, ce_cache = cache
+    d_logits = cross_entropy_backward(ce_cache) * (1.0 / T)     # (N, 1 + K), the 1/T chained in
+    dq = d_logits[:, :1] * k + d_logits[:, 1:] @ queue          # (N, D)
+    dk = d_logits[:, :1] * q                                    # (N, D)
     return dq, dk
 
 

@@ -1,13 +1,19 @@
-"""Shuffle BN on one process: gather, shuffle, encode, unshuffle.
+"""Shuffle BN: gather the key batch, permute it, encode a slice per process, gather and unshuffle.
 
-With several GPUs, the official code gathers the key batch from all of them,
-permutes it with a random permutation broadcast from rank 0, lets each GPU
-encode its slice (so each GPU's BatchNorm sees a random mix of samples), and
-un-permutes the keys.  This prevents BatchNorm statistics from leaking which
-key is the positive of which query.  On one process the three functions below
-do the same with the permutation alone; split BatchNorm (``bn_splits``)
-stands in for the per-GPU statistics.  A multi-process version replaces
-these functions without touching the MoCo step.
+With several processes (GPUs), the official code gathers the key images from all of them, permutes
+the whole batch with one random permutation (broadcast from rank 0), lets each process encode its
+slice of the permuted batch (so each BatchNorm sees a random mix of samples), gathers the keys and
+un-permutes them.  This prevents BatchNorm statistics from leaking which key is the positive of
+which query.  On one process the same functions reduce to the permutation alone, and split
+BatchNorm (``bn_splits``) stands in for the per-process statistics.
+
+Which samples a process holds.  Of a global batch of N = W·n samples, process r holds samples
+r, r + W, r + 2W, … (``batch[r::W]``).  That is exactly group r of split BatchNorm with S = W
+(sample i is in group i mod S), so W processes with plain BatchNorm compute what one process
+computes with ``bn_splits = W``.
+
+``comm`` is a communicator of moco_ref/distributed.py; its ``allgather`` concatenates the
+processes' arrays in rank order.
 """
 
 from __future__ import annotations
@@ -17,27 +23,38 @@ import numpy as np
 from backends import get_array_module
 
 
-def concat_all_gather(x):
-    """All-gather along the batch axis; one process holds the whole batch already."""
-    return x
+def concat_all_gather(x, comm):
+    """Every process's share (n, ...) -> the whole batch (W·n, ...), in global sample order."""
+    if comm.size == 1:
+        return x
+    W, n = comm.size, x.shape[0]
+    blocks = comm.allgather(x)                               # (W·n, ...): rank 0's n rows, then rank 1's, ...
+    return blocks.reshape(W, n, *x.shape[1:]).swapaxes(0, 1).reshape(W * n, *x.shape[1:])
 
 
-def batch_shuffle(x, rng: np.random.Generator):
-    """Permutes the batch randomly.
+def local_share(x_all, comm):
+    """This process's samples of a whole batch: rows rank, rank + W, ... (a view)."""
+    return x_all[comm.rank::comm.size]
+
+
+def batch_shuffle(x, rng: np.random.Generator, comm):
+    """This process's slice of the randomly permuted whole batch.
 
     Args:
-        x: (N, ...) batch on any backend.
-        rng: host generator that draws the permutation.
+        x: (n, ...) this process's share of the batch, any backend.
+        rng: host generator that draws the permutation (the same state on every process).
+        comm: the communicator.
     Returns:
-        (x[perm], index_unshuffle) with index_unshuffle the inverse permutation, on x's backend.
+        (slice of x_all[perm] for this process, index_unshuffle), index_unshuffle the inverse
+        permutation of the whole batch, on x's backend.
     """
     xp = get_array_module(x)
-    x_all = concat_all_gather(x)
-    perm = rng.permutation(x_all.shape[0])
+    x_all = concat_all_gather(x, comm)                       # (N, ...)
+    perm = comm.bcast_host(rng.permutation(x_all.shape[0]))  # rank 0's permutation, as the official code
     index_unshuffle = np.argsort(perm)
-    return x_all[xp.asarray(perm)], xp.asarray(index_unshuffle)
+    return local_share(x_all[xp.asarray(perm)], comm), xp.asarray(index_unshuffle)
 
 
-def batch_unshuffle(x, index_unshuffle):
-    """Undoes :func:`batch_shuffle`: returns rows in the original batch order."""
-    return concat_all_gather(x)[index_unshuffle]
+def batch_unshuffle(x, index_unshuffle, comm):
+    """Undoes :func:`batch_shuffle`: (n, ...) slices -> the whole batch (N, ...) in its original order."""
+    return concat_all_gather(x, comm)[index_unshuffle]

@@ -64,15 +64,34 @@ def test_dtype_is_kept_through_a_step(dtype):
     assert model.queue.keys.dtype == np.dtype(dtype)
 
 
-def test_the_key_encoder_keeps_no_backward_cache():
-    """The key encoder trains its BN statistics but never backpropagates, so it holds no im2col cache."""
+def test_forward_writes_nothing_into_the_encoder():
+    """State is explicit: forward returns the new running statistics and the cache, the encoder keeps neither."""
+    from moco_ref.models import build_encoder
+
+    encoder = build_encoder("resnet10", dim=4, width=2, bn_splits=2, dtype="float64")
+    before = {name: a.copy() for name, a in encoder.state_dict().items()}
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8))
+    out, cache, buffers = encoder.forward(x, training=True)
+    for name, a in encoder.state_dict().items():
+        assert np.array_equal(a, before[name]), f"{name} changed inside forward"
+    assert int(buffers["bn1.num_batches_tracked"]) == 1 and not np.allclose(buffers["bn1.running_mean"], 0)
+    assert set(vars(encoder)) == {"arch", "dim", "width", "mlp", "bn_splits", "seed", "backend", "dtype", "layout",
+                                  "feature_dim", "params", "buffers"}, "no hidden state beside params and buffers"
+    assert encoder.forward(x, training=True, keep_cache=False).cache is None
+    with pytest.raises(ValueError, match="cache"):
+        encoder.backward(np.ones((4, 4)), None)
+    assert set(encoder.backward(np.ones((4, 4)), cache)) == set(encoder.params)
+
+
+def test_the_key_encoder_is_an_independent_copy():
+    """encoder_k starts equal to encoder_q and shares no array with it; its BN trains, it keeps no cache."""
     from moco_ref.moco import MoCo
 
     model = MoCo(arch="resnet10", width=2, dim=4, K=8, bn_splits=2, dtype="float64")
+    q, k = model.encoder_q.state_dict(), model.encoder_k.state_dict()
+    assert list(q) == list(k)
+    for name in q:
+        assert np.array_equal(q[name], k[name]) and not np.shares_memory(q[name], k[name]), name
     x = np.random.default_rng(0).standard_normal((4, 3, 8, 8))
     model.step(x, x)
-    assert model.encoder_k._cache is None
     assert int(model.encoder_k.buffers["bn1.num_batches_tracked"]) == 1   # its BN did train
-    model.encoder_q.forward(x, training=True, keep_cache=False)
-    with pytest.raises(RuntimeError, match="kept its cache"):
-        model.encoder_q.backward(np.ones((4, 4)))

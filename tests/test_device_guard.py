@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from backends import get_array_module
+from backends import get_array_module, ops
 from moco_ref.augment import make_pipeline
 from moco_ref.moco import MoCo
 from strict_device import DeviceArray, strict_backend, strict_xp
@@ -15,7 +15,10 @@ from strict_device import DeviceArray, strict_backend, strict_xp
 
 @pytest.fixture
 def strict_cupy(monkeypatch):
+    """Strict device arrays that run NumPy's path through the primitives of backends/ops.py: the same
+    functions a real backend runs, now refusing what CuPy refuses."""
     monkeypatch.setitem(sys.modules, "cupy", strict_xp)
+    ops.use_fast_paths_of(strict_xp, like="numpy")
     return strict_backend
 
 

@@ -10,14 +10,13 @@ from moco_ref.data import Dataset
 from moco_ref.errors import UserError
 from moco_ref.evaluation.linear import (
     check_unchanged,
-    cross_entropy_backward,
-    cross_entropy_forward,
     default_schedule,
     encoder_fingerprint,
     linear_probe,
     topk_correct,
 )
 from moco_ref.gradcheck import compare, numerical_gradient
+from moco_ref.loss import cross_entropy_backward, cross_entropy_forward
 from moco_ref.models import build_encoder
 
 COLOURS = np.array([[220, 40, 40], [40, 200, 40], [40, 60, 220], [200, 200, 60]])  # one per class
@@ -142,7 +141,12 @@ def test_frozen_check_fires_when_a_weight_changes(monkeypatch):
 
 def test_frozen_check_fires_when_batchnorm_statistics_change(monkeypatch):
     encoder = tiny_encoder()
-    monkeypatch.setattr(encoder, "features", lambda x: encoder.forward(x, training=True))  # train-mode BN
+
+    def leaky_features(x):  # a bug on purpose: train-mode BN whose new running statistics are kept
+        out, _, encoder.buffers = encoder.forward(x, training=True)
+        return out
+
+    monkeypatch.setattr(encoder, "features", leaky_features)
     train, val = colour_dataset(16, 0, size=16), colour_dataset(8, 1, size=16)
     with pytest.raises(RuntimeError, match="running_mean"):
         linear_probe(encoder, train, val, "numpy", epochs=1, batch_size=8)

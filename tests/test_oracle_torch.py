@@ -13,7 +13,7 @@ from moco_ref.optim import SGD
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
-from torch_reference import SplitBatchNorm, torch_encoder_like  # noqa: E402
+from moco_ref.bench.torch_twin import SplitBatchNorm, torch_encoder_like  # noqa: E402
 
 RTOL = 1e-9
 
@@ -115,8 +115,8 @@ def test_encoder_matches_torch(arch, mlp, splits):
     x = rng.standard_normal((8, 3, 12, 12))
     g = rng.standard_normal((8, 6))
 
-    out = encoder.forward(x, training=True)
-    grads = encoder.backward(g)
+    out, cache, encoder.buffers = encoder.forward(x, training=True)
+    grads = encoder.backward(g, cache)
     out_t = net(torch.from_numpy(x))
     out_t.backward(torch.from_numpy(g))
 
@@ -130,7 +130,7 @@ def test_encoder_matches_torch(arch, mlp, splits):
     for name, value in encoder.state_dict().items():
         assert_close(value, torch_state[name].numpy(), RTOL, f"state {name} after a training forward")
 
-    eval_out = encoder.forward(x, training=False)
+    eval_out = encoder.forward(x, training=False).out
     assert_close(eval_out, net.eval()(torch.from_numpy(x)).detach().numpy(), RTOL, "eval-mode output")
 
 

@@ -111,8 +111,8 @@ def test_step_logits_use_the_queue_before_the_step(small_moco, two_views, seed, 
     x_q, x_k = two_views(seed)
     loss = float(model.step(x_q, x_k)["loss"])
     momentum_update_(twin.encoder_k.params, twin.encoder_q.params, twin.m)
-    q = normalize_forward(twin.encoder_q.forward(x_q, training=True))[0]
-    k = twin.encode_keys(x_k)
+    q = normalize_forward(twin.encoder_q.forward(x_q, training=True).out)[0]
+    k = twin.encode_keys(x_k)[0]
     loss_before = float(info_nce_forward(q, k, twin.queue.keys, twin.T)[0])
     loss_after = float(info_nce_forward(q, k, model.queue.keys, twin.T)[0])
     assert loss == pytest.approx(loss_before, rel=1e-12), f"step {loss!r}, pre-step queue {loss_before!r}"

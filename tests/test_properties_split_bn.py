@@ -7,7 +7,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from moco_ref.layers.batchnorm import batchnorm_forward, group_channel_sums, sums_by_matvec
+from backends import ops
+from moco_ref.layers.batchnorm import batchnorm_forward
 
 
 def draw_batch(data):
@@ -58,16 +59,15 @@ def test_split_bn_in_eval_mode_equals_plain_bn(data):
 
 
 @given(data=st.data())
-def test_group_channel_sums_are_per_group_per_channel_totals_in_both_forms(data):
-    """The per-(group, channel) sums BN uses equal direct sums over x[g::S], in the NumPy (einsum) form and in
-    the GPU form (products with vectors of ones), which this test runs on NumPy arrays."""
+def test_channel_sums_are_per_group_per_channel_totals(data):
+    """The per-(group, channel) sums BN uses equal direct sums over x[g::S], as the plain formula and as the
+    NumPy backend runs them (einsum); tests/gpu checks CuPy's form."""
     S, x, _, _, _, _ = draw_batch(data)
     N, H, W, C = x.shape
     groups = x.reshape(N // S, S, H * W, C)
     expected = np.stack([x[g::S].sum(axis=(0, 1, 2)) for g in range(S)])            # (S, C)
     expected_sq = np.stack([(x[g::S] ** 2).sum(axis=(0, 1, 2)) for g in range(S)])
     tolerance = dict(rtol=1e-10, atol=1e-10 * float(np.abs(x).max() ** 2 + 1))
-    np.testing.assert_allclose(group_channel_sums(groups), expected, **tolerance)
-    np.testing.assert_allclose(group_channel_sums(groups, groups), expected_sq, **tolerance)
-    np.testing.assert_allclose(sums_by_matvec(groups), expected, **tolerance)
-    np.testing.assert_allclose(sums_by_matvec(groups * groups), expected_sq, **tolerance)
+    for channel_sums in (ops.channel_sums, ops.channel_sums.plain):
+        np.testing.assert_allclose(channel_sums(groups), expected, **tolerance)
+        np.testing.assert_allclose(channel_sums(groups, groups), expected_sq, **tolerance)

@@ -13,30 +13,9 @@ a scatter, so it runs unchanged on NumPy and CuPy.
 
 from __future__ import annotations
 
-import numpy as np
-
 from backends import get_array_module, get_backend, to_numpy
+from moco_ref.evaluation.features import encode_dataset
 from moco_ref.loss import normalize_forward
-
-
-def encode_dataset(encoder, images, pipeline, backend, batch_size: int = 256, head: bool = True):
-    """Encodes every image in eval mode; returns (N, D) L2-normalised features on the backend.
-
-    Args:
-        encoder: a ResNetEncoder.
-        images: (N, S, S, 3) uint8 host array.
-        pipeline: the test transform (``make_pipeline("test", ...)``), deterministic.
-        head: the fc output (True, as the demo's monitor) or the pooled features before fc.
-    """
-    backend = get_backend(backend)
-    xp = backend.xp
-    rng = np.random.default_rng(0)  # the test transform draws nothing; a generator is still required
-    chunks = []
-    for start in range(0, len(images), batch_size):
-        x = pipeline(images[start:start + batch_size], rng, backend)
-        out = encoder.forward(x, training=False) if head else encoder.features(x)
-        chunks.append(normalize_forward(out)[0])
-    return xp.concatenate(chunks, axis=0)
 
 
 def knn_predict(features, bank, bank_labels, num_classes: int, k: int = 200, t: float = 0.1,
@@ -67,8 +46,10 @@ def knn_accuracy(encoder, train, test, pipeline, backend, k: int = 200, t: float
     ``train`` and ``test`` are :class:`moco_ref.data.Dataset` objects with labels.
     """
     backend = get_backend(backend)
-    bank = encode_dataset(encoder, train.images, pipeline, backend, batch_size)
-    queries = encode_dataset(encoder, test.images, pipeline, backend, batch_size)
+    bank = normalize_forward(encode_dataset(encoder, train.images, pipeline, backend, head=True,
+                                            batch_size=batch_size))[0]                    # (Nb, D), unit rows
+    queries = normalize_forward(encode_dataset(encoder, test.images, pipeline, backend, head=True,
+                                               batch_size=batch_size))[0]                 # (Nq, D)
     num_classes = max(len(train.classes), int(train.labels.max()) + 1)
     predicted = knn_predict(queries, bank, backend.to_device(train.labels), num_classes, k, t)
     correct = int((to_numpy(predicted) == test.labels).sum())

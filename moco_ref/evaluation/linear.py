@@ -47,35 +47,10 @@ from moco_ref.augment import make_pipeline
 from moco_ref.augment.pipeline import Pipeline
 from moco_ref.augment.transforms import RandomHorizontalFlip, RandomResizedCrop
 from moco_ref.errors import UserError
+from moco_ref.evaluation.features import encode_dataset
 from moco_ref.layers.basic import linear_backward, linear_forward
-from moco_ref.loss import log_softmax
+from moco_ref.loss import cross_entropy_backward, cross_entropy_forward
 from moco_ref.optim import SGD, learning_rate
-
-# ------------------------------------------------------------------ the classifier's loss
-
-
-def cross_entropy_forward(logits, labels):
-    """Softmax cross-entropy, the mean over the batch.
-
-    Args:
-        logits: (N, C) float array.  labels: (N,) int array in [0, C), on the same backend.
-    Returns:
-        loss (0-d array), cache for :func:`cross_entropy_backward`.
-    """
-    xp = get_array_module(logits)
-    N, C = logits.shape
-    log_p = log_softmax(logits)                                           # (N, C)
-    one_hot = xp.eye(C, dtype=logits.dtype)[labels]                       # (N, C)
-    loss = -(log_p * one_hot).sum() * (1.0 / N)
-    return loss, (log_p, one_hot)
-
-
-def cross_entropy_backward(cache):
-    """∂L/∂logits = (softmax(logits) − onehot(y)) / N, (N, C); a new array."""
-    log_p, one_hot = cache
-    xp = get_array_module(log_p)
-    return (xp.exp(log_p) - one_hot) * (1.0 / log_p.shape[0])
-
 
 def topk_correct(logits, labels, k: int):
     """Number of rows whose true class is among the k largest logits (0-d int array on the backend)."""
@@ -106,13 +81,6 @@ def lincls_train_pipeline(image_size: int) -> Pipeline:
     """main_lincls's train transform: RandomResizedCrop(S, scale 0.08–1) → flip → normalise."""
     return Pipeline(name="lincls", image_size=image_size,
                     transforms=(RandomResizedCrop(image_size), RandomHorizontalFlip()))
-
-
-def encode_features(encoder, images, pipeline, backend, rng, batch_size: int = 256):
-    """Pooled features (encoder without fc, eval mode) of every image: (N, D) on the backend, not normalised."""
-    chunks = [encoder.features(pipeline(images[start:start + batch_size], rng, backend))
-              for start in range(0, len(images), batch_size)]
-    return backend.xp.concatenate(chunks, axis=0)
 
 
 def default_schedule(epochs: int) -> tuple:
@@ -191,12 +159,13 @@ def linear_probe(encoder, train, val, backend, epochs: int = 100, lr: float = 30
     rng = np.random.default_rng(seed)
     before = encoder_fingerprint(encoder)
 
-    val_features = encode_features(encoder, val.images, test_pipeline, backend, rng)          # (N_val, D)
+    val_features = encode_dataset(encoder, val.images, test_pipeline, backend, head=False, rng=rng)          # (N_val, D)
     feature_dim = int(val_features.shape[1])
     dtype = val_features.dtype
     val_labels = backend.to_device(val.labels)
     train_labels = backend.to_device(train.labels)
-    train_features = None if augment else encode_features(encoder, train.images, test_pipeline, backend, rng)
+    train_features = (None if augment else
+                      encode_dataset(encoder, train.images, test_pipeline, backend, head=False, rng=rng))
 
     # main_lincls: fc.weight ~ N(0, 0.01), fc.bias = 0; drawn on the host
     params = {"weight": backend.to_device(rng.normal(0.0, 0.01, (num_classes, feature_dim)).astype(dtype)),

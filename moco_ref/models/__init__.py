@@ -1,8 +1,8 @@
 """Encoders: ``build_encoder`` is the entry point."""
 
-from moco_ref.models.resnet import ARCHS, ResNetEncoder
+from moco_ref.models.resnet import ARCHS, Forward, ResNetEncoder, conv_layers, resnet_layout
 
-__all__ = ["ARCHS", "ResNetEncoder", "build_encoder"]
+__all__ = ["ARCHS", "Forward", "ResNetEncoder", "build_encoder", "conv_layers", "resnet_layout"]
 
 
 def build_encoder(arch="resnet18", dim=128, width=64, mlp=False, bn_splits=1,

@@ -9,9 +9,16 @@ Linear(8w, 8w) -> ReLU -> Linear(8w, dim), named ``fc.0`` and ``fc.2``.
     BasicBlock(x) = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))
     shortcut(x)   = x, or bn(conv1×1, stride s (x)) when the shape changes
 
-The backward walks the same graph in reverse; at the residual add the
-gradient is handed to both branches, and where the branches meet again at x
-their gradients are summed.
+One table, :func:`resnet_layout`, lists every layer (name, channels, kernel,
+stride, padding, ReLU or not); forward, backward and the FLOP count of the
+benchmarks all walk it.  The backward walks it in reverse; at the residual add
+the gradient is handed to both branches, and where the branches meet again at
+x their gradients are summed.
+
+State is explicit: ``params`` and ``buffers`` are the encoder's only state.
+``forward`` returns the output, the cache its backward needs and the new
+BatchNorm running statistics; it writes nothing into the encoder, and the
+caller decides whether to keep the new statistics.
 
 Parameter and buffer names, shapes and layouts are exactly those of the
 equivalent PyTorch module, so ``state_dict()`` loads into it with
@@ -21,6 +28,7 @@ equivalent PyTorch module, so ``state_dict()`` loads into it with
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -39,6 +47,78 @@ from moco_ref.layers.conv import conv2d_backward, conv2d_forward
 ARCHS = {"resnet18": (2, 2, 2, 2), "resnet10": (1, 1, 1, 1)}
 
 
+# ------------------------------------------------------------------ the table of layers
+class ConvBN(NamedTuple):
+    """relu?(bn(conv(x))): one convolution (no bias) and its BatchNorm."""
+    conv: str          # parameter name prefix of the convolution, e.g. "layer2.0.conv1"
+    bn: str            # of its BatchNorm, e.g. "layer2.0.bn1"
+    c_in: int
+    c_out: int
+    kernel: int
+    stride: int
+    padding: int
+    relu: bool
+
+
+class Block(NamedTuple):
+    """BasicBlock: relu(conv2(conv1(x)) + shortcut(x)), shortcut = downsample(x) or x."""
+    name: str                   # e.g. "layer2.0"
+    conv1: ConvBN
+    conv2: ConvBN
+    downsample: ConvBN | None
+
+
+class Linear(NamedTuple):
+    name: str                   # "fc", or "fc.0" and "fc.2" of the MLP head
+    d_in: int
+    d_out: int
+    relu: bool
+
+
+class Layout(NamedTuple):
+    stem: ConvBN
+    blocks: tuple               # of Block
+    head: tuple                 # of Linear
+
+
+def resnet_layout(arch: str, width: int, dim: int, mlp: bool) -> Layout:
+    """Every layer of the CIFAR ResNet, in forward order."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    stem = ConvBN("conv1", "bn1", 3, width, 3, 1, 1, relu=True)
+    blocks, c_in = [], width
+    for stage, (count, first_stride) in enumerate(zip(ARCHS[arch], (1, 2, 2, 2))):
+        c_out = width * 2 ** stage
+        for b in range(count):
+            name, s = f"layer{stage + 1}.{b}", first_stride if b == 0 else 1
+            downsample = None
+            if s != 1 or c_in != c_out:
+                downsample = ConvBN(f"{name}.downsample.0", f"{name}.downsample.1", c_in, c_out, 1, s, 0, False)
+            blocks.append(Block(name, ConvBN(f"{name}.conv1", f"{name}.bn1", c_in, c_out, 3, s, 1, True),
+                                ConvBN(f"{name}.conv2", f"{name}.bn2", c_out, c_out, 3, 1, 1, False), downsample))
+            c_in = c_out
+    features = 8 * width
+    head = ((Linear("fc.0", features, features, True), Linear("fc.2", features, dim, False)) if mlp
+            else (Linear("fc", features, dim, False),))
+    return Layout(stem, tuple(blocks), head)
+
+
+def conv_layers(layout: Layout) -> list:
+    """The ConvBN rows of the table in forward order (stem, then each block's conv1, conv2, downsample)."""
+    rows = [layout.stem]
+    for block in layout.blocks:
+        rows += [block.conv1, block.conv2] + ([block.downsample] if block.downsample else [])
+    return rows
+
+
+class Forward(NamedTuple):
+    """What :meth:`ResNetEncoder.forward` returns."""
+    out: object         # (N, dim) features, not normalised
+    cache: dict | None  # what backward needs (None when not kept)
+    buffers: dict       # BatchNorm running statistics after this forward (the same dict in eval mode)
+
+
+# ------------------------------------------------------------------ the encoder
 class ResNetEncoder:
     """A CIFAR ResNet with hand-written backward.
 
@@ -53,34 +133,21 @@ class ResNetEncoder:
         dtype: "float32" or "float64".
 
     Attributes:
+        layout: the table of layers (:func:`resnet_layout`).
         params: {name: array} trainable parameters, in PyTorch's order.
         buffers: {name: array} BatchNorm running statistics and batch counters.
     """
 
     def __init__(self, arch="resnet18", dim=128, width=64, mlp=False, bn_splits=1,
                  backend="numpy", seed=0, dtype="float32"):
-        if arch not in ARCHS:
-            raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
         self.arch, self.dim, self.width, self.mlp = arch, dim, width, mlp
         self.bn_splits = bn_splits
+        self.seed = seed
         self.backend = get_backend(backend)
         self.dtype = np.dtype(dtype)
-        self.blocks = self._block_layout(ARCHS[arch], width)  # [(prefix, c_in, c_out, stride, downsample)]
+        self.layout = resnet_layout(arch, width, dim, mlp)
         self.feature_dim = 8 * width
         self.params, self.buffers = self._init_weights(np.random.default_rng(seed))
-        self._cache = None  # the last training forward's cache, replaced by each forward
-
-    # ----------------------------------------------------------------- structure
-    @staticmethod
-    def _block_layout(blocks_per_stage, width):
-        layout, c_in = [], width
-        for stage, (count, stride) in enumerate(zip(blocks_per_stage, (1, 2, 2, 2))):
-            c_out = width * 2 ** stage
-            for b in range(count):
-                s = stride if b == 0 else 1
-                layout.append((f"layer{stage + 1}.{b}.", c_in, c_out, s, s != 1 or c_in != c_out))
-                c_in = c_out
-        return layout
 
     def _init_weights(self, rng):
         """torchvision's initialisation, drawn on the host in state_dict order.
@@ -89,167 +156,147 @@ class ResNetEncoder:
         linear: U(±1/√fan_in) for weight and bias (PyTorch's default).
         """
         params, buffers = {}, {}
-
-        def conv(name, c_out, c_in, k):
-            std = math.sqrt(2.0 / (c_out * k * k))
-            params[name + ".weight"] = rng.standard_normal((c_out, c_in, k, k)) * std
-
-        def bn(name, c):
-            params[name + ".weight"] = np.ones(c)
-            params[name + ".bias"] = np.zeros(c)
-            buffers[name + ".running_mean"] = np.zeros(c)
-            buffers[name + ".running_var"] = np.ones(c)
-            buffers[name + ".num_batches_tracked"] = np.zeros((), dtype=np.int64)
-
-        def linear(name, d_out, d_in):
-            bound = 1.0 / math.sqrt(d_in)
-            params[name + ".weight"] = rng.uniform(-bound, bound, (d_out, d_in))
-            params[name + ".bias"] = rng.uniform(-bound, bound, d_out)
-
-        conv("conv1", self.width, 3, 3)
-        bn("bn1", self.width)
-        for prefix, c_in, c_out, _, downsample in self.blocks:
-            conv(prefix + "conv1", c_out, c_in, 3)
-            bn(prefix + "bn1", c_out)
-            conv(prefix + "conv2", c_out, c_out, 3)
-            bn(prefix + "bn2", c_out)
-            if downsample:
-                conv(prefix + "downsample.0", c_out, c_in, 1)
-                bn(prefix + "downsample.1", c_out)
-        if self.mlp:
-            linear("fc.0", self.feature_dim, self.feature_dim)
-            linear("fc.2", self.dim, self.feature_dim)
-        else:
-            linear("fc", self.dim, self.feature_dim)
+        for layer in conv_layers(self.layout):
+            k = layer.kernel
+            params[layer.conv + ".weight"] = (rng.standard_normal((layer.c_out, layer.c_in, k, k))
+                                              * math.sqrt(2.0 / (layer.c_out * k * k)))
+            params[layer.bn + ".weight"] = np.ones(layer.c_out)
+            params[layer.bn + ".bias"] = np.zeros(layer.c_out)
+            buffers[layer.bn + ".running_mean"] = np.zeros(layer.c_out)
+            buffers[layer.bn + ".running_var"] = np.ones(layer.c_out)
+            buffers[layer.bn + ".num_batches_tracked"] = np.zeros((), dtype=np.int64)
+        for layer in self.layout.head:
+            bound = 1.0 / math.sqrt(layer.d_in)
+            params[layer.name + ".weight"] = rng.uniform(-bound, bound, (layer.d_out, layer.d_in))
+            params[layer.name + ".bias"] = rng.uniform(-bound, bound, layer.d_out)
 
         def move(a):
             return self.backend.to_device(a if a.dtype == np.int64 else a.astype(self.dtype))
 
         return ({k: move(v) for k, v in params.items()}, {k: move(v) for k, v in buffers.items()})
 
+    def copy(self) -> "ResNetEncoder":
+        """An independent encoder with equal parameters and buffers: no array is shared."""
+        twin = ResNetEncoder(self.arch, self.dim, self.width, self.mlp, self.bn_splits, self.backend,
+                             self.seed, self.dtype)
+        twin.load_state_dict(self.state_dict())
+        return twin
+
     # ------------------------------------------------------------------- forward
-    def forward(self, x, training=True, keep_cache=None):
+    def forward(self, x, training=True, keep_cache=None) -> Forward:
         """Encodes a batch of images.
 
         Args:
             x: (N, 3, H, W) images on the backend (NCHW, as PyTorch).
-            training: batch statistics and running-statistic updates (True), or
-                running statistics (False).
-            keep_cache: keep what :meth:`backward` needs (default: when training).  The key
-                encoder trains its BatchNorm statistics but never backpropagates, so MoCo
-                passes False and saves the memory.
+            training: batch statistics and new running statistics (True), or running statistics (False).
+            keep_cache: keep what :meth:`backward` needs (default: when training).  The key encoder
+                trains its BatchNorm statistics but never backpropagates, so MoCo passes False and
+                saves the memory.
         Returns:
-            (N, dim) features (not normalised).
+            Forward(out (N, dim), cache or None, buffers): ``buffers`` is a new dict with the updated
+            running statistics when training (``self.buffers`` is not touched), else ``self.buffers``.
         """
         xp = get_array_module(x)
-        h = xp.ascontiguousarray(x.transpose(0, 2, 3, 1))       # (N, H, W, 3)
-        keep = training if keep_cache is None else keep_cache
-        cache = {} if keep else None
-        h = self._conv_bn(h, "conv1", "bn1", 1, 1, True, training, cache)
-        for prefix, _, _, stride, downsample in self.blocks:
-            h = self._block(h, prefix, stride, downsample, training, cache)
-        features, x_shape = global_avg_pool_forward(h)          # (N, 8w)
-        out = self._head_forward(features, cache)               # (N, dim)
+        h = xp.ascontiguousarray(x.transpose(0, 2, 3, 1))              # (N, H, W, 3)
+        buffers = dict(self.buffers) if training else self.buffers
+        cache = {} if (training if keep_cache is None else keep_cache) else None
+        h = self._conv_bn(self.layout.stem, h, training, buffers, cache)
+        for block in self.layout.blocks:
+            h = self._block(block, h, training, buffers, cache)
+        h, pool_cache = global_avg_pool_forward(h)                     # (N, 8w)
+        for layer in self.layout.head:
+            h = self._linear(layer, h, cache)                          # ... -> (N, dim)
         if cache is not None:
-            cache["pool"] = x_shape
-        self._cache = cache
-        return out
+            cache["pool"] = pool_cache
+        return Forward(h, cache, buffers)
 
     def features(self, x):
         """The 8w-dimensional pooled features in eval mode (the encoder without fc), (N, 8w)."""
         xp = get_array_module(x)
         h = xp.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        h = self._conv_bn(h, "conv1", "bn1", 1, 1, True, False, None)
-        for prefix, _, _, stride, downsample in self.blocks:
-            h = self._block(h, prefix, stride, downsample, False, None)
+        h = self._conv_bn(self.layout.stem, h, False, self.buffers, None)
+        for block in self.layout.blocks:
+            h = self._block(block, h, False, self.buffers, None)
         return global_avg_pool_forward(h)[0]
 
-    def _conv_bn(self, x, conv, bn, stride, padding, relu, training, cache):
-        """relu?(bn(conv(x))); records what the backward needs under the conv's name."""
+    def _conv_bn(self, layer: ConvBN, x, training, buffers, cache):
+        """relu?(bn(conv(x))); new running statistics go into ``buffers``, the backward's needs into ``cache``."""
         p = self.params
-        y, conv_cache = conv2d_forward(x, p[conv + ".weight"], stride, padding)
+        y, conv_cache = conv2d_forward(x, p[layer.conv + ".weight"], layer.stride, layer.padding)
         y, running, bn_cache = batchnorm_forward(
-            y, p[bn + ".weight"], p[bn + ".bias"], self.buffers[bn + ".running_mean"],
-            self.buffers[bn + ".running_var"], training, self.bn_splits)
+            y, p[layer.bn + ".weight"], p[layer.bn + ".bias"], buffers[layer.bn + ".running_mean"],
+            buffers[layer.bn + ".running_var"], training, self.bn_splits)
         if running is not None:
-            self.buffers[bn + ".running_mean"], self.buffers[bn + ".running_var"] = running
-            self.buffers[bn + ".num_batches_tracked"] = self.buffers[bn + ".num_batches_tracked"] + 1
+            buffers[layer.bn + ".running_mean"], buffers[layer.bn + ".running_var"] = running
+            buffers[layer.bn + ".num_batches_tracked"] = buffers[layer.bn + ".num_batches_tracked"] + 1
         mask = None
-        if relu:
+        if layer.relu:
             y, mask = relu_forward(y)
         if cache is not None:
-            cache[conv] = (conv_cache, bn_cache, mask)
+            cache[layer.conv] = (conv_cache, bn_cache, mask)
         return y
 
-    def _block(self, x, prefix, stride, downsample, training, cache):
-        h = self._conv_bn(x, prefix + "conv1", prefix + "bn1", stride, 1, True, training, cache)
-        h = self._conv_bn(h, prefix + "conv2", prefix + "bn2", 1, 1, False, training, cache)
-        if downsample:
-            shortcut = self._conv_bn(x, prefix + "downsample.0", prefix + "downsample.1",
-                                     stride, 0, False, training, cache)
-        else:
-            shortcut = x
+    def _block(self, block: Block, x, training, buffers, cache):
+        h = self._conv_bn(block.conv1, x, training, buffers, cache)
+        h = self._conv_bn(block.conv2, h, training, buffers, cache)
+        shortcut = x if block.downsample is None else self._conv_bn(block.downsample, x, training, buffers, cache)
         y, mask = relu_forward(h + shortcut)
         if cache is not None:
-            cache[prefix + "out"] = mask
+            cache[block.name] = mask
         return y
 
-    def _head_forward(self, features, cache):
-        p = self.params
-        record = cache if cache is not None else {}
-        if not self.mlp:
-            out, record["fc"] = linear_forward(features, p["fc.weight"], p["fc.bias"])
-            return out
-        hidden, record["fc.0"] = linear_forward(features, p["fc.0.weight"], p["fc.0.bias"])
-        hidden, record["fc.relu"] = relu_forward(hidden)
-        out, record["fc.2"] = linear_forward(hidden, p["fc.2.weight"], p["fc.2.bias"])
-        return out
+    def _linear(self, layer: Linear, x, cache):
+        y, linear_cache = linear_forward(x, self.params[layer.name + ".weight"], self.params[layer.name + ".bias"])
+        mask = None
+        if layer.relu:
+            y, mask = relu_forward(y)
+        if cache is not None:
+            cache[layer.name] = (linear_cache, mask)
+        return y
 
     # ------------------------------------------------------------------ backward
-    def backward(self, dout):
-        """Backpropagates ∂L/∂out through the last training forward.
+    def backward(self, dout, cache) -> dict:
+        """Backpropagates ∂L/∂out through the forward that produced ``cache``.
 
         Args:
             dout: (N, dim) gradient of the loss with respect to the output.
+            cache: ``forward(x, training=True).cache``.
         Returns:
-            {parameter name: gradient}, the same names and shapes as ``params``.
+            {parameter name: gradient}, the same names and order as ``params``.
         """
-        if self._cache is None:
-            raise RuntimeError("backward() needs a preceding forward(x, training=True) that kept its cache")
-        cache, grads = self._cache, {}
-        d_features = self._head_backward(dout, cache, grads)
-        dh = global_avg_pool_backward(d_features, cache["pool"])
-        for prefix, _, _, _, downsample in reversed(self.blocks):
-            dh = self._block_backward(dh, prefix, downsample, cache, grads)
-        self._conv_bn_backward(dh, "conv1", "bn1", cache, grads, need_dx=False)
-        self._cache = None  # the graph is used once, as in PyTorch
-        return {name: grads[name] for name in self.params}  # PyTorch's order
+        if cache is None:
+            raise ValueError("backward() needs the cache of a forward(x, training=True) that kept it")
+        grads = {}
+        dh = dout
+        for layer in reversed(self.layout.head):
+            dh = self._linear_backward(layer, dh, cache, grads)
+        dh = global_avg_pool_backward(dh, cache["pool"])
+        for block in reversed(self.layout.blocks):
+            dh = self._block_backward(block, dh, cache, grads)
+        self._conv_bn_backward(self.layout.stem, dh, cache, grads, need_dx=False)
+        return {name: grads[name] for name in self.params}
 
-    def _conv_bn_backward(self, dy, conv, bn, cache, grads, need_dx=True):
-        conv_cache, bn_cache, mask = cache[conv]
+    def _conv_bn_backward(self, layer: ConvBN, dy, cache, grads, need_dx=True):
+        conv_cache, bn_cache, mask = cache[layer.conv]
         if mask is not None:
             dy = relu_backward(dy, mask)
-        dy, grads[bn + ".weight"], grads[bn + ".bias"] = batchnorm_backward(dy, bn_cache)
-        dx, grads[conv + ".weight"] = conv2d_backward(dy, conv_cache, need_dx)
+        dy, grads[layer.bn + ".weight"], grads[layer.bn + ".bias"] = batchnorm_backward(dy, bn_cache)
+        dx, grads[layer.conv + ".weight"] = conv2d_backward(dy, conv_cache, need_dx)
         return dx
 
-    def _block_backward(self, dy, prefix, downsample, cache, grads):
-        d_sum = relu_backward(dy, cache[prefix + "out"])   # reaches both branches
-        dh = self._conv_bn_backward(d_sum, prefix + "conv2", prefix + "bn2", cache, grads)
-        dx = self._conv_bn_backward(dh, prefix + "conv1", prefix + "bn1", cache, grads)
-        if downsample:
-            return dx + self._conv_bn_backward(d_sum, prefix + "downsample.0",
-                                               prefix + "downsample.1", cache, grads)
-        return dx + d_sum
+    def _block_backward(self, block: Block, dy, cache, grads):
+        d_sum = relu_backward(dy, cache[block.name])        # reaches both branches of the add
+        dh = self._conv_bn_backward(block.conv2, d_sum, cache, grads)
+        dx = self._conv_bn_backward(block.conv1, dh, cache, grads)
+        d_shortcut = d_sum if block.downsample is None else self._conv_bn_backward(block.downsample, d_sum, cache, grads)
+        return dx + d_shortcut                               # the two branches meet again at x
 
-    def _head_backward(self, dout, cache, grads):
-        if not self.mlp:
-            d_features, grads["fc.weight"], grads["fc.bias"] = linear_backward(dout, cache["fc"])
-            return d_features
-        d_hidden, grads["fc.2.weight"], grads["fc.2.bias"] = linear_backward(dout, cache["fc.2"])
-        d_hidden = relu_backward(d_hidden, cache["fc.relu"])
-        d_features, grads["fc.0.weight"], grads["fc.0.bias"] = linear_backward(d_hidden, cache["fc.0"])
-        return d_features
+    def _linear_backward(self, layer: Linear, dy, cache, grads):
+        linear_cache, mask = cache[layer.name]
+        if mask is not None:
+            dy = relu_backward(dy, mask)
+        dx, grads[layer.name + ".weight"], grads[layer.name + ".bias"] = linear_backward(dy, linear_cache)
+        return dx
 
     # --------------------------------------------------------------------- state
     def state_dict(self):

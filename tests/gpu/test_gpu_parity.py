@@ -68,10 +68,9 @@ def test_float64_gradients_on_the_gpu_match_finite_differences():
     upstream = CUPY.to_device(rng.standard_normal((4, 5)))
 
     def loss():
-        return float((upstream * encoder.forward(x, training=True)).sum())
+        return float((upstream * encoder.forward(x, training=True).out).sum())
 
-    encoder.forward(x, training=True)
-    grads = encoder.backward(upstream)
+    grads = encoder.backward(upstream, encoder.forward(x, training=True).cache)
     for d in range(3):
         v = {k: CUPY.to_device(rng.standard_normal(p.shape)) for k, p in encoder.params.items()}
         norm = float(sum((t * t).sum() for t in v.values())) ** 0.5
@@ -98,8 +97,29 @@ def test_gpu_encoder_matches_numpy_in_float64():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((8, 3, 16, 16))
     g = rng.standard_normal((8, 8))
-    out_cpu, out_gpu = cpu.forward(x, True), gpu.forward(CUPY.to_device(x), True)
+    (out_cpu, cache_cpu, _), (out_gpu, cache_gpu, _) = cpu.forward(x, True), gpu.forward(CUPY.to_device(x), True)
     assert_close(to_numpy(out_gpu), out_cpu, 1e-9, "float64 output, GPU vs NumPy")
-    grads_cpu, grads_gpu = cpu.backward(g), gpu.backward(CUPY.to_device(g))
+    grads_cpu, grads_gpu = cpu.backward(g, cache_cpu), gpu.backward(CUPY.to_device(g), cache_gpu)
     for name in grads_cpu:
         assert_close(to_numpy(grads_gpu[name]), grads_cpu[name], 1e-8, f"float64 gradient of {name}, GPU vs NumPy")
+
+
+@pytest.mark.parametrize("name", ["channel_sums", "centred_square_sums", "normalize_affine", "batchnorm_input_grad",
+                                  "im2col"])
+def test_cupy_fast_function_equals_the_plain_formula(name):
+    """Each kernel of backends/cupy_fast.py against its primitive's plain expression, both on the GPU, float64."""
+    from backends import cupy_fast, ops
+    from test_fast_paths import as_list, batchnorm_arguments
+
+    rng = np.random.default_rng(7)
+    if name == "im2col":
+        cases = [(rng.standard_normal((2, 9, 7, 3)), 3, 3, s, p) for s, p in ((1, 1), (2, 1), (1, 0))]
+        cases.append((rng.standard_normal((2, 8, 8, 4)), 1, 1, 2, 0))
+    else:
+        cases = batchnorm_arguments(rng, 3, 2, 10, 5)[name]
+    for args in cases:
+        device_args = tuple(CUPY.to_device(a) if isinstance(a, np.ndarray) else a for a in args)
+        fast = as_list(cupy_fast.FAST[name](*device_args))
+        plain = as_list(getattr(ops, name).plain(*device_args))
+        for i, (f, p) in enumerate(zip(fast, plain)):
+            assert_close(to_numpy(f), to_numpy(p), 1e-12, f"{name} output {i}, CuPy fast vs plain")
