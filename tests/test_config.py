@@ -55,11 +55,14 @@ def test_the_resumable_settings_are_the_declared_ones():
 
 
 def test_model_arguments_are_moco_parameters():
-    """Every field declared model=True is a MoCo argument, and only nesterov is left at MoCo's default."""
+    """The fields declared model=True are MoCo arguments; MoCo's others (nesterov, ...) have defaults."""
     arguments = TrainConfig().model_arguments()
-    parameters = set(inspect.signature(MoCo).parameters)
-    assert set(arguments) <= parameters
-    assert parameters - set(arguments) == {"nesterov"}
+    assert set(arguments) == {"arch", "width", "dim", "K", "m", "T", "mlp", "symmetric", "bn_splits", "lr",
+                              "momentum", "weight_decay", "backend", "seed", "dtype"}
+    parameters = inspect.signature(MoCo).parameters
+    assert set(arguments) <= set(parameters)
+    left = [name for name in parameters if name not in arguments]
+    assert all(parameters[name].default is not inspect.Parameter.empty for name in left), left
 
 
 def test_from_dict_maps_the_legacy_names():
