@@ -62,17 +62,31 @@ def numerical_gradient(loss: Callable[[], float], x: np.ndarray, eps: float = 1e
     return grad
 
 
+def relative_error(actual, expected) -> tuple[float, tuple]:
+    """max_i |a_i − e_i| / max(max|a|, max|e|) over whole arrays (host or device), and the worst index.
+
+    The one error measure of the project: gradient checks, the PyTorch oracles and the GPU parity
+    tests all use it.
+    """
+    a = np.asarray(to_numpy(actual), dtype=np.float64)
+    e = np.asarray(to_numpy(expected), dtype=np.float64)
+    if a.shape != e.shape:
+        raise ValueError(f"shapes differ: {a.shape} vs {e.shape}")
+    diff = np.abs(a - e)
+    scale = max(np.abs(a).max(initial=0.0), np.abs(e).max(initial=0.0), 1e-300)
+    worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
+    return float(diff.max(initial=0.0) / scale), tuple(int(i) for i in worst)
+
+
 def compare(name: str, analytic, numeric, tolerance: float = LAYER_TOLERANCE) -> CheckResult:
     """Relative error of two arrays, with the worst element."""
     a = np.asarray(to_numpy(analytic), dtype=np.float64)
     n = np.asarray(to_numpy(numeric), dtype=np.float64)
     if a.shape != n.shape:
         raise ValueError(f"{name}: shapes differ, {a.shape} vs {n.shape}")
-    diff = np.abs(a - n)
-    scale = max(np.abs(a).max(initial=0.0), np.abs(n).max(initial=0.0), 1e-300)
-    worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
-    return CheckResult(name, float(diff.max(initial=0.0) / scale), tuple(int(i) for i in worst),
-                       float(a[worst]) if a.size else 0.0, float(n[worst]) if n.size else 0.0, tolerance)
+    error, worst = relative_error(a, n)
+    return CheckResult(name, error, worst, float(a[worst]) if a.size else 0.0, float(n[worst]) if n.size else 0.0,
+                       tolerance)
 
 
 def check_function(name: str, forward: Callable[..., np.ndarray], backward: Callable[..., tuple],

@@ -22,6 +22,7 @@ import json
 import math
 from pathlib import Path
 
+from moco_ref.config import current_names
 from moco_ref.errors import UserError
 
 PLOT_INSTALL = "pip install 'moco-ref[plot]'"
@@ -101,7 +102,7 @@ def _load_matplotlib():
 
 def _queue_size(run_dir: Path):
     try:
-        return int(json.loads((run_dir / "config.json").read_text())["moco_k"])
+        return int(current_names(json.loads((run_dir / "config.json").read_text()))["K"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

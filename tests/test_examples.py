@@ -161,7 +161,7 @@ def test_train_cifar10_on_a_fake_cifar_folder(tmp_path):
     assert "kNN top-1 on the 16 test images" in out and "untrained encoder" in out
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["data"] == str(tmp_path / "data" / "cifar-10-batches-py")
-    assert (config["arch"], config["moco_m"], config["moco_t"], config["lr"], config["wd"]) == \
+    assert (config["arch"], config["m"], config["T"], config["lr"], config["weight_decay"]) == \
         ("resnet18", 0.99, 0.1, 0.06, 5e-4)
 
 

@@ -22,7 +22,7 @@ def make_checkpoint(path, mlp=False, arch="resnet10", width=2):
     rng = np.random.default_rng(0)
     for _ in range(2):
         moco.step(rng.standard_normal((4, 3, 16, 16)), rng.standard_normal((4, 3, 16, 16)))
-    config = TrainConfig(arch=arch, width=width, moco_dim=8, moco_k=16, mlp=mlp, bn_splits=2, dtype="float64")
+    config = TrainConfig(arch=arch, width=width, dim=8, K=16, mlp=mlp, bn_splits=2, dtype="float64")
     save_checkpoint(path, moco.state_dict(), {"config": config.to_dict(), "epoch": 1})
     return moco
 
@@ -42,7 +42,7 @@ def make_encoder_checkpoint(path, arch, width):
                 value = value + 0.3 * rng.standard_normal(value.shape)
         state[f"encoder_q.{name}"] = value
     encoder.load_state_dict({k[len("encoder_q."):]: v for k, v in state.items()})
-    config = TrainConfig(arch=arch, width=width, moco_dim=8, dtype="float64")
+    config = TrainConfig(arch=arch, width=width, dim=8, dtype="float64")
     save_checkpoint(path, state, {"config": config.to_dict()})
     return encoder
 
@@ -108,7 +108,7 @@ def test_checkpoint_without_encoder_is_rejected(tmp_path):
 @pytest.mark.parametrize("mlp", [False, True])
 def test_readme_snippet_loads_into_torch_and_features_match(tmp_path, mlp):
     torch = pytest.importorskip("torch")
-    from torch_reference import CifarResNet
+    from moco_ref.bench.torch_twin import CifarResNet
 
     from moco_ref.models import ARCHS
 

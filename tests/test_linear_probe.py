@@ -168,7 +168,7 @@ def run_dir(tmp_path_factory):
     from moco_ref.train import Trainer
 
     path = tmp_path_factory.mktemp("linear") / "run"
-    Trainer(TrainConfig(arch="resnet10", width=2, batch_size=16, epochs=1, max_steps=2, moco_k=64,
+    Trainer(TrainConfig(arch="resnet10", width=2, batch_size=16, epochs=1, max_steps=2, K=64,
                         knn_every=0, bn_splits=2), path, log=lambda *a, **k: None).run()
     return path
 

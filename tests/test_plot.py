@@ -13,7 +13,7 @@ from moco_ref.plot import PLOT_INSTALL, curves, plot_run, read_metrics
 def write_run(run_dir, epochs=3, steps_per_epoch=4, knn_every=1, K=64):
     """A run directory as moco_ref.train writes it: the untrained kNN, step and epoch records, the final summary."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps({"moco_k": K}))
+    (run_dir / "config.json").write_text(json.dumps({"K": K}))
     records = [{"kind": "knn", "epoch": 0, "global_step": 0, "knn_top1": 12.5, "untrained": True}]
     for epoch in range(epochs):
         lr = 0.06 * (0.5 ** epoch)
