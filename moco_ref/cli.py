@@ -342,14 +342,12 @@ def bench(suite, backend, quick, out):
            augment  augmentation throughput against training throughput
            all      all of the above
            gpu      the CIFAR demo config on CuPy against PyTorch (cuDNN), float32 and TF32
-    Results of a run on this project's machine: benchmarks/RESULTS.md.
+    Results of a run on this project's machine: benchmarks/RESULTS.md in the repository.
     """
-    try:
-        from benchmarks.cli_entry import run
-    except ImportError as error:
-        raise UserError(f"the benchmarks are not importable ({error}); run from a clone of moco-ref") from None
+    from moco_ref.bench.cli_entry import run  # imported here: `moco-ref train` never loads the benchmarks
+
     if suite == "gpu":
-        from benchmarks import gpu_compare
+        from moco_ref.bench import gpu_compare
 
         records = gpu_compare.run(echo=click.echo)
         if out:

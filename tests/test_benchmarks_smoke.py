@@ -16,10 +16,10 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks import memory, parts, step
-from benchmarks.cli_entry import SUITES, run
-from benchmarks.common import TINY, blas_info, conv_layers, step_flops
-from benchmarks.__main__ import main as benchmarks_main
+from moco_ref.bench import memory, parts, step
+from moco_ref.bench.cli_entry import SUITES, run
+from moco_ref.bench.common import TINY, blas_info, conv_layers, step_flops
+from moco_ref.bench.__main__ import main as benchmarks_main
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 

@@ -31,6 +31,6 @@ def test_gpu_check_script_reports_each_part_and_fails_without_a_gpu(tmp_path):
 
 
 def test_gpu_benchmark_module_imports_without_cupy():
-    import benchmarks.gpu_compare as gpu
+    import moco_ref.bench.gpu_compare as gpu
 
     assert gpu.CONFIG == dict(arch="resnet18", width=64, batch=512, K=4096, dim=128, image=32, bn_splits=1)

@@ -9,7 +9,7 @@ from helpers import assert_close
 from moco_ref.moco import MoCo
 
 torch = pytest.importorskip("torch")
-from torch_reference import TorchMoCo, torch_encoder_like  # noqa: E402
+from moco_ref.bench.torch_twin import TorchMoCo, torch_encoder_like  # noqa: E402
 
 RTOL = 1e-9
 
@@ -25,7 +25,7 @@ def test_moco_steps_match_torch(symmetric, mlp, bn_splits):
         p += 0.01 * rng.standard_normal(p.shape)
     reference = TorchMoCo(torch_encoder_like(model.encoder_q).train(), torch_encoder_like(model.encoder_k).train(),
                           torch.from_numpy(model.queue.state_dict()["queue"].copy()), model.queue.ptr,
-                          m=0.9, T=0.2, lr=0.5, momentum=0.9, wd=1e-3, symmetric=symmetric)
+                          m=0.9, T=0.2, lr=0.5, momentum=0.9, weight_decay=1e-3, symmetric=symmetric)
 
     for step in range(3):
         x_q = rng.standard_normal((8, 3, 10, 10))

@@ -1,6 +1,6 @@
 """Peak memory of one implementation's MoCo steps, measured in this fresh process.
 
-    python -m benchmarks.memory_probe ours|torch --arch resnet10 --width 16 --batch 64 --K 4096 --steps 3
+    python -m moco_ref.bench.memory_probe ours|torch --arch resnet10 --width 16 --batch 64 --K 4096 --steps 3
 
 Prints one JSON line: the resident set size after the imports (the baseline), the
 peak resident set size after building the model and running the steps (VmHWM, the
@@ -67,14 +67,14 @@ def main(argv=None) -> dict:
     from moco_ref.runtime import reuse_freed_memory
 
     reuse_freed_memory()  # as `moco-ref train` does, for both implementations alike
-    from benchmarks.common import Config, make_ours, make_torch, torch_device
+    from moco_ref.bench.common import Config, make_ours, make_torch, torch_device
 
     import moco_ref.moco  # noqa: F401  (imported before the baseline: the import is not the model)
 
     if args.which == "torch":
         import torch
 
-        import benchmarks.torch_moco  # noqa: F401
+        import moco_ref.bench.torch_twin  # noqa: F401
 
         if args.threads:
             torch.set_num_threads(args.threads)

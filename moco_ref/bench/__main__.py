@@ -1,4 +1,5 @@
-"""``python -m benchmarks [suite] [--backend numpy|cupy] [--quick] [--out FILE]`` — the benchmarks without the CLI."""
+"""``python -m moco_ref.bench [suite] [--backend numpy|cupy] [--quick] [--out FILE]``: the benchmarks without
+the CLI (``moco-ref bench`` runs the same suites)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import shlex
 import sys
 
 from backends import BackendUnavailable
-from benchmarks.cli_entry import CHOICES, run
+from moco_ref.bench.cli_entry import CHOICES, run
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m benchmarks",
+    parser = argparse.ArgumentParser(prog="python -m moco_ref.bench",
                                      description="Speed and memory figures of moco-ref (and PyTorch's step).")
     parser.add_argument("suite", nargs="?", default="all", choices=CHOICES, help="which suite (default: all)")
     parser.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))
@@ -21,7 +22,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         run(args.suite, args.backend, args.quick, args.out, print,
-            command=shlex.join(["python", "-m", "benchmarks", *argv]))
+            command=shlex.join(["python", "-m", "moco_ref.bench", *argv]))
     except BackendUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

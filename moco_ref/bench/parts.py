@@ -20,7 +20,7 @@ from collections import defaultdict
 import numpy as np
 
 from backends import get_backend
-from benchmarks.common import REFERENCE, TINY, banner, interleaved, make_ours, median, table
+from moco_ref.bench.common import REFERENCE, TINY, banner, interleaved, make_ours, median, table
 
 # (module or class, attribute, part).  conv2d_forward/backward are timed without the im2col/col2im they call.
 TARGETS = (
@@ -28,7 +28,6 @@ TARGETS = (
     ("moco_ref.models.resnet", "conv2d_backward", "conv backward GEMMs"),
     ("moco_ref.layers.conv", "im2col", "im2col"),
     ("moco_ref.layers.conv", "col2im", "col2im"),
-    ("moco_ref.layers.conv", "_scatter_1x1", "col2im"),              # the 1×1 downsample's col2im
     ("moco_ref.models.resnet", "batchnorm_forward", "BatchNorm forward"),
     ("moco_ref.models.resnet", "batchnorm_backward", "BatchNorm backward"),
     ("moco_ref.models.resnet", "relu_forward", "ReLU"),

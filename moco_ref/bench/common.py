@@ -28,7 +28,7 @@ from moco_ref.layers.conv import conv_output_size
 
 @dataclass(frozen=True)
 class Config:
-    """One MoCo step to measure (float32, plain BatchNorm so that PyTorch does the same work)."""
+    """One MoCo step to measure (float32; PyTorch's twin uses the same BatchNorm splits, so it does the same work)."""
 
     arch: str = "resnet10"
     width: int = 16      # w: stage widths w, 2w, 4w, 8w
@@ -36,7 +36,7 @@ class Config:
     K: int = 4096        # queue size
     dim: int = 128       # D
     size: int = 32       # S: images are S×S
-    bn_splits: int = 1   # 1 = plain BatchNorm, as TorchMoCoStep
+    bn_splits: int = 1   # 1 = plain BatchNorm (nn.BatchNorm2d in PyTorch's twin)
 
     @property
     def label(self) -> str:
@@ -243,10 +243,11 @@ def make_ours(config: Config, backend_name: str):
 def make_torch(config: Config, device: str):
     """PyTorch's MoCo step (same architecture, batch and dtype) and a callable running one step."""
     torch = import_torch()
-    from benchmarks.torch_moco import TorchMoCoStep
+    from moco_ref.bench.torch_twin import TorchMoCo
     from moco_ref.models import ARCHS
 
-    model = TorchMoCoStep(ARCHS[config.arch], config.width, config.dim, config.K, m=0.99, T=0.1, device=device)
+    model = TorchMoCo.build(ARCHS[config.arch], config.width, config.dim, config.K, m=0.99, T=0.1,
+                            bn_splits=config.bn_splits, device=device)
     x_q, x_k = make_inputs(config, get_backend("numpy"))
     x_q, x_k = torch.from_numpy(x_q).to(device), torch.from_numpy(x_k).to(device)
     return model, (lambda: model.step(x_q, x_k)), (lambda: torch_synchronize(device))
@@ -254,23 +255,22 @@ def make_torch(config: Config, device: str):
 
 # ---------------------------------------------------------------------------- FLOPs
 def conv_layers(encoder, size: int) -> list[dict]:
-    """Every convolution of the encoder with its output size, read from its block layout and weights."""
-    p = encoder.params
+    """Every convolution of the encoder with its output side, walked from its table of layers
+    (``encoder.layout``, models/resnet.py) for size×size inputs."""
     layers = []
 
-    def add(name, stride, padding, side):
-        O, C, kh, kw = p[name + ".weight"].shape
-        out = conv_output_size(side, kh, stride, padding)
-        layers.append({"name": name, "C": C, "O": O, "k": (kh, kw), "stride": stride, "out": out})
+    def add(layer, side):
+        out = conv_output_size(side, layer.kernel, layer.stride, layer.padding)
+        layers.append({"name": layer.conv, "C": layer.c_in, "O": layer.c_out, "k": (layer.kernel, layer.kernel),
+                       "stride": layer.stride, "out": out})
         return out
 
-    side = add("conv1", 1, 1, size)
-    for prefix, _, _, stride, downsample in encoder.blocks:
+    side = add(encoder.layout.stem, size)
+    for block in encoder.layout.blocks:
         block_in = side
-        side = add(prefix + "conv1", stride, 1, block_in)
-        add(prefix + "conv2", 1, 1, side)
-        if downsample:
-            add(prefix + "downsample.0", stride, 0, block_in)
+        side = add(block.conv2, add(block.conv1, block_in))
+        if block.downsample is not None:
+            add(block.downsample, block_in)
     return layers
 
 
@@ -288,8 +288,7 @@ def step_flops(encoder, batch: int, K: int, size: int) -> dict:
     conv_forward = sum(2 * N * l["out"] ** 2 * l["O"] * l["C"] * l["k"][0] * l["k"][1] for l in layers)
     first = layers[0]
     first_conv_dx = 2 * N * first["out"] ** 2 * first["O"] * first["C"] * first["k"][0] * first["k"][1]
-    head_forward = sum(2 * N * w.shape[0] * w.shape[1] for name, w in encoder.params.items()
-                       if name.startswith("fc") and name.endswith(".weight"))
+    head_forward = sum(2 * N * layer.d_in * layer.d_out for layer in encoder.layout.head)
     info_nce = 2 * (2 * N * K * D)
     total = 4 * conv_forward - first_conv_dx + 4 * head_forward + info_nce
     return {"conv_forward": conv_forward, "conv_step": 4 * conv_forward - first_conv_dx,

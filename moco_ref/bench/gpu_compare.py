@@ -1,6 +1,6 @@
 """GPU benchmark: the CIFAR demo configuration on CuPy against PyTorch eager (cuDNN) on the same GPU.
 
-    python -m benchmarks.gpu_compare            # float32, then TF32, each in its own process
+    python -m moco_ref.bench.gpu_compare            # float32, then TF32, each in its own process
 
 CuPy reads CUPY_TF32 when it is imported, so each precision runs in a fresh
 subprocess; inside it, our step and PyTorch's alternate (ours, torch, ours, …)
@@ -16,8 +16,9 @@ import subprocess
 import sys
 import time
 
-# The CIFAR demo's network, batch and queue; plain BatchNorm (bn_splits 1) on both sides, since the PyTorch
-# step uses nn.BatchNorm2d: the demo's 8 BN splits cost the same arithmetic and would only skew the ratio.
+# The CIFAR demo's network, batch and queue; plain BatchNorm (bn_splits 1) on both sides, as in every recorded
+# figure: the demo's 8 BN splits cost the same arithmetic, and the two split differently (PyTorch's twin as a
+# view to S·C channels), which would only skew the ratio.
 CONFIG = dict(arch="resnet18", width=64, batch=512, K=4096, dim=128, image=32, bn_splits=1)
 
 
@@ -26,7 +27,7 @@ def _measure(tf32: bool, steps: int, warmup: int, config: dict) -> dict:
     import torch
 
     from backends import get_backend
-    from benchmarks.torch_moco import TorchMoCoStep
+    from moco_ref.bench.torch_twin import TorchMoCo
     from moco_ref.models import ARCHS
     from moco_ref.moco import MoCo
 
@@ -37,7 +38,7 @@ def _measure(tf32: bool, steps: int, warmup: int, config: dict) -> dict:
     c = config
     ours = MoCo(arch=c["arch"], width=c["width"], dim=c["dim"], K=c["K"], bn_splits=c["bn_splits"],
                 backend="cupy", dtype="float32")
-    theirs = TorchMoCoStep(ARCHS[c["arch"]], c["width"], c["dim"], c["K"], device="cuda")
+    theirs = TorchMoCo.build(ARCHS[c["arch"]], c["width"], c["dim"], c["K"], bn_splits=c["bn_splits"], device="cuda")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((c["batch"], 3, c["image"], c["image"])).astype(np.float32)
     x_ours = cupy_backend.to_device(x)
@@ -76,8 +77,8 @@ def _measure(tf32: bool, steps: int, warmup: int, config: dict) -> dict:
 def parts(steps: int = 5, warmup: int = 2, config: dict | None = None, echo=print) -> dict:
     """The ``parts`` suite on CuPy for this configuration: where our GPU step's time goes."""
     from backends import get_backend
-    from benchmarks.common import Config
-    from benchmarks.parts import run_parts
+    from moco_ref.bench.common import Config
+    from moco_ref.bench.parts import run_parts
 
     get_backend("cupy")  # fails first, before the banner, where there is no GPU
     c = config or CONFIG
@@ -107,7 +108,7 @@ def run(steps: int = 10, warmup: int = 3, config: dict | None = None, echo=print
     records = []
     for tf32 in (False, True):
         env = dict(os.environ, CUPY_TF32="1" if tf32 else "0")
-        code = ("import json, sys; from benchmarks.gpu_compare import _measure; "
+        code = ("import json, sys; from moco_ref.bench.gpu_compare import _measure; "
                 f"print(json.dumps(_measure({tf32}, {steps}, {warmup}, {config!r})))")
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
         if done.returncode != 0:

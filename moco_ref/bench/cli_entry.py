@@ -1,6 +1,6 @@
-"""The entry point of ``moco-ref bench`` and ``python -m benchmarks``: run suites, print tables, return figures.
+"""The entry point of ``moco-ref bench`` and ``python -m moco_ref.bench``: run suites, print tables, return figures.
 
-    from benchmarks.cli_entry import run
+    from moco_ref.bench.cli_entry import run
     figures = run("step", backend="numpy", quick=True, out="bench.json", echo=print)
 
 Suites (see each module's docstring): step (the headline, ours vs PyTorch), parts (where a
@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 
 from backends import get_backend
-from benchmarks import augment, memory, parts, scaling, step
-from benchmarks.common import header_lines, load_average, machine_header, python_command
+from moco_ref.bench import augment, memory, parts, scaling, step
+from moco_ref.bench.common import header_lines, load_average, machine_header, python_command
 
 SUITES = ("step", "parts", "scaling", "memory", "augment")
 CHOICES = SUITES + ("all",)

@@ -1,6 +1,6 @@
 """Peak memory of ours and PyTorch's MoCo step, each measured in a fresh subprocess.
 
-Each implementation runs in its own ``python -m benchmarks.memory_probe`` so that
+Each implementation runs in its own ``python -m moco_ref.bench.memory_probe`` so that
 neither inherits the other's allocations, imports or allocator caches.  The figure
 is the peak resident set size (the probe's own ru_maxrss, read as VmHWM) less the
 resident set size after the imports: what the two encoders, the queue, the optimiser
@@ -15,9 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.common import REFERENCE, TINY, banner, blas_info, import_torch, table, torch_device
+from moco_ref.bench.common import REFERENCE, TINY, banner, blas_info, import_torch, table, torch_device
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# The folder holding the moco_ref and backends packages (the clone, or site-packages when installed): the probe
+# imports them from there.
+IMPORT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def plan(quick: bool, tiny: bool = False) -> dict:
@@ -29,14 +31,14 @@ def plan(quick: bool, tiny: bool = False) -> dict:
 
 def probe(which: str, config, steps: int, backend_name: str, threads: int | None) -> dict:
     """Runs the probe in a fresh interpreter and returns its JSON record."""
-    command = [sys.executable, "-m", "benchmarks.memory_probe", which, "--arch", config.arch,
+    command = [sys.executable, "-m", "moco_ref.bench.memory_probe", which, "--arch", config.arch,
                "--width", str(config.width), "--batch", str(config.batch), "--K", str(config.K),
                "--dim", str(config.dim), "--size", str(config.size), "--steps", str(steps),
                "--backend", backend_name]
     if threads:
         command += ["--threads", str(threads)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(IMPORT_ROOT), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run(command, cwd=IMPORT_ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"memory probe '{which}' failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

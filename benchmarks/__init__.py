@@ -1,1 +1,0 @@
-"""Speed measurements of moco-ref (figures only; the tests never time anything)."""
