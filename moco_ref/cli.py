@@ -99,27 +99,53 @@ def train(preset, out, resume, aug_plus, **flags):
     With no flags: the built-in shapes dataset, resnet10 width 8, NumPy, about
     two and a half minutes on a 2-core CPU.  Progress goes to stderr; RUN_DIR gets config.json,
     metrics.jsonl and checkpoint_last.npz (see the README).
+
+    Data parallel: `mpiexec -n W moco-ref train ...` trains one model with W processes
+    (pip install 'moco-ref[mpi]'); -b is then the global batch, split evenly over them.
     """
-    from moco_ref.train import Trainer
+    from moco_ref.distributed import get_communicator, run_or_abort
 
     given = {k: v for k, v in flags.items() if v is not None}
     if aug_plus:
         given["aug"] = "v2"
+    comm = get_communicator(given.get("backend") or _run_backend(resume, preset))
+    run_or_abort(comm, _train, comm, preset, out, resume, given)
+
+
+def _run_backend(resume, preset) -> str:
+    """The backend the run will use when --backend is not given: the resumed run's, the preset's or the default."""
     if resume:
-        trainer, checkpoint = _resumed_trainer(resume, given, preset, out)
-        click.echo(f"resuming {checkpoint} at epoch {trainer.epoch + 1}, step {trainer.global_step}", err=True)
+        from moco_ref.checkpoint import load_checkpoint
+
+        return TrainConfig.from_dict(load_checkpoint(_checkpoint_path(resume))[1].get("config", {})).backend
+    return PRESETS.get(preset, {}).get("backend", TrainConfig().backend)
+
+
+def _train(comm, preset, out, resume, given: dict) -> None:
+    """The train command on one process of ``comm``; rank 0 alone prints."""
+    from moco_ref.train import Trainer
+
+    echo = click.echo if comm.rank == 0 else (lambda *args, **kwargs: None)
+    if resume:
+        trainer, checkpoint = _resumed_trainer(resume, given, preset, out, comm)
+        echo(f"resuming {checkpoint} at epoch {trainer.epoch + 1}, step {trainer.global_step}", err=True)
         run_dir = trainer.run_dir
     else:
         values = {**TrainConfig().to_dict(), **PRESETS.get(preset, {}), **given}
-        run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("moco-%Y%m%d-%H%M%S")
+        if comm.size > 1 and "bn_splits" not in given:
+            values["bn_splits"] = _splits_per_process(values["bn_splits"], comm.size)
+            echo(f"BatchNorm: {values['bn_splits']} group(s) on each of the {comm.size} processes "
+                 f"(--bn-splits sets the groups per process)", err=True)
+        run_dir = Path(out) if out else Path("runs") / _started_at(comm)
         if (run_dir / "checkpoint_last.npz").exists():
             raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
                             f"or choose another --out")
-        trainer = Trainer(TrainConfig.from_dict(values), run_dir)
+        trainer = Trainer(TrainConfig.from_dict(values), run_dir, comm=comm)
         c = trainer.config
-        click.echo(f"training MoCo {c.arch} width {c.width} on {trainer.train_set.name} "
-                   f"({len(trainer.train_set)} images), backend {c.backend}, {c.epochs} epochs of "
-                   f"{trainer.steps_per_epoch} steps; run directory {run_dir}", err=True)
+        processes = f", {comm.size} processes" if comm.size > 1 else ""
+        echo(f"training MoCo {c.arch} width {c.width} on {trainer.train_set.name} "
+             f"({len(trainer.train_set)} images), backend {c.backend}{processes}, {c.epochs} epochs of "
+             f"{trainer.steps_per_epoch} steps; run directory {run_dir}", err=True)
     final = trainer.run()
     line = f"done: {final['epoch']} epoch(s), {final['global_step']} steps"
     if final.get("loss") is not None:
@@ -128,10 +154,24 @@ def train(preset, out, resume, aug_plus, **flags):
         line += f", kNN top-1 {final['knn_top1']:.2f}%"
         if final.get("knn_top1_untrained") is not None:
             line += f" (untrained encoder: {final['knn_top1_untrained']:.2f}%)"
-    click.echo(line + f"; saved in {run_dir}")
+    echo(line + f"; saved in {run_dir}")
 
 
-def _resumed_trainer(resume, given: dict, preset, out):
+def _splits_per_process(splits: int, processes: int) -> int:
+    """The default (or preset's) BatchNorm groups of the whole batch, shared out over the processes: each
+    process is then one group or more of the one-process run (1 when they do not share out evenly)."""
+    return splits // processes if splits % processes == 0 else 1
+
+
+def _started_at(comm) -> str:
+    """The default run directory's name, moco-<time>, from rank 0's clock so that every process agrees."""
+    import numpy as np
+
+    stamp = comm.bcast_host(np.array([datetime.now().timestamp()]))[0]
+    return datetime.fromtimestamp(float(stamp)).strftime("moco-%Y%m%d-%H%M%S")
+
+
+def _resumed_trainer(resume, given: dict, preset, out, comm):
     """A Trainer restored from the checkpoint at ``resume``, with the flags in ``given`` applied.
 
     Only the options declared resumable may differ from the checkpoint's configuration; a --max-steps
@@ -149,7 +189,7 @@ def _resumed_trainer(resume, given: dict, preset, out):
     if changed or preset:
         raise UserError(f"{', '.join(changed) or '--preset'} cannot change when resuming; only "
                         f"{', '.join(OPTIONS[k].flag for k in sorted(RESUMABLE))} can")
-    trainer = Trainer(TrainConfig.from_dict({**values, **given}), Path(out) if out else checkpoint.parent)
+    trainer = Trainer(TrainConfig.from_dict({**values, **given}), Path(out) if out else checkpoint.parent, comm=comm)
     trainer.restore(checkpoint)
     trainer.truncate_metrics()
     return trainer, checkpoint

@@ -45,6 +45,7 @@ import numpy
 
 from backends import BackendUnavailable, get_array_module
 from moco_ref.errors import UserError
+from moco_ref.runtime import WORLD_SIZE_VARIABLES, launcher_world_size, world_size_variable
 
 __all__ = [
     "Communicator",
@@ -56,11 +57,6 @@ __all__ = [
     "run_or_abort",
 ]
 
-# Where launchers put the world size, in the order they are read. MPICH's hydra (and Intel MPI, and Slurm's
-# srun --mpi=pmi2) set PMI_SIZE; Open MPI sets OMPI_COMM_WORLD_SIZE; MVAPICH sets MV2_COMM_WORLD_SIZE.
-# PMIX_SIZE is read in case a PMIx launcher exports it (no launcher we know documents it; PMIx launchers
-# usually export PMIX_RANK alone, which says nothing about the size).
-WORLD_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
 MPI_INSTALL_HINT = "pip install 'moco-ref[mpi]'"
 # Measured with MPICH 5.0.2's hydra on 2 ranks: without a pause before MPI_Abort the error line just
 # written to stderr was lost in 2 of 60 aborts (the job is killed before hydra reads the pipe); with 0.1 s,
@@ -369,20 +365,6 @@ class NCCLCommunicator(Communicator):
 
 
 # ----------------------------------------------------------------- choosing one
-def launcher_world_size(environ=None) -> int:
-    """The number of processes the launcher started, from its environment variables; 1 if none is set."""
-    return _world_size_variable(os.environ if environ is None else environ)[1]
-
-
-def _world_size_variable(environ) -> tuple:
-    """(the first variable of WORLD_SIZE_VARIABLES that holds a number, that number), or (None, 1)."""
-    for name in WORLD_SIZE_VARIABLES:
-        value = environ.get(name, "").strip()
-        if value.isdigit():
-            return name, int(value)
-    return None, 1
-
-
 def get_communicator(backend_name: str) -> Communicator:
     """The communicator for this process: SingleProcess, MPICommunicator or NCCLCommunicator.
 
@@ -395,7 +377,7 @@ def get_communicator(backend_name: str) -> Communicator:
         UserError: mpi4py is missing or cannot load its MPI; MPI sees another world size than the
             launcher (mpi4py built for another MPI than this mpiexec); a bad MOCO_REF_COMM.
     """
-    variable, size = _world_size_variable(os.environ)
+    variable, size = world_size_variable(os.environ)
     if size <= 1:
         return SingleProcess()
     choice = os.environ.get("MOCO_REF_COMM", "").strip().lower()

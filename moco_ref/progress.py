@@ -11,8 +11,8 @@ import time
 
 
 class Progress:
-    def __init__(self, total: int, label: str, stream=None):
-        self.total, self.label = total, label
+    def __init__(self, total: int, label: str, stream=None, enabled: bool = True):
+        self.total, self.label, self.enabled = total, label, enabled
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.count, self.start = 0, time.perf_counter()
@@ -20,6 +20,8 @@ class Progress:
     def show(self, count: int, **fields) -> None:
         """Shows ``count`` of ``total`` done, with ``fields`` (e.g. loss=...) after the bar."""
         self.count = count
+        if not self.enabled:
+            return
         width = 24
         done = int(width * self.count / max(self.total, 1))
         bar = "#" * done + "-" * (width - done)
@@ -32,7 +34,7 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
-        if self.tty:
+        if self.enabled and self.tty:
             self.stream.write("\n")
             self.stream.flush()
 

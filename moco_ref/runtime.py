@@ -7,12 +7,63 @@ in again.  Raising glibc's mmap and trim thresholds keeps freed blocks in the
 heap for the next step instead: measured on the 2-core CI machine, the
 reference CPU step (resnet10 w16, batch 64) went from 0.40–0.43 s to 0.33–0.34 s
 with the same peak memory (benchmarks/RESULTS.md).
+
+Under ``mpiexec -n W`` the W processes of one host share its cores: each BLAS gets
+cores / (processes on this host) threads, unless the user set a thread count.  That
+has to happen before NumPy loads its BLAS, so the console entry point is
+:func:`console_main` here, which imports nothing heavy before it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+
+# Where launchers put the world size, in the order they are read. MPICH's hydra (and Intel MPI, and Slurm's
+# srun --mpi=pmi2) set PMI_SIZE; Open MPI sets OMPI_COMM_WORLD_SIZE; MVAPICH sets MV2_COMM_WORLD_SIZE.
+# PMIX_SIZE is read in case a PMIx launcher exports it (no launcher we know documents it; PMIx launchers
+# usually export PMIX_RANK alone, which says nothing about the size).
+WORLD_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
+# The processes on this host: MPICH's hydra, Open MPI, MVAPICH.
+LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def world_size_variable(environ) -> tuple:
+    """(the first variable of WORLD_SIZE_VARIABLES that holds a number, that number), or (None, 1)."""
+    for name in WORLD_SIZE_VARIABLES:
+        value = environ.get(name, "").strip()
+        if value.isdigit():
+            return name, int(value)
+    return None, 1
+
+
+def launcher_world_size(environ=None) -> int:
+    """The number of processes the launcher started, from its environment variables; 1 if none is set."""
+    return world_size_variable(os.environ if environ is None else environ)[1]
+
+
+def share_cores_between_processes(environ=None, cores: int | None = None) -> int | None:
+    """Sets each process's BLAS threads to cores / (processes on this host) under a launcher of several
+    processes, unless a thread count is already set; returns the count set, or None.  Must run before
+    NumPy is imported to take effect."""
+    environ = os.environ if environ is None else environ
+    if launcher_world_size(environ) <= 1 or any(name in environ for name in THREAD_VARIABLES):
+        return None
+    local = next((int(environ[n]) for n in LOCAL_SIZE_VARIABLES if environ.get(n, "").strip().isdigit()),
+                 launcher_world_size(environ))
+    threads = max(1, (cores or os.cpu_count() or 1) // max(local, 1))
+    environ["OPENBLAS_NUM_THREADS"] = environ["OMP_NUM_THREADS"] = str(threads)
+    return threads
+
+
+def console_main() -> None:
+    """The ``moco-ref`` console script: the process-wide settings that must precede NumPy, then the CLI."""
+    share_cores_between_processes()
+    from moco_ref.cli import main
+
+    main()
 
 M_TRIM_THRESHOLD = -1   # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_THRESHOLD = -3

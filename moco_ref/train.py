@@ -21,6 +21,14 @@ is the state: metrics.jsonl is a log the trainer appends to and never reads back
 to continue (on resume it only drops the records the resumed run will write
 again).  On NumPy a run that is killed and resumed ends bit-identical to an
 uninterrupted one.
+
+Data parallel (``comm`` with W processes, launched by ``mpiexec -n W``): ``batch_size`` is the
+global batch; each process takes its n = batch_size / W samples of every batch (rows rank, rank + W,
+…, see moco_ref/shuffle.py) and augments them with the parameters drawn for the whole batch, so the
+generators stay identical everywhere.  Rank 0 alone prints, writes config.json, metrics.jsonl and
+the checkpoints (after a barrier: every process has finished the step) and runs the kNN monitor;
+the logged loss and accuracy are means over the processes.  A checkpoint records W and resumes
+only with the same W.
 """
 
 from __future__ import annotations
@@ -38,7 +46,9 @@ from backends import get_backend, to_numpy
 from moco_ref.augment import make_pipeline
 from moco_ref.checkpoint import load_checkpoint, save_checkpoint
 from moco_ref.config import TrainConfig
+from moco_ref.augment.params import Share
 from moco_ref.data import check_batchable, load_dataset
+from moco_ref.distributed import SingleProcess
 from moco_ref.errors import CheckpointError, UserError
 from moco_ref.evaluation.knn import knn_accuracy
 from moco_ref.moco import MoCo
@@ -85,18 +95,21 @@ def _set_rng_state(rng: np.random.Generator, state: dict) -> None:
 class Trainer:
     """Runs (or resumes) one training run into ``run_dir``; see the module docstring."""
 
-    def __init__(self, config: TrainConfig, run_dir, log=None):
+    def __init__(self, config: TrainConfig, run_dir, log=None, comm=None):
         self.config = config
         self.run_dir = Path(run_dir)
-        self.log = log or (lambda message: print(message, file=sys.stderr))
+        self.comm = comm or SingleProcess()
+        self.writer = self.comm.rank == 0          # the one process that prints and writes the run directory
+        self.share = Share(self.comm.rank, self.comm.size)
+        self.log = (log or (lambda message: print(message, file=sys.stderr))) if self.writer else (lambda _: None)
         self.backend = get_backend(config.backend)
 
         self.train_set = load_dataset(config.data, "train", config.image_size, config.seed)
         self._report_skipped(self.train_set)
-        check_batchable(self.train_set, config.batch_size, config.bn_splits)
-        self.test_set = self._load_monitor_set()
+        check_batchable(self.train_set, config.batch_size, config.bn_splits, self.comm.size)
+        self.test_set = self._load_monitor_set() if self.writer else None
 
-        self.model = MoCo(**config.model_arguments())
+        self.model = MoCo(**config.model_arguments(), comm=self.comm)
         self.augment = make_pipeline(config.aug, config.image_size)
         self.test_transform = make_pipeline("test", config.image_size)
         # Three host generators, each with one job, all derived from the seed.
@@ -140,11 +153,16 @@ class Trainer:
     def checkpoint_meta(self) -> dict:
         return {"format": "moco-ref checkpoint v1", "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step, "arch": self.config.arch, "config": self.config.to_dict(),
+                "world_size": self.comm.size,
                 "logged_this_epoch": asdict(self.logged), "knn_top1_untrained": self.knn_top1_untrained,
                 "rng": {"data_epoch_start": self.epoch_start_data_state, "augment": _rng_state(self.aug_rng),
                         "shuffle": _rng_state(self.model.shuffle_rng)}}
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Writes checkpoint_last.npz (rank 0, once every process has finished the step); returns its path."""
+        self.comm.barrier()
+        if not self.writer:
+            return None
         arrays = dict(self.model.state_dict())
         arrays.update({f"optimizer.{k}": v for k, v in self.model.optimizer.state_dict().items()})
         arrays = {name: to_numpy(a) for name, a in arrays.items()}  # the one copy to the host
@@ -166,6 +184,10 @@ class Trainer:
         covers only the steps after the resume, and the final record has no untrained kNN.
         """
         arrays, meta = load_checkpoint(path)
+        written_by = meta.get("world_size", 1)
+        if written_by != self.comm.size:
+            raise CheckpointError(f"{path} was written by a run of {written_by} process(es) and is resumed with "
+                                  f"{self.comm.size}; resume it with the same number (mpiexec -n {written_by})")
         try:
             self.model.load_state_dict(arrays)
             self.model.optimizer.load_state_dict(
@@ -183,10 +205,14 @@ class Trainer:
 
     # -------------------------------------------------------------------- run
     def write_json(self, name: str, obj) -> None:
+        if not self.writer:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / name).write_text(json.dumps(obj, indent=2) + "\n")
 
     def append_metrics(self, record: dict) -> None:
+        if not self.writer:
+            return
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -194,7 +220,7 @@ class Trainer:
         """On resume, drops records logged after the checkpoint (they will be logged again), and the
         "final" and unfinished "epoch" records written when the run stopped there (it goes on)."""
         path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
+        if not self.writer or not path.exists():
             return
 
         def superseded(record: dict) -> bool:
@@ -217,7 +243,7 @@ class Trainer:
         """Trains to the configured end; returns a summary dict (also the last line of metrics.jsonl)."""
         c = self.config
         self.write_json("config.json", c.to_dict())
-        if self.global_step == 0:  # a fresh run: no records of an earlier, failed start in this folder
+        if self.global_step == 0 and self.writer:  # a fresh run: no records of an earlier, failed start here
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
         if self.global_step == 0 and self.test_set is not None:
             self.knn_top1_untrained = top1 = self.knn()
@@ -237,9 +263,12 @@ class Trainer:
         return final
 
     def _gather(self, pending: list) -> tuple[float, float]:
-        """Mean loss and accuracy of the pending steps: the step's only host-device synchronisation."""
+        """Mean loss and accuracy of the pending steps over the processes: the step's only host-device
+        synchronisation."""
         loss = sum(float(s["loss"]) for s in pending) / len(pending)
         acc = sum(float(s["acc1"]) for s in pending) / len(pending)
+        if self.comm.size > 1:
+            loss, acc = self.comm.allreduce_host_mean([loss, acc])
         if not math.isfinite(loss):
             raise NonFiniteLoss(
                 f"the loss became {loss} at step {self.global_step} (epoch {self.epoch + 1}); training "
@@ -258,14 +287,14 @@ class Trainer:
         _set_rng_state(self.data_rng, self.epoch_start_data_state)
         order = self.data_rng.permutation(len(self.train_set))
         steps = self.steps_per_epoch
-        progress = Progress(steps, f"epoch {self.epoch + 1}/{c.epochs}")
+        progress = Progress(steps, f"epoch {self.epoch + 1}/{c.epochs}", enabled=self.writer)
         pending = []
         started, images = time.perf_counter(), 0
         while self.step_in_epoch < steps and not (c.max_steps and self.global_step >= c.max_steps):
             index = order[self.step_in_epoch * c.batch_size:(self.step_in_epoch + 1) * c.batch_size]
-            batch = self.train_set.images[index]
-            x_q = self.augment(batch, self.aug_rng, self.backend)
-            x_k = self.augment(batch, self.aug_rng, self.backend)
+            batch = self.share.rows(self.train_set.images[index])               # this process's samples
+            x_q = self.augment(batch, self.aug_rng, self.backend, self.share)
+            x_k = self.augment(batch, self.aug_rng, self.backend, self.share)
             pending.append(model.step(x_q, x_k))
             self.step_in_epoch += 1
             self.global_step += 1

@@ -58,3 +58,41 @@ def run_cli(args, capsys) -> tuple:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+# ----------------------------------------------------------------- launching several processes
+def _find_mpiexec():
+    """The mpiexec next to this Python (the `mpich` wheel puts it there), else the first on PATH."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+def _skip_without_mpi():
+    import importlib.util
+
+    import pytest
+
+    return pytest.mark.skipif(not (importlib.util.find_spec("mpi4py") is not None and MPIEXEC),
+                              reason="needs mpi4py and an mpiexec (pip install 'moco-ref[mpi]')")
+
+
+MPIEXEC = _find_mpiexec()
+needs_mpi = _skip_without_mpi()
+
+
+def mpi_env(root, **extra):
+    """This environment without any launcher's world size or moco-ref switch, one BLAS thread per rank,
+    with the checkout ``root`` importable."""
+    import os
+
+    from moco_ref.runtime import WORLD_SIZE_VARIABLES
+
+    env = {k: v for k, v in os.environ.items() if k not in WORLD_SIZE_VARIABLES and not k.startswith("MOCO_REF_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    env.update(extra)
+    return env

@@ -11,7 +11,6 @@ The NCCL communicator needs GPUs and is not tested here.
 import importlib.util
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import MPIEXEC, mpi_env, needs_mpi
 
 from moco_ref import distributed
 from moco_ref.distributed import (WORLD_SIZE_VARIABLES, Communicator, SingleProcess, get_communicator,
@@ -30,26 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "tests" / "mpi"
 
 
-def _find_mpiexec():
-    """The mpiexec next to this Python (the `mpich` wheel puts it there), else the first on PATH."""
-    beside = Path(sys.executable).parent / "mpiexec"
-    return str(beside) if beside.exists() else shutil.which("mpiexec")
-
-
-MPIEXEC = _find_mpiexec()
-HAVE_MPI4PY = importlib.util.find_spec("mpi4py") is not None
-needs_mpi = pytest.mark.skipif(not (HAVE_MPI4PY and MPIEXEC),
-                               reason="needs mpi4py and an mpiexec (pip install mpi4py mpich)")
-
-
 def _clean_env(**extra):
-    """This environment without any launcher's world size or moco-ref switch, one BLAS thread per rank."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in WORLD_SIZE_VARIABLES and not k.startswith("MOCO_REF_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["OPENBLAS_NUM_THREADS"] = "1"
-    env.update(extra)
-    return env
+    return mpi_env(ROOT, **extra)
 
 
 def launch(script, *args, ranks=2, timeout=60, env=None):

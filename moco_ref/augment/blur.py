@@ -77,13 +77,23 @@ def gaussian_blur(images, kernels):
     return _blur_axis(_blur_axis(images, kernels, axis=3), kernels, axis=2)
 
 
-def random_gaussian_blur(images, sigma: np.ndarray, applied: np.ndarray):
-    """Blurs the samples where ``applied`` is True, sample n with σ = ``sigma[n]`` (host arrays)."""
+def batch_radius(sigma: np.ndarray, applied: np.ndarray, image_side: int) -> int:
+    """The batch's one kernel radius, from the largest σ among the samples blurred (1 if none is)."""
+    return gaussian_kernel_radius(float(sigma[applied].max()) if applied.any() else 0.0, image_side)
+
+
+def random_gaussian_blur(images, sigma: np.ndarray, applied: np.ndarray, radius: int | None = None):
+    """Blurs the samples where ``applied`` is True, sample n with σ = ``sigma[n]`` (host arrays).
+
+    ``radius``: the kernels' radius, by default :func:`batch_radius` of these samples (a process holding
+    a share of a batch passes the whole batch's, so that it blurs exactly as one process would).
+    """
     xp = get_array_module(images)
     chosen = np.flatnonzero(applied)
     if chosen.size == 0:
         return images
-    radius = gaussian_kernel_radius(float(sigma[chosen].max()), min(images.shape[2], images.shape[3]))
+    if radius is None:
+        radius = batch_radius(sigma, applied, min(images.shape[2], images.shape[3]))
     index = xp.asarray(chosen)
     out = images.copy()
     out[index] = gaussian_blur(images[index], gaussian_kernels(sigma[chosen], radius))

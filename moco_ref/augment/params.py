@@ -24,6 +24,25 @@ JITTER_OPS = ("brightness", "contrast", "saturation", "hue")  # column order of 
 
 
 @dataclass(frozen=True)
+class Share:
+    """Which samples of a batch this process augments: rows rank, rank + size, … (see moco_ref/shuffle.py).
+
+    With several processes every random parameter is still drawn for the whole batch, from the one
+    host generator every process holds in the same state, and each process keeps its rows: so W
+    processes augment exactly as one process does, and the generators stay in step.
+    """
+
+    rank: int = 0
+    size: int = 1
+
+    def rows(self, a):
+        return a if self.size == 1 else a[self.rank::self.size]
+
+
+WHOLE = Share()   # one process: the whole batch
+
+
+@dataclass(frozen=True)
 class CropBoxes:
     """One integer box per sample: rows ``top .. top+height-1``, columns ``left .. left+width-1``.
 
@@ -35,6 +54,9 @@ class CropBoxes:
     left: np.ndarray
     height: np.ndarray
     width: np.ndarray
+
+    def rows(self, share: Share) -> "CropBoxes":
+        return CropBoxes(share.rows(self.top), share.rows(self.left), share.rows(self.height), share.rows(self.width))
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,10 @@ class ColorJitterParams:
     order: np.ndarray
     applied: np.ndarray
     enabled: np.ndarray
+
+    def rows(self, share: Share) -> "ColorJitterParams":
+        return ColorJitterParams(share.rows(self.factors), share.rows(self.order), share.rows(self.applied),
+                                 self.enabled)
 
 
 def sample_mask(rng: np.random.Generator, n: int, p: float) -> np.ndarray:

@@ -28,6 +28,7 @@ import numpy as np
 
 from backends import Backend, get_backend
 from moco_ref.augment.normalize import CIFAR_MEAN, CIFAR_STD, normalize, to_unit_float
+from moco_ref.augment.params import WHOLE, Share
 from moco_ref.augment.transforms import (
     ColorJitter,
     GaussianBlur,
@@ -57,16 +58,19 @@ class Pipeline:
     mean: tuple[float, float, float] = CIFAR_MEAN
     std: tuple[float, float, float] = CIFAR_STD
 
-    def __call__(self, images: np.ndarray, rng: np.random.Generator, backend: "str | Backend" = "numpy"):
+    def __call__(self, images: np.ndarray, rng: np.random.Generator, backend: "str | Backend" = "numpy",
+                 share: Share = WHOLE):
         """Augments a batch once.
 
         Args:
-            images: (N, H, W, 3) uint8 host array.
+            images: (n, H, W, 3) uint8 host array.
             rng: the host generator every random parameter is drawn from.
             backend: a ``Backend`` or its name; the views are returned on it.
+            share: which rows of a whole batch of n·share.size images ``images`` are (data parallel:
+                the parameters are drawn for the whole batch, this share's rows applied).
 
         Returns:
-            (N, 3, S, S) float32 array on ``backend``, normalised.
+            (n, 3, S, S) float32 array on ``backend``, normalised.
         """
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
@@ -79,7 +83,7 @@ class Pipeline:
         uploaded = backend.to_device(images)  # (N, H, W, 3) uint8
         views = to_unit_float(xp.ascontiguousarray(uploaded.transpose(0, 3, 1, 2)))  # (N, 3, H, W)
         for transform in self.transforms:
-            views = transform(views, rng)
+            views = transform(views, rng, share)
         return normalize(views, self.mean, self.std)  # (N, 3, S, S)
 
 

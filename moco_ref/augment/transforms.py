@@ -1,8 +1,9 @@
 """Random transforms: each draws its parameters on the host, then applies one batched array op.
 
-A transform is a small frozen dataclass called as ``transform(images, rng)`` on an (N, 3, H, W)
+A transform is a small frozen dataclass called as ``transform(images, rng, share)`` on an (n, 3, H, W)
 float batch in [0, 1] (NCHW, on either backend) with a ``numpy.random.Generator``; it returns a new
-batch and never changes its input.  They mirror the torchvision transforms of the same names.
+batch and never changes its input.  ``share`` says which rows of the whole batch (N = n·share.size
+images) ``images`` are: the parameters are drawn for all N and this share's rows applied.  They mirror the torchvision transforms of the same names.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from moco_ref.augment.blur import random_gaussian_blur
+from moco_ref.augment.blur import batch_radius, random_gaussian_blur
 from moco_ref.augment.color import color_jitter, random_grayscale
 from moco_ref.augment.geometry import horizontal_flip, resize, resized_crop
 from moco_ref.augment.params import (
+    WHOLE,
+    Share,
     sample_blur_sigma,
     sample_color_jitter,
     sample_mask,
@@ -30,10 +33,10 @@ class RandomResizedCrop:
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
 
-    def __call__(self, images, rng: np.random.Generator):
+    def __call__(self, images, rng: np.random.Generator, share: Share = WHOLE):
         n, _, height, width = images.shape
-        boxes = sample_resized_crop_boxes(rng, n, height, width, self.scale, self.ratio)
-        return resized_crop(images, boxes, self.size)
+        boxes = sample_resized_crop_boxes(rng, n * share.size, height, width, self.scale, self.ratio)
+        return resized_crop(images, boxes.rows(share), self.size)
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class Resize:
 
     size: int
 
-    def __call__(self, images, rng: np.random.Generator):
+    def __call__(self, images, rng: np.random.Generator, share: Share = WHOLE):
         return resize(images, self.size)
 
 
@@ -52,8 +55,8 @@ class RandomHorizontalFlip:
 
     p: float = 0.5
 
-    def __call__(self, images, rng: np.random.Generator):
-        return horizontal_flip(images, sample_mask(rng, images.shape[0], self.p))
+    def __call__(self, images, rng: np.random.Generator, share: Share = WHOLE):
+        return horizontal_flip(images, share.rows(sample_mask(rng, images.shape[0] * share.size, self.p)))
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,8 @@ class RandomGrayscale:
 
     p: float = 0.2
 
-    def __call__(self, images, rng: np.random.Generator):
-        return random_grayscale(images, sample_mask(rng, images.shape[0], self.p))
+    def __call__(self, images, rng: np.random.Generator, share: Share = WHOLE):
+        return random_grayscale(images, share.rows(sample_mask(rng, images.shape[0] * share.size, self.p)))
 
 
 @dataclass(frozen=True)
@@ -79,11 +82,11 @@ class ColorJitter:
     hue: float
     p: float = 1.0
 
-    def __call__(self, images, rng: np.random.Generator):
+    def __call__(self, images, rng: np.random.Generator, share: Share = WHOLE):
         params = sample_color_jitter(
-            rng, images.shape[0], self.brightness, self.contrast, self.saturation, self.hue, self.p
+            rng, images.shape[0] * share.size, self.brightness, self.contrast, self.saturation, self.hue, self.p
         )
-        return color_jitter(images, params)
+        return color_jitter(images, params.rows(share))
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class GaussianBlur:
     sigma: tuple[float, float] = (0.1, 2.0)
     p: float = 0.5
 
-    def __call__(self, images, rng: np.random.Generator):
-        sigma, applied = sample_blur_sigma(rng, images.shape[0], self.sigma, self.p)
-        return random_gaussian_blur(images, sigma, applied)
+    def __call__(self, images, rng: np.random.Generator, share: Share = WHOLE):
+        sigma, applied = sample_blur_sigma(rng, images.shape[0] * share.size, self.sigma, self.p)
+        radius = batch_radius(sigma, applied, min(images.shape[2], images.shape[3]))   # of the whole batch
+        return random_gaussian_blur(images, share.rows(sigma), share.rows(applied), radius)

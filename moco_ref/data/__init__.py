@@ -68,21 +68,28 @@ def load_dataset(source: str, split: str = "train", image_size: int = 32, seed: 
     return load_image_folder(root, split, image_size, seed, size)
 
 
-def check_batchable(dataset: Dataset, batch_size: int, bn_splits: int) -> None:
-    """DataError unless training can form full batches that split evenly for SplitBatchNorm.
+def check_batchable(dataset: Dataset, batch_size: int, bn_splits: int, processes: int = 1) -> None:
+    """DataError unless training can form full batches that split evenly over the processes and, on
+    each, for SplitBatchNorm.
 
-    Training drops the last partial batch, so it needs len(dataset) >= batch_size, and each of the
-    bn_splits groups of a batch must hold batch_size / bn_splits images.
+    Training drops the last partial batch, so it needs len(dataset) >= batch_size (the global batch);
+    each of the ``processes`` gets batch_size / processes images, and each of its ``bn_splits``
+    groups must hold an equal share of those.
     """
     if batch_size < 1:
         raise DataError(f"--batch-size must be at least 1, got {batch_size}")
     if bn_splits < 1:
         raise DataError(f"--bn-splits must be at least 1, got {bn_splits}")
-    if batch_size < bn_splits:
-        raise DataError(f"--batch-size {batch_size} is smaller than --bn-splits {bn_splits}; "
+    if batch_size % processes:
+        raise DataError(f"--batch-size {batch_size} (the global batch) does not split evenly over {processes} "
+                        f"processes; choose a multiple of {processes}")
+    per_process = batch_size // processes
+    where = "" if processes == 1 else f" ({per_process} images on each of {processes} processes)"
+    if per_process < bn_splits:
+        raise DataError(f"--batch-size {batch_size}{where} is smaller than --bn-splits {bn_splits}; "
                         f"each split needs at least one image")
-    if batch_size % bn_splits != 0:
-        raise DataError(f"--batch-size {batch_size} is not a multiple of --bn-splits {bn_splits}; "
+    if per_process % bn_splits != 0:
+        raise DataError(f"--batch-size {batch_size}{where} is not a multiple of --bn-splits {bn_splits}; "
                         f"change one of them")
     if len(dataset) < batch_size:
         raise DataError(f"{dataset.name} has only {len(dataset)} images, fewer than one batch of "
