@@ -5,6 +5,8 @@
 #      eval linear and export on that checkpoint, all on CuPy,
 #   3. the GPU benchmark (CIFAR demo config, ours vs PyTorch eager, float32 and TF32),
 #   4. where our GPU step's time goes (the `parts` suite on CuPy, CIFAR demo config, float32),
+#   5. data parallel on the GPU, where mpi4py and mpiexec are there: 2 processes sharing the GPU through the
+#      host-staged MPI path, then NCCL if there are 2 GPUs, each compared with one process and --bn-splits 2,
 # writing everything to one results file. Usage: scripts/gpu_check.sh [RESULTS_DIR]  (default: $OUT or gpu-results)
 # Needs no network and no install: it runs from the checkout with PYTHONPATH (numpy, pillow, click, pytest,
 # hypothesis, cupy and torch must already be there, as on the lent GPU machines). About 2 minutes on an H200;
@@ -67,5 +69,32 @@ echo; echo "## 4. Where our GPU step's time goes (float32)"
 SECONDS=0
 timeout 90 "$py" -m moco_ref.bench.gpu_compare --parts || status=1
 echo "(part 4: ${SECONDS} s)"
+echo; echo "## 5. Data parallel on the GPU (resnet10 w8, batch 64, float64, 4 steps), against one process"
+SECONDS=0
+mpiexec_bin=$(dirname "$(command -v "$py")")/mpiexec; [ -x "$mpiexec_bin" ] || mpiexec_bin=$(command -v mpiexec || true)
+if [ -z "$mpiexec_bin" ] || ! "$py" -c "import mpi4py" 2>/dev/null; then
+    echo "skipped: needs mpi4py and mpiexec (pip install 'moco-ref[mpi]')"
+else
+    quick=(--backend cupy --dtype float64 --width 8 -b 64 --moco-k 256 --knn-every 0 --epochs 1 --max-steps 4 --log-every 1)
+    timeout 120 "$py" -m moco_ref train "${quick[@]}" --bn-splits 2 --out "$run_dir-one" || status=1
+    gpus=$("$py" -c "import cupy; print(cupy.cuda.runtime.getDeviceCount())" 2>/dev/null || echo 0)
+    for comm in mpi nccl; do
+        if [ "$comm" = nccl ] && [ "$gpus" -lt 2 ]; then echo "NCCL: skipped, $gpus GPU(s) (one GPU per process)"; continue; fi
+        MOCO_REF_COMM=$comm OPENBLAS_NUM_THREADS=1 timeout 180 "$mpiexec_bin" -n 2 "$py" -m moco_ref train \
+            "${quick[@]}" --bn-splits 1 --out "$run_dir-$comm" || { status=1; continue; }
+        "$py" - "$run_dir-one" "$run_dir-$comm" "$comm" <<'PY' || status=1
+import json, sys
+from moco_ref.checkpoint import load_checkpoint
+from moco_ref.gradcheck import relative_error
+(one, _), (two, _) = (load_checkpoint(f"{d}/checkpoint_last.npz") for d in sys.argv[1:3])
+worst = max((relative_error(two[n], one[n])[0], n) for n in one)
+rate = [json.loads(l) for l in open(f"{sys.argv[2]}/metrics.jsonl") if '"step"' in l][-1]["images_per_s"]
+print(f"{sys.argv[3]}: 2 processes vs 1 process with 2 BN splits: worst relative difference {worst[0]:.2e} "
+      f"({worst[1]}); {rate:.0f} images/s")
+sys.exit(0 if worst[0] <= 1e-9 else 1)
+PY
+    done
+fi
+echo "(part 5: ${SECONDS} s)"
 echo; echo "gpu_check status: $status (results in $results)"
 exit $status

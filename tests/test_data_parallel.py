@@ -100,12 +100,17 @@ def test_the_gather_puts_every_sample_back_in_its_place():
 
 # ----------------------------------------------------------------- two processes
 @needs_mpi
-@pytest.mark.parametrize("flags", [[], ["--symmetric", "--aug", "v2", "--mlp"]], ids=["asymmetric", "symmetric-v2-mlp"])
-def test_two_processes_equal_one_process_with_two_bn_splits(tmp_path, flags):
-    """`mpiexec -n 2 moco-ref train --bn-splits 1` and `moco-ref train --bn-splits 2`: the same run (<= 1e-10)."""
-    code, err, two = train(tmp_path, "two", *QUICK, "--max-steps", "4", "--bn-splits", "1", *flags, ranks=2)
+@pytest.mark.parametrize("flags,splits", [([], ("1", "2")), (["--symmetric", "--aug", "v2", "--mlp"], ("1", "2")),
+                                          ([], None)], ids=["asymmetric", "symmetric-v2-mlp", "default-splits"])
+def test_two_processes_equal_one_process_with_two_bn_splits(tmp_path, flags, splits):
+    """`mpiexec -n 2 moco-ref train --bn-splits 1` and `moco-ref train --bn-splits 2`: the same run (<= 1e-10).
+    Without --bn-splits the default's two groups are shared out over the two processes: the default run."""
+    two_splits, one_splits = (["--bn-splits", splits[0]], ["--bn-splits", splits[1]]) if splits else ([], [])
+    code, err, two = train(tmp_path, "two", *QUICK, "--max-steps", "4", *two_splits, *flags, ranks=2)
     assert code == 0, err
-    code, err, one = train(tmp_path, "one", *QUICK, "--max-steps", "4", "--bn-splits", "2", *flags)
+    if not splits:
+        assert "1 group(s) on each of the 2 processes" in err
+    code, err, one = train(tmp_path, "one", *QUICK, "--max-steps", "4", *one_splits, *flags)
     assert code == 0, err
     assert_same_run(two, one, rtol=1e-10)
     assert load_checkpoint(two / "checkpoint_last.npz")[1]["world_size"] == 2

@@ -22,7 +22,8 @@ def test_gpu_check_script_reports_each_part_and_fails_without_a_gpu(tmp_path):
                           capture_output=True, text=True, timeout=300)
     results = (tmp_path / "gpu_results.txt").read_text()
     assert done.returncode == 1, results
-    for header in ("## 1. GPU tests", "## 2. One short epoch on CuPy", "## 3. GPU benchmark", "## 4. Where"):
+    for header in ("## 1. GPU tests", "## 2. One short epoch on CuPy", "## 3. GPU benchmark", "## 4. Where",
+                   "## 5. Data parallel"):
         assert header in results
     assert "no GPU backend here" in results or "skipped" in results      # the GPU tests skip cleanly
     assert "pip install 'moco-ref[gpu]'" in results                      # train --backend cupy: one clear line
