@@ -1,5 +1,18 @@
-"""``python -m moco_ref ...`` is the ``moco-ref`` command (e.g. under ``mpiexec -n 2 python -m moco_ref train``)."""
+"""The ``moco-ref`` command: ``python -m moco_ref ...`` and the console script both start here.
 
-from moco_ref.runtime import console_main
+The process-wide settings that must precede NumPy's import come first (moco_ref/runtime.py: under
+``mpiexec``, each process's BLAS threads), then the command line of moco_ref/cli.py.
+"""
 
-console_main()
+from moco_ref.runtime import share_cores_between_processes
+
+
+def main() -> None:
+    share_cores_between_processes()
+    from moco_ref.cli import main as cli_main
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

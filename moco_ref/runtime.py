@@ -10,8 +10,8 @@ with the same peak memory (benchmarks/RESULTS.md).
 
 Under ``mpiexec -n W`` the W processes of one host share its cores: each BLAS gets
 cores / (processes on this host) threads, unless the user set a thread count.  That
-has to happen before NumPy loads its BLAS, so the console entry point is
-:func:`console_main` here, which imports nothing heavy before it.
+has to happen before NumPy loads its BLAS, so the console entry point
+(moco_ref/__main__.py) calls :func:`share_cores_between_processes` first.
 """
 
 from __future__ import annotations
@@ -57,13 +57,6 @@ def share_cores_between_processes(environ=None, cores: int | None = None) -> int
     environ["OPENBLAS_NUM_THREADS"] = environ["OMP_NUM_THREADS"] = str(threads)
     return threads
 
-
-def console_main() -> None:
-    """The ``moco-ref`` console script: the process-wide settings that must precede NumPy, then the CLI."""
-    share_cores_between_processes()
-    from moco_ref.cli import main
-
-    main()
 
 M_TRIM_THRESHOLD = -1   # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_THRESHOLD = -3
