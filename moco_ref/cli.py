@@ -365,7 +365,7 @@ def plot(run_dir, out):
 
 # ------------------------------------------------------------------- bench
 @cli.command()
-@click.argument("suite", type=click.Choice(["step", "parts", "scaling", "memory", "augment", "all", "gpu"]),
+@click.argument("suite", type=click.Choice(["step", "parts", "scaling", "memory", "augment", "all", "gpu", "dp"]),
                 default="step")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default="numpy", show_default=True,
               help="Backend of our step (PyTorch runs on the matching device).")
@@ -382,6 +382,8 @@ def bench(suite, backend, quick, out):
            augment  augmentation throughput against training throughput
            all      all of the above
            gpu      the CIFAR demo config on CuPy against PyTorch (cuDNN), float32 and TF32
+           dp       one process against mpiexec -n 2 (data parallel) and PyTorch, with the
+                    time in communication (needs mpi4py and mpiexec; not part of "all")
     Results of a run on this project's machine: benchmarks/RESULTS.md in the repository.
     """
     from moco_ref.bench.cli_entry import run  # imported here: `moco-ref train` never loads the benchmarks

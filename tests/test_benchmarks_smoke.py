@@ -6,7 +6,8 @@ module checks the plumbing — every suite runs, every figure exists and is a fi
 positive number, the JSON file matches the returned dict, the parts wrappers are
 removed afterwards, and the analytic FLOP count matches the convolutions a forward
 actually runs.  The PyTorch figures are checked only where torch is installed, in
-two tests marked slow (each imports torch, which takes seconds).
+tests marked slow (each imports torch, which takes seconds).  The ``dp`` suite runs
+its two-process step under mpiexec and is skipped without mpi4py and mpiexec.
 """
 
 import importlib.util
@@ -16,7 +17,9 @@ import math
 import numpy as np
 import pytest
 
-from moco_ref.bench import memory, parts, step
+from helpers import needs_mpi, run_cli
+
+from moco_ref.bench import data_parallel, memory, parts, step
 from moco_ref.bench.cli_entry import SUITES, run
 from moco_ref.bench.common import TINY, blas_info, conv_layers, step_flops
 from moco_ref.bench.__main__ import main as benchmarks_main
@@ -154,3 +157,65 @@ def test_unknown_suite_is_one_clear_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         benchmarks_main(["speed"])
     assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ dp: one process against mpiexec -n 2
+@needs_mpi
+def test_dp_measures_one_process_and_two_under_mpiexec(tmp_path):
+    from moco_ref.bench.data_parallel_worker import KINDS
+    from moco_ref.moco import MoCo
+
+    out = tmp_path / "dp.json"
+    lines = []
+    figures = run("dp", "numpy", quick=True, out=str(out), echo=lambda *a: lines.append(" ".join(map(str, a))),
+                  tiny=True, command="pytest")
+    assert json.loads(out.read_text()) == json.loads(json.dumps(figures, default=str))
+    dp = figures["dp"]
+    config = data_parallel.TINY_DP
+    assert dp["config"] == config.as_dict() and dp["torch"] is None and dp["ratio_time_ours_over_torch"] is None
+    for key in ("median_s", "images_per_s"):
+        finite_positive(dp["one_process"][key], f"one process {key}")
+    parallel = dp["data_parallel"]
+    assert parallel["processes"] == 2 and parallel["batch_per_rank"] == config.batch // 2
+    assert parallel["blas_threads_per_rank"] == [1, 1], "each rank must run one BLAS thread"
+    for key in ("median_s", "images_per_s", "comm_median_s", "comm_last_rank_median_s", "wire_median_s",
+                "compute_median_s"):
+        finite_positive(parallel[key], f"two processes {key}")
+    finite_positive(dp["speedup_over_one_process"], "speed-up")
+    # The traffic of one step, from the shapes: the key images and keys of this rank's share, and one
+    # vector of every gradient and both encoders' float BatchNorm buffers.
+    n, item = config.batch // 2, 4                                             # float32
+    model = MoCo(arch=config.arch, width=config.width, dim=config.dim, K=config.K, bn_splits=1)
+    reduced = sum(a.nbytes for a in model.encoder_q.params.values()) + sum(
+        b.nbytes for e in (model.encoder_q, model.encoder_k) for b in e.buffers.values() if b.dtype.kind == "f")
+    expected = {"gradients + BN buffers": (reduced, reduced),
+                "key images": (n * 3 * config.size ** 2 * item, 2 * n * 3 * config.size ** 2 * item),
+                "keys": (n * config.dim * item, 2 * n * config.dim * item),
+                "permutation": (config.batch * 8, config.batch * 8)}           # int64 indices
+    for kind in KINDS:
+        traffic = parallel["comm"][kind]
+        assert traffic["calls"] == 1, kind
+        assert (traffic["bytes_sent"], traffic["bytes_received"]) == expected[kind], kind
+        assert traffic["median_s"] > 0 and traffic["wire_median_s"] > 0, kind
+    assert any(line.startswith("target 2 processes") for line in lines)
+
+
+@pytest.mark.slow
+@needs_mpi
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_dp_compares_with_torch():
+    """Slow only because it imports torch (seconds); the tiny run above leaves PyTorch out."""
+    figures = data_parallel.run_dp("numpy", lambda *a: None, data_parallel.TINY_DP, reps=1, warmup=0)
+    finite_positive(figures["torch"]["images_per_s"], "torch images/s")
+    for setting in ("one_process", "data_parallel"):
+        finite_positive(figures["ratio_time_ours_over_torch"][setting], f"{setting} time ratio")
+    assert figures["torch"]["threads"] == blas_info()["threads"]
+
+
+def test_dp_without_mpi_is_one_line_and_exit_2(monkeypatch, capsys):
+    monkeypatch.setattr(data_parallel, "find_mpiexec", lambda: None)
+    code, out, err = run_cli(["bench", "dp"], capsys)
+    assert code == 2 and out == "", out
+    (line,) = err.strip().splitlines()
+    assert "mpiexec" in line and "pip install 'moco-ref[mpi]'" in line
+    assert benchmarks_main(["dp"]) == 2

@@ -5,7 +5,8 @@
 
 Suites (see each module's docstring): step (the headline, ours vs PyTorch), parts (where a
 step's time goes), scaling (batch, K, width), memory (peak RSS, fresh processes),
-augment (augmentation vs training throughput), and all of them.
+augment (augmentation vs training throughput), and all of them; and dp (one process against
+``mpiexec -n 2`` and PyTorch), which needs mpi4py and mpiexec and so is not part of "all".
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import json
 from pathlib import Path
 
 from backends import get_backend
-from moco_ref.bench import augment, memory, parts, scaling, step
+from moco_ref.bench import augment, data_parallel, memory, parts, scaling, step
 from moco_ref.bench.common import header_lines, load_average, machine_header, python_command
 
-SUITES = ("step", "parts", "scaling", "memory", "augment")
-CHOICES = SUITES + ("all",)
+SUITES = ("step", "parts", "scaling", "memory", "augment")   # what "all" runs
+CHOICES = SUITES + ("all", "dp")
 
 
 def run(suite: str, backend: str = "numpy", quick: bool = False, out: str | None = None, echo=print, *,
@@ -26,7 +27,7 @@ def run(suite: str, backend: str = "numpy", quick: bool = False, out: str | None
     """Runs one suite (or "all"), printing human-readable tables through ``echo``.
 
     Args:
-        suite: one of "step", "parts", "scaling", "memory", "augment", "all".
+        suite: one of "step", "parts", "scaling", "memory", "augment", "all", "dp".
         backend: "numpy" or "cupy" (our step's backend; PyTorch runs on the matching device).
         quick: fewer configurations and repetitions (minutes instead of tens of minutes on 2 cores).
         out: if given, the returned figures are also written there as JSON.
@@ -39,6 +40,8 @@ def run(suite: str, backend: str = "numpy", quick: bool = False, out: str | None
     if suite not in CHOICES:
         raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(CHOICES)}")
     get_backend(backend)  # fails early, with the fix in the message, when the backend cannot run
+    if suite == "dp":
+        data_parallel.require_mpi(backend)  # likewise without mpi4py or mpiexec, before the header
     from moco_ref.runtime import reuse_freed_memory
 
     reuse_freed_memory()  # as `moco-ref train` does; PyTorch's CPU tensors use the same allocator
@@ -47,7 +50,9 @@ def run(suite: str, backend: str = "numpy", quick: bool = False, out: str | None
         echo(line)
     results = {"header": header, "quick": quick, "tiny": tiny}
     for name in SUITES if suite == "all" else (suite,):
-        if name == "step":
+        if name == "dp":
+            results["dp"] = data_parallel.run_dp(backend, echo, **data_parallel.plan(quick, tiny))
+        elif name == "step":
             results["step"] = step.run_step(backend, echo, **step.plan(quick, tiny))
         elif name == "parts":
             results["parts"] = parts.run_parts(backend, echo, **parts.plan(quick, tiny))
