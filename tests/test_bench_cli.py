@@ -12,7 +12,7 @@ from helpers import run_cli
 def test_bench_help_lists_the_suites(capsys):
     code, out, _ = run_cli(["bench", "--help"], capsys)
     assert code == 0
-    for suite in ("step", "parts", "scaling", "memory", "augment", "all", "gpu"):
+    for suite in ("step", "parts", "scaling", "memory", "augment", "all", "gpu", "dp"):
         assert suite in out
 
 
