@@ -14,6 +14,10 @@ random permutations) needs a backend object, and it takes one explicitly::
 
 All randomness is drawn on the host from a ``numpy.random.Generator`` and
 moved to the device, so one seed gives the same numbers on both backends.
+
+Speed work lives in one place: ``backends.ops`` holds the few primitives the
+layers are written on, each its plain formula, and picks a backend's faster
+equal version (``numpy_fast.py``, ``cupy_fast.py``) by the data's array module.
 """
 
 from __future__ import annotations
