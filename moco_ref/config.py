@@ -71,6 +71,8 @@ class TrainConfig:
     dim: int = option(128, "Feature dimension D.", flags=("--moco-dim",), at_least=1, model=True)
     K: int = option(256, "Queue size K (any batch size works).", flags=("--moco-k",), at_least=1, model=True)
     m: float = option(0.99, "Key-encoder momentum m.", flags=("--moco-m",), at_least=0, at_most=1, model=True)
+    m_cos: bool = option(False, "Raise m from --moco-m to 1 on a half-cosine over training (moco-v3, BYOL).",
+                         flags=("--moco-m-cos",))
     T: float = option(0.2, "Softmax temperature T.", flags=("--moco-t",), greater_than=0, model=True)
     mlp: bool = option(False, "MoCo v2 MLP head.", model=True)
     symmetric: bool = option(False, "Symmetric loss L(x1,x2)+L(x2,x1), the CIFAR demo's option.",

@@ -2,15 +2,21 @@
 
 Reads RUN_DIR/metrics.jsonl, one JSON object a line, as written by :mod:`moco_ref.train`:
 
-    {"kind": "step",  "global_step", "epoch", "loss", "acc1" (%), "lr", "images_per_s"}
+    {"kind": "step",  "global_step", "epoch", "loss", "acc1" (%), "lr", "m", "images_per_s"}
     {"kind": "epoch", "epoch" (0-based, the epoch just run), "loss", "acc1", "lr", "knn_top1"?, "complete"}
     {"kind": "knn",   "epoch": 0, "knn_top1", "untrained": true}   # before the first step
+    {"kind": "instruments", "epoch" (epochs completed), "global_step", "alignment", "uniformity",
+     "feature_std", "logit_pos", "logit_neg", "key_drift" (null at the first), "queue_age", "probe_images"}
     {"kind": "final", ...}                                         # the summary when training stops
 
 and draws four panels: the InfoNCE loss and the (K+1)-way instance accuracy against the global
 step (the loss with the chance level log(K+1) when config.json gives K), the kNN top-1 against
 epochs completed (0 = the untrained encoder; an "epoch" record with index e counts as e + 1
-epochs), and the learning rate against the step.  Other kinds are ignored.
+epochs), and the learning rate against the step.  When the run has "instruments" records
+(moco_ref/evaluation/instruments.py says what each one measures), four more panels below, against
+the global step: alignment and uniformity, the feature standard deviation (with 1/√D when config.json
+gives D), the mean positive and negative logits, and the key encoder's drift with the queue's age.
+Other kinds are ignored.
 
 matplotlib is an optional extra (``pip install 'moco-ref[plot]'``).  The figure is drawn with
 the Agg canvas directly (no pyplot, no global backend switch), so it works without a display.
@@ -69,8 +75,13 @@ def _points(records, kind, x_key, y_key):
     return xs, ys
 
 
+# The fields of an "instruments" record that are drawn, each against the global step.
+INSTRUMENTS = ("alignment", "uniformity", "feature_std", "logit_pos", "logit_neg", "key_drift", "queue_age")
+
+
 def curves(records: list[dict]) -> dict:
-    """The series to draw: {name: (xs, ys)} for loss, acc1, lr (against the step) and knn (against epochs)."""
+    """The series to draw: {name: (xs, ys)} for loss, acc1, lr (against the step), knn (against epochs)
+    and each of INSTRUMENTS (against the step; empty when the run has no "instruments" records)."""
     series = {name: _points(records, "step", "global_step", name) for name in ("loss", "acc1", "lr")}
     for name in ("loss", "acc1", "lr"):  # no step records (an old or tiny run): fall back to the epochs
         if not series[name][0]:
@@ -87,6 +98,8 @@ def curves(records: list[dict]) -> dict:
         elif r.get("kind") == "final":
             knn.setdefault(epoch, top1)            # "epoch" = epochs completed when training stopped
     series["knn"] = (sorted(knn), [knn[e] for e in sorted(knn)])
+    for name in INSTRUMENTS:
+        series[name] = _points(records, "instruments", "global_step", name)
     return series
 
 
@@ -100,15 +113,72 @@ def _load_matplotlib():
     return Figure, FigureCanvasAgg, MaxNLocator
 
 
-def _queue_size(run_dir: Path):
+def _config_int(run_dir: Path, name: str):
+    """An integer setting of RUN_DIR/config.json ("K", "dim"), or None."""
     try:
-        return int(current_names(json.loads((run_dir / "config.json").read_text()))["K"])
+        return int(current_names(json.loads((run_dir / "config.json").read_text()))[name])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
+def _queue_size(run_dir: Path):
+    return _config_int(run_dir, "K")
+
+
+def _empty(ax, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _draw_instruments(axes, series: dict, dim, MaxNLocator) -> None:
+    """The four panels of the instruments, on ``axes`` (2, 2), each against the global step."""
+    panels = (
+        (axes[0, 0], "alignment and uniformity (lower is better)", "alignment / uniformity",
+         (("alignment", "alignment E‖f(x)−f(x⁺)‖²"), ("uniformity", "uniformity log E e^(−2‖f(x)−f(y)‖²)"))),
+        (axes[0, 1], "feature std over the probe set (collapse → 0)", "mean std per dimension",
+         (("feature_std", "feature std"),)),
+        (axes[1, 0], "mean logits of the probe pairs", "logit (·/T)",
+         (("logit_pos", "positive q·k₊/T"), ("logit_neg", "negative q·queue/T"))),
+        (axes[1, 1], "key encoder drift and queue age", "mean cos(keys now, keys before)",
+         (("key_drift", "drift: cosine to the previous probe keys"),)),
+    )
+    for ax, title, ylabel, lines in panels:
+        ax.set_title(title)
+        ax.set_xlabel("global step")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        drawn = False
+        for name, label in lines:
+            xs, ys = series[name]
+            if xs:
+                ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=label)
+                drawn = True
+        if ax is axes[0, 1] and dim and drawn:
+            ax.axhline(1.0 / math.sqrt(dim), color="0.5", linestyle="--", linewidth=1,
+                       label=f"1/√D = {1.0 / math.sqrt(dim):.3f} (spread on the sphere)")
+        if ax is axes[1, 1] and series["queue_age"][0]:
+            right = ax.twinx()
+            right.plot(*series["queue_age"], color="C1", marker="s", markersize=3, linewidth=1, label="queue age")
+            right.set_ylabel("oldest key's age (steps)")
+            right.yaxis.set_major_locator(MaxNLocator(integer=True))
+            right.set_ylim(bottom=0)
+            handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+            ax.legend(handles, [h.get_label() for h in handles], loc="best", fontsize=8)
+            drawn = True
+        elif drawn:
+            ax.legend(loc="best", fontsize=8)
+        if not drawn:
+            _empty(ax, "not measured")
+            continue
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_run(run_dir, out=None) -> Path:
-    """Draws the four panels of RUN_DIR's metrics to ``out`` (default RUN_DIR/curves.png); returns the path."""
+    """Draws the panels of RUN_DIR's metrics to ``out`` (default RUN_DIR/curves.png); returns the path.
+
+    Four panels, or eight when the run has "instruments" records.
+    """
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
     series = curves(records)
@@ -121,9 +191,10 @@ def plot_run(run_dir, out=None) -> Path:
         raise UserError(f"no folder {out.parent} to write {out.name} into")
     Figure, FigureCanvasAgg, MaxNLocator = _load_matplotlib()
 
-    figure = Figure(figsize=(11, 7.5), layout="constrained")
+    instruments = any(series[name][0] for name in INSTRUMENTS)
+    figure = Figure(figsize=(11, 15 if instruments else 7.5), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(2, 2)
+    axes = figure.subplots(4 if instruments else 2, 2)
     K = _queue_size(run_dir)
     panels = (
         (axes[0, 0], "loss", "InfoNCE loss", "global step", "loss", "no loss logged"),
@@ -159,6 +230,8 @@ def plot_run(run_dir, out=None) -> Path:
         axes[0, 0].axhline(math.log(K + 1), color="0.5", linestyle="--", linewidth=1,
                            label=f"chance: log(K+1) = {math.log(K + 1):.2f}")
         axes[0, 0].legend(loc="best", fontsize=8)
+    if instruments:
+        _draw_instruments(axes[2:], series, _config_int(run_dir, "dim"), MaxNLocator)
     figure.suptitle(f"moco-ref run {run_dir.resolve().name}")
     try:
         figure.savefig(out, dpi=110)

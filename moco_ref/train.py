@@ -8,7 +8,9 @@ rate is set once per epoch by the official schedule.
 A run directory holds:
 
     config.json            the resolved configuration
-    metrics.jsonl          one JSON object per logged step ("kind": "step") and per epoch ("kind": "epoch")
+    metrics.jsonl          one JSON object per logged step ("kind": "step") and per epoch ("kind": "epoch"),
+                           the kNN of the untrained encoder ("knn"), the instruments ("instruments") and
+                           the summary when training stops ("final")
     checkpoint_last.npz    the latest checkpoint (each epoch, and when training stops)
     checkpoint_NNNN.npz    kept every --save-every epochs, if asked
 
@@ -21,6 +23,23 @@ is the state: metrics.jsonl is a log the trainer appends to and never reads back
 to continue (on resume it only drops the records the resumed run will write
 again).  On NumPy a run that is killed and resumed ends bit-identical to an
 uninterrupted one.
+
+Instruments (moco_ref/evaluation/instruments.py): whenever the kNN monitor is due (before the first
+step, every --knn-every epochs and after the last; never with --knn-every 0), rank 0 also measures
+the representation on a fixed probe set, the first 256 images of the kNN test split (of the training
+set when there is none), and appends one record
+
+    {"kind": "instruments", "epoch": epochs completed, "global_step", "alignment", "uniformity",
+     "feature_std", "logit_pos", "logit_neg", "key_drift" (null at the first), "queue_age", "probe_images"}
+
+after the epoch record (after the "knn" record at the start).  The measurement runs both encoders in
+eval mode and draws its views from its own freshly seeded generators, so a run with instruments is
+bit-identical to one without.  The probe keys of the last measurement (for the next drift) are resume
+state: the checkpoint holds them as the array ``instruments.probe_keys``.
+
+Momentum: each step runs with m = momentum_at_step(--moco-m, global step, epochs × steps per epoch,
+--moco-m-cos) (fixed, or the half-cosine schedule to 1; moco_ref/momentum.py), and the step records log
+it as "m".  Its state is the global step, which the checkpoint holds.
 
 Data parallel (``comm`` with W processes, launched by ``mpiexec -n W``): ``batch_size`` is the
 global batch; each process takes its n = batch_size / W samples of every batch (rows rank, rank + W,
@@ -50,8 +69,10 @@ from moco_ref.augment.params import Share
 from moco_ref.data import check_batchable, load_dataset
 from moco_ref.distributed import SingleProcess
 from moco_ref.errors import CheckpointError, UserError
+from moco_ref.evaluation.instruments import PROBE_SIZE, Instruments
 from moco_ref.evaluation.knn import knn_accuracy
 from moco_ref.moco import MoCo
+from moco_ref.momentum import momentum_at_step
 from moco_ref.optim import learning_rate
 from moco_ref.progress import Progress
 
@@ -119,6 +140,7 @@ class Trainer:
         self.epoch_start_data_state = _rng_state(self.data_rng)
         self.logged = LoggedSums()            # of the current epoch
         self.knn_top1_untrained = None        # measured before the first step, reported in the final record
+        self.instruments = self._make_instruments() if self.writer and config.knn_every else None
 
     # ------------------------------------------------------------------ set-up
     def _report_skipped(self, dataset) -> None:
@@ -145,9 +167,21 @@ class Trainer:
             return None
         return test
 
+    def _make_instruments(self) -> Instruments:
+        """The instruments on the first PROBE_SIZE images of the test split (else of the training set)."""
+        probe = (self.test_set if self.test_set is not None else self.train_set).images[:PROBE_SIZE]
+        keys_per_step = self.config.batch_size * (2 if self.config.symmetric else 1)
+        return Instruments(probe, self.augment, self.test_transform, self.backend, self.config.seed,
+                           keys_per_step, self.config.K)
+
     @property
     def steps_per_epoch(self) -> int:
         return len(self.train_set) // self.config.batch_size
+
+    @property
+    def total_steps(self) -> int:
+        """T_total of the momentum schedule: epochs × steps per epoch (--max-steps does not change it)."""
+        return self.config.epochs * self.steps_per_epoch
 
     # ------------------------------------------------------------- checkpoints
     def checkpoint_meta(self) -> dict:
@@ -165,6 +199,8 @@ class Trainer:
             return None
         arrays = dict(self.model.state_dict())
         arrays.update({f"optimizer.{k}": v for k, v in self.model.optimizer.state_dict().items()})
+        if self.instruments is not None:
+            arrays.update(self.instruments.state_dict())       # instruments.probe_keys, once measured
         arrays = {name: to_numpy(a) for name, a in arrays.items()}  # the one copy to the host
         broken = [name for name, a in arrays.items() if a.dtype.kind == "f" and not np.isfinite(a).all()]
         if broken:  # a finite loss can still leave inf/nan weights or BN statistics behind
@@ -200,6 +236,8 @@ class Trainer:
         self.epoch_start_data_state = meta["rng"]["data_epoch_start"]
         self.logged = LoggedSums(**meta.get("logged_this_epoch", {}))
         self.knn_top1_untrained = meta.get("knn_top1_untrained")
+        if self.instruments is not None:
+            self.instruments.load_state_dict(arrays)
         _set_rng_state(self.aug_rng, meta["rng"]["augment"])
         _set_rng_state(self.model.shuffle_rng, meta["rng"]["shuffle"])
 
@@ -239,6 +277,13 @@ class Trainer:
                               self.backend, self.config.knn_k, self.config.knn_t)
         return result["top1"]
 
+    def measure_instruments(self) -> dict | None:
+        """The "instruments" record of the model as it is now (None when the instruments are off)."""
+        if self.instruments is None:
+            return None
+        return {"kind": "instruments", "epoch": self.epoch, "global_step": self.global_step,
+                **self.instruments.measure(self.model, self.global_step)}
+
     def run(self) -> dict:
         """Trains to the configured end; returns a summary dict (also the last line of metrics.jsonl)."""
         c = self.config
@@ -249,6 +294,8 @@ class Trainer:
             self.knn_top1_untrained = top1 = self.knn()
             self.log(f"kNN top-1 of the untrained encoder: {top1:.2f}%")
             self.append_metrics({"kind": "knn", "epoch": 0, "global_step": 0, "knn_top1": top1, "untrained": True})
+        if self.global_step == 0 and self.instruments is not None:
+            self.append_metrics(self.measure_instruments())
         summary = {}
         while self.epoch < c.epochs:
             if c.max_steps and self.global_step >= c.max_steps:
@@ -295,6 +342,7 @@ class Trainer:
             batch = self.share.rows(self.train_set.images[index])               # this process's samples
             x_q = self.augment(batch, self.aug_rng, self.backend, self.share)
             x_k = self.augment(batch, self.aug_rng, self.backend, self.share)
+            model.m = momentum_at_step(c.m, self.global_step, self.total_steps, c.m_cos)
             pending.append(model.step(x_q, x_k))
             self.step_in_epoch += 1
             self.global_step += 1
@@ -306,11 +354,13 @@ class Trainer:
                 self.logged.add(loss, acc)
                 rate = images / (time.perf_counter() - started)
                 self.append_metrics({"kind": "step", "epoch": self.epoch, "global_step": self.global_step,
-                                     "loss": loss, "acc1": 100.0 * acc, "lr": lr, "images_per_s": rate})
+                                     "loss": loss, "acc1": 100.0 * acc, "lr": lr, "m": model.m,
+                                     "images_per_s": rate})
                 progress.show(self.step_in_epoch, loss=f"{loss:.3f}", acc=f"{100 * acc:.1f}%",
                               lr=f"{lr:.4f}", img_s=f"{rate:.0f}")
         progress.close()
         epoch_done = self.step_in_epoch >= steps
+        instruments = None
         record = {"kind": "epoch", "epoch": self.epoch, "global_step": self.global_step,
                   "loss": self.logged.mean_loss(), "acc1": self.logged.mean_acc1_percent(), "lr": lr,
                   "seconds": time.perf_counter() - started, "complete": epoch_done}
@@ -319,9 +369,14 @@ class Trainer:
             self.step_in_epoch = 0
             self.logged = LoggedSums()
             self.epoch_start_data_state = _rng_state(self.data_rng)
-            if self.test_set is not None and (self.epoch % c.knn_every == 0 or self.epoch == c.epochs):
+            monitor_due = c.knn_every and (self.epoch % c.knn_every == 0 or self.epoch == c.epochs)
+            if self.test_set is not None and monitor_due:
                 record["knn_top1"] = self.knn()
+            if monitor_due:
+                instruments = self.measure_instruments()
         self.append_metrics(record)
+        if instruments is not None:
+            self.append_metrics(instruments)
         message = ""
         if record["loss"] is not None:
             message = f"epoch {record['epoch'] + 1}: loss {record['loss']:.4f} acc {record['acc1']:.1f}%"

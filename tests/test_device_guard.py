@@ -80,7 +80,7 @@ def test_knn_runs_on_strict_device_arrays(strict_cupy):
 
 ARRAY_CODE = ["moco_ref/layers", "moco_ref/models", "moco_ref/loss.py", "moco_ref/queue.py", "moco_ref/momentum.py",
               "moco_ref/shuffle.py", "moco_ref/moco.py", "moco_ref/optim.py", "moco_ref/augment",
-              "moco_ref/evaluation/knn.py"]
+              "moco_ref/evaluation/knn.py", "moco_ref/evaluation/instruments.py"]
 
 
 def _array_code_files():

@@ -7,14 +7,23 @@ import pytest
 from helpers import run_cli
 
 from moco_ref.errors import UserError
-from moco_ref.plot import PLOT_INSTALL, curves, plot_run, read_metrics
+from moco_ref.plot import INSTRUMENTS, PLOT_INSTALL, curves, plot_run, read_metrics
 
 
-def write_run(run_dir, epochs=3, steps_per_epoch=4, knn_every=1, K=64):
-    """A run directory as moco_ref.train writes it: the untrained kNN, step and epoch records, the final summary."""
+def instruments(epoch, global_step, drift):
+    return {"kind": "instruments", "epoch": epoch, "global_step": global_step, "alignment": 1.0 - 0.1 * epoch,
+            "uniformity": -1.0 - 0.2 * epoch, "feature_std": 0.05 + 0.01 * epoch, "logit_pos": 4.0 + epoch,
+            "logit_neg": 0.5 - 0.1 * epoch, "key_drift": drift, "queue_age": min(global_step, 3), "probe_images": 256}
+
+
+def write_run(run_dir, epochs=3, steps_per_epoch=4, knn_every=1, K=64, with_instruments=False):
+    """A run directory as moco_ref.train writes it: the untrained kNN, step and epoch records, the final summary
+    (and, if asked, the instruments before training and after each epoch)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps({"K": K}))
+    (run_dir / "config.json").write_text(json.dumps({"K": K, "dim": 16}))
     records = [{"kind": "knn", "epoch": 0, "global_step": 0, "knn_top1": 12.5, "untrained": True}]
+    if with_instruments:
+        records.append(instruments(0, 0, None))
     for epoch in range(epochs):
         lr = 0.06 * (0.5 ** epoch)
         for step in range(1, steps_per_epoch + 1):
@@ -26,6 +35,8 @@ def write_run(run_dir, epochs=3, steps_per_epoch=4, knn_every=1, K=64):
         if knn_every and (epoch + 1) % knn_every == 0:
             record["knn_top1"] = 20.0 + 10 * epoch
         records.append(record)
+        if with_instruments:
+            records.append(instruments(epoch + 1, (epoch + 1) * steps_per_epoch, 0.9 + 0.02 * epoch))
     records.append({"kind": "final", "epoch": epochs, "global_step": epochs * steps_per_epoch,
                     "knn_top1": records[-1].get("knn_top1"), "knn_top1_untrained": 12.5})
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -45,6 +56,20 @@ def test_series_follow_the_training_log(tmp_path):
     assert series["acc1"][1][-1] == 60.0
     # kNN against epochs completed: 0 = untrained, the record of epoch index e counts e + 1
     assert series["knn"] == ([0, 1, 2, 3], [12.5, 20.0, 30.0, 40.0])
+
+
+def test_instruments_series_follow_their_records(tmp_path):
+    series = curves(read_metrics(write_run(tmp_path / "run", with_instruments=True)))
+    assert series["alignment"] == ([0, 4, 8, 12], pytest.approx([1.0, 0.9, 0.8, 0.7]))
+    assert series["logit_neg"][1] == pytest.approx([0.5, 0.4, 0.3, 0.2])
+    assert series["key_drift"] == ([4, 8, 12], pytest.approx([0.9, 0.92, 0.94]))   # none at the first measurement
+    assert series["queue_age"] == ([0, 4, 8, 12], [0, 3, 3, 3])
+    assert series["knn"] == ([0, 1, 2, 3], [12.5, 20.0, 30.0, 40.0])               # the other series as before
+
+
+def test_without_instruments_records_their_series_are_empty(tmp_path):
+    series = curves(read_metrics(write_run(tmp_path / "run")))
+    assert all(series[name] == ([], []) for name in INSTRUMENTS)
 
 
 def test_final_knn_fills_in_when_no_epoch_record_has_it(tmp_path):
@@ -118,6 +143,21 @@ def test_png_is_written_to_the_run_directory(tmp_path, capsys):
         assert image.format == "PNG"
         width, height = image.size
     assert width > 800 and height > 500
+
+
+def test_png_has_the_instruments_panels_below_when_the_run_has_them(tmp_path):
+    """Eight panels (four rows) with instruments, the four of before (two rows) without: the same width, about
+    twice the height."""
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    sizes = {}
+    for with_instruments in (False, True):
+        run = write_run(tmp_path / f"run-{with_instruments}", with_instruments=with_instruments)
+        with Image.open(plot_run(run)) as image:
+            sizes[with_instruments] = image.size
+    assert sizes[True][0] == sizes[False][0]
+    assert sizes[True][1] == pytest.approx(2 * sizes[False][1], rel=0.02)
 
 
 def test_png_with_out_and_without_knn(tmp_path):

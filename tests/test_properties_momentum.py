@@ -1,14 +1,19 @@
-"""Properties of the momentum update θ_k ← m·θ_k + (1 − m)·θ_q and of the key encoder it drives.
+"""Properties of the momentum update θ_k ← m·θ_k + (1 − m)·θ_q, of the key encoder it drives, and of the
+momentum schedule m(t) of --moco-m-cos.
 
-Notation: θ_k the key-encoder parameters, θ_q the query-encoder parameters, m the momentum.
+Notation: θ_k the key-encoder parameters, θ_q the query-encoder parameters, m the momentum, m₀ --moco-m,
+t the global step, T_total = epochs × steps per epoch.
 """
 
+import math
+
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from moco_ref.momentum import momentum_update_
+from moco_ref.momentum import momentum_at_step, momentum_update_
 
 DTYPES = st.sampled_from([np.float32, np.float64])
 NAMES = ("conv1.weight", "bn1.weight", "bn1.bias", "fc.weight")
@@ -158,3 +163,53 @@ def test_key_encoder_buffers_come_from_its_own_forward(small_moco, two_views, se
     twin.encode_keys(x_k)
     for name, expected in twin.encoder_k.buffers.items():
         np.testing.assert_allclose(model.encoder_k.buffers[name], expected, rtol=1e-12, atol=1e-15, err_msg=name)
+
+
+# ------------------------------------------------------------- the momentum schedule (--moco-m-cos)
+M0 = st.floats(0.0, 1.0)
+TOTAL_STEPS = st.integers(1, 10**7)
+
+
+def draw_step(data, total_steps, label="t"):
+    return data.draw(st.integers(0, total_steps), label=label)
+
+
+@given(m0=M0, total_steps=TOTAL_STEPS)
+def test_schedule_starts_at_the_given_m(m0, total_steps):
+    """m(0) = m₀ exactly: the first step runs with --moco-m."""
+    assert momentum_at_step(m0, 0, total_steps, cos=True) == m0
+
+
+@given(m0=M0, total_steps=TOTAL_STEPS)
+def test_schedule_ends_at_one(m0, total_steps):
+    """m(T_total) = 1: by the end of training the key encoder stops moving."""
+    assert momentum_at_step(m0, total_steps, total_steps, cos=True) == 1.0
+
+
+@given(data=st.data(), m0=M0, total_steps=TOTAL_STEPS)
+def test_schedule_is_monotone_non_decreasing(data, m0, total_steps):
+    """t₁ ≤ t₂ ⇒ m(t₁) ≤ m(t₂), also for neighbouring steps (where rounding would show first)."""
+    t_1 = draw_step(data, total_steps, "t₁")
+    t_2 = data.draw(st.one_of(st.just(min(t_1 + 1, total_steps)), st.integers(t_1, total_steps)), label="t₂")
+    assert momentum_at_step(m0, t_1, total_steps, cos=True) <= momentum_at_step(m0, t_2, total_steps, cos=True)
+
+
+@given(data=st.data(), m0=M0, total_steps=TOTAL_STEPS)
+def test_schedule_stays_between_the_given_m_and_one(data, m0, total_steps):
+    """m₀ ≤ m(t) ≤ 1 at every step: a valid momentum for momentum_update_."""
+    m = momentum_at_step(m0, draw_step(data, total_steps), total_steps, cos=True)
+    assert m0 <= m <= 1.0
+
+
+@given(data=st.data(), m0=M0, total_steps=TOTAL_STEPS)
+def test_schedule_is_the_half_cosine(data, m0, total_steps):
+    """m(t) = 1 − (1 − m₀)·(cos(π·t/T_total) + 1)/2 (moco-v3, BYOL), up to a few ulps of 1."""
+    t = draw_step(data, total_steps)
+    expected = 1.0 - (1.0 - m0) * (math.cos(math.pi * t / total_steps) + 1.0) / 2.0
+    assert momentum_at_step(m0, t, total_steps, cos=True) == pytest.approx(expected, rel=0, abs=4e-16)
+
+
+@given(data=st.data(), m0=M0, total_steps=TOTAL_STEPS)
+def test_schedule_off_is_the_fixed_m_at_every_step(data, m0, total_steps):
+    """Without --moco-m-cos every step runs with --moco-m, bit for bit."""
+    assert momentum_at_step(m0, draw_step(data, total_steps), total_steps, cos=False) == m0

@@ -56,11 +56,16 @@ def run(command) -> subprocess.CompletedProcess:
     return process
 
 
+INSTRUMENTS = ("alignment", "uniformity", "feature_std", "logit_pos", "logit_neg", "key_drift", "queue_age")
+
+
 def metrics(run_dir: Path) -> list[tuple]:
-    """metrics.jsonl without the timings: (kind, epoch, global_step, loss, acc1, lr, kNN top-1, untrained kNN)."""
+    """metrics.jsonl without the timings: (kind, epoch, global_step, loss, acc1, lr, m, kNN top-1, untrained kNN,
+    and the instruments)."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["kind"], r["epoch"], r["global_step"], r.get("loss"), r.get("acc1"), r.get("lr"), r.get("knn_top1"),
-             r.get("knn_top1_untrained")) for r in records]
+    return [(r["kind"], r["epoch"], r["global_step"], r.get("loss"), r.get("acc1"), r.get("lr"), r.get("m"),
+             r.get("knn_top1"), r.get("knn_top1_untrained"), *(r.get(name) for name in INSTRUMENTS))
+            for r in records]
 
 
 def done_line(process: subprocess.CompletedProcess) -> str:
@@ -141,6 +146,38 @@ def test_resuming_twice_in_one_epoch_is_bit_identical(tmp_path, data, uninterrup
     assert_same_metrics(uninterrupted, run_b)
 
 
+def test_the_instruments_resume_exactly(tmp_path, data, uninterrupted):
+    """With the instruments on (--knn-every 1), a run stopped mid-epoch 2 measures after resuming what the
+    uninterrupted run measured: the key drift against the probe keys kept in the checkpoint included."""
+    run_b = tmp_path / "b"
+    run(train_command(data, run_b, "--epochs", 2, "--knn-every", 1, "--max-steps", 6))
+    arrays, _ = load_checkpoint(run_b / "checkpoint_last.npz")
+    assert arrays["instruments.probe_keys"].shape == (8, 8)             # 8 validation images, D = 8
+    run(resume_command(run_b, "--max-steps", 0))
+    measured = [r for r in metrics(run_b) if r[0] == "instruments"]
+    assert [r[2] for r in measured] == [0, 4, 8]                         # before training, after each epoch
+    drifts = [dict(zip(INSTRUMENTS, r[-len(INSTRUMENTS):]))["key_drift"] for r in measured]
+    assert drifts[0] is None and None not in drifts[1:]
+    assert measured == [r for r in metrics(uninterrupted) if r[0] == "instruments"]
+    assert_same_final_state(uninterrupted, run_b)                        # instruments.probe_keys included
+
+
+@pytest.mark.parametrize("stop_after", [3, 4], ids=["mid-epoch-1", "epoch-boundary"])
+def test_stop_and_resume_with_the_momentum_schedule_is_bit_identical(tmp_path, data, stop_after):
+    """--moco-m-cos: m rises on a half-cosine over the 8 steps; its state is the global step in the checkpoint."""
+    from moco_ref.momentum import momentum_at_step
+
+    run_a, run_b = tmp_path / "a", tmp_path / "b"
+    run(train_command(data, run_a, "--epochs", 2, "--knn-every", 1, "--moco-m-cos"))
+    run(train_command(data, run_b, "--epochs", 2, "--knn-every", 1, "--moco-m-cos", "--max-steps", stop_after))
+    run(resume_command(run_b, "--max-steps", 0))
+    assert_same_final_state(run_a, run_b)
+    assert_same_metrics(run_a, run_b)
+    logged_m = [r[6] for r in metrics(run_b) if r[0] == "step"]          # --log-every 1: the m of each step
+    assert logged_m == [momentum_at_step(0.99, t, 2 * STEPS_PER_EPOCH, cos=True) for t in range(8)]
+    assert logged_m[0] == 0.99 and logged_m == sorted(logged_m) and logged_m[-1] < 1.0
+
+
 def test_a_checkpoint_file_can_be_resumed_into_another_folder(tmp_path, data, uninterrupted):
     run_b = tmp_path / "b"
     run(train_command(data, run_b, "--epochs", 2, "--knn-every", 1, "--max-steps", 3))
@@ -162,8 +199,8 @@ def test_resume_without_metrics_jsonl_gives_the_same_epoch_record_and_final_line
     resumed = run(resume_command(run_b, "--max-steps", 0))
     assert done_line(resumed) == done_line(process_a)
     assert "(untrained encoder: " in done_line(resumed)
-    assert [r[0] for r in metrics(run_b)] == ["step", "step", "epoch", "final"]       # steps 7 and 8 only
-    assert metrics(run_b)[-2:] == metrics(run_a)[-2:]             # the epoch record averages steps 5 to 8
+    assert [r[0] for r in metrics(run_b)] == ["step", "step", "epoch", "instruments", "final"]   # steps 7, 8 only
+    assert metrics(run_b)[-3:] == metrics(run_a)[-3:]             # the epoch record averages steps 5 to 8
     assert_same_final_state(run_a, run_b)
 
 

@@ -123,7 +123,8 @@ def test_metrics_jsonl_has_step_knn_epoch_and_final_records(finished_run):
     run_dir, _ = finished_run
     records = read_metrics(run_dir)
     kinds = [r["kind"] for r in records]
-    assert kinds == ["knn"] + ["step"] * 3 + ["epoch"] + ["step"] * 3 + ["epoch", "final"]
+    assert kinds == ["knn", "instruments"] + ["step"] * 3 + ["epoch", "instruments"] + ["step"] * 3 + [
+        "epoch", "instruments", "final"]
 
     untrained = records[0]
     assert untrained["untrained"] is True and untrained["global_step"] == 0
@@ -135,6 +136,7 @@ def test_metrics_jsonl_has_step_knn_epoch_and_final_records(finished_run):
         assert np.isfinite(r["loss"]) and r["loss"] > 0
         assert 0.0 <= r["acc1"] <= 100.0
         assert r["images_per_s"] > 0
+        assert r["m"] == 0.99                            # the fixed --moco-m (no --moco-m-cos)
     # cosine schedule, set once per epoch: lr·½(1 + cos(π·epoch/epochs))
     assert [r["lr"] for r in steps] == pytest.approx([0.03] * 3 + [0.015] * 3)   # default --lr 0.03
 
@@ -142,6 +144,12 @@ def test_metrics_jsonl_has_step_knn_epoch_and_final_records(finished_run):
     assert [(r["epoch"], r["global_step"], r["complete"]) for r in epochs] == [(0, 3, True), (1, 6, True)]
     assert all(0.0 <= r["knn_top1"] <= 100.0 for r in epochs)   # --knn-every 1
     assert epochs[1]["loss"] == pytest.approx(np.mean([r["loss"] for r in steps[3:]]))
+
+    measured = [r for r in records if r["kind"] == "instruments"]
+    assert [(r["epoch"], r["global_step"]) for r in measured] == [(0, 0), (1, 3), (2, 6)]
+    assert measured[0]["key_drift"] is None and all(np.isfinite(r["key_drift"]) for r in measured[1:])
+    assert all(np.isfinite(r[name]) for r in measured for name in ("alignment", "uniformity", "feature_std",
+                                                                    "logit_pos", "logit_neg"))
 
     final = records[-1]
     assert final["epoch"] == 2 and final["global_step"] == 6
