@@ -15,3 +15,11 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint file is missing, unreadable or does not match the model."""
+
+
+class RunDirectoryError(UserError):
+    """The run directory cannot be written: read-only, full, not permitted, deleted, or held by another run."""
+
+
+class RunInUse(RunDirectoryError):
+    """Another process holds the run directory's lock: it is training into that directory now."""

@@ -48,6 +48,12 @@ generators stay identical everywhere.  Rank 0 alone prints, writes config.json, 
 the checkpoints (after a barrier: every process has finished the step) and runs the kNN monitor;
 the logged loss and accuracy are means over the processes.  A checkpoint records W and resumes
 only with the same W.
+
+What a run survives (see moco_ref/run_directory.py and moco_ref/stopping.py): the writer holds the run
+directory's lock for the whole run, so a second run into it is refused; before the first step it checks
+that the directory takes files and has room for two checkpoints; every write that fails (no space, a
+read-only or deleted directory, no permission) stops training with one line, the last checkpoint kept;
+SIGINT and SIGTERM stop after the current step with a checkpoint of that step (``run(stop=...)``).
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ import numpy as np
 
 from backends import get_backend, to_numpy
 from moco_ref.augment import make_pipeline
-from moco_ref.checkpoint import load_checkpoint, save_checkpoint
+from moco_ref.checkpoint import load_checkpoint, save_checkpoint, write_atomically
 from moco_ref.config import TrainConfig
 from moco_ref.augment.params import Share
 from moco_ref.data import check_batchable, load_dataset
@@ -75,6 +81,8 @@ from moco_ref.moco import MoCo
 from moco_ref.momentum import momentum_at_step
 from moco_ref.optim import learning_rate
 from moco_ref.progress import Progress
+from moco_ref.run_directory import RunLock, check_room, check_writable, remove_temporary_files, writing
+from moco_ref.stopping import StoppedBySignal, agreed_signal
 
 
 class NonFiniteLoss(UserError):
@@ -103,6 +111,20 @@ class LoggedSums:
 
     def mean_acc1_percent(self) -> float | None:
         return 100.0 * self.acc1 / self.count if self.count else None
+
+
+def _complete_records(text: str) -> list[tuple[str, dict]]:
+    """(line, record) for each line of metrics.jsonl that is a whole JSON object.  A line cut short (a
+    full disk, a kill in the middle of a write) is dropped rather than stopping the resume."""
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append((line, record))
+    return records
 
 
 def _rng_state(rng: np.random.Generator) -> dict:
@@ -140,6 +162,9 @@ class Trainer:
         self.epoch_start_data_state = _rng_state(self.data_rng)
         self.logged = LoggedSums()            # of the current epoch
         self.knn_top1_untrained = None        # measured before the first step, reported in the final record
+        self.saved_step = None                # the global step of the latest checkpoint written or restored
+        self.stop = None                      # what run() looks at after each step (moco_ref.stopping.StopSignals)
+        self.stopped_by = None                # the signal all processes agreed to stop for, once they did
         self.instruments = self._make_instruments() if self.writer and config.knn_every else None
 
     # ------------------------------------------------------------------ set-up
@@ -208,10 +233,21 @@ class Trainer:
                 f"{broken[0]} became inf or nan by step {self.global_step} "
                 f"(epoch {self.epoch + (1 if self.step_in_epoch else 0)}); training "
                 f"stopped {self._kept()}; try a lower --lr")
-        path = save_checkpoint(self.run_dir / "checkpoint_last.npz", arrays, self.checkpoint_meta())
+        meta = self.checkpoint_meta()
+        path = self.run_dir / "checkpoint_last.npz"
+        with self._writing(path):
+            save_checkpoint(path, arrays, meta)
+        self.saved_step = self.global_step
         if self.config.save_every and self.step_in_epoch == 0 and self.epoch % self.config.save_every == 0:
-            save_checkpoint(self.run_dir / f"checkpoint_{self.epoch:04d}.npz", arrays, self.checkpoint_meta())
+            kept = self.run_dir / f"checkpoint_{self.epoch:04d}.npz"
+            with self._writing(kept):
+                save_checkpoint(kept, arrays, meta)
         return path
+
+    def checkpoint_bytes(self) -> int:
+        """About the size of one checkpoint file: the bytes of its arrays, a header each, and the metadata."""
+        arrays = [*self.model.state_dict().values(), *self.model.optimizer.state_dict().values()]
+        return sum(int(a.nbytes) for a in arrays) + 256 * len(arrays) + 64 * 1024
 
     def restore(self, path) -> None:
         """Continues from the checkpoint at ``path``: model, optimiser, position, generators, logged sums.
@@ -232,7 +268,7 @@ class Trainer:
         except (KeyError, ValueError) as error:
             raise CheckpointError(f"{path} does not match this model: {error}") from None
         self.epoch, self.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
-        self.global_step = meta["global_step"]
+        self.global_step = self.saved_step = meta["global_step"]
         self.epoch_start_data_state = meta["rng"]["data_epoch_start"]
         self.logged = LoggedSums(**meta.get("logged_this_epoch", {}))
         self.knn_top1_untrained = meta.get("knn_top1_untrained")
@@ -242,17 +278,29 @@ class Trainer:
         _set_rng_state(self.model.shuffle_rng, meta["rng"]["shuffle"])
 
     # -------------------------------------------------------------------- run
+    def _writing(self, path):
+        """The context of every write into the run directory: an OSError in it ends training with one line
+        that names ``path``, the cause and what is kept (moco_ref.run_directory.writing)."""
+        outcome = f"training stopped at step {self.global_step} {self._kept()}"
+        if (self.run_dir / "checkpoint_last.npz").exists():
+            outcome += f"; once that is fixed, continue with --resume {self.run_dir}"
+        return writing(path, self.run_dir, outcome)
+
     def write_json(self, name: str, obj) -> None:
+        """Writes run_dir/name atomically (a kill never leaves half a config.json)."""
         if not self.writer:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / name).write_text(json.dumps(obj, indent=2) + "\n")
+        path, text = self.run_dir / name, json.dumps(obj, indent=2) + "\n"
+        with self._writing(path):
+            write_atomically(path, lambda f: f.write(text.encode("utf-8")))
 
     def append_metrics(self, record: dict) -> None:
         if not self.writer:
             return
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        path = self.run_dir / "metrics.jsonl"
+        with self._writing(path):
+            with open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
 
     def truncate_metrics(self) -> None:
         """On resume, drops records logged after the checkpoint (they will be logged again), and the
@@ -267,8 +315,10 @@ class Trainer:
                                                                and not record.get("complete", True))
             return step > self.global_step or (step == self.global_step and stopped_here)
 
-        kept = [line for line in path.read_text().splitlines() if line.strip() and not superseded(json.loads(line))]
-        path.write_text("".join(line + "\n" for line in kept))
+        kept = [line for line, record in _complete_records(path.read_text()) if not superseded(record)]
+        text = "".join(line + "\n" for line in kept)
+        with self._writing(path):
+            write_atomically(path, lambda f: f.write(text.encode("utf-8")))
 
     def knn(self) -> float | None:
         if self.test_set is None:
@@ -284,12 +334,43 @@ class Trainer:
         return {"kind": "instruments", "epoch": self.epoch, "global_step": self.global_step,
                 **self.instruments.measure(self.model, self.global_step)}
 
-    def run(self) -> dict:
-        """Trains to the configured end; returns a summary dict (also the last line of metrics.jsonl)."""
+    def run(self, stop=None) -> dict:
+        """Trains to the configured end; returns a summary dict (also the last line of metrics.jsonl).
+
+        The writer holds the run directory's lock from here to the end (RunInUse if another process
+        holds it) and checks the directory before the first step (RunDirectoryError).  ``stop`` is looked
+        at after every step: once its ``received`` is a signal number (moco_ref.stopping.StopSignals),
+        that step's checkpoint is saved and StoppedBySignal raised.
+        """
+        self.stop = stop
+        lock = RunLock.acquire(self.run_dir) if self.writer else None
+        try:
+            self._open_run_directory()
+            return self._train_to_the_end()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _open_run_directory(self) -> None:
+        """Rank 0, holding the lock, before anything else is written: the directory must take new files and
+        have room for two checkpoints; the temporary files of a save that was killed go; metrics.jsonl is
+        made to match the checkpoint; config.json is written."""
+        if not self.writer:
+            return
+        check_writable(self.run_dir)
+        present = self.run_dir / "checkpoint_last.npz"
+        check_room(self.run_dir, self.checkpoint_bytes(), present.stat().st_size if present.exists() else 0)
+        for path in remove_temporary_files(self.run_dir):
+            self.log(f"note: removed {path.name}, left by a run that was killed while saving")
+        if self.global_step == 0:     # a fresh run: no records of an earlier, failed start here
+            with self._writing(self.run_dir / "metrics.jsonl"):
+                (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        else:
+            self.truncate_metrics()
+        self.write_json("config.json", self.config.to_dict())
+
+    def _train_to_the_end(self) -> dict:
         c = self.config
-        self.write_json("config.json", c.to_dict())
-        if self.global_step == 0 and self.writer:  # a fresh run: no records of an earlier, failed start here
-            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
         if self.global_step == 0 and self.test_set is not None:
             self.knn_top1_untrained = top1 = self.knn()
             self.log(f"kNN top-1 of the untrained encoder: {top1:.2f}%")
@@ -301,6 +382,9 @@ class Trainer:
             if c.max_steps and self.global_step >= c.max_steps:
                 break
             summary = self.run_epoch()   # each epoch (and a stop within one) ends with a checkpoint
+            if self.stopped_by is not None:
+                self.comm.barrier()      # every process waits until rank 0 has saved, then all stop
+                raise StoppedBySignal(self.stopped_by)
         final = {**summary, "kind": "final", "epoch": self.epoch, "global_step": self.global_step}
         if self.test_set is not None:
             final["knn_top1"] = summary.get("knn_top1") if "knn_top1" in summary else self.knn()
@@ -323,8 +407,12 @@ class Trainer:
         return loss, acc
 
     def _kept(self) -> str:
+        """What a run that stops now leaves: "and the last good checkpoint is kept in RUN (step N)", …"""
         if (self.run_dir / "checkpoint_last.npz").exists():
-            return f"and the last good checkpoint is kept in {self.run_dir}"
+            step = f" (step {self.saved_step})" if self.saved_step is not None else ""
+            return f"and the last good checkpoint is kept in {self.run_dir}{step}"
+        if not self.run_dir.is_dir():
+            return "with nothing kept"
         return "before any checkpoint was written"
 
     def run_epoch(self) -> dict:
@@ -347,7 +435,9 @@ class Trainer:
             self.step_in_epoch += 1
             self.global_step += 1
             images += len(index)
-            stopping = self.step_in_epoch == steps or self.global_step == c.max_steps
+            self.stopped_by = agreed_signal(self.comm, self.stop.received if self.stop else None)  # every step
+            stopping = (self.step_in_epoch == steps or self.global_step == c.max_steps
+                        or self.stopped_by is not None)
             if len(pending) >= c.log_every or stopping:
                 loss, acc = self._gather(pending)
                 pending = []
@@ -358,6 +448,8 @@ class Trainer:
                                      "images_per_s": rate})
                 progress.show(self.step_in_epoch, loss=f"{loss:.3f}", acc=f"{100 * acc:.1f}%",
                               lr=f"{lr:.4f}", img_s=f"{rate:.0f}")
+            if self.stopped_by is not None:
+                break            # a signal: this step is done; the checkpoint below is of it
         progress.close()
         epoch_done = self.step_in_epoch >= steps
         instruments = None

@@ -104,7 +104,10 @@ def test_subprocess_run_exits_0_and_prints_the_summary(finished_run):
 
 def test_run_directory_holds_config_metrics_and_checkpoint(finished_run):
     run_dir, _ = finished_run
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint_last.npz", "config.json", "metrics.jsonl"]
+    names = ["checkpoint_last.npz", "config.json", "metrics.jsonl"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", *names]    # .lock: free once the run ended
+    holder = json.loads((run_dir / ".lock").read_text())
+    assert set(holder) == {"pid", "host", "since"}
 
 
 def test_config_json_records_the_flags_and_the_defaults(finished_run, data):
@@ -389,18 +392,53 @@ def test_resume_of_a_garbage_file(capsys, tmp_path, content):
     assert "allow_pickle" not in line     # no advice to load an unknown file unsafely
 
 
-def test_resume_refuses_to_change_the_architecture(capsys, tmp_path, finished_run):
+def snapshot(run_dir: Path) -> dict:
+    """Every file of a run directory: name -> (bytes, modification time)."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(run_dir.iterdir())}
+
+
+def test_resume_lists_each_flag_it_cannot_change_with_both_values(capsys, tmp_path, finished_run):
     run_dir = tmp_path / "copy"
     shutil.copytree(finished_run[0], run_dir)
-    before = digest(run_dir / "checkpoint_last.npz")
-    code, out, err = run_cli(capsys, "train", "--resume", run_dir, "--arch", "resnet18", "--epochs", "3")
-    error_line(code, err, "--arch cannot change when resuming", "--epochs")
-    assert digest(run_dir / "checkpoint_last.npz") == before
+    before = snapshot(run_dir)
+    code, out, err = run_cli(capsys, "train", "--resume", run_dir, "--arch", "resnet18", "--width", "4",
+                             "--moco-k", "20", "--mlp", "--epochs", "3")
+    line = error_line(code, err, "--resume cannot change ", "--arch (the run's: resnet10, given: resnet18)",
+                      "--width (the run's: 2, given: 4)", "--mlp (the run's: off, given: on)",
+                      "only --epochs, --backend, --knn-every, --log-every, --max-steps, --save-every may change")
+    assert "--moco-k" not in line and "--epochs (" not in line    # the same K, and a resumable flag
+    assert snapshot(run_dir) == before
+
+
+def test_resume_accepts_resumable_flags_and_the_run_s_own_values(capsys, tmp_path, finished_run):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished_run[0], run_dir)
+    code, out, err = run_cli(capsys, "train", "--resume", run_dir, "--arch", "resnet10", "--moco-k", "20",
+                             "--epochs", "3", "--knn-every", "0", "--log-every", "2")
+    assert code == 0, err
+    assert out.startswith("done: 3 epoch(s), 9 steps")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["epochs"], config["knn_every"], config["log_every"]) == (3, 0, 2)
+
+
+@pytest.mark.parametrize("flags", [[], ["--epochs", "1"], ["--max-steps", "4"]], ids=["finished", "past-epochs",
+                                                                                      "past-max-steps"])
+def test_resume_of_a_run_already_there_says_there_is_nothing_to_do(capsys, tmp_path, finished_run, flags):
+    """A run at epoch 2 (6 steps) resumed to --epochs 2 or 1, or to --max-steps 4: one line, exit 0, no file touched."""
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished_run[0], run_dir)
+    before = snapshot(run_dir)
+    code, out, err = run_cli(capsys, "train", "--resume", run_dir, *flags)
+    assert code == 0 and err == "", err
+    assert out.startswith(f"nothing to do: {run_dir / 'checkpoint_last.npz'} has trained "), out
+    assert "nothing was changed" in out and len(out.strip().splitlines()) == 1
+    assert ("--max-steps is 4" in out) if "--max-steps" in flags else ("2 epoch(s) (6 steps)" in out)
+    assert snapshot(run_dir) == before
 
 
 def test_resume_refuses_a_preset(capsys, tmp_path, finished_run):
     code, _, err = run_cli(capsys, "train", "--resume", finished_run[0], "--preset", "cifar-demo")
-    error_line(code, err, "--preset cannot change when resuming")
+    error_line(code, err, "--preset cannot be given with --resume", "only --epochs")
 
 
 def test_a_new_run_into_a_folder_holding_a_run_is_refused(capsys, tmp_path, finished_run, data):
