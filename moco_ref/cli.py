@@ -490,6 +490,13 @@ def bench(suite, backend, quick, out):
     run(suite, backend=backend, quick=quick, out=out, echo=click.echo, command=command)
 
 
+# ------------------------------------------------------------- ablate, show
+from moco_ref.cli_see import ablate_command, show  # noqa: E402  (ablate takes train's options, made above)
+
+cli.add_command(ablate_command(_config_options), "ablate")
+cli.add_command(show, "show")
+
+
 # ------------------------------------------------------------------ entry
 def main(argv=None) -> None:
     """Console entry point: runs the CLI, turning user errors into one line and exit code 2."""

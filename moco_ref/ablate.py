@@ -1,0 +1,470 @@
+"""Ablations: the paper's claims about MoCo as short runs of one recipe that differ in one setting.
+
+    momentum     m ∈ {0, 0.9, 0.99, 0.999}: how consistent the keys must be (the momentum encoder)
+    queue        K ∈ the four largest of 16, 64, 256, … up to the training set: how many negatives
+    shuffle-bn   1 BatchNorm group (plain BN) against S groups with the keys shuffled across them
+                 (split BN, the shuffle-BN stand-in on one device; S = --bn-splits, default 2)
+
+Each setting is a normal run directory DIR/<setting> (config.json, metrics.jsonl,
+checkpoint_last.npz) trained in this process by :class:`moco_ref.train.Trainer`, then measured by
+main_lincls's linear probe with the training features encoded once (the fast ``--no-augment``
+probe of ``moco-ref eval linear``), kept in DIR/<setting>/linear_probe.json.  The table
+(DIR/ablation.md and .json) and the kNN curves (DIR/ablation.png) are made from the run directories
+alone, so an ablation that was interrupted continues where it stopped when the same command runs
+again: a finished run is read back, an unfinished one resumed from its checkpoint exactly as
+``moco-ref train --resume`` would, a run whose loss became NaN is reported as failed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from moco_ref.checkpoint import load_checkpoint
+from moco_ref.config import OPTIONS, RESUMABLE, TrainConfig
+from moco_ref.errors import UserError
+
+# The ablation's one default of its own: the kNN monitor every 2 epochs, for the curves.  The rest is
+# `moco-ref train`'s recipe, 20 epochs included, so the m = 0.99 run of the momentum study is the default
+# run; the 4 runs took 5 min 33 s on a 2-core CPU (measured: README, "See it work").
+DEFAULT_KNN_EVERY = 2
+PROBE_EPOCHS = 100
+ABLATION_DEFAULTS = {"knn_every": DEFAULT_KNN_EVERY}
+
+# MoCo v1 (He et al., 2020), the momentum ablation: ResNet-50, K = 4096, ImageNet linear top-1 (%).
+# None: "fails to train" (the loss oscillates).
+PAPER_MOMENTUM = {0.0: None, 0.9: 55.2, 0.99: 57.8, 0.999: 59.0, 0.9999: 58.9}
+PAPER_MOMENTUM_SOURCE = "MoCo v1 (He et al., 2020): ResNet-50, K = 4096, ImageNet linear top-1"
+
+PROBE_FILE, FAILED_FILE = "linear_probe.json", "failed.json"
+
+
+@dataclass(frozen=True)
+class Study:
+    """One ablation: the configuration field it varies and the question it asks."""
+
+    name: str
+    field: str
+    column: str            # the table's first column
+    question: str
+
+    def default_values(self, base: TrainConfig, train_size: int) -> list:
+        if self.field == "m":
+            return [0.0, 0.9, 0.99, 0.999]
+        if self.field == "K":
+            powers = [16 * 4 ** i for i in range(12) if 16 * 4 ** i <= train_size] or [16]
+            return powers[-4:]
+        return [1, base.bn_splits if base.bn_splits > 1 else 2]
+
+    def run_name(self, value) -> str:
+        return {"m": f"m-{value:g}", "K": f"K-{value}", "bn_splits": f"bn-splits-{value}"}[self.field]
+
+    def setting(self, value) -> str:
+        if self.field == "m":
+            return f"m = {value:g}"
+        if self.field == "K":
+            return f"K = {value}"
+        return "1 (plain BN)" if value == 1 else f"{value} (split BN, keys shuffled)"
+
+    def parse(self, text: str) -> list:
+        """``--values`` ("0,0.9,0.99"): the values, checked against the field's declared range."""
+        declared = OPTIONS[self.field]
+        kind = float if self.field == "m" else int
+        try:
+            values = [kind(v) for v in text.replace(" ", "").split(",") if v]
+        except ValueError:
+            raise UserError(f"--values {text!r}: give {'numbers' if kind is float else 'integers'} "
+                            f"separated by commas") from None
+        if not values:
+            raise UserError(f"--values {text!r} names no value")
+        low, high = declared.at_least, declared.at_most
+        for v in values:
+            if (low is not None and v < low) or (high is not None and v > high):
+                allowed = f"at least {low:g}" + (f" and at most {high:g}" if high is not None else "")
+                raise UserError(f"--values: {v:g} is not a possible {declared.flag}, which must be {allowed}")
+        return list(dict.fromkeys(values))   # in the order given, without repeats
+
+
+STUDIES = {
+    "momentum": Study("momentum", "m", "m", "how consistent must the negatives be? (the key encoder's momentum m)"),
+    "queue": Study("queue", "K", "K", "how many negatives? (the queue size K)"),
+    "shuffle-bn": Study("shuffle-bn", "bn_splits", "BN groups",
+                        "can BatchNorm leak the positive? (1 BatchNorm group against S with the keys shuffled "
+                        "across them)"),
+}
+
+
+@dataclass
+class Outcome:
+    """One run of an ablation, as read back from its run directory (accuracies in %)."""
+
+    value: float
+    setting: str
+    run_dir: str
+    status: str                              # "finished" or "failed"
+    knn_top1: float | None = None
+    knn_top1_untrained: float | None = None
+    knn_curve: dict = field(default_factory=lambda: {"epochs": [], "top1": []})
+    linear_top1: float | None = None
+    loss: float | None = None
+    acc1: float | None = None
+    train_seconds: float = 0.0
+    epochs: int = 0
+    global_step: int = 0
+    error: str | None = None
+
+
+# ------------------------------------------------------------------ the runs
+def base_config(given: dict, preset_values: dict) -> TrainConfig:
+    """`moco-ref train`'s defaults, then the ablation's, the preset's and the flags given."""
+    return TrainConfig.from_dict({**TrainConfig().to_dict(), **ABLATION_DEFAULTS, **preset_values, **given})
+
+
+def _check_same_recipe(stored: TrainConfig, wanted: TrainConfig, run_dir: Path) -> None:
+    changed = [name for name in OPTIONS if name not in RESUMABLE and getattr(stored, name) != getattr(wanted, name)]
+    if changed:
+        name = changed[0]
+        raise UserError(f"{run_dir} holds a run with {OPTIONS[name].flag} {getattr(stored, name)}, this ablation "
+                        f"asks for {getattr(wanted, name)}; give the flags of that ablation again, or another --out")
+
+
+def _records(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _finished(run_dir: Path, meta: dict, config: TrainConfig) -> bool:
+    """The checkpoint is at the configured end and the run wrote its final record there."""
+    at_end = (meta["epoch"] >= config.epochs and meta["step_in_epoch"] == 0) or bool(
+        config.max_steps and meta["global_step"] >= config.max_steps)
+    records = _records(run_dir)
+    return at_end and bool(records) and records[-1].get("kind") == "final" and \
+        records[-1].get("global_step") == meta["global_step"]
+
+
+def train_run(config: TrainConfig, run_dir: Path, log, stop=None) -> str:
+    """Brings ``run_dir`` to the end of ``config``'s training; returns "new", "resumed" or "finished".
+
+    A finished run is left as it is; an unfinished one continues from its checkpoint (only the
+    settings ``moco-ref train --resume`` may change can differ from the stored recipe).  ``stop``:
+    as ``Trainer.run``'s (a signal ends the run after a step, with a checkpoint of that step).
+    """
+    from moco_ref.train import Trainer
+
+    checkpoint = run_dir / "checkpoint_last.npz"
+    if not checkpoint.exists():
+        Trainer(config, run_dir, log=log).run(stop=stop)
+        return "new"
+    _, meta = load_checkpoint(checkpoint)
+    _check_same_recipe(TrainConfig.from_dict(meta.get("config", {})), config, run_dir)
+    if meta["epoch"] > config.epochs:
+        raise UserError(f"{run_dir} holds {meta['epoch']} epochs, more than --epochs {config.epochs}; "
+                        f"give --epochs {meta['epoch']} or another --out")
+    if _finished(run_dir, meta, config):
+        return "finished"
+    trainer = Trainer(config, run_dir, log=log)
+    trainer.restore(checkpoint)                  # run() then drops the records logged after this checkpoint
+    log(f"resuming {run_dir} at epoch {trainer.epoch + 1}, step {trainer.global_step}")
+    trainer.run(stop=stop)
+    return "resumed"
+
+
+def probe_run(run_dir: Path, probe_epochs: int, log) -> dict | None:
+    """main_lincls's linear probe of the run's encoder_q (features encoded once); kept in linear_probe.json.
+
+    Read back when it was measured on the same checkpoint step with the same epochs.  None when the
+    data has no labels or no held-out split.
+    """
+    from moco_ref.data import load_dataset
+    from moco_ref.evaluation.linear import linear_probe
+    from moco_ref.runs import load_run
+
+    run = load_run(run_dir)
+    path = run_dir / PROBE_FILE
+    if path.is_file():
+        kept = json.loads(path.read_text())
+        if kept.get("global_step") == run.meta["global_step"] and kept.get("epochs") == probe_epochs:
+            return kept
+    c = run.config
+    try:
+        train = load_dataset(c.data, "train", c.image_size, c.seed)
+        test = load_dataset(c.data, "test", c.image_size, c.seed)
+    except UserError as error:
+        log(f"note: no linear probe: {error}")
+        return None
+    if train.labels is None or test.labels is None:
+        log("note: no linear probe: the data has no labels")
+        return None
+    log(f"linear probe of {run_dir.name}: {probe_epochs} epochs, features encoded once")
+    result = linear_probe(run.encoder_q, train, test, run.encoder_q.backend, epochs=probe_epochs, augment=False)
+    result["global_step"] = run.meta["global_step"]
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def read_outcome(study: Study, value, run_dir: Path, probe: dict | None) -> Outcome:
+    """The table row of one run directory."""
+    from moco_ref.plot import curves
+
+    outcome = Outcome(value=value, setting=study.setting(value), run_dir=str(run_dir), status="finished")
+    failed = run_dir / FAILED_FILE
+    if failed.is_file():
+        outcome.status, outcome.error = "failed", json.loads(failed.read_text())["error"]
+    records = _records(run_dir)
+    epochs_done = [r for r in records if r.get("kind") == "epoch"]
+    finals = [r for r in records if r.get("kind") == "final"]
+    outcome.train_seconds = sum(r.get("seconds", 0.0) for r in epochs_done)
+    if epochs_done:
+        outcome.loss, outcome.acc1 = epochs_done[-1].get("loss"), epochs_done[-1].get("acc1")
+        outcome.global_step = epochs_done[-1].get("global_step", 0)
+    if finals:
+        outcome.knn_top1 = finals[-1].get("knn_top1")
+        outcome.knn_top1_untrained = finals[-1].get("knn_top1_untrained")
+        outcome.epochs, outcome.global_step = finals[-1]["epoch"], finals[-1]["global_step"]
+    if records:
+        epochs, top1 = curves(records)["knn"]
+        outcome.knn_curve = {"epochs": epochs, "top1": top1}
+    if probe is not None:
+        outcome.linear_top1 = probe["top1"]
+    return outcome
+
+
+def run_ablation(study_name: str, base: TrainConfig, out_dir, values=None, probe_epochs: int = PROBE_EPOCHS,
+                 log=None, stop=None) -> dict:
+    """Trains (or resumes, or reads back) every run of the study; returns the report (see ``write_report``).
+
+    ``stop`` (moco_ref.stopping.StopSignals): once it has received a signal, the run in progress ends
+    after its current step with a checkpoint, and StoppedBySignal is raised; a signal received while a
+    run is probed stops before the next run starts.
+    """
+    from moco_ref.data import check_batchable, load_dataset
+    from moco_ref.stopping import StoppedBySignal
+    from moco_ref.train import NonFiniteLoss
+
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    study = STUDIES[study_name]
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    train_set = load_dataset(base.data, "train", base.image_size, base.seed)
+    if values is None:
+        values = study.default_values(base, len(train_set))
+    planned = [(value, TrainConfig.from_dict({**base.to_dict(), study.field: value}), out_dir / study.run_name(value))
+               for value in values]
+    for _, config, run_dir in planned:     # what would stop a later run is refused before anything trains
+        check_batchable(train_set, config.batch_size, config.bn_splits)
+        if (run_dir / "checkpoint_last.npz").exists():
+            _check_same_recipe(TrainConfig.from_dict(load_checkpoint(run_dir / "checkpoint_last.npz")[1]
+                                                     .get("config", {})), config, run_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outcomes = []
+    for number, (value, config, run_dir) in enumerate(planned, start=1):
+        if stop is not None and stop.received is not None:
+            raise StoppedBySignal(stop.received)
+        log(f"ablate {study.name}: run {number}/{len(values)}, {study.setting(value)}, in {run_dir}")
+        probe = None
+        if not (run_dir / FAILED_FILE).is_file():
+            try:
+                if train_run(config, run_dir, log, stop) == "finished":
+                    log(f"{run_dir} is finished: read back")
+                probe = probe_run(run_dir, probe_epochs, log) if probe_epochs else None
+            except NonFiniteLoss as error:
+                log(f"{study.setting(value)} failed: {error}")
+                (run_dir / FAILED_FILE).write_text(json.dumps({"error": str(error)}) + "\n")
+        else:
+            log(f"{run_dir} failed before (its {FAILED_FILE} says why); delete the folder to try it again")
+        outcomes.append(read_outcome(study, value, run_dir, probe))
+    return {"study": study.name, "varied": study.field, "flag": OPTIONS[study.field].flag,
+            "question": study.question, "values": list(values), "config": base.to_dict(),
+            "probe_epochs": probe_epochs, "rows": [asdict(o) for o in outcomes],
+            "shape": shape_line(study, outcomes, probe_epochs > 0),
+            "paper": ({"source": PAPER_MOMENTUM_SOURCE, "linear_top1": {f"{m:g}": top1 for m, top1 in
+                                                                        PAPER_MOMENTUM.items()}}
+                      if study.field == "m" else None),
+            "seconds": time.perf_counter() - started, "out": str(out_dir)}
+
+
+# ------------------------------------------------------------------ the shape against the paper
+def _score(outcome: Outcome, use_linear: bool) -> float:
+    """The accuracy a row is ranked by: its linear probe (or kNN); a failed run ranks lowest."""
+    value = outcome.linear_top1 if use_linear else outcome.knn_top1
+    return -math.inf if outcome.status == "failed" or value is None else value
+
+
+def _order(scores: dict) -> str:
+    """"0.99 > 0.999 = 0.9 > 0": the values from the highest score to the lowest, ties joined by "="."""
+    ranked = sorted(scores, key=lambda v: -scores[v])
+    text = f"{ranked[0]:g}"
+    for before, value in zip(ranked, ranked[1:]):
+        text += f" {'=' if scores[value] == scores[before] else '>'} {value:g}"
+    return text
+
+
+def _extreme(scores: dict, pick) -> list:
+    """The values whose score is the maximum (``pick = max``) or the minimum, ties included."""
+    target = pick(scores.values())
+    return [v for v in scores if scores[v] == target]
+
+
+def _paper_top1(m: float):
+    """The paper's top-1 for m (None = fails to train), or a KeyError when the paper did not run m."""
+    for paper_m, top1 in PAPER_MOMENTUM.items():
+        if math.isclose(paper_m, m, abs_tol=1e-12):
+            return top1
+    raise KeyError(m)
+
+
+def shape_line(study: Study, outcomes: list[Outcome], probed: bool) -> str:
+    """One honest sentence, computed from the numbers, on whether the shape of the results is the paper's."""
+    use_linear = probed and all(o.linear_top1 is not None for o in outcomes if o.status == "finished")
+    metric = "linear top-1" if use_linear else "kNN top-1"
+    ours = {o.value: _score(o, use_linear) for o in outcomes}
+    if study.field == "m":
+        paper = {}
+        for m in ours:
+            try:
+                top1 = _paper_top1(m)
+            except KeyError:
+                continue
+            paper[m] = -math.inf if top1 is None else top1
+        ours = {m: s for m, s in ours.items() if m in paper}
+        if len(ours) < 2:
+            return "shape: fewer than two of the paper's m values were run; nothing to compare"
+        best_here, best_paper = _extreme(ours, max), max(paper, key=paper.get)
+        low_here, low_paper = _extreme(ours, min), min(paper, key=paper.get)
+        here = {name: " and ".join(f"{v:g}" for v in values) for name, values in
+                (("best", best_here), ("low", low_here))}
+        best = (f"best at m = {best_paper:g} in both" if best_here == [best_paper] else
+                f"best at m = {here['best']} here, at {best_paper:g} in the paper")
+        fails = " (where the paper's run fails)" if low_paper == 0 else ""
+        low = (f"m = {low_paper:g} lowest in both{fails}" if low_here == [low_paper] else
+               f"lowest at m = {here['low']} here, at {low_paper:g} in the paper{fails}")
+        order = ("the same order as the paper" if _order(ours) == _order(paper) else
+                 f"order here {_order(ours)}, in the paper {_order(paper)}")
+        return f"shape ({metric} here, ImageNet linear top-1 in the paper): {best}; {low}; {order}"
+    if study.field == "K":
+        ks = sorted(ours)
+        path = " → ".join("failed" if ours[k] == -math.inf else f"{ours[k]:.1f}" for k in ks)
+        if len(ks) < 2:
+            return f"shape: one K only ({metric} {path}); nothing to compare"
+        rises = all(ours[b] > ours[a] for a, b in zip(ks, ks[1:]))
+        best = " and ".join(map(str, _extreme(ours, max)))
+        verdict = ("rises with K at every step here, as in the paper" if rises else
+                   f"does not rise at every step here (best at K = {best}); in the paper accuracy rises with K")
+        return f"shape: {metric} {verdict} (K {ks[0]} → {ks[-1]}: {path} %)"
+    plain = [o for o in outcomes if o.value == 1 and o.status == "finished"]
+    split = [o for o in outcomes if o.value != 1 and o.status == "finished"]
+    if not plain or not split:
+        return "shape: the comparison needs a finished run with 1 BN group and one with more"
+    parts = []
+    for other in split:
+        p, s = plain[0], other
+        higher_pretext = (p.acc1 or 0) > (s.acc1 or 0)
+        worse = _score(p, use_linear) < _score(s, use_linear)
+        seen = {(True, True): "both seen here", (False, False): "neither seen here",
+                (True, False): "only the higher pretext accuracy seen here",
+                (False, True): "only the worse representation seen here"}[(higher_pretext, worse)]
+        parts.append(f"1 group against {s.value}: instance accuracy {p.acc1:.1f} % vs {s.acc1:.1f} %, {metric} "
+                     f"{_score(p, use_linear):.1f} % vs {_score(s, use_linear):.1f} %; the paper's sign of the "
+                     f"cheat (higher pretext accuracy, worse representation without shuffle BN): {seen}")
+    return "shape: " + "; ".join(parts)
+
+
+# ------------------------------------------------------------------ the table and the picture
+def _number(value, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _recipe(config: dict, study: Study) -> str:
+    """The settings every run shares, in words (the varied one left out)."""
+    c = TrainConfig.from_dict(config)
+    parts = {"arch": f"{c.arch} width {c.width}", "data": f"data {c.data}", "epochs": f"{c.epochs} epochs",
+             "max_steps": f"at most {c.max_steps} steps" if c.max_steps else "", "batch_size": f"batch {c.batch_size}",
+             "lr": f"lr {c.lr:g}{' cosine' if c.cos else ''}", "K": f"K {c.K}", "m": f"m {c.m:g}", "T": f"T {c.T:g}",
+             "bn_splits": f"{c.bn_splits} BN groups", "aug": f"aug {c.aug}", "seed": f"seed {c.seed}",
+             "backend": f"backend {c.backend}"}
+    return ", ".join(text for name, text in parts.items() if text and name != study.field)
+
+
+def markdown(report: dict) -> str:
+    """The report as Markdown: the recipe, the table (with the paper's column for momentum), notes, the shape."""
+    study = STUDIES[report["study"]]
+    rows = [Outcome(**row) for row in report["rows"]]
+    paper = report["paper"] is not None
+    header = [study.column, "kNN top-1 (%)", "linear top-1 (%)", "loss", "instance acc. (%)", "train time (s)"]
+    if paper:
+        header.append("paper (%)")
+    lines = [f"# moco-ref ablate {study.name}", "", f"{study.question[0].upper()}{study.question[1:]}", "",
+             f"Every run: {_recipe(report['config'], study)}; only {report['flag']} differs.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        failed = row.status == "failed"
+        cells = [row.setting, "failed" if failed else _number(row.knn_top1),
+                 "failed" if failed else _number(row.linear_top1), _number(row.loss, 3), _number(row.acc1),
+                 f"{row.train_seconds:.0f}"]
+        if paper:
+            try:
+                top1 = _paper_top1(row.value)
+                cells.append("fails" if top1 is None else f"{top1:.1f}")
+            except KeyError:
+                cells.append("—")
+        lines.append("| " + " | ".join(cells) + " |")
+    untrained = next((r.knn_top1_untrained for r in rows if r.knn_top1_untrained is not None), None)
+    lines += ["", f"kNN top-1: k = {TrainConfig.from_dict(report['config']).knn_k} on the held-out split after the "
+              f"last epoch" + (f" (the untrained encoder: {untrained:.1f} %)" if untrained is not None else "") + ". "
+              f"Linear top-1: main_lincls's probe (SGD lr 30, momentum 0.9, {report['probe_epochs']} epochs, lr ×0.1 "
+              f"at 60 % and 80 %), training features encoded once (--no-augment), the final classifier. Loss and "
+              f"instance accuracy: the last epoch's mean InfoNCE loss and (K+1)-way accuracy. Train time: the "
+              f"epochs' wall time, without the kNN monitor and the probe."]
+    if study.field == "K":
+        lines += ["", "The loss is not comparable across K: its chance level log(K+1) grows with K."]
+    if paper:
+        rest = [f"m = {m:g}: {'fails' if top1 is None else f'{top1:.1f}'}" for m, top1 in PAPER_MOMENTUM.items()
+                if not any(math.isclose(m, r.value, abs_tol=1e-12) for r in rows)]
+        also = f" Also in the paper: {'; '.join(rest)}." if rest else ""
+        lines += ["", f"Paper: {PAPER_MOMENTUM_SOURCE} (%).{also}"]
+    lines += ["", report["shape"] + "."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, out_dir) -> list[Path]:
+    """Writes DIR/ablation.md and DIR/ablation.json; returns their paths."""
+    out_dir = Path(out_dir)
+    md, js = out_dir / "ablation.md", out_dir / "ablation.json"
+    md.write_text(markdown(report))
+    js.write_text(json.dumps(report, indent=2) + "\n")
+    return [md, js]
+
+
+def draw_curves(report: dict, out) -> Path:
+    """The kNN top-1 of every run against epochs completed, one line a setting, to the PNG ``out``."""
+    from moco_ref.plot import _load_matplotlib
+
+    Figure, FigureCanvasAgg, MaxNLocator = _load_matplotlib()
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    for row in report["rows"]:
+        epochs, top1 = row["knn_curve"]["epochs"], row["knn_curve"]["top1"]
+        if not epochs:
+            continue
+        end = "failed" if row["status"] == "failed" else f"{top1[-1]:.1f} %"
+        ax.plot(epochs, top1, marker="o", markersize=4, linewidth=1.5, label=f"{row['setting']}: {end}")
+    ax.set_title(f"moco-ref ablate {report['study']}: kNN top-1 on the held-out split")
+    ax.set_xlabel("epochs completed")
+    ax.set_ylabel("kNN top-1 (%)")
+    measured = sorted({e for row in report["rows"] for e in row["knn_curve"]["epochs"]})
+    if 0 < len(measured) <= 25:
+        ax.set_xticks(measured)                       # the epochs the monitor measured
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+    if ax.lines:
+        ax.legend(loc="best", fontsize=9)
+    figure.savefig(out, dpi=100)
+    return Path(out)
