@@ -6,7 +6,9 @@ changes.  Imported only when CuPy arrays first reach a primitive.  Measured on a
 width 64, batch 512; benchmarks/RESULTS.md, "The GPU"): CuPy's ``einsum`` of BatchNorm's channel
 sums took 72 % of the step (12.2 ms for one sum over 512×32×32×64, 0.10 ms as products with a
 vector of ones); with the fused kernels BatchNorm went from 51 to 32 ms a step and im2col from
-37.3 to 31.5 ms.  The kernels are compiled by CuPy on first use and cached on disk.
+37.3 to 31.5 ms.  (Those kernels fused x − μ into the normalisation pass; since the layers were rewritten
+on these primitives, x − μ is written once and reused, one more pass over memory on the GPU, not yet
+measured there.)  The kernels are compiled by CuPy on first use and cached on disk.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ import cupy
 
 from backends import ops
 
-# Σ (x − μ)²'s element-wise part, summed afterwards (the two-pass variance).
-_centred_square = cupy.ElementwiseKernel(
-    "T x, T mean", "T out", "T d = x - mean; out = d * d", "moco_bn_centred_square")
+# x − μ and (x − μ)² in one pass; the squares are summed afterwards (the two-pass variance).
+_centre = cupy.ElementwiseKernel(
+    "T x, T mean", "T d, T d2", "d = x - mean; d2 = d * d", "moco_bn_centre")
 
 # x̂ = (x − μ)/σ (kept for the backward) and y = γ·x̂ + β in one pass.
-_normalize_affine = cupy.ElementwiseKernel(
-    "T x, T mean, T inv_std, T gamma, T beta", "T x_hat, T y",
-    "x_hat = (x - mean) * inv_std; y = x_hat * gamma + beta", "moco_bn_normalize_affine")
+_scale_shift = cupy.ElementwiseKernel(
+    "T d, T inv_std, T gamma, T beta", "T x_hat, T y",
+    "x_hat = d * inv_std; y = x_hat * gamma + beta", "moco_bn_scale_shift")
 
 # ∂L/∂x = γ/σ · (g − mean(g) − x̂·mean(g·x̂)) in one pass.
 _bn_input_grad = cupy.ElementwiseKernel(
@@ -47,13 +49,13 @@ def channel_sums(a, b=None):
     return _sums_by_matvec(a if b is None else a * b)
 
 
-def centred_square_sums(x, mean):
-    return _sums_by_matvec(_centred_square(x, _per_group(mean, x.shape[3])))
+def centre(x, mean):
+    d, d2 = _centre(x, _per_group(mean, x.shape[3]))
+    return d, _sums_by_matvec(d2)
 
 
-def normalize_affine(x, mean, inv_std, gamma, beta):
-    C = x.shape[3]
-    return _normalize_affine(x, _per_group(mean, C), _per_group(inv_std, C), gamma, beta)
+def scale_shift_(centred, inv_std, gamma, beta):
+    return _scale_shift(centred, _per_group(inv_std, centred.shape[3]), gamma, beta)
 
 
 def batchnorm_input_grad(g, x_hat, g_mean, gx_mean, scale):
@@ -92,4 +94,4 @@ def im2col(x, kh: int, kw: int, stride: int, padding: int):
 
 
 # ReLU stays the plain maximum(x, 0): one CuPy kernel already.
-FAST = {f.__name__: f for f in (channel_sums, centred_square_sums, normalize_affine, batchnorm_input_grad, im2col)}
+FAST = {f.__name__: f for f in (channel_sums, centre, scale_shift_, batchnorm_input_grad, im2col)}

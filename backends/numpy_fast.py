@@ -37,18 +37,18 @@ def channel_sums(a, b=None):
     return xp.einsum("agpc->gc", a) if b is None else xp.einsum("agpc,agpc->gc", a, b)
 
 
-def centred_square_sums(x, mean):
+def centre(x, mean):
     xp = get_array_module(x)
     d = (_flat(x) - _rows(mean, x.shape)).reshape(x.shape)
-    return xp.einsum("agpc,agpc->gc", d, d)
+    return d, xp.einsum("agpc,agpc->gc", d, d)
 
 
-def normalize_affine(x, mean, inv_std, gamma, beta):
-    x_hat = _flat(x) - _rows(mean, x.shape)      # a new array, so the passes below may work in place
-    x_hat *= _rows(inv_std, x.shape)
-    y = x_hat * _rows(gamma, x.shape)
-    y += _rows(beta, x.shape)
-    return x_hat.reshape(x.shape), y.reshape(x.shape)
+def scale_shift_(centred, inv_std, gamma, beta):
+    x_hat = _flat(centred)
+    x_hat *= _rows(inv_std, centred.shape)       # over the centred array, as the primitive allows
+    y = x_hat * _rows(gamma, centred.shape)
+    y += _rows(beta, centred.shape)              # in place on the array made just above
+    return x_hat.reshape(centred.shape), y.reshape(centred.shape)
 
 
 def batchnorm_input_grad(g, x_hat, g_mean, gx_mean, scale):
@@ -64,4 +64,4 @@ def relu(x):
     return x * mask, mask
 
 
-FAST = {f.__name__: f for f in (channel_sums, centred_square_sums, normalize_affine, batchnorm_input_grad, relu)}
+FAST = {f.__name__: f for f in (channel_sums, centre, scale_shift_, batchnorm_input_grad, relu)}

@@ -71,25 +71,32 @@ def channel_sums(a, b=None):
     return (a if b is None else a * b).sum(axis=(0, 2))
 
 
-@primitive
-def centred_square_sums(x, mean):
-    """Σ (x − μ)² over the samples and pixels of each group: (A, S, P, C), μ (S, C) -> (S, C)."""
-    d = x - _per_group(mean, x.shape[1], x.shape[3])
-    return (d * d).sum(axis=(0, 2))
-
-
 # ------------------------------------------------------------------ BatchNorm's element-wise passes
 @primitive
-def normalize_affine(x, mean, inv_std, gamma, beta):
-    """x̂ = (x − μ)·(1/σ) and y = γ·x̂ + β, per group and channel.
+def centre(x, mean):
+    """x − μ per group and channel, and Σ (x − μ)² over each group's samples and pixels.
 
     Args:
-        x: (A, S, P, C).  mean, inv_std: (S, C) or (C,).  gamma, beta: (C,).
+        x: (A, S, P, C).  mean: (S, C) or (C,).
+    Returns:
+        (x − μ (A, S, P, C), Σ (x − μ)² (S, C)).
+    """
+    d = x - _per_group(mean, x.shape[1], x.shape[3])
+    return d, (d * d).sum(axis=(0, 2))
+
+
+@primitive
+def scale_shift_(centred, inv_std, gamma, beta):
+    """x̂ = (x − μ)·(1/σ) and y = γ·x̂ + β, per group and channel; x̂ may be written over ``centred``
+    (the trailing underscore: the caller hands that array over and does not use it again).
+
+    Args:
+        centred: x − μ, (A, S, P, C).  inv_std: (S, C) or (C,).  gamma, beta: (C,).
     Returns:
         (x̂, y), both (A, S, P, C).
     """
-    S, C = x.shape[1], x.shape[3]
-    x_hat = (x - _per_group(mean, S, C)) * _per_group(inv_std, S, C)
+    x_hat = centred
+    x_hat *= _per_group(inv_std, centred.shape[1], centred.shape[3])
     return x_hat, x_hat * gamma + beta
 
 

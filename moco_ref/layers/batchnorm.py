@@ -45,16 +45,18 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training: bool,
     N, H, W, C = x.shape
     if not training:  # y = γ·(x − r_μ)/√(r_σ² + ε) + β
         inv_std = 1.0 / xp.sqrt(running_var + BN_EPS)                              # (C,)
-        x_hat, y = ops.normalize_affine(x.reshape(N, 1, H * W, C), running_mean, inv_std, gamma, beta)
+        centred, _ = ops.centre(x.reshape(N, 1, H * W, C), running_mean)          # x − r_μ
+        x_hat, y = ops.scale_shift_(centred, inv_std, gamma, beta)
         return y.reshape(N, H, W, C), None, ("eval", x_hat, gamma * inv_std)
     if N % splits:
         raise ValueError(f"batch of {N} cannot be split into {splits} BatchNorm groups")
     S, M = splits, (N // splits) * H * W
     groups = x.reshape(N // S, S, H * W, C)      # sample n = a·S + g sits at [a, g]: group g = x[g::S]
-    mean = ops.channel_sums(groups) * (1.0 / M)                                     # μ, (S, C)
-    var = ops.centred_square_sums(groups, mean) * (1.0 / M)                         # σ² = mean((x − μ)²)
-    inv_std = 1.0 / xp.sqrt(var + BN_EPS)                                           # 1/√(σ² + ε)
-    x_hat, y = ops.normalize_affine(groups, mean, inv_std, gamma, beta)            # x̂, y = γ·x̂ + β
+    mean = ops.channel_sums(groups) * (1.0 / M)                     # μ, (S, C)
+    centred, square_sums = ops.centre(groups, mean)                 # x − μ and Σ (x − μ)²
+    var = square_sums * (1.0 / M)                                   # σ² = mean((x − μ)²)
+    inv_std = 1.0 / xp.sqrt(var + BN_EPS)                           # 1/√(σ² + ε)
+    x_hat, y = ops.scale_shift_(centred, inv_std, gamma, beta)       # x̂ = (x − μ)/√(σ² + ε), y = γ·x̂ + β
 
     unbiased = var * (M / max(M - 1, 1))
     new_mean = (1.0 - BN_MOMENTUM) * running_mean + BN_MOMENTUM * mean.mean(axis=0)
