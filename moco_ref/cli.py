@@ -104,7 +104,7 @@ def train(preset, out, resume, aug_plus, **flags):
     """Train MoCo and report the kNN accuracy of the learned encoder.
 
     With no flags: the built-in shapes dataset, resnet10 width 8, NumPy, about
-    two and a half minutes on a 2-core CPU.  Progress goes to stderr; RUN_DIR gets config.json,
+    a minute and a quarter on a 2-core CPU.  Progress goes to stderr; RUN_DIR gets config.json,
     metrics.jsonl and checkpoint_last.npz (see the README).
 
     Data parallel: `mpiexec -n W moco-ref train ...` trains one model with W processes

@@ -9,7 +9,7 @@ and the model's (``dim``, ``K``, ``m``, ``T``, ``weight_decay``); configurations
 flag-style names of earlier versions (``moco_k``, ``wd``, …) still load (:data:`LEGACY_NAMES`).
 
 The defaults are CPU-sized: on the built-in data with the NumPy backend a run
-finishes in about two and a half minutes on a 2-core machine.  They were chosen by short
+finishes in about a minute and a quarter on a 2-core machine.  They were chosen by short
 runs on the first (coloured) version of the built-in data (see the README): a small queue (its keys stay
 consistent on a 2000-image set), temperature 0.2, two BatchNorm splits of 32
 images (8 splits of 8 images made the statistics too noisy) and lr 0.03.  The presets are the documented
