@@ -55,6 +55,8 @@ class Backend:
         to_device: host ``numpy.ndarray`` -> array on this backend.
         to_host: array on this backend -> host ``numpy.ndarray``.
         synchronize: waits until queued device work has finished (a no-op on NumPy).
+        accelerated: True where the arrays live on an accelerator (CuPy), where work that is slow on a
+            CPU (e.g. recomputing augmented features every epoch) is cheap.
     """
 
     name: str
@@ -62,6 +64,7 @@ class Backend:
     to_device: Callable[[Any], Any]
     to_host: Callable[[Any], numpy.ndarray]
     synchronize: Callable[[], None]
+    accelerated: bool = False
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
@@ -102,6 +105,7 @@ def _cupy_backend() -> Backend:
         to_device=cupy.asarray,
         to_host=cupy.asnumpy,
         synchronize=lambda: cupy.cuda.get_current_stream().synchronize(),
+        accelerated=True,
     )
 
 

@@ -146,7 +146,7 @@ def linear_command(checkpoint, train_data, val_data, train_size, val_size, epoch
     val_set = load_dataset(val_data or train_source, "train" if val_data else "test", config.image_size,
                            config.seed, val_size)
     if augment is None:
-        augment = encoder.backend.name != "numpy"
+        augment = encoder.backend.accelerated    # the protocol where it is cheap, features once on a CPU
     click.echo(f"linear probe of {config.arch} width {config.width} ({encoder.feature_dim}-d features) on "
                f"{train_set.name}: {len(train_set)} training, {len(val_set)} validation images, {epochs} "
                f"epochs, {'augmented' if augment else 'features encoded once (--no-augment)'}, backend "
