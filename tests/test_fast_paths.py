@@ -72,3 +72,19 @@ def test_im2col_rows_are_the_patches_under_each_output_pixel(shape, kernel, stri
     expected = np.stack([padded[n, i * stride:i * stride + kernel, j * stride:j * stride + kernel, :].reshape(-1)
                          for n in range(N) for i in range(Ho) for j in range(Wo)])
     assert np.array_equal(ops.im2col(x, kernel, kernel, stride, padding), expected)
+
+
+def test_no_code_under_moco_ref_picks_a_path_by_backend_name_or_imports_cupy():
+    """Speed lives behind backends/ops.py: the library never branches on a backend's name nor imports CuPy or its
+    kernels. (The communicator seam's NCCL engine, moco_ref/distributed.py, and the GPU benchmark tools under
+    moco_ref/bench/ are engine adapters and do import CuPy; they are the only exceptions.)"""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "moco_ref"
+    pattern = re.compile(r"^\s*(import cupy|from cupy)|cupy_fast|numpy_fast|xp\.__name__|backend\.name\s*[!=]=|"
+                         r"__name__\s*==\s*[\"'](numpy|cupy)")
+    offenders = [f"{path.relative_to(root)}:{n}" for path in sorted(root.rglob("*.py"))
+                 if path.name != "distributed.py" and "bench" not in path.parts
+                 for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not offenders, f"backend-specific code outside backends/: {offenders}"
