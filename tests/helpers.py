@@ -16,6 +16,16 @@ def assert_close(actual, expected, rtol: float, what: str) -> None:
                              f"got {a[worst]!r}, expected {e[worst]!r}")
 
 
+def error_line(code: int, err: str, *phrases) -> str:
+    """Asserts exit code 2 and exactly one line on stderr, "moco-ref: error: ...", with every phrase."""
+    assert code == 2, f"exit code {code}, stderr:\n{err}"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("moco-ref: error: "), f"expected one error line, got:\n{err}"
+    for phrase in phrases:
+        assert phrase in lines[0], f"{phrase!r} not in {lines[0]!r}"
+    return lines[0]
+
+
 def write_image_folder(root, train_per_class: int = 12, val_per_class: int = 4, size: int = 20, seed: int = 0):
     """root/train/{red,green}/*.png and root/val/{red,green}/*.png: noisy images, one dominant colour per class."""
     from pathlib import Path

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import run_cli, write_image_folder
+from helpers import error_line, run_cli, write_image_folder
 from PIL import Image
 
 from moco_ref.ablate import PAPER_MOMENTUM, STUDIES, Outcome, shape_line
@@ -246,14 +246,6 @@ def test_queue_and_shuffle_bn_shape_lines():
 
 
 # ------------------------------------------------------------------ errors and help
-def error_line(code, err, *phrases):
-    assert code == 2, f"exit code {code}, stderr:\n{err}"
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("moco-ref: error: "), err
-    for phrase in phrases:
-        assert phrase in lines[0], lines[0]
-
-
 @pytest.mark.parametrize("extra,phrases", [
     (["momentum", "--moco-m", "0.9"], ["varies --moco-m itself", "--values"]),
     (["queue", "--moco-k", "64"], ["varies --moco-k itself"]),

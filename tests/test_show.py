@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import run_cli, write_image_folder
+from helpers import error_line, run_cli, write_image_folder
 from PIL import Image
 
 from moco_ref.show import (embedding_size, neighbours_size, pca_2d, pick_per_class, show_embedding,
@@ -189,14 +189,6 @@ def test_show_embedding_command(run_dir, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ errors
-def error_line(code, err, *phrases):
-    assert code == 2, f"exit code {code}, stderr:\n{err}"
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("moco-ref: error: "), err
-    for phrase in phrases:
-        assert phrase in lines[0], lines[0]
-
-
 @pytest.mark.parametrize("command", ["neighbours", "embedding"])
 def test_a_bad_run_path_is_one_line(tmp_path, capsys, command):
     code, _, err = run_cli(["show", command, tmp_path / "nowhere"], capsys)

@@ -51,14 +51,7 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
     return helpers.run_cli(args, capsys)
 
 
-def error_line(code: int, err: str, *phrases) -> str:
-    """Asserts exit code 2 and exactly one line on stderr, "moco-ref: error: ...", with every phrase."""
-    assert code == 2, f"exit code {code}, stderr:\n{err}"
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("moco-ref: error: "), f"expected one error line, got:\n{err}"
-    for phrase in phrases:
-        assert phrase in lines[0], f"{phrase!r} not in {lines[0]!r}"
-    return lines[0]
+error_line = helpers.error_line
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
