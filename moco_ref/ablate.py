@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from moco_ref.checkpoint import load_checkpoint
+from moco_ref.checkpoint import load_checkpoint_meta
 from moco_ref.config import OPTIONS, RESUMABLE, TrainConfig
 from moco_ref.errors import UserError
 
@@ -161,7 +161,7 @@ def train_run(config: TrainConfig, run_dir: Path, log, stop=None) -> str:
     if not checkpoint.exists():
         Trainer(config, run_dir, log=log).run(stop=stop)
         return "new"
-    _, meta = load_checkpoint(checkpoint)
+    meta = load_checkpoint_meta(checkpoint)
     _check_same_recipe(TrainConfig.from_dict(meta.get("config", {})), config, run_dir)
     if meta["epoch"] > config.epochs:
         raise UserError(f"{run_dir} holds {meta['epoch']} epochs, more than --epochs {config.epochs}; "
@@ -259,7 +259,7 @@ def run_ablation(study_name: str, base: TrainConfig, out_dir, values=None, probe
     for _, config, run_dir in planned:     # what would stop a later run is refused before anything trains
         check_batchable(train_set, config.batch_size, config.bn_splits)
         if (run_dir / "checkpoint_last.npz").exists():
-            _check_same_recipe(TrainConfig.from_dict(load_checkpoint(run_dir / "checkpoint_last.npz")[1]
+            _check_same_recipe(TrainConfig.from_dict(load_checkpoint_meta(run_dir / "checkpoint_last.npz")
                                                      .get("config", {})), config, run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     outcomes = []

@@ -78,21 +78,43 @@ def load_checkpoint(path) -> tuple[dict, dict]:
         CheckpointError: missing, not a moco-ref checkpoint, truncated or unreadable.
     """
     path = Path(path)
+    arrays = _read(path, lambda data: {name: data[name] for name in data.files})
+    if META_KEY not in arrays:
+        raise CheckpointError(f"{path} is not a moco-ref checkpoint (no {META_KEY} entry)")
+    return arrays, _parse_meta(path, arrays.pop(META_KEY))
+
+
+def load_checkpoint_meta(path) -> dict:
+    """The metadata of a checkpoint alone (its configuration, position, …), without reading the arrays.
+
+    Raises:
+        CheckpointError: as :func:`load_checkpoint`.
+    """
+    path = Path(path)
+    meta = _read(path, lambda data: data[META_KEY] if META_KEY in data.files else None)
+    if meta is None:
+        raise CheckpointError(f"{path} is not a moco-ref checkpoint (no {META_KEY} entry)")
+    return _parse_meta(path, meta)
+
+
+def _read(path: Path, take):
+    """``take(npz)`` on the opened checkpoint, every way reading can fail turned into a CheckpointError."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if not zipfile.is_zipfile(path):  # np.load would try a .npy or a pickle instead
         raise CheckpointError(f"{path} is not a moco-ref checkpoint (not an .npz archive, or truncated)")
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+            return take(data)
     except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError) as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from None
-    if META_KEY not in arrays:
-        raise CheckpointError(f"{path} is not a moco-ref checkpoint (no {META_KEY} entry)")
+
+
+def _parse_meta(path: Path, raw: np.ndarray) -> dict:
     try:
-        meta = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
+        meta = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path}: corrupt metadata ({error})") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: corrupt metadata (not a JSON object)")
-    return arrays, meta
+    return meta

@@ -106,9 +106,9 @@ def train(preset, out, resume, aug_plus, **flags):
 def _run_backend(resume, preset) -> str:
     """The backend the run will use when --backend is not given: the resumed run's, the preset's or the default."""
     if resume:
-        from moco_ref.checkpoint import load_checkpoint
+        from moco_ref.checkpoint import load_checkpoint_meta
 
-        return TrainConfig.from_dict(load_checkpoint(checkpoint_path(resume))[1].get("config", {})).backend
+        return TrainConfig.from_dict(load_checkpoint_meta(checkpoint_path(resume)).get("config", {})).backend
     return PRESETS.get(preset, {}).get("backend", TrainConfig().backend)
 
 
@@ -237,10 +237,10 @@ def _resumed_config(resume, given: dict, preset):
     flag given must repeat the run's value, else one line lists each difference with both values.  A
     --max-steps limit of the interrupted run does not carry over.  Returns (checkpoint path, config, meta).
     """
-    from moco_ref.checkpoint import load_checkpoint
+    from moco_ref.checkpoint import load_checkpoint_meta
 
     checkpoint = checkpoint_path(resume)
-    _, meta = load_checkpoint(checkpoint)
+    meta = load_checkpoint_meta(checkpoint)
     if not isinstance(meta.get("config"), dict):
         raise UserError(f"{checkpoint} holds no training configuration; it cannot be resumed")
     if preset:
