@@ -67,21 +67,11 @@ def evaluate():
 
 
 def _encoder_from_checkpoint(checkpoint, backend):
-    from moco_ref.checkpoint import load_checkpoint
-    from moco_ref.config import TrainConfig
-    from moco_ref.errors import CheckpointError
-    from moco_ref.models import build_encoder
+    """(encoder_q of the checkpoint at ``checkpoint`` on ``backend``, the run's configuration)."""
+    from moco_ref.runs import load_run
 
-    path = checkpoint_path(checkpoint)
-    arrays, meta = load_checkpoint(path)
-    config = TrainConfig.from_dict(meta.get("config", {}))
-    encoder = build_encoder(config.arch, dim=config.dim, width=config.width, mlp=config.mlp,
-                            bn_splits=config.bn_splits, backend=backend or config.backend, dtype=config.dtype)
-    try:
-        encoder.load_state_dict({k[len("encoder_q."):]: v for k, v in arrays.items() if k.startswith("encoder_q.")})
-    except (KeyError, ValueError) as error:
-        raise CheckpointError(f"{path}: {error}") from None
-    return encoder, config
+    run = load_run(checkpoint_path(checkpoint), backend)
+    return run.encoder_q, run.config
 
 
 @evaluate.command(name="knn")
