@@ -34,10 +34,6 @@ _bn_input_grad = cupy.ElementwiseKernel(
     "dx = (g - g_mean - x_hat * gx_mean) * scale", "moco_bn_input_grad")
 
 
-def _per_group(v, C: int):
-    return v.reshape(1, -1, 1, C)
-
-
 def _sums_by_matvec(a):
     """(A, S, P, C) -> (S, C): Σ over A, then over P, each as a product with a vector of ones (cuBLAS)."""
     A, S, P, C = a.shape
@@ -50,17 +46,16 @@ def channel_sums(a, b=None):
 
 
 def centre(x, mean):
-    d, d2 = _centre(x, _per_group(mean, x.shape[3]))
+    d, d2 = _centre(x, ops.per_group(mean))
     return d, _sums_by_matvec(d2)
 
 
 def scale_shift_(centred, inv_std, gamma, beta):
-    return _scale_shift(centred, _per_group(inv_std, centred.shape[3]), gamma, beta)
+    return _scale_shift(centred, ops.per_group(inv_std), gamma, beta)
 
 
 def batchnorm_input_grad(g, x_hat, g_mean, gx_mean, scale):
-    C = g.shape[3]
-    return _bn_input_grad(g, x_hat, _per_group(g_mean, C), _per_group(gx_mean, C), _per_group(scale, C))
+    return _bn_input_grad(g, x_hat, ops.per_group(g_mean), ops.per_group(gx_mean), ops.per_group(scale))
 
 
 @functools.lru_cache(maxsize=None)

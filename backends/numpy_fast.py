@@ -16,15 +16,14 @@ tests' strict device arrays) can run exactly this path.
 
 from __future__ import annotations
 
-from backends import get_array_module
+from backends import get_array_module, ops
 
 
 def _rows(v, shape):
     """A (S, C) or (C,) vector repeated over the pixels of (A, S, P, C): a (1, S, P·C) row."""
     xp = get_array_module(v)
     _, S, P, C = shape
-    per_group = v.reshape(1, -1, 1, C)
-    return xp.broadcast_to(per_group, (1, S, P, C)).reshape(1, S, P * C)
+    return xp.broadcast_to(ops.per_group(v), (1, S, P, C)).reshape(1, S, P * C)
 
 
 def _flat(a):

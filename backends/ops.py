@@ -59,9 +59,9 @@ def primitive(plain):
     return dispatch
 
 
-def _per_group(v, S: int, C: int):
-    """(S, C) or (C,) -> (1, S, 1, C), broadcastable against (A, S, P, C)."""
-    return v.reshape(1, -1, 1, C) if v.size == S * C else v.reshape(1, 1, 1, C)
+def per_group(v):
+    """A per-group (S, C) or per-channel (C,) vector as (1, S or 1, 1, C), broadcastable against (A, S, P, C)."""
+    return v.reshape(1, -1, 1, v.shape[-1])
 
 
 # ------------------------------------------------------------------ reductions
@@ -81,7 +81,7 @@ def centre(x, mean):
     Returns:
         (x − μ (A, S, P, C), Σ (x − μ)² (S, C)).
     """
-    d = x - _per_group(mean, x.shape[1], x.shape[3])
+    d = x - per_group(mean)
     return d, (d * d).sum(axis=(0, 2))
 
 
@@ -96,7 +96,7 @@ def scale_shift_(centred, inv_std, gamma, beta):
         (x̂, y), both (A, S, P, C).
     """
     x_hat = centred
-    x_hat *= _per_group(inv_std, centred.shape[1], centred.shape[3])
+    x_hat *= per_group(inv_std)
     return x_hat, x_hat * gamma + beta
 
 
@@ -109,8 +109,7 @@ def batchnorm_input_grad(g, x_hat, g_mean, gx_mean, scale):
     Returns:
         (A, S, P, C).
     """
-    S, C = g.shape[1], g.shape[3]
-    return (g - _per_group(g_mean, S, C) - x_hat * _per_group(gx_mean, S, C)) * _per_group(scale, S, C)
+    return (g - per_group(g_mean) - x_hat * per_group(gx_mean)) * per_group(scale)
 
 
 # ------------------------------------------------------------------ ReLU
