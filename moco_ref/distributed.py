@@ -45,7 +45,7 @@ import numpy
 
 from backends import BackendUnavailable, get_array_module
 from moco_ref.errors import UserError
-from moco_ref.runtime import WORLD_SIZE_VARIABLES, launcher_world_size, world_size_variable
+from moco_ref.runtime import launcher_world_size, world_size_variable
 
 __all__ = [
     "Communicator",

@@ -22,8 +22,7 @@ import pytest
 from helpers import MPIEXEC, mpi_env, needs_mpi
 
 from moco_ref import distributed
-from moco_ref.distributed import (WORLD_SIZE_VARIABLES, Communicator, SingleProcess, get_communicator,
-                                  launcher_world_size, run_or_abort)
+from moco_ref.distributed import Communicator, SingleProcess, get_communicator, launcher_world_size, run_or_abort
 from moco_ref.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

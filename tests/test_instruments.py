@@ -17,7 +17,6 @@ import pytest
 from moco_ref.checkpoint import load_checkpoint
 from moco_ref.config import TrainConfig
 from moco_ref.evaluation.instruments import (
-    Instruments,
     alignment,
     feature_std,
     mean_cosine,
