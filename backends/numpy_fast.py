@@ -1,6 +1,7 @@
 """NumPy's faster versions of the primitives in backends/ops.py (each computes exactly its formula).
 
-Two habits of NumPy make the plain expressions slow on channels-last activations:
+This is NumPy's path when Numba is not installed (backends/numba_fast.py takes over where it is);
+it runs on one core.  Two habits of NumPy make the plain expressions slow on channels-last activations:
 
 - ``a.sum(axis=(0, 2))`` over an (A, S, P, C) array walks it in a poor order; ``einsum`` is several
   times faster, and its two-operand form Σ a·b needs no full-size temporary.
@@ -17,6 +18,9 @@ tests' strict device arrays) can run exactly this path.
 from __future__ import annotations
 
 from backends import get_array_module, ops
+from backends.cpu import reuse_freed_memory
+
+reuse_freed_memory()   # NumPy's path is in use: keep its large freed blocks for the next step (backends/cpu.py)
 
 
 def _rows(v, shape):
@@ -31,27 +35,42 @@ def _flat(a):
     return a.reshape(A, S, P * C)
 
 
+def _x_hat(x, mean, inv_std):
+    """(x − μ)·(1/σ) as a new (A, S, P·C) array."""
+    x_hat = _flat(x) - _rows(mean, x.shape)
+    x_hat *= _rows(inv_std, x.shape)
+    return x_hat
+
+
 def channel_sums(a, b=None):
     xp = get_array_module(a)
     return xp.einsum("agpc->gc", a) if b is None else xp.einsum("agpc,agpc->gc", a, b)
 
 
-def centre(x, mean):
-    xp = get_array_module(x)
+def channel_moments(x):
+    A, _, P, _ = x.shape
+    mean = channel_sums(x) * (1.0 / (A * P))
     d = (_flat(x) - _rows(mean, x.shape)).reshape(x.shape)
-    return d, xp.einsum("agpc,agpc->gc", d, d)
+    return mean, channel_sums(d, d) * (1.0 / (A * P))
 
 
-def scale_shift_(centred, inv_std, gamma, beta):
-    x_hat = _flat(centred)
-    x_hat *= _rows(inv_std, centred.shape)       # over the centred array, as the primitive allows
-    y = x_hat * _rows(gamma, centred.shape)
-    y += _rows(beta, centred.shape)              # in place on the array made just above
-    return x_hat.reshape(centred.shape), y.reshape(centred.shape)
+def batchnorm_output(x, mean, inv_std, gamma, beta, residual=None, relu=False):
+    y = _x_hat(x, mean, inv_std)
+    y *= _rows(gamma, x.shape)                  # in place on the array made just above
+    y += _rows(beta, x.shape)
+    if residual is not None:
+        y += _flat(residual)
+    y = y.reshape(x.shape)
+    return y * (y > 0) if relu else y
 
 
-def batchnorm_input_grad(g, x_hat, g_mean, gx_mean, scale):
-    dx = _flat(x_hat) * _rows(-gx_mean, g.shape)
+def batchnorm_grad_sums(g, x, mean, inv_std):
+    return channel_sums(g), channel_sums(g, _x_hat(x, mean, inv_std).reshape(x.shape))
+
+
+def batchnorm_input_grad(g, x, mean, inv_std, g_mean, gx_mean, scale):
+    dx = _x_hat(x, mean, inv_std)
+    dx *= _rows(-gx_mean, g.shape)
     dx += _flat(g)
     dx -= _rows(g_mean, g.shape)
     dx *= _rows(scale, g.shape)
@@ -59,8 +78,8 @@ def batchnorm_input_grad(g, x_hat, g_mean, gx_mean, scale):
 
 
 def relu(x):
-    mask = x > 0
-    return x * mask, mask
+    return x * (x > 0)
 
 
-FAST = {f.__name__: f for f in (channel_sums, centre, scale_shift_, batchnorm_input_grad, relu)}
+FAST = {f.__name__: f for f in (channel_sums, channel_moments, batchnorm_output, batchnorm_grad_sums,
+                                batchnorm_input_grad, relu)}

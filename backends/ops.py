@@ -2,50 +2,78 @@
 
 Each primitive below is its formula, written as a plain array expression that runs unchanged on
 NumPy and CuPy.  That plain expression is the definition.  A backend may register a faster function
-that computes the same thing (fewer passes over memory, a fused kernel, a better-suited library
-call); the primitive picks it by the *data's* array module, never by a global mode:
+that computes the same thing (fewer passes over memory, a fused kernel, every core); the primitive
+picks it by the *data's* array module, never by a global mode:
 
     backends/numpy_fast.py   NumPy: einsum for channel sums, BatchNorm passes on long rows
-    backends/cupy_fast.py    CuPy: fused element-wise kernels, channel sums as matrix-vector products,
-                             im2col as one kernel per convolution shape
+    backends/numba_fast.py   NumPy arrays with Numba (the ``fast`` extra): each primitive one
+                             compiled pass over memory, on every core
+    backends/cupy_fast.py    CuPy: channel sums as matrix-vector products, im2col as one kernel
 
-A reader who skips those two files still reads the maths that runs.  tests/test_fast_paths.py
+A reader who skips those files still reads the maths that runs.  tests/test_fast_paths.py
 checks that every registered fast function equals its plain expression (NumPy here; the GPU
 tests do the same for CuPy).
 
 Shapes.  BatchNorm's primitives see activations grouped as (A, S, P, C): S groups of A samples
-each (split BatchNorm; S = 1 is plain BatchNorm), P = H·W pixels, C channels.  Per-group
-vectors are (S, C); per-channel vectors (C,).
+each (split BatchNorm; S = 1 is plain BatchNorm), P = H·W pixels, C channels; sample n = a·S + s
+sits at [a, s].  Per-group vectors are (S, C); per-channel vectors (C,).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import os
 
 from backends import get_array_module
 
 # {array module name: {primitive name: faster function}}, filled on first use of each module.
 _FAST: dict[str, dict] = {}
-# Where each array module's fast functions live; a module not named here runs the plain expressions.
-FAST_MODULES = {"numpy": "backends.numpy_fast", "cupy": "backends.cupy_fast"}
+# Where each array module's fast functions live, later modules overriding earlier ones; a module that
+# cannot be used here (Numba not installed, or MOCO_REF_NUMBA=0) is skipped.  An array module not named
+# here runs the plain expressions.
+FAST_MODULES = {"numpy": ("backends.numpy_fast", "backends.numba_fast"), "cupy": ("backends.cupy_fast",)}
+
+
+def _usable(source: str):
+    """The fast-path module ``source``, or None where it cannot run here (its library is not installed, or
+    its ``wanted()`` says no)."""
+    try:
+        module = importlib.import_module(source)
+    except ImportError as error:
+        if (error.name or "").split(".")[0] in ("backends", "moco_ref"):
+            raise                      # a fault of ours, not a library that is not installed
+        return None
+    return module if getattr(module, "wanted", lambda: True)() else None
+
+
+def _load_table(sources) -> dict:
+    table = {}
+    for module in filter(None, map(_usable, sources)):
+        table.update(module.FAST)
+    return table
 
 
 def _fast_table(xp) -> dict:
     name = xp.__name__
     if name not in _FAST:
-        source = FAST_MODULES.get(name)
-        _FAST[name] = dict(importlib.import_module(source).FAST) if source else {}
+        _FAST[name] = _load_table(FAST_MODULES.get(name, ()))
     return _FAST[name]
 
 
+def fast_path_modules(xp) -> list:
+    """The modules whose fast functions arrays of ``xp`` run (for the benchmarks' header)."""
+    return [s for s in FAST_MODULES.get(xp.__name__, ()) if _usable(s) is not None]
+
+
 def use_fast_paths_of(xp, like: str) -> None:
-    """Lets arrays of module ``xp`` run the fast functions registered for ``like`` ("numpy", "cupy").
+    """Lets arrays of module ``xp`` run the fast functions of ``like`` (a module name of FAST_MODULES,
+    e.g. "backends.numpy_fast").
 
     For stand-in array modules such as the tests' strict device arrays, which should run exactly
-    the path a real backend runs.
+    the array code a real backend runs.
     """
-    _FAST[xp.__name__] = dict(importlib.import_module(FAST_MODULES[like]).FAST)
+    _FAST[xp.__name__] = dict(importlib.import_module(like).FAST)
 
 
 def primitive(plain):
@@ -64,6 +92,11 @@ def per_group(v):
     return v.reshape(1, -1, 1, v.shape[-1])
 
 
+def numba_wanted() -> bool:
+    """False when the environment variable MOCO_REF_NUMBA is 0 (run NumPy's path without Numba)."""
+    return os.environ.get("MOCO_REF_NUMBA", "1").strip() not in ("0", "false", "no", "off")
+
+
 # ------------------------------------------------------------------ reductions
 @primitive
 def channel_sums(a, b=None):
@@ -71,56 +104,86 @@ def channel_sums(a, b=None):
     return (a if b is None else a * b).sum(axis=(0, 2))
 
 
+@primitive
+def channel_moments(x):
+    """The mean μ and the biased variance σ² = mean((x − μ)²) of each group and channel.
+
+    Args:
+        x: (A, S, P, C).
+    Returns:
+        (μ (S, C), σ² (S, C)).
+    """
+    A, _, P, _ = x.shape
+    mean = channel_sums(x) * (1.0 / (A * P))
+    d = x - per_group(mean)
+    return mean, channel_sums(d, d) * (1.0 / (A * P))
+
+
 # ------------------------------------------------------------------ BatchNorm's element-wise passes
 @primitive
-def centre(x, mean):
-    """x − μ per group and channel, and Σ (x − μ)² over each group's samples and pixels.
+def batchnorm_output(x, mean, inv_std, gamma, beta, residual=None, relu: bool = False):
+    """y = γ·(x − μ)·(1/σ) + β, plus ``residual`` if given, then max(·, 0) if ``relu``.
+
+    BatchNorm's output with the residual add and the ReLU that may follow it (a BasicBlock ends in
+    relu(bn2(·) + shortcut)).
 
     Args:
-        x: (A, S, P, C).  mean: (S, C) or (C,).
+        x: (A, S, P, C).  mean, inv_std: (S, C) or (C,).  gamma, beta: (C,).  residual: like x, or None.
     Returns:
-        (x − μ (A, S, P, C), Σ (x − μ)² (S, C)).
+        y, like x.
     """
-    d = x - per_group(mean)
-    return d, (d * d).sum(axis=(0, 2))
+    xp = get_array_module(x)
+    y = (x - per_group(mean)) * per_group(inv_std) * gamma + beta
+    if residual is not None:
+        y = y + residual
+    return xp.maximum(y, 0) if relu else y
 
 
 @primitive
-def scale_shift_(centred, inv_std, gamma, beta):
-    """x̂ = (x − μ)·(1/σ) and y = γ·x̂ + β, per group and channel; x̂ may be written over ``centred``
-    (the trailing underscore: the caller hands that array over and does not use it again).
+def batchnorm_grad_sums(g, x, mean, inv_std):
+    """Σ g and Σ g·x̂ over each group's samples and pixels, x̂ = (x − μ)·(1/σ).
 
     Args:
-        centred: x − μ, (A, S, P, C).  inv_std: (S, C) or (C,).  gamma, beta: (C,).
+        g, x: (A, S, P, C).  mean, inv_std: (S, C) or (C,).
     Returns:
-        (x̂, y), both (A, S, P, C).
+        (Σ g (S, C), Σ g·x̂ (S, C)).
     """
-    x_hat = centred
-    x_hat *= per_group(inv_std)
-    return x_hat, x_hat * gamma + beta
+    x_hat = (x - per_group(mean)) * per_group(inv_std)
+    return channel_sums(g), channel_sums(g, x_hat)
 
 
 @primitive
-def batchnorm_input_grad(g, x_hat, g_mean, gx_mean, scale):
-    """∂L/∂x = (γ/σ)·(g − mean(g) − x̂·mean(g·x̂)), per group and channel.
+def batchnorm_input_grad(g, x, mean, inv_std, g_mean, gx_mean, scale):
+    """∂L/∂x = (γ/σ)·(g − mean(g) − x̂·mean(g·x̂)), per group and channel, x̂ = (x − μ)·(1/σ).
 
     Args:
-        g, x_hat: (A, S, P, C).  g_mean, gx_mean, scale (= γ/σ): (S, C).
+        g, x: (A, S, P, C).  mean, inv_std, g_mean, gx_mean, scale (= γ/σ): (S, C).
     Returns:
         (A, S, P, C).
     """
+    x_hat = (x - per_group(mean)) * per_group(inv_std)
     return (g - per_group(g_mean) - x_hat * per_group(gx_mean)) * per_group(scale)
 
 
 # ------------------------------------------------------------------ ReLU
 @primitive
 def relu(x):
-    """y = max(x, 0) and the mask 1[x > 0] its backward needs."""
+    """y = max(x, 0)."""
     xp = get_array_module(x)
-    return xp.maximum(x, 0), x > 0
+    return xp.maximum(x, 0)
 
 
-# ------------------------------------------------------------------ im2col
+@primitive
+def relu_backward(dy, y):
+    """∂L/∂x = ∂L/∂y · 1[y > 0], with y = max(x, 0) the forward's output (y > 0 exactly where x > 0)."""
+    return dy * (y > 0)
+
+
+# ------------------------------------------------------------------ im2col and col2im
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
 @primitive
 def im2col(x, kh: int, kw: int, stride: int, padding: int):
     """Unfolds patches: (N, H, W, C) -> (N·Ho·Wo, kh·kw·C); row (n, i, j) holds x_pad[n, i·s + a, j·s + b, c]
@@ -131,7 +194,7 @@ def im2col(x, kh: int, kw: int, stride: int, padding: int):
     """
     xp = get_array_module(x)
     N, H, W, C = x.shape
-    Ho, Wo = (H + 2 * padding - kh) // stride + 1, (W + 2 * padding - kw) // stride + 1
+    Ho, Wo = conv_output_size(H, kh, stride, padding), conv_output_size(W, kw, stride, padding)
     padded = xp.ascontiguousarray(x)
     if padding:
         padded = xp.zeros((N, H + 2 * padding, W + 2 * padding, C), dtype=x.dtype)
@@ -140,3 +203,22 @@ def im2col(x, kh: int, kw: int, stride: int, padding: int):
     patches = xp.lib.stride_tricks.as_strided(
         padded, shape=(N, Ho, Wo, kh, kw, C), strides=(sN, sH * stride, sW * stride, sH, sW, sC))
     return patches.reshape(N * Ho * Wo, kh * kw * C)
+
+
+@primitive
+def col2im(dcols, x_shape, kh: int, kw: int, stride: int, padding: int):
+    """Folds patch gradients back, the adjoint of :func:`im2col`: (N·Ho·Wo, kh·kw·C) -> (N, H, W, C),
+    ∂x[n, y, x, c] = Σ over the patches (i, j, a, b) with i·s + a − p = y and j·s + b − p = x of ∂cols.
+
+    A loop over the kh·kw kernel offsets, each adding one strided slice (no scatter, so it runs the
+    same on NumPy and CuPy).
+    """
+    xp = get_array_module(dcols)
+    N, H, W, C = x_shape
+    Ho, Wo = conv_output_size(H, kh, stride, padding), conv_output_size(W, kw, stride, padding)
+    dcols = dcols.reshape(N, Ho, Wo, kh, kw, C)
+    dx = xp.zeros((N, H + 2 * padding, W + 2 * padding, C), dtype=dcols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dx[:, i:i + stride * Ho:stride, j:j + stride * Wo:stride, :] += dcols[:, :, :, i, j, :]
+    return dx[:, padding:padding + H, padding:padding + W, :]

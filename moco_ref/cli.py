@@ -28,9 +28,6 @@ def cli():
       moco-ref train                 train on the built-in shapes, CPU-sized defaults
       moco-ref gradcheck             prove each hand-derived gradient by finite differences
     """
-    from moco_ref.runtime import reuse_freed_memory
-
-    reuse_freed_memory()  # NumPy's big per-step arrays: keep freed memory instead of re-faulting it (~20 %)
 
 
 cli.add_command(train)   # moco_ref/cli_train.py

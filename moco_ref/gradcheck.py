@@ -165,9 +165,20 @@ def _layer_checks(rng: np.random.Generator) -> list[CheckResult]:
         results += check_function(label, bn_forward, bn_backward,
                                   {"x": xb.copy(), "gamma": gamma.copy(), "beta": beta.copy()}, rng)
 
+        def bn_add_relu_forward(x, gamma, beta, residual):   # a BasicBlock's end: relu(bn(x) + residual)
+            return batchnorm.batchnorm_forward(x, gamma, beta, *stats, training, splits, residual, True)[0]
+
+        def bn_add_relu_backward(g, x, gamma, beta, residual):
+            cache = batchnorm.batchnorm_forward(x, gamma, beta, *stats, training, splits, residual, True)[2]
+            return dict(zip(("x", "gamma", "beta", "residual"), batchnorm.batchnorm_backward(g, cache)))
+
+        results += check_function(label + " + residual + relu", bn_add_relu_forward, bn_add_relu_backward,
+                                  {"x": xb.copy(), "gamma": gamma.copy(), "beta": beta.copy(),
+                                   "residual": rng.standard_normal(xb.shape)}, rng)
+
     results += check_function(
-        "relu", lambda x: basic.relu_forward(x)[0],
-        lambda g, x: {"x": basic.relu_backward(g, basic.relu_forward(x)[1])},
+        "relu", basic.relu_forward,
+        lambda g, x: {"x": basic.relu_backward(g, basic.relu_forward(x))},
         {"x": rng.standard_normal((3, 7))}, rng)
     results += check_function(
         "global avg pool", lambda x: basic.global_avg_pool_forward(x)[0],
@@ -179,14 +190,14 @@ def _layer_checks(rng: np.random.Generator) -> list[CheckResult]:
         {"x": rng.standard_normal((4, 5)), "w": rng.standard_normal((3, 5)), "b": rng.standard_normal(3)}, rng)
 
     def mlp_forward(x, w0, b0, w2, b2):
-        h = basic.relu_forward(basic.linear_forward(x, w0, b0)[0])[0]
+        h = basic.relu_forward(basic.linear_forward(x, w0, b0)[0])
         return basic.linear_forward(h, w2, b2)[0]
 
     def mlp_backward(g, x, w0, b0, w2, b2):
         h0, c0 = basic.linear_forward(x, w0, b0)
-        h, mask = basic.relu_forward(h0)
+        h = basic.relu_forward(h0)
         dh, dw2, db2 = basic.linear_backward(g, (h, w2))
-        dx, dw0, db0 = basic.linear_backward(basic.relu_backward(dh, mask), c0)
+        dx, dw0, db0 = basic.linear_backward(basic.relu_backward(dh, h), c0)
         return {"x": dx, "w0": dw0, "b0": db0, "w2": dw2, "b2": db2}
 
     results += check_function(

@@ -1,12 +1,12 @@
-"""Process-wide settings for the command line (never applied on import of the library).
+"""Process-wide settings that must precede NumPy's import: the BLAS's threads.
 
-NumPy allocates fresh arrays of tens of megabytes in every training step (im2col
-matrices, activations).  glibc serves blocks that large with a new ``mmap`` and
-returns them with ``munmap`` when freed, so every step faults all of that memory
-in again.  Raising glibc's mmap and trim thresholds keeps freed blocks in the
-heap for the next step instead: measured on the 2-core CI machine, the
-reference CPU step (resnet10 w16, batch 64) went from 0.40–0.43 s to 0.33–0.34 s
-with the same peak memory (benchmarks/RESULTS.md).
+OpenBLAS reads its settings from the environment once, when NumPy loads it.  Two are set here:
+
+- its idle threads sleep at once (:func:`quiet_idle_blas_threads`), set by ``import moco_ref``
+  (moco_ref/__init__.py) and by the ``moco-ref`` command, where the user has not chosen a value;
+- under ``mpiexec``, each process's share of the cores (:func:`share_cores_between_processes`).
+
+(The allocator setting of a training process lives with the fast paths: backends/cpu.py.)
 
 Under ``mpiexec -n W`` the W processes of one host share its cores: each BLAS gets
 cores / (processes on this host) threads, unless the user set a thread count.  That
@@ -16,8 +16,6 @@ has to happen before NumPy loads its BLAS, so the console entry point
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 
 # Where launchers put the world size, in the order they are read. MPICH's hydra (and Intel MPI, and Slurm's
@@ -58,25 +56,20 @@ def share_cores_between_processes(environ=None, cores: int | None = None) -> int
     return threads
 
 
-M_TRIM_THRESHOLD = -1   # glibc's mallopt parameter numbers (malloc.h)
-M_MMAP_THRESHOLD = -3
-KEEP_BYTES = 1 << 30    # blocks up to 1 GiB come from (and return to) the heap
+IDLE_BLAS_TIMEOUT = "4"   # OpenBLAS's idle threads wait 2**4 cycles, then sleep
 
 
-def reuse_freed_memory() -> bool:
-    """Asks glibc to keep freed large blocks for reuse; returns False where that is not possible.
+def quiet_idle_blas_threads(environ=None) -> bool:
+    """Lets OpenBLAS's idle threads sleep at once instead of spinning, unless the user chose otherwise;
+    returns True when the setting will take effect (NumPy not loaded yet).
 
-    A no-op (False) on C libraries without ``mallopt`` (macOS, musl, Windows).  Call it once, early,
-    from a program's entry point: it changes the allocator of the whole process.
+    OpenBLAS keeps its worker threads spinning for 2**28 cycles (about 0.1 s) after each product; the
+    fast paths' threads (backends/: Numba's kernels) then share their cores with a spinning thread, and the
+    step's memory passes run at half speed.  OpenBLAS reads OPENBLAS_THREAD_TIMEOUT only when it loads,
+    with NumPy: ``import moco_ref`` and the ``moco-ref`` command set it first.
     """
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
+    import sys
+
+    environ = os.environ if environ is None else environ
+    environ.setdefault("OPENBLAS_THREAD_TIMEOUT", IDLE_BLAS_TIMEOUT)
+    return "numpy" not in sys.modules

@@ -78,6 +78,7 @@ def test_step_compares_with_torch_at_equal_threads():
 
 
 def test_parts_cover_the_step_and_every_wrapper_is_removed(run_all):
+    from backends import ops
     from moco_ref.layers import conv
     from moco_ref.models import resnet
     from moco_ref.optim import SGD
@@ -85,13 +86,44 @@ def test_parts_cover_the_step_and_every_wrapper_is_removed(run_all):
 
     figures = run_all[0]["parts"]
     assert list(figures["parts"]) == list(parts.PART_ORDER)
-    for part, values in figures["parts"].items():
-        finite_positive(values["median_s"], part)
+    for part in ("conv forward GEMM", "conv backward GEMMs", "im2col", "BatchNorm moments",
+                 "BatchNorm output (+ add, ReLU)", "BatchNorm backward sums", "BatchNorm input gradient", "other"):
+        finite_positive(figures["parts"][part]["median_s"], part)
+    for part in ("im2col", "BatchNorm moments", "BatchNorm output (+ add, ReLU)"):
+        finite_positive(figures["parts"][part]["gb_s"], f"{part} GB/s")
+    for part in parts.GEMM_PARTS:
+        finite_positive(figures["parts"][part]["gflops"], f"{part} GFLOP/s")
+    machine = figures["machine"]
+    for key in ("bandwidth_one_thread_gb_s", "bandwidth_all_threads_gb_s"):
+        finite_positive(machine[key], key)
     finite_positive(figures["augmentation"]["median_s"], "augmentation")
     finite_positive(figures["instrumented_step_s"], "instrumented step")
     # The originals are back: the names in the using modules are the defining modules' functions again.
     assert resnet.conv2d_forward is conv.conv2d_forward and resnet.batchnorm_backward.__module__.endswith("batchnorm")
     assert not hasattr(SGD.step_, "__wrapped__") and not hasattr(KeyQueue.enqueue, "__wrapped__")
+    assert ops.im2col.__wrapped__ is ops.im2col.plain        # the dispatcher itself, not a timer around it
+
+
+def test_parts_count_the_flops_of_every_convolution(run_all):
+    """The GEMM table covers every convolution shape of the step, and its forward FLOPs add up to the analytic count
+    for the two encoders' forwards."""
+    from moco_ref.models import build_encoder
+
+    figures = run_all[0]["parts"]
+    encoder = build_encoder(TINY.arch, dim=TINY.dim, width=TINY.width)
+    layers = conv_layers(encoder, TINY.size)
+    shapes = {(TINY.batch * l["out"] ** 2, l["C"] * l["k"][0] * l["k"][1], l["O"]) for l in layers}
+    assert {(r["M"], r["K"], r["O"]) for r in figures["gemm_shapes"]} >= shapes
+    assert figures["parts"]["conv forward GEMM"]["flops"] >= 2 * step_flops(encoder, TINY.batch, TINY.K, TINY.size)["conv_forward"]
+    for record in figures["gemm_shapes"]:
+        for product in ("forward", "dW", "dX"):
+            finite_positive(record["isolated_gflops"][product], f"{record['M']}x{record['K']}x{record['O']} {product}")
+
+
+def test_header_names_the_vector_extensions_and_fast_paths(run_all):
+    header = run_all[0]["header"]
+    assert isinstance(header["vector_extensions"], list)
+    assert header["fast_paths"][0] == "backends.numpy_fast"
 
 
 def test_scaling_reports_every_axis(run_all):

@@ -18,7 +18,7 @@ def strict_cupy(monkeypatch):
     """Strict device arrays that run NumPy's path through the primitives of backends/ops.py: the same
     functions a real backend runs, now refusing what CuPy refuses."""
     monkeypatch.setitem(sys.modules, "cupy", strict_xp)
-    ops.use_fast_paths_of(strict_xp, like="numpy")
+    ops.use_fast_paths_of(strict_xp, like="backends.numpy_fast")
     return strict_backend
 
 

@@ -1,8 +1,12 @@
 """The seam of backends/ops.py: every fast function a backend registers equals its plain formula.
 
-Run on NumPy here; tests/gpu/test_gpu_parity.py runs the same comparison for CuPy's kernels.  Breaking a
-fast function on purpose (a wrong sign, a missing term) fails the test of that primitive.
+Both of NumPy's fast paths are checked here, whichever the process runs: backends/numpy_fast.py
+(one core) and backends/numba_fast.py (Numba, every core; skipped where Numba is not installed).
+tests/gpu/test_gpu_parity.py runs the same comparison for CuPy's kernels.  Breaking a fast function
+on purpose (a wrong sign, a missing term) fails the test of that primitive.
 """
+
+import importlib.util
 
 import numpy as np
 import pytest
@@ -12,21 +16,47 @@ from hypothesis import strategies as st
 
 from backends import numpy_fast, ops
 
-PRIMITIVES = sorted(numpy_fast.FAST)
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+TABLES = {"numpy_fast": numpy_fast.FAST}
+if HAVE_NUMBA:
+    from backends import numba_fast
+
+    TABLES["numba_fast"] = numba_fast.FAST
+CASES = sorted((module, name) for module, table in TABLES.items() for name in table
+               if name not in ("im2col", "col2im"))
+# Tolerances: float64 inputs; float32 runs at float32's precision.  The inputs are of order 1 to 10, so
+# errors are measured against the outputs' largest magnitude or 1, whichever is larger (a ReLU that leaves
+# only tiny outputs must not turn float32 rounding into a large relative error).
+TOLERANCE = {np.float64: 1e-12, np.float32: 2e-5}
 
 
-def batchnorm_arguments(rng, A, S, P, C):
+def assert_equal_up_to_rounding(fast, plain, rtol, what):
+    scale = max(np.abs(fast).max(initial=0.0), np.abs(plain).max(initial=0.0), 1.0)
+    error = np.abs(fast.astype(np.float64) - plain).max(initial=0.0) / scale
+    assert error <= rtol, f"{what}: error {error:.3e} > {rtol:.0e} (of max(|output|, 1))"
+
+
+def batchnorm_arguments(rng, A, S, P, C, dtype):
     """Arguments for each primitive, on groups shaped (A, S, P, C) with per-group vectors (S, C)."""
-    x = rng.standard_normal((A, S, P, C)) * 3.0 + 1.0
-    vector = lambda: rng.standard_normal((S, C))         # noqa: E731
-    channel = lambda: rng.standard_normal(C)             # noqa: E731
+    def array(*shape, scale=1.0, shift=0.0):
+        return (rng.standard_normal(shape) * scale + shift).astype(dtype)
+
+    x = array(A, S, P, C, scale=3.0, shift=1.0)
+    vector = lambda: array(S, C)                                 # noqa: E731
+    channel = lambda: array(C)                                   # noqa: E731
+    positive = lambda *shape: (np.abs(array(*shape)) + 0.1).astype(dtype)   # noqa: E731
     return {
-        "channel_sums": [(x,), (x, rng.standard_normal(x.shape))],
-        "centre": [(x, vector()), (x, channel())],                                   # eval mode: (C,)
-        "scale_shift_": [(x, np.abs(vector()) + 0.1, channel(), channel()),
-                        (x, np.abs(channel()) + 0.1, channel(), channel())],
-        "batchnorm_input_grad": [(x, rng.standard_normal(x.shape), vector(), vector(), vector())],
+        "channel_sums": [(x,), (x, array(*x.shape))],
+        "channel_moments": [(x,)],
+        "batchnorm_output": [(x, vector(), positive(S, C), channel(), channel()),
+                             (x, channel(), positive(C), channel(), channel()),                  # eval mode: (C,)
+                             (x, vector(), positive(S, C), channel(), channel(), array(*x.shape), True),
+                             (x, vector(), positive(S, C), channel(), channel(), None, True)],
+        "batchnorm_grad_sums": [(array(*x.shape), x, vector(), positive(S, C)),
+                                (array(*x.shape), x, channel(), positive(C))],
+        "batchnorm_input_grad": [(array(*x.shape), x, vector(), positive(S, C), vector(), vector(), vector())],
         "relu": [(x,)],
+        "relu_backward": [(array(*x.shape), x)],
     }
 
 
@@ -34,35 +64,36 @@ def as_list(result):
     return list(result) if isinstance(result, tuple) else [result]
 
 
-def test_every_numpy_fast_function_names_a_primitive():
-    for name in PRIMITIVES:
-        assert hasattr(getattr(ops, name, None), "plain"), f"numpy_fast.{name} is not a primitive of backends/ops.py"
+def copies(args):
+    return [a.copy() if isinstance(a, np.ndarray) else a for a in args]
 
 
-@pytest.mark.parametrize("name", PRIMITIVES)
-@given(A=st.integers(1, 3), S=st.integers(1, 3), P=st.integers(1, 6), C=st.integers(1, 5), seed=st.integers(0, 2**16))
-def test_numpy_fast_function_equals_the_plain_formula(name, A, S, P, C, seed):
+def test_every_fast_function_names_a_primitive():
+    for module, table in TABLES.items():
+        for name in table:
+            assert hasattr(getattr(ops, name, None), "plain"), f"{module}.{name} is not a primitive of backends/ops.py"
+
+
+@pytest.mark.parametrize("module,name", CASES)
+@given(A=st.integers(1, 3), S=st.integers(1, 3), P=st.integers(1, 6), C=st.integers(1, 5), seed=st.integers(0, 2**16),
+       dtype=st.sampled_from([np.float64, np.float32]))
+def test_fast_function_equals_the_plain_formula(module, name, A, S, P, C, seed, dtype):
     rng = np.random.default_rng(seed)
-    for args in batchnorm_arguments(rng, A, S, P, C)[name]:
-        # copies: a primitive whose name ends in _ may write over its first argument
-        fast = as_list(numpy_fast.FAST[name](*[a.copy() if isinstance(a, np.ndarray) else a for a in args]))
-        plain = as_list(getattr(ops, name).plain(*[a.copy() if isinstance(a, np.ndarray) else a for a in args]))
+    for args in batchnorm_arguments(rng, A, S, P, C, dtype)[name]:
+        fast = as_list(TABLES[module][name](*copies(args)))
+        plain = as_list(getattr(ops, name).plain(*copies(args)))
         assert len(fast) == len(plain)
         for i, (f, p) in enumerate(zip(fast, plain)):
             assert f.shape == p.shape, f"{name} output {i}: shape {f.shape} vs {p.shape}"
-            assert_close(f, p, 1e-12, f"{name} output {i}, NumPy fast vs plain")
+            assert f.dtype == p.dtype, f"{name} output {i}: dtype {f.dtype} vs {p.dtype}"
+            assert_equal_up_to_rounding(f, p, TOLERANCE[dtype], f"{name} output {i}, {module} vs plain ({np.dtype(dtype).name})")
 
 
-def test_the_data_chooses_the_path():
-    """NumPy arrays run NumPy's fast functions; an array module without a table runs the plain formulas."""
-    import types
-
-    assert ops._fast_table(np)["relu"] is numpy_fast.relu
-    assert ops._fast_table(types.ModuleType("another_array_library")) == {}
+CONV_SHAPES = [((2, 5, 6, 3), 3, 1, 1), ((2, 7, 7, 2), 3, 2, 1), ((1, 6, 6, 4), 1, 2, 0), ((3, 4, 4, 1), 3, 1, 0),
+               ((2, 8, 8, 3), 3, 2, 1), ((1, 5, 5, 2), 3, 1, 2)]
 
 
-@pytest.mark.parametrize("shape,kernel,stride,padding", [((2, 5, 6, 3), 3, 1, 1), ((2, 7, 7, 2), 3, 2, 1),
-                                                         ((1, 6, 6, 4), 1, 2, 0), ((3, 4, 4, 1), 3, 1, 0)])
+@pytest.mark.parametrize("shape,kernel,stride,padding", CONV_SHAPES)
 def test_im2col_rows_are_the_patches_under_each_output_pixel(shape, kernel, stride, padding):
     """The formula itself, by a direct loop: row (n, i, j) holds x_pad[n, i·s + a, j·s + b, c] at column (a, b, c)."""
     x = np.random.default_rng(1).standard_normal(shape)
@@ -71,7 +102,61 @@ def test_im2col_rows_are_the_patches_under_each_output_pixel(shape, kernel, stri
     Ho, Wo = (H + 2 * padding - kernel) // stride + 1, (W + 2 * padding - kernel) // stride + 1
     expected = np.stack([padded[n, i * stride:i * stride + kernel, j * stride:j * stride + kernel, :].reshape(-1)
                          for n in range(N) for i in range(Ho) for j in range(Wo)])
-    assert np.array_equal(ops.im2col(x, kernel, kernel, stride, padding), expected)
+    assert np.array_equal(ops.im2col.plain(x, kernel, kernel, stride, padding), expected)
+    for module, table in TABLES.items():
+        if "im2col" in table:
+            assert np.array_equal(table["im2col"](x, kernel, kernel, stride, padding), expected), module
+
+
+@pytest.mark.parametrize("shape,kernel,stride,padding", CONV_SHAPES)
+def test_col2im_is_the_adjoint_of_im2col(shape, kernel, stride, padding):
+    """<im2col(x), G> = <x, col2im(G)> for every x and G: col2im adds each patch entry back to the pixel it
+    was copied from, and nothing else."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(shape)
+    cols = ops.im2col.plain(x, kernel, kernel, stride, padding)
+    G = rng.standard_normal(cols.shape)
+    for module, col2im in [("plain", ops.col2im.plain)] + [(m, t["col2im"]) for m, t in TABLES.items() if "col2im" in t]:
+        dx = col2im(G, shape, kernel, kernel, stride, padding)
+        assert dx.shape == shape, module
+        assert abs(np.sum(cols * G) - np.sum(x * dx)) < 1e-10 * np.abs(cols * G).sum(), module
+        if module != "plain":
+            assert_close(dx, ops.col2im.plain(G, shape, kernel, kernel, stride, padding), 1e-14, f"col2im, {module}")
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="Numba is not installed")
+def test_numba_kernels_give_the_same_bits_with_any_thread_count():
+    """Reductions are split per sample and summed in a fixed order: 1 thread and all threads agree exactly."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 2, 50, 7)).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    results = []
+    for threads in (1, numba_fast.set_threads()):
+        numba_fast.set_threads(threads)
+        mean, var = numba_fast.channel_moments(x)
+        inv_std = 1 / np.sqrt(var + 1e-5)
+        results.append([mean, var, *numba_fast.batchnorm_grad_sums(g, x, mean, inv_std),
+                        numba_fast.im2col(x.reshape(8, 10, 5, 7), 3, 3, 1, 1)])
+    numba_fast.set_threads()
+    for a, b in zip(*results):
+        assert np.array_equal(a, b)
+
+
+def test_the_data_chooses_the_path():
+    """NumPy arrays run NumPy's fast functions (Numba's where installed); an array module without a table runs
+    the plain formulas."""
+    import types
+
+    expected = numba_fast.batchnorm_output if HAVE_NUMBA and ops.numba_wanted() else numpy_fast.batchnorm_output
+    assert ops._fast_table(np)["batchnorm_output"] is expected
+    assert ops._fast_table(types.ModuleType("another_array_library")) == {}
+
+
+def test_numba_can_be_switched_off(monkeypatch):
+    """MOCO_REF_NUMBA=0 gives NumPy's one-core path (numpy_fast) even where Numba is installed."""
+    monkeypatch.setenv("MOCO_REF_NUMBA", "0")
+    table = ops._load_table(ops.FAST_MODULES["numpy"])
+    assert table == numpy_fast.FAST
 
 
 def test_no_code_under_moco_ref_picks_a_path_by_backend_name_or_imports_cupy():
@@ -82,8 +167,8 @@ def test_no_code_under_moco_ref_picks_a_path_by_backend_name_or_imports_cupy():
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent / "moco_ref"
-    pattern = re.compile(r"^\s*(import cupy|from cupy)|cupy_fast|numpy_fast|xp\.__name__|backend\.name\s*[!=]=|"
-                         r"__name__\s*==\s*[\"'](numpy|cupy)")
+    pattern = re.compile(r"^\s*(import cupy|from cupy|import numba|from numba)|cupy_fast|numpy_fast|numba_fast|"
+                         r"xp\.__name__|backend\.name\s*[!=]=|__name__\s*==\s*[\"'](numpy|cupy)")
     offenders = [f"{path.relative_to(root)}:{n}" for path in sorted(root.rglob("*.py"))
                  if path.name != "distributed.py" and "bench" not in path.parts
                  for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]

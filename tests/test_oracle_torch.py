@@ -51,7 +51,7 @@ def test_batchnorm_training_matches_torch(splits):
     mean0, var0 = rng.standard_normal(5), rng.uniform(0.5, 2, 5)
     y, (mean1, var1), cache = batchnorm.batchnorm_forward(x, gamma, beta, mean0, var0, True, splits)
     g = rng.standard_normal(y.shape)
-    dx, dgamma, dbeta = batchnorm.batchnorm_backward(g, cache)
+    dx, dgamma, dbeta, _ = batchnorm.batchnorm_backward(g, cache)
 
     bn = SplitBatchNorm(5, splits).double()
     with torch.no_grad():
@@ -68,6 +68,31 @@ def test_batchnorm_training_matches_torch(splits):
     assert_close(dbeta, bn.bias.grad.numpy(), RTOL, "bn dbeta")
 
 
+@pytest.mark.parametrize("training,splits", [(True, 1), (True, 2), (False, 1)])
+def test_batchnorm_with_residual_and_relu_matches_torch(training, splits):
+    """A BasicBlock's end, relu(bn(x) + residual), as one BatchNorm call with the add and the ReLU folded in."""
+    rng = np.random.default_rng(11 + splits)
+    x, residual = rng.standard_normal((8, 3, 3, 5)) * 2 + 1, rng.standard_normal((8, 3, 3, 5))
+    gamma, beta = rng.standard_normal(5), rng.standard_normal(5)
+    mean0, var0 = rng.standard_normal(5), rng.uniform(0.5, 2, 5)
+    y, _, cache = batchnorm.batchnorm_forward(x, gamma, beta, mean0, var0, training, splits, residual, True)
+    g = rng.standard_normal(y.shape)
+    dx, dgamma, dbeta, dresidual = batchnorm.batchnorm_backward(g, cache)
+
+    bn = SplitBatchNorm(5, splits).double()
+    with torch.no_grad():
+        bn.weight.copy_(torch.from_numpy(gamma)); bn.bias.copy_(torch.from_numpy(beta))
+        bn.running_mean.copy_(torch.from_numpy(mean0)); bn.running_var.copy_(torch.from_numpy(var0))
+    xt, rt = nchw(x).requires_grad_(), nchw(residual).requires_grad_()
+    yt = F.relu(bn.train(training)(xt) + rt)
+    yt.backward(nchw(g))
+    assert_close(y, nhwc(yt), RTOL, "relu(bn + residual) output")
+    assert_close(dx, nhwc(xt.grad), RTOL, "relu(bn + residual) dx")
+    assert_close(dresidual, nhwc(rt.grad), RTOL, "relu(bn + residual) dresidual")
+    assert_close(dgamma, bn.weight.grad.numpy(), RTOL, "relu(bn + residual) dgamma")
+    assert_close(dbeta, bn.bias.grad.numpy(), RTOL, "relu(bn + residual) dbeta")
+
+
 def test_batchnorm_eval_matches_torch():
     rng = np.random.default_rng(7)
     x = rng.standard_normal((4, 3, 3, 5))
@@ -76,7 +101,7 @@ def test_batchnorm_eval_matches_torch():
     y, running, cache = batchnorm.batchnorm_forward(x, gamma, beta, mean, var, False)
     assert running is None
     g = rng.standard_normal(y.shape)
-    dx, dgamma, dbeta = batchnorm.batchnorm_backward(g, cache)
+    dx, dgamma, dbeta, _ = batchnorm.batchnorm_backward(g, cache)
     xt, gt, bt = nchw(x).requires_grad_(), torch.from_numpy(gamma).requires_grad_(), torch.from_numpy(beta).requires_grad_()
     yt = F.batch_norm(xt, torch.from_numpy(mean), torch.from_numpy(var), gt, bt, False, 0.1, 1e-5)
     yt.backward(nchw(g))
@@ -92,10 +117,10 @@ def test_linear_and_mlp_head_match_torch():
     w0, b0 = rng.standard_normal((8, 8)), rng.standard_normal(8)
     w2, b2 = rng.standard_normal((4, 8)), rng.standard_normal(4)
     h0, c0 = basic.linear_forward(x, w0, b0)
-    h, mask = basic.relu_forward(h0)
+    h = basic.relu_forward(h0)
     y, c2 = basic.linear_forward(h, w2, b2)
     dh, dw2, db2 = basic.linear_backward(g, c2)
-    dx, dw0, db0 = basic.linear_backward(basic.relu_backward(dh, mask), c0)
+    dx, dw0, db0 = basic.linear_backward(basic.relu_backward(dh, h), c0)
 
     tensors = [torch.from_numpy(a).requires_grad_() for a in (x, w0, b0, w2, b2)]
     xt, w0t, b0t, w2t, b2t = tensors

@@ -42,7 +42,7 @@ def run(suite: str, backend: str = "numpy", quick: bool = False, out: str | None
     get_backend(backend)  # fails early, with the fix in the message, when the backend cannot run
     if suite == "dp":
         data_parallel.require_mpi(backend)  # likewise without mpi4py or mpiexec, before the header
-    from moco_ref.runtime import reuse_freed_memory
+    from backends.cpu import reuse_freed_memory
 
     reuse_freed_memory()  # as `moco-ref train` does; PyTorch's CPU tensors use the same allocator
     header = machine_header(backend, command or python_command())

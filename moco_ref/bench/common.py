@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from backends import get_backend
+from backends.cpu import loaded_openblas
 from moco_ref.layers.conv import conv_output_size
 
 
@@ -76,21 +77,6 @@ def torch_synchronize(device) -> None:
 
 
 # ------------------------------------------------------------------------- BLAS threads
-def _loaded_openblas():
-    """ctypes handle and symbol prefix of the OpenBLAS this process loaded, or (None, None)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line})
-    except OSError:
-        return None, None
-    for path in paths:
-        library = ctypes.CDLL(path)
-        for prefix, suffix in (("scipy_openblas_", "64_"), ("openblas_", "64_"), ("openblas_", "")):
-            if hasattr(library, f"{prefix}get_num_threads{suffix}"):
-                return library, (prefix, suffix)
-    return None, None
-
-
 def blas_info() -> dict:
     """The BLAS NumPy uses: name, version, threads, and how the thread count was found."""
     try:
@@ -106,7 +92,7 @@ def blas_info() -> dict:
     config = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
     info = {"name": config.get("name"), "version": config.get("version"),
             "architecture": None, "threads": os.cpu_count() or 1, "source": "os.cpu_count()"}
-    library, names = _loaded_openblas()
+    library, names = loaded_openblas()
     if library is not None:
         prefix, suffix = names
         info["threads"] = int(getattr(library, f"{prefix}get_num_threads{suffix}")())
@@ -130,6 +116,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def vector_extensions() -> list[str]:
+    """The CPU's vector extensions that matter for float32 products (from /proc/cpuinfo's flags)."""
+    names = {"avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512", "avx512_bf16": "AVX-512 BF16",
+             "amx_tile": "AMX", "neon": "NEON", "asimd": "ASIMD", "sve": "SVE"}
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [label for flag, label in names.items() if flag in flags]
+    except OSError:
+        pass
+    return []
+
+
 def load_average() -> list[float]:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -146,13 +147,16 @@ def machine_header(backend_name: str, command: str) -> dict:
     except metadata.PackageNotFoundError:
         torch_version = None
     torch = sys.modules.get("torch")
+    from backends import ops
+
     header = {
-        "cpu": cpu_model(), "cores": os.cpu_count(),
+        "cpu": cpu_model(), "vector_extensions": vector_extensions(), "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "python": platform.python_version(), "numpy": np.__version__,
         "torch": torch_version, "blas": blas_info(),
         "torch_threads": torch.get_num_threads() if torch else None,
-        "backend": backend_name, "command": command, "load_average_start": load_average(),
+        "backend": backend_name, "fast_paths": ops.fast_path_modules(get_backend(backend_name).xp),
+        "numba": _version("numba"), "command": command, "load_average_start": load_average(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     if backend_name == "cupy":
@@ -162,12 +166,24 @@ def machine_header(backend_name: str, command: str) -> dict:
     return header
 
 
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def header_lines(h: dict) -> list[str]:
     blas = h["blas"]
     lines = [
-        f"machine : {h['cpu']}, {h['cores']} cores ({h['cores_usable']} usable)" + (f", GPU {h['gpu']}" if "gpu" in h else ""),
-        f"versions: python {h['python']}, numpy {h['numpy']}, torch {h['torch'] or 'not installed'}"
-        + (f", cupy {h['cupy']}" if "cupy" in h else ""),
+        f"machine : {h['cpu']}, {h['cores']} cores ({h['cores_usable']} usable)"
+        + (f", {' '.join(h['vector_extensions'])}" if h.get("vector_extensions") else "")
+        + (f", GPU {h['gpu']}" if "gpu" in h else ""),
+        f"versions: python {h['python']}, numpy {h['numpy']}, torch {h['torch'] or 'not installed'}, "
+        f"numba {h.get('numba') or 'not installed'}" + (f", cupy {h['cupy']}" if "cupy" in h else ""),
+        f"fast    : {', '.join(h.get('fast_paths') or ['plain formulas only'])}",
         f"BLAS    : {blas['name']} {blas['version']} ({blas['architecture'] or 'kernel unknown'}), "
         f"{blas['threads']} threads [{blas['source']}]; PyTorch is given as many "
         f"(torch.set_num_threads; reported by the step suite)",
@@ -293,6 +309,22 @@ def step_flops(encoder, batch: int, K: int, size: int) -> dict:
     total = 4 * conv_forward - first_conv_dx + 4 * head_forward + info_nce
     return {"conv_forward": conv_forward, "conv_step": 4 * conv_forward - first_conv_dx,
             "head_step": 4 * head_forward, "info_nce_step": info_nce, "total": total}
+
+
+def memory_bandwidth(megabytes: int, threads: int, reps: int = 5) -> float:
+    """GB/s of a copy between two arrays of ``megabytes`` each (bytes read + bytes written), on
+    ``threads`` threads each copying its own slice (NumPy's copy releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = megabytes * (1 << 20) // 4
+    source, target = np.ones(n, dtype=np.float32), np.empty(n, dtype=np.float32)
+    bounds = np.linspace(0, n, threads + 1).astype(int)
+    pieces = [(target[a:b], source[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    with ThreadPoolExecutor(threads) as pool:
+        def copy():
+            list(pool.map(lambda pair: np.copyto(*pair), pieces))
+        times = interleaved({"copy": (copy, lambda: None)}, reps, 1)["copy"]
+    return 2 * source.nbytes / median(times) / 1e9
 
 
 def gemm_peak(backend, n: int, reps: int) -> dict:

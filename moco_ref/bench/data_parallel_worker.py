@@ -181,7 +181,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args(argv)
-    from moco_ref.runtime import reuse_freed_memory
+    from backends.cpu import reuse_freed_memory
 
     reuse_freed_memory()  # as `moco-ref train` and the in-process suites
     from moco_ref.distributed import get_communicator, run_or_abort

@@ -64,7 +64,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = parser.parse_args(argv)
 
-    from moco_ref.runtime import reuse_freed_memory
+    from backends.cpu import reuse_freed_memory
 
     reuse_freed_memory()  # as `moco-ref train` does, for both implementations alike
     from moco_ref.bench.common import Config, make_ours, make_torch, torch_device

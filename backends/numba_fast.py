@@ -1,0 +1,315 @@
+"""NumPy's fast path on every core: the primitives of backends/ops.py as Numba-compiled loops.
+
+Installed with the ``fast`` extra (``pip install "moco-ref[fast]"``); without Numba, or with the
+environment variable MOCO_REF_NUMBA=0, NumPy arrays run backends/numpy_fast.py instead.  Each
+function computes exactly its primitive's formula (tests/test_fast_paths.py), in one pass over
+memory where NumPy needs several, with the batch split over the threads (``prange`` over samples).
+
+Why it is faster.  NumPy runs each element-wise step of a formula as its own pass over the whole
+array, on one core, with inner loops as short as the channel count; a BatchNorm forward was about
+seven passes over the activation, im2col a strided copy with 16-element inner loops.  Here a
+BatchNorm forward reads its input twice (the moments, then the output with the residual add and the
+ReLU folded in) and writes once; im2col writes each patch row once; every loop runs on all cores.
+
+Determinism.  Every reduction is split into fixed pieces (one per sample) that do not depend on the
+thread count, and the pieces are summed in a fixed order: the same inputs give the same bits with
+any number of threads.  Sums run in float64.
+
+Threads.  As many as NumPy's BLAS runs (``backends.cpu.blas_threads``), so ``mpiexec -n W`` gives
+each process its share.  Numba's "workqueue" layer is used unless NUMBA_THREADING_LAYER says
+otherwise: its idle threads sleep, where OpenMP's spin and take the core from the BLAS's next product.
+The kernels are compiled on first use and cached on disk (``cache=True``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from backends import ops
+from backends.cpu import blas_threads
+
+wanted = ops.numba_wanted        # MOCO_REF_NUMBA=0 switches this module off
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
+
+def set_threads(count: int | None = None) -> int:
+    """Runs the kernels on ``count`` threads (default: as many as the BLAS); returns the count set."""
+    count = blas_threads() if count is None else count
+    count = max(1, min(int(count), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(count)
+    return count
+
+
+_THREADS = [None]
+
+
+def _ensure_threads():
+    if _THREADS[0] is None:
+        _THREADS[0] = set_threads()
+
+
+# ------------------------------------------------------------------ kernels (x as (N, P, C); group of sample n = n % S)
+# The per-sample sums below add four pixels' rows at a time: a channel's running sum then waits on
+# memory once per four rows instead of once per row (about twice as fast for C = 3 or 16).
+@njit(parallel=True, cache=True)
+def _sample_sums(a, b, has_b):                       # per-sample Σ_p a (or Σ_p a·b): (N, C) float64
+    N, P, C = a.shape
+    out = np.empty((N, C))
+    for n in prange(N):
+        s = np.zeros(C)
+        p = 0
+        while p + 4 <= P:
+            for c in range(C):
+                if has_b:
+                    s[c] += ((np.float64(a[n, p, c]) * b[n, p, c] + np.float64(a[n, p + 1, c]) * b[n, p + 1, c])
+                             + (np.float64(a[n, p + 2, c]) * b[n, p + 2, c] + np.float64(a[n, p + 3, c]) * b[n, p + 3, c]))
+                else:
+                    s[c] += (np.float64(a[n, p, c]) + a[n, p + 1, c]) + (np.float64(a[n, p + 2, c]) + a[n, p + 3, c])
+            p += 4
+        for q in range(p, P):
+            for c in range(C):
+                s[c] += np.float64(a[n, q, c]) * b[n, q, c] if has_b else a[n, q, c]
+        out[n] = s
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _sample_moments(x):                              # per-sample mean and Σ (x − mean)²: (N, C) float64 each
+    N, P, C = x.shape
+    means, squares = np.empty((N, C)), np.empty((N, C))
+    for n in prange(N):
+        s = np.zeros(C)
+        p = 0
+        while p + 4 <= P:
+            for c in range(C):
+                s[c] += (np.float64(x[n, p, c]) + x[n, p + 1, c]) + (np.float64(x[n, p + 2, c]) + x[n, p + 3, c])
+            p += 4
+        for r in range(p, P):
+            for c in range(C):
+                s[c] += x[n, r, c]
+        s /= P
+        q = np.zeros(C)
+        p = 0
+        while p + 4 <= P:
+            for c in range(C):
+                d0, d1 = x[n, p, c] - s[c], x[n, p + 1, c] - s[c]
+                d2, d3 = x[n, p + 2, c] - s[c], x[n, p + 3, c] - s[c]
+                q[c] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+            p += 4
+        for r in range(p, P):
+            for c in range(C):
+                d = x[n, r, c] - s[c]
+                q[c] += d * d
+        means[n] = s
+        squares[n] = q
+    return means, squares
+
+
+@njit(parallel=True, cache=True)
+def _scale_shift(x, mean, scale, beta, residual, has_residual, relu, y):   # y = relu?((x − μ)·scale + β (+ r))
+    N, P, C = x.shape
+    S = mean.shape[0]
+    zero = y.dtype.type(0)
+    for n in prange(N):
+        g = n % S
+        for p in range(P):
+            for c in range(C):
+                v = (x[n, p, c] - mean[g, c]) * scale[g, c] + beta[c]
+                if has_residual:
+                    v += residual[n, p, c]
+                if relu and v < zero:
+                    v = zero
+                y[n, p, c] = v
+
+
+@njit(parallel=True, cache=True)
+def _grad_sums(g, x, mean, inv_std):                 # per-sample Σ g and Σ g·x̂: (N, C) float64 each
+    N, P, C = g.shape
+    S = mean.shape[0]
+    sums, x_hat_sums = np.empty((N, C)), np.empty((N, C))
+    for n in prange(N):
+        k = n % S
+        s, t = np.zeros(C), np.zeros(C)
+        p = 0
+        while p + 4 <= P:
+            for c in range(C):
+                g0, g1, g2, g3 = np.float64(g[n, p, c]), np.float64(g[n, p + 1, c]), g[n, p + 2, c], g[n, p + 3, c]
+                s[c] += (g0 + g1) + (g2 + g3)
+                t[c] += ((g0 * (x[n, p, c] - mean[k, c]) + g1 * (x[n, p + 1, c] - mean[k, c]))
+                         + (g2 * (x[n, p + 2, c] - mean[k, c]) + g3 * (x[n, p + 3, c] - mean[k, c])))
+            p += 4
+        for r in range(p, P):
+            for c in range(C):
+                v = np.float64(g[n, r, c])
+                s[c] += v
+                t[c] += v * (x[n, r, c] - mean[k, c])
+        sums[n] = s
+        x_hat_sums[n] = t * inv_std[k]
+    return sums, x_hat_sums
+
+
+@njit(parallel=True, cache=True)
+def _input_grad(g, x, g_mean, mean, scale, slope, out):     # out = scale·(g − g_mean) − slope·(x − μ)
+    N, P, C = g.shape
+    S = mean.shape[0]
+    for n in prange(N):
+        s = n % S
+        for p in range(P):
+            for c in range(C):
+                out[n, p, c] = scale[s, c] * (g[n, p, c] - g_mean[s, c]) - slope[s, c] * (x[n, p, c] - mean[s, c])
+
+
+@njit(parallel=True, cache=True)
+def _relu_backward(dy, y, out):                      # flat arrays: out = dy·1[y > 0]
+    zero = out.dtype.type(0)
+    for i in prange(dy.size):
+        out[i] = dy[i] if y[i] > zero else zero
+
+
+@njit(parallel=True, cache=True)
+def _im2col(x, kh, kw, stride, padding, Ho, Wo, cols):
+    N, H, W, C = x.shape
+    zero = cols.dtype.type(0)
+    for n in prange(N):
+        for i in range(Ho):
+            for j in range(Wo):
+                r = (n * Ho + i) * Wo + j
+                for a in range(kh):
+                    yy = i * stride + a - padding
+                    for b in range(kw):
+                        xx = j * stride + b - padding
+                        q = (a * kw + b) * C
+                        if 0 <= yy < H and 0 <= xx < W:
+                            for c in range(C):
+                                cols[r, q + c] = x[n, yy, xx, c]
+                        else:
+                            for c in range(C):
+                                cols[r, q + c] = zero
+
+
+@njit(parallel=True, cache=True)
+def _col2im(dcols, kh, kw, stride, padding, dx):     # dcols (N, Ho, Wo, kh, kw, C), dx (N, H, W, C)
+    N, Ho, Wo, _, _, C = dcols.shape
+    H, W = dx.shape[1], dx.shape[2]
+    for n in prange(N):
+        acc = np.empty(C, dtype=dx.dtype)
+        for yy in range(H):
+            for xx in range(W):
+                acc[:] = 0
+                for a in range(kh):                  # the patches (i, j, a, b) with i·s + a − p = yy, j·s + b − p = xx
+                    t = yy + padding - a
+                    if t < 0 or t % stride != 0 or t // stride >= Ho:
+                        continue
+                    i = t // stride
+                    for b in range(kw):
+                        u = xx + padding - b
+                        if u < 0 or u % stride != 0 or u // stride >= Wo:
+                            continue
+                        j = u // stride
+                        for c in range(C):
+                            acc[c] += dcols[n, i, j, a, b, c]
+                dx[n, yy, xx] = acc
+
+
+# ------------------------------------------------------------------ the primitives
+def _samples(a):
+    """(A, S, P, C) -> the same memory as (A·S, P, C), C-contiguous."""
+    A, S, P, C = a.shape
+    return np.ascontiguousarray(a).reshape(A * S, P, C)
+
+
+def _group_table(v, S, dtype):
+    """A (S, C) or (C,) vector as a C-contiguous (S, C) table."""
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(v).reshape(-1, v.shape[-1]), (S, v.shape[-1])), dtype=dtype)
+
+
+def _per_group(per_sample, A, S):
+    """(A·S, C) per-sample sums -> (S, C) per-group sums, added in sample order."""
+    return per_sample.reshape(A, S, -1).sum(axis=0)
+
+
+def channel_sums(a, b=None):
+    _ensure_threads()
+    A, S, _, _ = a.shape
+    x = _samples(a)
+    sums = _sample_sums(x, x if b is None else _samples(b), b is not None)
+    return _per_group(sums, A, S).astype(a.dtype)
+
+
+def channel_moments(x):
+    """Per sample: the mean and Σ (x − mean)² (two reads of one sample's P·C values, in cache); per
+    group, Chan's combination: σ² = (Σ_a M2_a + P·Σ_a (mean_a − μ)²) / (A·P)."""
+    _ensure_threads()
+    A, S, P, _ = x.shape
+    means, squares = _sample_moments(_samples(x))
+    means, squares = means.reshape(A, S, -1), squares.reshape(A, S, -1)
+    mean = means.mean(axis=0)
+    var = (squares.sum(axis=0) + P * ((means - mean) ** 2).sum(axis=0)) / (A * P)
+    return mean.astype(x.dtype), var.astype(x.dtype)
+
+
+def batchnorm_output(x, mean, inv_std, gamma, beta, residual=None, relu=False):
+    """y = (x − μ)·(γ/σ) + β (+ r), the ReLU folded in: one pass."""
+    _ensure_threads()
+    A, S, P, C = x.shape
+    samples = _samples(x)
+    y = np.empty_like(samples)
+    _scale_shift(samples, _group_table(mean, S, x.dtype), _group_table(inv_std * gamma, S, x.dtype),
+                 np.ascontiguousarray(beta, dtype=x.dtype), samples if residual is None else _samples(residual),
+                 residual is not None, bool(relu), y)
+    return y.reshape(x.shape)
+
+
+def batchnorm_grad_sums(g, x, mean, inv_std):
+    _ensure_threads()
+    A, S, _, C = g.shape
+    sums, x_hat_sums = _grad_sums(_samples(g), _samples(x), _group_table(mean, S, np.float64),
+                                  _group_table(inv_std, S, np.float64))
+    return _per_group(sums, A, S).astype(g.dtype), _per_group(x_hat_sums, A, S).astype(g.dtype)
+
+
+def batchnorm_input_grad(g, x, mean, inv_std, g_mean, gx_mean, scale):
+    """scale·(g − g_mean − x̂·gx_mean) = scale·(g − g_mean) − (scale·inv_std·gx_mean)·(x − μ): one pass."""
+    _ensure_threads()
+    A, S, P, C = g.shape
+    slope = _group_table(scale, S, np.float64) * _group_table(inv_std, S, np.float64) * _group_table(gx_mean, S, np.float64)
+    out = np.empty((A * S, P, C), dtype=g.dtype)
+    _input_grad(_samples(g), _samples(x), _group_table(g_mean, S, g.dtype), _group_table(mean, S, g.dtype),
+                _group_table(scale, S, g.dtype), slope.astype(g.dtype), out)
+    return out.reshape(g.shape)
+
+
+def relu_backward(dy, y):
+    _ensure_threads()
+    dy, y = np.ascontiguousarray(dy), np.ascontiguousarray(y)
+    out = np.empty_like(dy)
+    _relu_backward(dy.reshape(-1), y.reshape(-1), out.reshape(-1))
+    return out
+
+
+def im2col(x, kh, kw, stride, padding):
+    _ensure_threads()
+    N, H, W, C = x.shape
+    Ho, Wo = ops.conv_output_size(H, kh, stride, padding), ops.conv_output_size(W, kw, stride, padding)
+    cols = np.empty((N * Ho * Wo, kh * kw * C), dtype=x.dtype)
+    _im2col(np.ascontiguousarray(x), kh, kw, stride, padding, Ho, Wo, cols)
+    return cols
+
+
+def col2im(dcols, x_shape, kh, kw, stride, padding):
+    _ensure_threads()
+    N, H, W, C = x_shape
+    Ho, Wo = ops.conv_output_size(H, kh, stride, padding), ops.conv_output_size(W, kw, stride, padding)
+    dx = np.empty((N, H, W, C), dtype=dcols.dtype)
+    _col2im(np.ascontiguousarray(dcols).reshape(N, Ho, Wo, kh, kw, C), kh, kw, stride, padding, dx)
+    return dx
+
+
+FAST = {f.__name__: f for f in (channel_sums, channel_moments, batchnorm_output, batchnorm_grad_sums,
+                                batchnorm_input_grad, relu_backward, im2col, col2im)}
