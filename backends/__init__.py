@@ -57,6 +57,8 @@ class Backend:
         synchronize: waits until queued device work has finished (a no-op on NumPy).
         accelerated: True where the arrays live on an accelerator (CuPy), where work that is slow on a
             CPU (e.g. recomputing augmented features every epoch) is cheap.
+        free_memory: bytes the arrays may still take (the host's available memory, the device's free
+            memory), or None where that cannot be known.
     """
 
     name: str
@@ -65,18 +67,22 @@ class Backend:
     to_host: Callable[[Any], numpy.ndarray]
     synchronize: Callable[[], None]
     accelerated: bool = False
+    free_memory: Callable[[], "int | None"] = lambda: None
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
 
 
 def _numpy_backend() -> Backend:
+    from backends.cpu import host_available_bytes
+
     return Backend(
         name="numpy",
         xp=numpy,
         to_device=numpy.asarray,
         to_host=numpy.asarray,
         synchronize=lambda: None,
+        free_memory=host_available_bytes,
     )
 
 
@@ -106,6 +112,7 @@ def _cupy_backend() -> Backend:
         to_host=cupy.asnumpy,
         synchronize=lambda: cupy.cuda.get_current_stream().synchronize(),
         accelerated=True,
+        free_memory=lambda: int(cupy.cuda.runtime.memGetInfo()[0]),
     )
 
 

@@ -112,7 +112,8 @@ def _sample_moments(x):                              # per-sample mean and Σ (x
 
 
 @njit(parallel=True, cache=True)
-def _scale_shift(x, mean, scale, beta, residual, has_residual, relu, y):   # y = relu?((x − μ)·scale + β (+ r))
+def _scale_shift(x, mean, scale, beta, residual, has_residual, relu, y, mask):
+    """y = relu?((x − μ)·scale + β (+ r)), and the ReLU's mask 1[y > 0] when relu."""
     N, P, C = x.shape
     S = mean.shape[0]
     zero = y.dtype.type(0)
@@ -123,8 +124,11 @@ def _scale_shift(x, mean, scale, beta, residual, has_residual, relu, y):   # y =
                 v = (x[n, p, c] - mean[g, c]) * scale[g, c] + beta[c]
                 if has_residual:
                     v += residual[n, p, c]
-                if relu and v < zero:
-                    v = zero
+                if relu:
+                    positive = v > zero
+                    mask[n, p, c] = positive
+                    if not positive:
+                        v = zero
                 y[n, p, c] = v
 
 
@@ -166,10 +170,10 @@ def _input_grad(g, x, g_mean, mean, scale, slope, out):     # out = scale·(g �
 
 
 @njit(parallel=True, cache=True)
-def _relu_backward(dy, y, out):                      # flat arrays: out = dy·1[y > 0]
+def _relu_backward(dy, y, out):                      # flat arrays: out = dy·1[y > 0] (y the output or the mask)
     zero = out.dtype.type(0)
     for i in prange(dy.size):
-        out[i] = dy[i] if y[i] > zero else zero
+        out[i] = dy[i] if y[i] > 0 else zero
 
 
 @njit(parallel=True, cache=True)
@@ -260,10 +264,11 @@ def batchnorm_output(x, mean, inv_std, gamma, beta, residual=None, relu=False):
     A, S, P, C = x.shape
     samples = _samples(x)
     y = np.empty_like(samples)
+    mask = np.empty(samples.shape if relu else (1, 1, 1), dtype=np.bool_)
     _scale_shift(samples, _group_table(mean, S, x.dtype), _group_table(inv_std * gamma, S, x.dtype),
                  np.ascontiguousarray(beta, dtype=x.dtype), samples if residual is None else _samples(residual),
-                 residual is not None, bool(relu), y)
-    return y.reshape(x.shape)
+                 residual is not None, bool(relu), y, mask)
+    return y.reshape(x.shape), (mask.reshape(x.shape) if relu else None)
 
 
 def batchnorm_grad_sums(g, x, mean, inv_std):

@@ -61,7 +61,11 @@ def batchnorm_output(x, mean, inv_std, gamma, beta, residual=None, relu=False):
     if residual is not None:
         y += _flat(residual)
     y = y.reshape(x.shape)
-    return y * (y > 0) if relu else y
+    if not relu:
+        return y, None
+    mask = y > 0
+    y *= mask
+    return y, mask
 
 
 def batchnorm_grad_sums(g, x, mean, inv_std):

@@ -130,13 +130,15 @@ def batchnorm_output(x, mean, inv_std, gamma, beta, residual=None, relu: bool = 
     Args:
         x: (A, S, P, C).  mean, inv_std: (S, C) or (C,).  gamma, beta: (C,).  residual: like x, or None.
     Returns:
-        y, like x.
+        (y, like x; the ReLU's mask 1[y > 0] as booleans when ``relu``, else None).
     """
     xp = get_array_module(x)
     y = (x - per_group(mean)) * per_group(inv_std) * gamma + beta
     if residual is not None:
         y = y + residual
-    return xp.maximum(y, 0) if relu else y
+    if not relu:
+        return y, None
+    return xp.maximum(y, 0), y > 0
 
 
 @primitive
@@ -175,7 +177,8 @@ def relu(x):
 
 @primitive
 def relu_backward(dy, y):
-    """∂L/∂x = ∂L/∂y · 1[y > 0], with y = max(x, 0) the forward's output (y > 0 exactly where x > 0)."""
+    """∂L/∂x = ∂L/∂y · 1[y > 0], with y = max(x, 0) the forward's output (y > 0 exactly where x > 0), or
+    the mask 1[y > 0] itself."""
     return dy * (y > 0)
 
 

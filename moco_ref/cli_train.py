@@ -119,14 +119,21 @@ def _train(comm, preset, out, resume, given: dict) -> int:
     checkpoint saved).  Rank 0 first refuses a run directory another process is training into (at once,
     touching nothing); the trainer then holds its lock for the whole run.
     """
+    from moco_ref.footprint import memory_error_line
+
     echo = click.echo if comm.rank == 0 else (lambda *args, **kwargs: None)
-    if resume:
-        trainer = _resumed_trainer(resume, given, preset, out, comm, echo)
-        if trainer is None:
-            return 0
-    else:
-        trainer = _new_trainer(preset, out, given, comm, echo)
-    return _run(trainer, comm, echo)
+    trainer = None
+    try:
+        if resume:
+            trainer = _resumed_trainer(resume, given, preset, out, comm, echo)
+            if trainer is None:
+                return 0
+        else:
+            trainer = _new_trainer(preset, out, given, comm, echo)
+        return _run(trainer, comm, echo)
+    except MemoryError as error:       # NumPy's, or CuPy's OutOfMemoryError (a MemoryError too)
+        config = trainer.config if trainer else TrainConfig.from_dict({**TrainConfig().to_dict(), **given})
+        raise UserError(memory_error_line(error, config, trainer.global_step if trainer else 0)) from None
 
 
 def _new_trainer(preset, out, given: dict, comm, echo):

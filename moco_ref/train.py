@@ -77,6 +77,7 @@ from moco_ref.distributed import SingleProcess
 from moco_ref.errors import CheckpointError, UserError
 from moco_ref.evaluation.instruments import PROBE_SIZE, Instruments
 from moco_ref.evaluation.knn import knn_accuracy
+from moco_ref.footprint import check_data_fits, check_step_fits
 from moco_ref.moco import MoCo
 from moco_ref.momentum import momentum_at_step
 from moco_ref.optim import learning_rate
@@ -146,11 +147,15 @@ class Trainer:
         self.share = Share(self.comm.rank, self.comm.size)
         self.log = (log or (lambda message: print(message, file=sys.stderr))) if self.writer else (lambda _: None)
         self.backend = get_backend(config.backend)
+        # Memory known in advance: the step's needs before anything is allocated, the data's once counted.
+        step_needed = check_step_fits(config, self.backend, self.comm.size)
 
         self.train_set = load_dataset(config.data, "train", config.image_size, config.seed)
         self._report_skipped(self.train_set)
         check_batchable(self.train_set, config.batch_size, config.bn_splits, self.comm.size)
         self.test_set = self._load_monitor_set() if self.writer else None
+        check_data_fits(len(self.train_set), len(self.test_set) if self.test_set is not None else 0, config,
+                        step_needed, self.backend)
 
         self.model = MoCo(**config.model_arguments(), comm=self.comm)
         self.augment = make_pipeline(config.aug, config.image_size)

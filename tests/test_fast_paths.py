@@ -56,7 +56,7 @@ def batchnorm_arguments(rng, A, S, P, C, dtype):
                                 (array(*x.shape), x, channel(), positive(C))],
         "batchnorm_input_grad": [(array(*x.shape), x, vector(), positive(S, C), vector(), vector(), vector())],
         "relu": [(x,)],
-        "relu_backward": [(array(*x.shape), x)],
+        "relu_backward": [(array(*x.shape), x), (array(*x.shape), x > 0)],      # the output, or the mask
     }
 
 
@@ -83,10 +83,19 @@ def test_fast_function_equals_the_plain_formula(module, name, A, S, P, C, seed, 
         fast = as_list(TABLES[module][name](*copies(args)))
         plain = as_list(getattr(ops, name).plain(*copies(args)))
         assert len(fast) == len(plain)
+        what = f"{name}, {module} vs plain ({np.dtype(dtype).name})"
         for i, (f, p) in enumerate(zip(fast, plain)):
-            assert f.shape == p.shape, f"{name} output {i}: shape {f.shape} vs {p.shape}"
-            assert f.dtype == p.dtype, f"{name} output {i}: dtype {f.dtype} vs {p.dtype}"
-            assert_equal_up_to_rounding(f, p, TOLERANCE[dtype], f"{name} output {i}, {module} vs plain ({np.dtype(dtype).name})")
+            if p is None:
+                assert f is None, f"{what}: output {i} should be None"
+                continue
+            assert f.shape == p.shape, f"{what}: output {i}: shape {f.shape} vs {p.shape}"
+            assert f.dtype == p.dtype, f"{what}: output {i}: dtype {f.dtype} vs {p.dtype}"
+            if p.dtype == bool:   # a ReLU's mask: equal except where the value it masks is 0 up to rounding
+                y = np.maximum(np.abs(fast[0]), np.abs(plain[0]))
+                scale = max(y.max(initial=0.0), 1.0)
+                assert np.all((f == p) | (y <= TOLERANCE[dtype] * scale)), f"{what}: mask {i} differs"
+            else:
+                assert_equal_up_to_rounding(f, p, TOLERANCE[dtype], f"{what}: output {i}")
 
 
 CONV_SHAPES = [((2, 5, 6, 3), 3, 1, 1), ((2, 7, 7, 2), 3, 2, 1), ((1, 6, 6, 4), 1, 2, 0), ((3, 4, 4, 1), 3, 1, 0),

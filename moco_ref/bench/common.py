@@ -24,7 +24,6 @@ import numpy as np
 
 from backends import get_backend
 from backends.cpu import loaded_openblas
-from moco_ref.layers.conv import conv_output_size
 
 
 @dataclass(frozen=True)
@@ -273,21 +272,10 @@ def make_torch(config: Config, device: str):
 def conv_layers(encoder, size: int) -> list[dict]:
     """Every convolution of the encoder with its output side, walked from its table of layers
     (``encoder.layout``, models/resnet.py) for size×size inputs."""
-    layers = []
+    from moco_ref.models import conv_sides
 
-    def add(layer, side):
-        out = conv_output_size(side, layer.kernel, layer.stride, layer.padding)
-        layers.append({"name": layer.conv, "C": layer.c_in, "O": layer.c_out, "k": (layer.kernel, layer.kernel),
-                       "stride": layer.stride, "out": out})
-        return out
-
-    side = add(encoder.layout.stem, size)
-    for block in encoder.layout.blocks:
-        block_in = side
-        side = add(block.conv2, add(block.conv1, block_in))
-        if block.downsample is not None:
-            add(block.downsample, block_in)
-    return layers
+    return [{"name": layer.conv, "C": layer.c_in, "O": layer.c_out, "k": (layer.kernel, layer.kernel),
+             "stride": layer.stride, "out": side_out} for layer, _, side_out in conv_sides(encoder.layout, size)]
 
 
 def step_flops(encoder, batch: int, K: int, size: int) -> dict:

@@ -3,8 +3,9 @@
 Each implementation runs in its own ``python -m moco_ref.bench.memory_probe`` so that
 neither inherits the other's allocations, imports or allocator caches.  The figure
 is the peak resident set size (the probe's own ru_maxrss, read as VmHWM) less the
-resident set size after the imports: what the two encoders, the queue, the optimiser
-state, the activations of a step and the allocator's slack cost.
+resident set size after the imports (and our compiled kernels): what the two encoders, the queue,
+the optimiser state, the activations of a step and the allocator's slack cost.  Ours is set
+against the estimate a run makes before its first step (moco_ref/footprint.py).
 """
 
 from __future__ import annotations
@@ -54,11 +55,16 @@ def run_memory(backend_name: str, echo, config, steps: int, implementations=("ou
             echo("PyTorch: left out (not installed, or no CUDA build for a GPU comparison)")
     ratio = records["ours"]["added_bytes"] / records["torch"]["added_bytes"] if "torch" in records else None
     mib = 2 ** 20
-    table(["implementation", "RSS after imports MiB", "peak RSS MiB", "added MiB"],
-          [[name, r["baseline_rss_bytes"] / mib, r["peak_rss_bytes"] / mib, r["added_bytes"] / mib]
-           for name, r in records.items()], echo)
+    ours = records["ours"]
+    estimate_ratio = ours["estimate_bytes"] / ours["added_bytes"]
+    table(["implementation", "RSS after imports MiB", "peak RSS MiB", "added MiB", "estimated MiB"],
+          [[name, r["baseline_rss_bytes"] / mib, r["peak_rss_bytes"] / mib, r["added_bytes"] / mib,
+            r.get("estimate_bytes", 0) / mib or None] for name, r in records.items()], echo)
+    echo(f"estimate (moco_ref/footprint.py, what `moco-ref train` checks before the first step) / measured: "
+         f"{estimate_ratio:.2f} ({'within' if abs(estimate_ratio - 1) <= 0.25 else 'NOT within'} 25 %)")
     if ratio is not None:
         echo(f"added memory ours/PyTorch: {ratio:.2f}")
     echo("Each in a fresh process: peak RSS (VmHWM — the process's own ru_maxrss; Linux's ru_maxrss would "
          "carry the parent's peak across fork+exec) less the RSS after imports.")
-    return dict(records, config=config.as_dict(), steps=steps, ratio_added_ours_over_torch=ratio)
+    return dict(records, config=config.as_dict(), steps=steps, ratio_added_ours_over_torch=ratio,
+                ratio_estimate_over_measured=estimate_ratio)

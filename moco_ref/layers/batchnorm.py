@@ -10,7 +10,7 @@ Training forward, per channel (and per group):
 
 A BasicBlock's residual add and the ReLUs that follow a BatchNorm are folded into its output
 (y = relu(γ·x̂ + β + shortcut)), so that each is one pass over memory on a fast path; the cache keeps
-x and y, and the backward recomputes x̂ and the ReLU's mask 1[y > 0] from them.
+x and the ReLU's mask 1[y > 0] (one byte a value), and the backward recomputes x̂ from x.
 
 Running statistics are updated as PyTorch does, with momentum 0.1 and the
 *unbiased* variance:  r_μ ← (1 − 0.1)·r_μ + 0.1·μ,  r_σ² ← (1 − 0.1)·r_σ² + 0.1·σ²·M/(M − 1).
@@ -55,8 +55,8 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training: bool,
         inv_std = 1.0 / xp.sqrt(running_var + BN_EPS)                              # (C,)
         samples = x.reshape(N, 1, H * W, C)
         r = None if residual is None else residual.reshape(samples.shape)
-        y = ops.batchnorm_output(samples, running_mean, inv_std, gamma, beta, r, relu)
-        return y.reshape(N, H, W, C), None, ("eval", samples, running_mean, inv_std, gamma, y if relu else None)
+        y, mask = ops.batchnorm_output(samples, running_mean, inv_std, gamma, beta, r, relu)
+        return y.reshape(N, H, W, C), None, ("eval", samples, running_mean, inv_std, gamma, mask)
     if N % splits:
         raise ValueError(f"batch of {N} cannot be split into {splits} BatchNorm groups")
     S, M = splits, (N // splits) * H * W
@@ -64,12 +64,12 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training: bool,
     mean, var = ops.channel_moments(groups)                         # μ, σ² = mean((x − μ)²), (S, C)
     inv_std = 1.0 / xp.sqrt(var + BN_EPS)                           # 1/√(σ² + ε)
     r = None if residual is None else residual.reshape(groups.shape)
-    y = ops.batchnorm_output(groups, mean, inv_std, gamma, beta, r, relu)   # relu?(γ·(x − μ)/√(σ² + ε) + β + r)
+    y, mask = ops.batchnorm_output(groups, mean, inv_std, gamma, beta, r, relu)  # relu?(γ·(x − μ)/√(σ² + ε) + β + r)
 
     unbiased = var * (M / max(M - 1, 1))
     new_mean = (1.0 - BN_MOMENTUM) * running_mean + BN_MOMENTUM * mean.mean(axis=0)
     new_var = (1.0 - BN_MOMENTUM) * running_var + BN_MOMENTUM * unbiased.mean(axis=0)
-    return y.reshape(N, H, W, C), (new_mean, new_var), ("train", groups, mean, inv_std, gamma, y if relu else None)
+    return y.reshape(N, H, W, C), (new_mean, new_var), ("train", groups, mean, inv_std, gamma, mask)
 
 
 def batchnorm_backward(dy, cache):
@@ -89,8 +89,8 @@ def batchnorm_backward(dy, cache):
         (use it only when the forward had one).
     """
     N, H, W, C = dy.shape
-    mode, x, mean, inv_std, gamma, y = cache
-    g = dy if y is None else ops.relu_backward(dy, y.reshape(dy.shape))
+    mode, x, mean, inv_std, gamma, mask = cache
+    g = dy if mask is None else ops.relu_backward(dy, mask.reshape(dy.shape))
     groups = g.reshape(x.shape)
     g_sum, gx_sum = ops.batchnorm_grad_sums(groups, x, mean, inv_std)      # Σ g, Σ g·x̂ per group, (S, C)
     if mode == "eval":

@@ -1,8 +1,8 @@
 """Encoders: ``build_encoder`` is the entry point."""
 
-from moco_ref.models.resnet import ARCHS, Forward, ResNetEncoder, conv_layers, resnet_layout
+from moco_ref.models.resnet import ARCHS, Forward, ResNetEncoder, conv_layers, conv_sides, resnet_layout
 
-__all__ = ["ARCHS", "Forward", "ResNetEncoder", "build_encoder", "conv_layers", "resnet_layout"]
+__all__ = ["ARCHS", "Forward", "ResNetEncoder", "build_encoder", "conv_layers", "conv_sides", "resnet_layout"]
 
 
 def build_encoder(arch="resnet18", dim=128, width=64, mlp=False, bn_splits=1,

@@ -43,7 +43,7 @@ from moco_ref.layers.basic import (
     relu_forward,
 )
 from moco_ref.layers.batchnorm import batchnorm_backward, batchnorm_forward
-from moco_ref.layers.conv import conv2d_backward, conv2d_forward
+from moco_ref.layers.conv import conv2d_backward, conv2d_forward, conv_output_size
 
 ARCHS = {"resnet18": (2, 2, 2, 2), "resnet10": (1, 1, 1, 1)}
 
@@ -110,6 +110,24 @@ def conv_layers(layout: Layout) -> list:
     rows = [layout.stem]
     for block in layout.blocks:
         rows += [block.conv1, block.conv2] + ([block.downsample] if block.downsample else [])
+    return rows
+
+
+def conv_sides(layout: Layout, size: int) -> list:
+    """(ConvBN row, input side, output side) of every convolution, in forward order, for size×size images."""
+    rows, side = [], size
+
+    def add(layer, side_in):
+        side_out = conv_output_size(side_in, layer.kernel, layer.stride, layer.padding)
+        rows.append((layer, side_in, side_out))
+        return side_out
+
+    side = add(layout.stem, side)
+    for block in layout.blocks:
+        block_in = side
+        side = add(block.conv2, add(block.conv1, block_in))
+        if block.downsample is not None:
+            add(block.downsample, block_in)
     return rows
 
 
