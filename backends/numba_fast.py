@@ -221,6 +221,22 @@ def _col2im(dcols, kh, kw, stride, padding, dx):     # dcols (N, Ho, Wo, kh, kw,
                 dx[n, yy, xx] = acc
 
 
+@njit(parallel=True, cache=True)
+def _sgd(p, g, b, lr, momentum, weight_decay, nesterov):     # flat arrays; scalars already of p's dtype
+    for i in prange(p.size):
+        d = g[i] + weight_decay * p[i] if weight_decay != 0 else g[i]
+        if momentum != 0:
+            b[i] = b[i] * momentum + d
+            d = d + momentum * b[i] if nesterov else b[i]
+        p[i] = p[i] - lr * d
+
+
+@njit(parallel=True, cache=True)
+def _ema(theta_k, theta_q, m, one_minus_m):                 # flat arrays; scalars already of theta_k's dtype
+    for i in prange(theta_k.size):
+        theta_k[i] = theta_k[i] * m + theta_q[i] * one_minus_m
+
+
 # ------------------------------------------------------------------ the primitives
 def _samples(a):
     """(A, S, P, C) -> the same memory as (A·S, P, C), C-contiguous."""
@@ -316,5 +332,28 @@ def col2im(dcols, x_shape, kh, kw, stride, padding):
     return dx
 
 
+# Below this many values a parameter is updated by NumPy's expressions: a threaded pass costs more to start.
+SMALL = 1 << 15
+
+
+def sgd_update_(p, g, b, lr, momentum, weight_decay, nesterov):
+    """The same float operations, in the same order and precision, as NumPy's evaluation of the formula
+    (scalars rounded to the array's dtype, no fused multiply-add): bit for bit the same result."""
+    if p.size < SMALL or not (p.flags.c_contiguous and g.flags.c_contiguous and b.flags.c_contiguous):
+        return ops.sgd_update_.plain(p, g, b, lr, momentum, weight_decay, nesterov)
+    _ensure_threads()
+    scalar = p.dtype.type
+    _sgd(p.reshape(-1), g.reshape(-1), b.reshape(-1), scalar(lr), scalar(momentum), scalar(weight_decay),
+         bool(nesterov))
+
+
+def ema_update_(theta_k, theta_q, m):
+    if theta_k.size < SMALL or not (theta_k.flags.c_contiguous and theta_q.flags.c_contiguous):
+        return ops.ema_update_.plain(theta_k, theta_q, m)
+    _ensure_threads()
+    scalar = theta_k.dtype.type
+    _ema(theta_k.reshape(-1), theta_q.reshape(-1), scalar(m), scalar(1.0 - m))
+
+
 FAST = {f.__name__: f for f in (channel_sums, channel_moments, batchnorm_output, batchnorm_grad_sums,
-                                batchnorm_input_grad, relu_backward, im2col, col2im)}
+                                batchnorm_input_grad, relu_backward, im2col, col2im, sgd_update_, ema_update_)}

@@ -225,3 +225,27 @@ def col2im(dcols, x_shape, kh: int, kw: int, stride: int, padding: int):
         for j in range(kw):
             dx[:, i:i + stride * Ho:stride, j:j + stride * Wo:stride, :] += dcols[:, :, :, i, j, :]
     return dx[:, padding:padding + H, padding:padding + W, :]
+
+
+# ------------------------------------------------------------------ the optimiser's and the momentum update's passes
+@primitive
+def sgd_update_(p, g, b, lr: float, momentum: float, weight_decay: float, nesterov: bool):
+    """One SGD step in place on the parameter p and its momentum buffer b (torch.optim.SGD, dampening 0):
+
+        d = g + λ·p      b ← μ·b + d      p ← p − η·(d + μ·b) with Nesterov, p ← p − η·b without
+
+    (with μ = 0 there is no buffer: p ← p − η·d).  p and b are overwritten, g is only read.
+    """
+    d = g + weight_decay * p if weight_decay else g
+    if momentum:
+        b *= momentum
+        b += d
+        d = d + momentum * b if nesterov else b
+    p -= lr * d
+
+
+@primitive
+def ema_update_(theta_k, theta_q, m: float):
+    """θ_k ← θ_k·m + θ_q·(1 − m) in place (the official code's order of operations)."""
+    theta_k *= m
+    theta_k += theta_q * (1.0 - m)

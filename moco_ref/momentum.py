@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+from backends import ops
+
 
 def momentum_update_(params_k: dict, params_q: dict, m: float) -> None:
     """Updates the key parameters in place; ``params_q`` is only read.
@@ -30,8 +32,7 @@ def momentum_update_(params_k: dict, params_q: dict, m: float) -> None:
         raise ValueError(f"momentum m must lie in [0, 1], got {m}")
     m = float(m)                     # a Python float keeps float32 arrays float32
     for name, theta_k in params_k.items():
-        theta_k *= m
-        theta_k += params_q[name] * (1.0 - m)
+        ops.ema_update_(theta_k, params_q[name], m)      # θ_k·m + θ_q·(1 − m), in place
 
 
 def momentum_at_step(m0: float, step: int, total_steps: int, cos: bool) -> float:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from backends import get_array_module
+from backends import get_array_module, ops
 
 
 class SGD:
@@ -38,15 +38,7 @@ class SGD:
         """Applies one update to ``self.params`` in place, given ``{name: gradient}``."""
         lr, mu, wd = float(self.lr), float(self.momentum), float(self.weight_decay)
         for name, p in self.params.items():
-            d = grads[name]
-            if wd:
-                d = d + wd * p
-            if mu:
-                b = self.buffers[name]
-                b *= mu
-                b += d
-                d = d + mu * b if self.nesterov else b
-            p -= lr * d
+            ops.sgd_update_(p, grads[name], self.buffers[name], lr, mu, wd, self.nesterov)   # the update above
 
     def state_dict(self) -> dict:
         return {f"momentum_buffer.{name}": b for name, b in self.buffers.items()}

@@ -22,8 +22,9 @@ if HAVE_NUMBA:
     from backends import numba_fast
 
     TABLES["numba_fast"] = numba_fast.FAST
+IN_PLACE = ("sgd_update_", "ema_update_")
 CASES = sorted((module, name) for module, table in TABLES.items() for name in table
-               if name not in ("im2col", "col2im"))
+               if name not in ("im2col", "col2im") + IN_PLACE)
 # Tolerances: float64 inputs; float32 runs at float32's precision.  The inputs are of order 1 to 10, so
 # errors are measured against the outputs' largest magnitude or 1, whichever is larger (a ReLU that leaves
 # only tiny outputs must not turn float32 rounding into a large relative error).
@@ -131,6 +132,45 @@ def test_col2im_is_the_adjoint_of_im2col(shape, kernel, stride, padding):
         assert abs(np.sum(cols * G) - np.sum(x * dx)) < 1e-10 * np.abs(cols * G).sum(), module
         if module != "plain":
             assert_close(dx, ops.col2im.plain(G, shape, kernel, kernel, stride, padding), 1e-14, f"col2im, {module}")
+
+
+@pytest.mark.parametrize("module", sorted(m for m, t in TABLES.items() if "sgd_update_" in t))
+@pytest.mark.parametrize("size", [10, 100_003], ids=["small", "large"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum,weight_decay,nesterov", [(0.9, 5e-4, False), (0.9, 5e-4, True), (0.0, 0.0, False)])
+def test_sgd_and_ema_fast_paths_give_numpys_bits(module, size, dtype, momentum, weight_decay, nesterov):
+    """The optimiser's and the momentum update's fused passes do NumPy's float operations in NumPy's order and
+    precision: the same bits, so a run is the same with and without them."""
+    rng = np.random.default_rng(size)
+    p, g, b = (rng.standard_normal(size).astype(dtype) for _ in range(3))
+    fast, plain = [p.copy(), b.copy()], [p.copy(), b.copy()]
+    TABLES[module]["sgd_update_"](fast[0], g, fast[1], 0.03, momentum, weight_decay, nesterov)
+    ops.sgd_update_.plain(plain[0], g, plain[1], 0.03, momentum, weight_decay, nesterov)
+    assert np.array_equal(fast[0], plain[0]) and np.array_equal(fast[1], plain[1])
+    assert not np.array_equal(fast[0], p)                         # it did update
+    k_fast, k_plain = p.copy(), p.copy()
+    TABLES[module]["ema_update_"](k_fast, g, 0.99)
+    ops.ema_update_.plain(k_plain, g, 0.99)
+    assert np.array_equal(k_fast, k_plain)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="Numba is not installed")
+def test_a_training_step_gives_the_same_bits_with_one_or_all_kernel_threads():
+    """The whole step, Numba's kernels on 1 thread and on all: every parameter, buffer and queue entry equal."""
+    from moco_ref.moco import MoCo
+
+    x = np.random.default_rng(0).standard_normal((8, 3, 16, 16), dtype=np.float32)
+    states = []
+    for threads in (1, None):
+        numba_fast.set_threads(threads)
+        model = MoCo(arch="resnet10", width=4, dim=8, K=32, bn_splits=2, dtype="float32", seed=3)
+        for _ in range(2):
+            model.step(x, x[::-1].copy())
+        states.append({k: np.asarray(v) for k, v in model.state_dict().items()})
+    numba_fast.set_threads()
+    assert states[0].keys() == states[1].keys()
+    for name in states[0]:
+        assert np.array_equal(states[0][name], states[1][name]), name
 
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="Numba is not installed")
