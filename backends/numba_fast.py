@@ -198,27 +198,32 @@ def _im2col(x, kh, kw, stride, padding, Ho, Wo, cols):
 
 
 @njit(parallel=True, cache=True)
-def _col2im(dcols, kh, kw, stride, padding, dx):     # dcols (N, Ho, Wo, kh, kw, C), dx (N, H, W, C)
-    N, Ho, Wo, _, _, C = dcols.shape
-    H, W = dx.shape[1], dx.shape[2]
+def _col2im(dcols, kh, kw, stride, padding, dx):     # dcols (N·Ho·Wo, kh·kw·C), dx (N, H, W, C)
+    """Each sample's patch rows read in order and added to the pixels they came from (the sample's image
+    stays in cache; no two threads write the same sample)."""
+    N, H, W, C = dx.shape
+    Ho = (H + 2 * padding - kh) // stride + 1
+    Wo = (W + 2 * padding - kw) // stride + 1
+    zero = dx.dtype.type(0)
     for n in prange(N):
-        acc = np.empty(C, dtype=dx.dtype)
         for yy in range(H):
             for xx in range(W):
-                acc[:] = 0
-                for a in range(kh):                  # the patches (i, j, a, b) with i·s + a − p = yy, j·s + b − p = xx
-                    t = yy + padding - a
-                    if t < 0 or t % stride != 0 or t // stride >= Ho:
+                for c in range(C):
+                    dx[n, yy, xx, c] = zero
+        for i in range(Ho):
+            for j in range(Wo):
+                r = (n * Ho + i) * Wo + j
+                for a in range(kh):
+                    yy = i * stride + a - padding
+                    if yy < 0 or yy >= H:
                         continue
-                    i = t // stride
                     for b in range(kw):
-                        u = xx + padding - b
-                        if u < 0 or u % stride != 0 or u // stride >= Wo:
+                        xx = j * stride + b - padding
+                        if xx < 0 or xx >= W:
                             continue
-                        j = u // stride
+                        q = (a * kw + b) * C
                         for c in range(C):
-                            acc[c] += dcols[n, i, j, a, b, c]
-                dx[n, yy, xx] = acc
+                            dx[n, yy, xx, c] += dcols[r, q + c]
 
 
 @njit(parallel=True, cache=True)
@@ -325,10 +330,8 @@ def im2col(x, kh, kw, stride, padding):
 
 def col2im(dcols, x_shape, kh, kw, stride, padding):
     _ensure_threads()
-    N, H, W, C = x_shape
-    Ho, Wo = ops.conv_output_size(H, kh, stride, padding), ops.conv_output_size(W, kw, stride, padding)
-    dx = np.empty((N, H, W, C), dtype=dcols.dtype)
-    _col2im(np.ascontiguousarray(dcols).reshape(N, Ho, Wo, kh, kw, C), kh, kw, stride, padding, dx)
+    dx = np.empty(x_shape, dtype=dcols.dtype)
+    _col2im(np.ascontiguousarray(dcols), kh, kw, stride, padding, dx)
     return dx
 
 
