@@ -80,12 +80,11 @@ def _arrays(value):
 def _conv_flops(name: str, args, result) -> tuple:
     """(FLOPs, shape key) of a conv2d_forward / conv2d_backward call: 2·M·K·O per product."""
     if name == "conv2d_forward":
-        x, w = args[0], args[1]
+        w = args[1]
         N, Ho, Wo, O = result[0].shape
         M, K = N * Ho * Wo, w.shape[1] * w.shape[2] * w.shape[3]
         return 2 * M * K * O, (M, K, O)
-    dy, cache = args[0], args[1]
-    cols, _, _, (O, C, kh, kw) = cache[:4]
+    cols, _, _, (O, _, _, _) = args[1][:4]                     # the cache: X, Wm, x's shape, w's shape
     M, K = cols.shape
     products = 2 if result[0] is not None else 1               # ∂W, and ∂x unless skipped
     return products * 2 * M * K * O, (M, K, O)
