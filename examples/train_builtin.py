@@ -23,8 +23,8 @@ import argparse
 from datetime import datetime
 from pathlib import Path
 
-from moco_ref.config import TrainConfig
-from moco_ref.train import Trainer
+from moco_ref.run.config import TrainConfig
+from moco_ref.run.trainer import Trainer
 
 DEFAULTS = TrainConfig()
 

@@ -25,10 +25,10 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from moco_ref.config import PRESETS, TrainConfig
+from moco_ref.run.config import PRESETS, TrainConfig
 from moco_ref.data.cifar import CIFAR10, find_cifar
 from moco_ref.errors import UserError
-from moco_ref.train import Trainer
+from moco_ref.run.trainer import Trainer
 
 RECIPE = PRESETS["cifar-demo"]
 HOW_TO_GET_IT = ("download cifar-10-python.tar.gz (the CIFAR-10 python version) from the CIFAR page of the "

@@ -1,15 +1,15 @@
 """The ``moco-ref`` command: ``python -m moco_ref ...`` and the console script both start here.
 
-The process-wide settings that must precede NumPy's import come first (moco_ref/runtime.py: under
-``mpiexec``, each process's BLAS threads), then the command line of moco_ref/cli.py.
+The process-wide settings that must precede NumPy's import come first (moco_ref/run/runtime.py: under
+``mpiexec``, each process's BLAS threads), then the command line of moco_ref/cli/main.py.
 """
 
-from moco_ref.runtime import share_cores_between_processes
+from moco_ref.run.runtime import share_cores_between_processes
 
 
 def main() -> None:
     share_cores_between_processes()
-    from moco_ref.cli import main as cli_main
+    from moco_ref.cli.main import main as cli_main
 
     cli_main()
 

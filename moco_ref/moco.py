@@ -13,7 +13,7 @@ The step is the paper's Algorithm 1 and the official builder, in order:
 Symmetric mode (the CIFAR demo's option): the same for both directions,
 loss = L(x₁, x₂) + L(x₂, x₁), both key sets enqueued, one momentum update per step.
 
-Data parallel (``comm`` with W processes, moco_ref/distributed.py): each process holds n = N/W
+Data parallel (``comm`` with W processes, moco_ref/parallel/communicators.py): each process holds n = N/W
 of the batch's samples (shuffle.py says which) and computes its queries and loss on them; the keys
 are shuffled across all processes; the gradients, summed over processes and divided by W, are the
 gradient of the whole batch's mean loss, and the BatchNorm running statistics are averaged the same
@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from backends import get_backend
-from moco_ref.distributed import SingleProcess
+from moco_ref.parallel.communicator import SingleProcess
 from moco_ref.loss import info_nce_backward, info_nce_forward, instance_accuracy, normalize_backward, normalize_forward
 from moco_ref.models import build_encoder
 from moco_ref.momentum import momentum_update_

@@ -19,7 +19,7 @@ dir=$(cd "$dir" && pwd)
 results="$dir/gpu_results.txt"
 run_dir=$(mktemp -d)/run          # checkpoints stay out of RESULTS_DIR (they are large)
 py=${PYTHON:-python3}
-moco() { "$py" -m moco_ref.cli "$@"; }
+moco() { "$py" -m moco_ref "$@"; }
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 CUPY_TF32=0
 status=0
 exec > >(tee "$results") 2>&1   # everything below goes to the terminal and to the results file
@@ -49,12 +49,12 @@ echo "(part 1: ${SECONDS} s)"
 
 echo; echo "## 2. One short epoch on CuPy (built-in data, resnet18 width 32, batch 256), then eval and export"
 SECONDS=0
-if timeout 150 "$py" -m moco_ref.cli train --backend cupy --arch resnet18 --width 32 -b 256 --epochs 1 \
+if timeout 150 "$py" -m moco_ref train --backend cupy --arch resnet18 --width 32 -b 256 --epochs 1 \
         --knn-every 1 --log-every 2 --out "$run_dir"; then
     tail -n 2 "$run_dir/metrics.jsonl"
-    timeout 60 "$py" -m moco_ref.cli eval knn --checkpoint "$run_dir" --backend cupy || status=1
-    timeout 60 "$py" -m moco_ref.cli eval linear --checkpoint "$run_dir" --epochs 2 --backend cupy || status=1
-    timeout 60 "$py" -m moco_ref.cli export --checkpoint "$run_dir" --out "$run_dir/encoder.npz" || status=1
+    timeout 60 "$py" -m moco_ref eval knn --checkpoint "$run_dir" --backend cupy || status=1
+    timeout 60 "$py" -m moco_ref eval linear --checkpoint "$run_dir" --epochs 2 --backend cupy || status=1
+    timeout 60 "$py" -m moco_ref export --checkpoint "$run_dir" --out "$run_dir/encoder.npz" || status=1
 else
     status=1
 fi
@@ -84,8 +84,8 @@ else
             "${quick[@]}" --bn-splits 1 --out "$run_dir-$comm" || { status=1; continue; }
         "$py" - "$run_dir-one" "$run_dir-$comm" "$comm" <<'PY' || status=1
 import json, sys
-from moco_ref.checkpoint import load_checkpoint
-from moco_ref.gradcheck import relative_error
+from moco_ref.run.checkpoint import load_checkpoint
+from moco_ref.tools.gradcheck import relative_error
 (one, _), (two, _) = (load_checkpoint(f"{d}/checkpoint_last.npz") for d in sys.argv[1:3])
 worst = max((relative_error(two[n], one[n])[0], n) for n in one)
 rate = [json.loads(l) for l in open(f"{sys.argv[2]}/metrics.jsonl") if '"step"' in l][-1]["images_per_s"]

@@ -4,8 +4,8 @@ import numpy as np
 
 
 def assert_close(actual, expected, rtol: float, what: str) -> None:
-    """Asserts moco_ref.gradcheck.relative_error ≤ rtol, naming the worst element on failure."""
-    from moco_ref.gradcheck import relative_error
+    """Asserts moco_ref.tools.gradcheck.relative_error ≤ rtol, naming the worst element on failure."""
+    from moco_ref.tools.gradcheck import relative_error
 
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
@@ -58,7 +58,7 @@ def skip_if_cupy_installed() -> None:
 
 def run_cli(args, capsys) -> tuple:
     """Runs ``moco-ref ARGS`` in-process; returns (exit code, stdout, stderr) of that run alone."""
-    from moco_ref.cli import main
+    from moco_ref.cli.main import main
 
     capsys.readouterr()  # drop what earlier steps of the test printed
     try:
@@ -99,7 +99,7 @@ def mpi_env(root, **extra):
     with the checkout ``root`` importable."""
     import os
 
-    from moco_ref.runtime import WORLD_SIZE_VARIABLES
+    from moco_ref.run.runtime import WORLD_SIZE_VARIABLES
 
     env = {k: v for k, v in os.environ.items() if k not in WORLD_SIZE_VARIABLES and not k.startswith("MOCO_REF_")}
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)

@@ -18,8 +18,8 @@ import pytest
 from helpers import error_line, run_cli, write_image_folder
 from PIL import Image
 
-from moco_ref.ablate import PAPER_MOMENTUM, STUDIES, Outcome, shape_line
-from moco_ref.config import TrainConfig
+from moco_ref.tools.ablate import PAPER_MOMENTUM, STUDIES, Outcome, shape_line
+from moco_ref.run.config import TrainConfig
 
 TINY = ["--image-size", "16", "--width", "2", "-b", "8", "--moco-dim", "16",
         "--bn-splits", "2", "--log-every", "1", "--epochs", "2", "--knn-every", "1", "--probe-epochs", "3"]
@@ -34,7 +34,7 @@ def data(tmp_path_factory):
 def momentum_ablation(tmp_path_factory, data):
     """The momentum ablation with its default settings m = 0, 0.9, 0.99, 0.999, run once in-process:
     (folder, stdout, stderr)."""
-    from moco_ref.cli import main
+    from moco_ref.cli.main import main
 
     folder = tmp_path_factory.mktemp("ablation") / "momentum"
     out, err = io.StringIO(), io.StringIO()
@@ -110,7 +110,7 @@ def test_running_it_again_reads_the_finished_runs_back(momentum_ablation, capsys
 
 
 def test_an_interrupted_ablation_continues_to_the_same_table(tmp_path, data, capsys, monkeypatch):
-    from moco_ref.train import Trainer
+    from moco_ref.run.trainer import Trainer
 
     args = ["ablate", "momentum", "--values", "0,0.99", "--data", data, *TINY]
     code, _, err = run_cli([*args, "--out", tmp_path / "whole"], capsys)

@@ -1,4 +1,4 @@
-"""Tests of moco_ref.checkpoint: atomic writes, the round trip, and files that must be refused.
+"""Tests of moco_ref.run.checkpoint: atomic writes, the round trip, and files that must be refused.
 
 A checkpoint is an .npz of plain arrays plus a JSON ``__meta__`` entry, written to a temporary file
 and renamed over the target, and read with ``allow_pickle=False``.  Each test writes into tmp_path.
@@ -14,7 +14,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from moco_ref.checkpoint import META_KEY, load_checkpoint, save_checkpoint
+from moco_ref.run.checkpoint import META_KEY, load_checkpoint, save_checkpoint
 from moco_ref.errors import CheckpointError, UserError
 
 

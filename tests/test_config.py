@@ -1,6 +1,6 @@
-"""Tests of moco_ref.config: each setting is declared once, and the CLI and the model follow the declarations.
+"""Tests of moco_ref.run.config: each setting is declared once, and the CLI and the model follow the declarations.
 
-The declarations (``moco_ref.config.OPTIONS``) give each TrainConfig field its flag, help, range and
+The declarations (``moco_ref.run.config.OPTIONS``) give each TrainConfig field its flag, help, range and
 whether it may change on resume; ``moco-ref train``'s options are generated from them, and MoCo is built
 from ``TrainConfig.model_arguments()``.
 """
@@ -13,8 +13,8 @@ from dataclasses import fields
 import helpers
 import pytest
 
-from moco_ref.cli import train
-from moco_ref.config import LEGACY_NAMES, OPTIONS, PRESETS, RESUMABLE, TrainConfig
+from moco_ref.cli.main import train
+from moco_ref.run.config import LEGACY_NAMES, OPTIONS, PRESETS, RESUMABLE, TrainConfig
 from moco_ref.moco import MoCo
 
 FIELD_NAMES = [f.name for f in fields(TrainConfig)]

@@ -20,8 +20,8 @@ from helpers import MPIEXEC, mpi_env, needs_mpi
 
 from moco_ref.augment import PIPELINES, make_pipeline
 from moco_ref.augment.params import Share
-from moco_ref.checkpoint import load_checkpoint
-from moco_ref.gradcheck import relative_error
+from moco_ref.run.checkpoint import load_checkpoint
+from moco_ref.tools.gradcheck import relative_error
 from moco_ref.shuffle import concat_all_gather, local_share
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The communicator seam (moco_ref/distributed.py): one process in this process, two processes under mpiexec.
+"""The communicator seam (moco_ref/parallel/communicators.py): one process in this process, two processes under mpiexec.
 
 The two-process tests launch the scripts of tests/mpi/ with ``mpiexec -n 2`` (each script checks its own
 results and prints "ok"); they are skipped when mpi4py or mpiexec is missing. Every launch runs in its
@@ -21,8 +21,11 @@ import numpy as np
 import pytest
 from helpers import MPIEXEC, mpi_env, needs_mpi
 
-from moco_ref import distributed
-from moco_ref.distributed import Communicator, SingleProcess, get_communicator, launcher_world_size, run_or_abort
+from moco_ref.parallel.mpi import MPICommunicator
+from moco_ref.parallel.nccl import NCCLCommunicator
+from moco_ref.parallel.communicator import Communicator, SingleProcess
+from moco_ref.parallel.launch import get_communicator, run_or_abort
+from moco_ref.run.runtime import launcher_world_size
 from moco_ref.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,7 +185,7 @@ def test_one_process_gets_single_process_without_importing_mpi4py(size):
 
 
 def test_module_import_does_not_import_mpi4py_or_cupy():
-    code = ("import sys, moco_ref.distributed; "
+    code = ("import sys, moco_ref.parallel.launch; "
             "print('mpi4py' in sys.modules, 'cupy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_clean_env(), capture_output=True,
                          text=True, timeout=60).stdout
@@ -255,6 +258,6 @@ def test_a_killed_rank_ends_the_job():
 
 def test_the_interface_is_complete_on_every_implementation():
     members = ("allreduce_sum_", "allgather", "bcast_host", "allreduce_host_mean", "barrier", "abort")
-    for cls in (distributed.SingleProcess, distributed.MPICommunicator, distributed.NCCLCommunicator):
+    for cls in (SingleProcess, MPICommunicator, NCCLCommunicator):
         for name in members:
             assert getattr(cls, name) is not getattr(Communicator, name), f"{cls.__name__}.{name} is not implemented"

@@ -7,10 +7,10 @@ import pytest
 from helpers import run_cli
 
 from helpers import assert_close
-from moco_ref.checkpoint import save_checkpoint
-from moco_ref.config import TrainConfig
+from moco_ref.run.checkpoint import save_checkpoint
+from moco_ref.run.config import TrainConfig
 from moco_ref.errors import CheckpointError, UserError
-from moco_ref.export import export_encoder
+from moco_ref.tools.export import export_encoder
 from moco_ref.moco import MoCo
 
 RTOL = 1e-9
@@ -117,7 +117,7 @@ def test_readme_snippet_loads_into_torch_and_features_match(tmp_path, mlp):
     encoder = moco.encoder_q
     model = CifarResNet(ARCHS[encoder.arch], encoder.width, encoder.dim, mlp=mlp).double()
 
-    # --- the snippet of moco_ref/export.py's docstring
+    # --- the snippet of moco_ref/tools/export.py's docstring
     with np.load(tmp_path / "encoder.npz", allow_pickle=False) as arrays:
         state = {name: torch.from_numpy(arrays[name]) for name in arrays.files}
     missing, unexpected = model.load_state_dict(state, strict=False)

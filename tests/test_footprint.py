@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import error_line, run_cli
 
-from moco_ref import footprint
+from moco_ref.run import footprint
 from moco_ref.moco import MoCo
 
 TINY_TRAIN = ["--width", "2", "--moco-dim", "8", "--image-size", "16", "--knn-every", "0", "--max-steps", "1"]
@@ -76,11 +76,11 @@ def test_a_run_that_cannot_fit_is_refused_in_one_line_before_anything_is_written
 
 
 def test_data_that_cannot_fit_is_refused_in_one_line(capsys, tmp_path, monkeypatch):
-    import moco_ref.footprint as module
+    import moco_ref.run.footprint as module
 
     monkeypatch.setattr(module, "host_available_bytes", lambda: 1 << 20)   # 1 MiB: the step fits (no check), the data not
     monkeypatch.setattr(module, "check_step_fits", lambda *args, **kwargs: {})
-    monkeypatch.setattr("moco_ref.train.check_step_fits", lambda *args, **kwargs: {})
+    monkeypatch.setattr("moco_ref.run.trainer.check_step_fits", lambda *args, **kwargs: {})
     code, _, err = run_cli(["train", "--out", tmp_path / "run", *TINY_TRAIN], capsys)
     error_line(code, err, "needs about", "of host memory", "data", "the number of images")
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from moco_ref import gradcheck
+from moco_ref.tools import gradcheck
 from moco_ref.layers import conv
 
 LAYER_RESULTS = gradcheck._layer_checks(np.random.default_rng(0))

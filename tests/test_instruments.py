@@ -14,8 +14,8 @@ import helpers
 import numpy as np
 import pytest
 
-from moco_ref.checkpoint import load_checkpoint
-from moco_ref.config import TrainConfig
+from moco_ref.run.checkpoint import load_checkpoint
+from moco_ref.run.config import TrainConfig
 from moco_ref.evaluation.instruments import (
     alignment,
     feature_std,
@@ -26,7 +26,7 @@ from moco_ref.evaluation.instruments import (
 )
 from moco_ref.loss import info_nce_forward
 from moco_ref.queue import KeyQueue
-from moco_ref.train import Trainer
+from moco_ref.run.trainer import Trainer
 
 
 def unit_rows(rng, n, D):

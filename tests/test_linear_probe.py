@@ -15,7 +15,7 @@ from moco_ref.evaluation.linear import (
     linear_probe,
     topk_correct,
 )
-from moco_ref.gradcheck import compare, numerical_gradient
+from moco_ref.tools.gradcheck import compare, numerical_gradient
 from moco_ref.loss import cross_entropy_backward, cross_entropy_forward
 from moco_ref.models import build_encoder
 
@@ -164,8 +164,8 @@ def test_check_unchanged_names_what_changed():
 # ------------------------------------------------------------------ command line
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from moco_ref.config import TrainConfig
-    from moco_ref.train import Trainer
+    from moco_ref.run.config import TrainConfig
+    from moco_ref.run.trainer import Trainer
 
     path = tmp_path_factory.mktemp("linear") / "run"
     Trainer(TrainConfig(arch="resnet10", width=2, batch_size=16, epochs=1, max_steps=2, K=64,

@@ -71,7 +71,7 @@ def test_installed_wheel_runs_moco_ref_bench_help_outside_the_clone(wheel, tmp_p
     assert helped.returncode == 0, helped.stdout + helped.stderr
     assert "SUITE" in helped.stdout
 
-    check = ("import sys, moco_ref.cli, moco_ref.bench.cli_entry as entry; "
+    check = ("import sys, moco_ref.cli.main, moco_ref.bench.cli_entry as entry; "
              "print(entry.__file__); print('torch' in sys.modules)")
     imported = subprocess.run([str(python), "-c", check], cwd=tmp_path, capture_output=True, text=True, env=env,
                               timeout=60)

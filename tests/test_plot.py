@@ -7,7 +7,7 @@ import pytest
 from helpers import run_cli
 
 from moco_ref.errors import UserError
-from moco_ref.plot import INSTRUMENTS, PLOT_INSTALL, curves, plot_run, read_metrics
+from moco_ref.tools.plot import INSTRUMENTS, PLOT_INSTALL, curves, plot_run, read_metrics
 
 
 def instruments(epoch, global_step, drift):
@@ -17,7 +17,7 @@ def instruments(epoch, global_step, drift):
 
 
 def write_run(run_dir, epochs=3, steps_per_epoch=4, knn_every=1, K=64, with_instruments=False):
-    """A run directory as moco_ref.train writes it: the untrained kNN, step and epoch records, the final summary
+    """A run directory as moco_ref.run.trainer writes it: the untrained kNN, step and epoch records, the final summary
     (and, if asked, the instruments before training and after each epoch)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps({"K": K, "dim": 16}))

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from moco_ref.gradcheck import compare, numerical_gradient
+from moco_ref.tools.gradcheck import compare, numerical_gradient
 from moco_ref.loss import info_nce, info_nce_backward, info_nce_forward
 
 

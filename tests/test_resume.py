@@ -3,7 +3,7 @@ that ran straight through.  And a loss that turns NaN stops training with one li
 good checkpoint.
 
 Data: a tiny folder of 32 images (4 steps of batch 8 an epoch), resnet10 of width 2, 16 x 16 crops.
-Runs that are compared with each other all run as ``python -m moco_ref.cli`` subprocesses with the same
+Runs that are compared with each other all run as ``python -m moco_ref.cli.main`` subprocesses with the same
 environment, so that nothing but the interruption differs between them.
 """
 
@@ -21,12 +21,12 @@ import helpers
 import numpy as np
 import pytest
 
-from moco_ref.checkpoint import load_checkpoint, save_checkpoint
-from moco_ref.cli import main
-from moco_ref.config import LEGACY_NAMES, TrainConfig
+from moco_ref.run.checkpoint import load_checkpoint, save_checkpoint
+from moco_ref.cli.main import main
+from moco_ref.run.config import LEGACY_NAMES, TrainConfig
 from moco_ref.errors import UserError
 from moco_ref.moco import MoCo
-from moco_ref.train import Trainer
+from moco_ref.run.trainer import Trainer
 
 STEPS_PER_EPOCH = 4
 TINY = ["--image-size", "16", "--arch", "resnet10", "--width", "2", "-b", "8", "--moco-k", "24",
@@ -42,12 +42,12 @@ ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # fas
 
 
 def train_command(data, run_dir, *extra) -> list[str]:
-    return [sys.executable, "-m", "moco_ref.cli", "train", "--data", str(data), *TINY, "--out", str(run_dir),
+    return [sys.executable, "-m", "moco_ref.cli.main", "train", "--data", str(data), *TINY, "--out", str(run_dir),
             *map(str, extra)]
 
 
 def resume_command(run_dir, *extra) -> list[str]:
-    return [sys.executable, "-m", "moco_ref.cli", "train", "--resume", str(run_dir), *map(str, extra)]
+    return [sys.executable, "-m", "moco_ref.cli.main", "train", "--resume", str(run_dir), *map(str, extra)]
 
 
 def run(command) -> subprocess.CompletedProcess:

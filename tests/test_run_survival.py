@@ -33,10 +33,10 @@ import numpy as np
 import pytest
 from helpers import MPIEXEC, mpi_env, needs_mpi
 
-from moco_ref.checkpoint import load_checkpoint
+from moco_ref.run.checkpoint import load_checkpoint
 from moco_ref.moco import MoCo
-from moco_ref.run_directory import RunLock
-from moco_ref.stopping import agreed_signal
+from moco_ref.run.directory import RunLock
+from moco_ref.run.stopping import agreed_signal
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -452,7 +452,7 @@ def _fill_disk_before_metrics_of_step_5(monkeypatch, run_dir: Path, kept: dict) 
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return builtins.open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr("moco_ref.train.open", open_, raising=False)
+    monkeypatch.setattr("moco_ref.run.trainer.open", open_, raising=False)
 
 
 FAULTS = {  # name: (injection, the file named, the cause named, the step training stopped at)

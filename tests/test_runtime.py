@@ -24,7 +24,7 @@ def test_reuse_freed_memory_is_a_no_op_without_a_c_library(monkeypatch):
 
 
 def test_processes_on_one_host_share_its_cores_between_their_blas():
-    from moco_ref.runtime import share_cores_between_processes
+    from moco_ref.run.runtime import share_cores_between_processes
 
     env = {"PMI_SIZE": "4", "MPI_LOCALNRANKS": "2"}
     assert share_cores_between_processes(env, cores=8) == 4
@@ -51,7 +51,7 @@ def test_importing_moco_ref_first_lets_idle_blas_threads_sleep():
 
 
 def test_quiet_idle_blas_threads_says_whether_it_can_still_take_effect():
-    from moco_ref.runtime import quiet_idle_blas_threads
+    from moco_ref.run.runtime import quiet_idle_blas_threads
 
     env = {}
     assert quiet_idle_blas_threads(env) is False   # NumPy is loaded in this process: too late for OpenBLAS

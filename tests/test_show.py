@@ -16,7 +16,7 @@ import pytest
 from helpers import error_line, run_cli, write_image_folder
 from PIL import Image
 
-from moco_ref.show import (embedding_size, neighbours_size, pca_2d, pick_per_class, show_embedding,
+from moco_ref.tools.show import (embedding_size, neighbours_size, pca_2d, pick_per_class, show_embedding,
                            show_neighbours, show_views, views_size)
 
 TINY = ["--image-size", "16", "--width", "2", "-b", "8", "--moco-k", "20", "--moco-dim", "16",
@@ -34,7 +34,7 @@ def run_dir(tmp_path_factory, data):
     import contextlib
     import io
 
-    from moco_ref.cli import main
+    from moco_ref.cli.main import main
 
     run = tmp_path_factory.mktemp("runs") / "run"
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()), \
@@ -60,9 +60,9 @@ def unit_features(encoder, images):
 
 
 def encoders_of(run_dir):
-    """(untrained, trained) encoders rebuilt without moco_ref.runs: MoCo's own encoder_q, and the checkpoint's
+    """(untrained, trained) encoders rebuilt without moco_ref.tools.runs: MoCo's own encoder_q, and the checkpoint's
     arrays loaded into it."""
-    from moco_ref.config import TrainConfig
+    from moco_ref.run.config import TrainConfig
     from moco_ref.moco import MoCo
 
     with np.load(run_dir / "checkpoint_last.npz", allow_pickle=False) as arrays:
@@ -115,9 +115,9 @@ def test_pick_per_class_takes_each_class_in_turn():
 
 # ------------------------------------------------------------------ neighbours
 def test_the_untrained_encoder_is_the_one_training_starts_from(run_dir):
-    from moco_ref.config import TrainConfig
+    from moco_ref.run.config import TrainConfig
     from moco_ref.moco import MoCo
-    from moco_ref.runs import untrained_encoder
+    from moco_ref.tools.runs import untrained_encoder
 
     config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     built = untrained_encoder(config).state_dict()

@@ -3,8 +3,8 @@
 Training runs on a tiny folder of images written into a temporary folder (2 classes, 12 training and
 4 validation images each, 20 x 20 pixels, cropped to 16), resnet10 of width 2, batch 8 in 2 BatchNorm
 splits, K = 20: a run takes well under a second.  The CLI is called in-process through
-``moco_ref.cli.main`` (exit code from SystemExit, output from capsys) and, at least once, as a real
-``python -m moco_ref.cli`` subprocess.
+``moco_ref.cli.main.main`` (exit code from SystemExit, output from capsys) and, at least once, as a real
+``python -m moco_ref.cli.main`` subprocess.
 
 Every error a user can cause must end in exit code 2 and one line on stderr naming the problem,
 never a traceback.
@@ -25,7 +25,7 @@ import helpers
 import numpy as np
 import pytest
 
-from moco_ref.checkpoint import load_checkpoint
+from moco_ref.run.checkpoint import load_checkpoint
 
 # Tiny settings: every run of this file uses them (plus --data and --out).
 TINY = ["--image-size", "16", "--arch", "resnet10", "--width", "2", "-b", "8", "--moco-k", "20",
@@ -72,7 +72,7 @@ def finished_run(tmp_path_factory, data):
     """One complete 2-epoch run, started as a real subprocess: (run dir, completed process)."""
     run_dir = tmp_path_factory.mktemp("runs") / "run"
     process = subprocess.run(
-        [sys.executable, "-m", "moco_ref.cli", "train", "--data", str(data), *TINY, "--epochs", "2",
+        [sys.executable, "-m", "moco_ref.cli.main", "train", "--data", str(data), *TINY, "--epochs", "2",
          "--knn-every", "1", "--seed", "3", "--out", str(run_dir)],
         capture_output=True, text=True, env=subprocess_env(), timeout=120)
     return run_dir, process
@@ -165,12 +165,12 @@ def test_the_checkpoint_records_where_the_run_ended(finished_run):
 
 
 def test_python_dash_m_help_and_version():
-    process = subprocess.run([sys.executable, "-m", "moco_ref.cli", "train", "--help"], capture_output=True,
+    process = subprocess.run([sys.executable, "-m", "moco_ref.cli.main", "train", "--help"], capture_output=True,
                              text=True, env=subprocess_env(), timeout=60)
     assert process.returncode == 0, process.stderr
     assert "Usage: moco-ref train" in process.stdout and "--moco-k" in process.stdout
     for args in (["--help"], ["--version"]):
-        code_out = subprocess.run([sys.executable, "-m", "moco_ref.cli", *args], capture_output=True, text=True,
+        code_out = subprocess.run([sys.executable, "-m", "moco_ref.cli.main", *args], capture_output=True, text=True,
                                   env=subprocess_env(), timeout=60)
         assert code_out.returncode == 0, code_out.stderr
     assert importlib.metadata.version("moco-ref") in code_out.stdout
@@ -448,7 +448,7 @@ def test_a_new_run_into_a_folder_holding_a_run_is_refused(capsys, tmp_path, fini
 
 def test_user_errors_from_a_subprocess_are_one_line(tmp_path):
     """The console entry point itself (not only main()) turns a user error into one line and exit 2."""
-    process = subprocess.run([sys.executable, "-m", "moco_ref.cli", "train", "--data", str(tmp_path / "nowhere"),
+    process = subprocess.run([sys.executable, "-m", "moco_ref.cli.main", "train", "--data", str(tmp_path / "nowhere"),
                               "--out", str(tmp_path / "r")], capture_output=True, text=True,
                              env=subprocess_env(), timeout=60)
     assert process.returncode == 2 and process.stdout == ""

@@ -184,7 +184,7 @@ def main(argv=None) -> None:
     from backends.cpu import reuse_freed_memory
 
     reuse_freed_memory()  # as `moco-ref train` and the in-process suites
-    from moco_ref.distributed import get_communicator, run_or_abort
+    from moco_ref.parallel.launch import get_communicator, run_or_abort
 
     comm = get_communicator("numpy")
     figures = run_or_abort(comm, measure, comm, args)

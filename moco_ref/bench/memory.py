@@ -5,7 +5,7 @@ neither inherits the other's allocations, imports or allocator caches.  The figu
 is the peak resident set size (the probe's own ru_maxrss, read as VmHWM) less the
 resident set size after the imports (and our compiled kernels): what the two encoders, the queue,
 the optimiser state, the activations of a step and the allocator's slack cost.  Ours is set
-against the estimate a run makes before its first step (moco_ref/footprint.py).
+against the estimate a run makes before its first step (moco_ref/run/footprint.py).
 """
 
 from __future__ import annotations
@@ -56,12 +56,13 @@ def run_memory(backend_name: str, echo, config, steps: int, implementations=("ou
     ratio = records["ours"]["added_bytes"] / records["torch"]["added_bytes"] if "torch" in records else None
     mib = 2 ** 20
     ours = records["ours"]
-    estimate_ratio = ours["estimate_bytes"] / ours["added_bytes"]
+    estimate_ratio = ours["estimate_bytes"] / ours["added_bytes"] if ours["added_bytes"] > 0 else None
     table(["implementation", "RSS after imports MiB", "peak RSS MiB", "added MiB", "estimated MiB"],
           [[name, r["baseline_rss_bytes"] / mib, r["peak_rss_bytes"] / mib, r["added_bytes"] / mib,
             r.get("estimate_bytes", 0) / mib or None] for name, r in records.items()], echo)
-    echo(f"estimate (moco_ref/footprint.py, what `moco-ref train` checks before the first step) / measured: "
-         f"{estimate_ratio:.2f} ({'within' if abs(estimate_ratio - 1) <= 0.25 else 'NOT within'} 25 %)")
+    if estimate_ratio is not None:
+        echo(f"estimate (moco_ref/run/footprint.py, what `moco-ref train` checks before the first step) / "
+             f"measured: {estimate_ratio:.2f} ({'within' if abs(estimate_ratio - 1) <= 0.25 else 'NOT within'} 25 %)")
     if ratio is not None:
         echo(f"added memory ours/PyTorch: {ratio:.2f}")
     echo("Each in a fresh process: peak RSS (VmHWM — the process's own ru_maxrss; Linux's ru_maxrss would "

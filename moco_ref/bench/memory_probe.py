@@ -80,7 +80,7 @@ def main(argv=None) -> dict:
             torch.set_num_threads(args.threads)
     config = Config(args.arch, args.width, args.batch, args.K, args.dim, args.size)
     if args.which == "ours":   # load the compiled kernels (a fixed cost, like an import) before the baseline
-        make_ours(Config("resnet10", 2, 8, 64, 16, 8), args.backend)[1]()
+        make_ours(Config("resnet10", width=1, batch=2, K=4, dim=4, size=8), args.backend)[1]()
     baseline = current_rss_bytes()
     if args.which == "ours":
         _, step, sync = make_ours(config, args.backend)
@@ -93,7 +93,7 @@ def main(argv=None) -> dict:
         step()
     sync()
     peak = peak_rss_bytes()
-    from moco_ref.footprint import estimate_bytes, step_bytes
+    from moco_ref.run.footprint import estimate_bytes, step_bytes
 
     record = {"which": args.which, "config": config.as_dict(), "steps": args.steps,
               "baseline_rss_bytes": baseline, "peak_rss_bytes": peak, "added_bytes": peak - baseline,

@@ -17,7 +17,7 @@ except BackendUnavailable as error:
     pytest.skip(f"no GPU backend here: {error}", allow_module_level=True)
 
 from moco_ref.augment import make_pipeline  # noqa: E402
-from moco_ref.gradcheck import ENCODER_TOLERANCE, compare  # noqa: E402
+from moco_ref.tools.gradcheck import ENCODER_TOLERANCE, compare  # noqa: E402
 from moco_ref.models import build_encoder  # noqa: E402
 from moco_ref.moco import MoCo  # noqa: E402
 

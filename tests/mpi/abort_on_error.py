@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from moco_ref.distributed import get_communicator, run_or_abort
+from moco_ref.parallel.launch import get_communicator, run_or_abort
 from moco_ref.errors import UserError
 
 

@@ -6,7 +6,7 @@ Usage: ``[mpiexec -n 2] python tests/mpi/choose.py [numpy|cupy]``; each rank pri
 
 import sys
 
-from moco_ref.distributed import get_communicator, run_or_abort
+from moco_ref.parallel.launch import get_communicator, run_or_abort
 
 if __name__ == "__main__":
     backend = sys.argv[1] if len(sys.argv) > 1 else "numpy"

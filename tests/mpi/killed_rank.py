@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from moco_ref.distributed import get_communicator
+from moco_ref.parallel.launch import get_communicator
 
 if __name__ == "__main__":
     comm = get_communicator("numpy")

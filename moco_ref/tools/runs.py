@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from moco_ref.checkpoint import load_checkpoint
-from moco_ref.config import TrainConfig
+from moco_ref.run.checkpoint import load_checkpoint
+from moco_ref.run.config import TrainConfig
 from moco_ref.errors import CheckpointError, UserError
 from moco_ref.models import ResNetEncoder, build_encoder
 

@@ -6,7 +6,7 @@
                  (split BN, the shuffle-BN stand-in on one device; S = --bn-splits, default 2)
 
 Each setting is a normal run directory DIR/<setting> (config.json, metrics.jsonl,
-checkpoint_last.npz) trained in this process by :class:`moco_ref.train.Trainer`, then measured by
+checkpoint_last.npz) trained in this process by :class:`moco_ref.run.trainer.Trainer`, then measured by
 main_lincls's linear probe with the training features encoded once (the fast ``--no-augment``
 probe of ``moco-ref eval linear``), kept in DIR/<setting>/linear_probe.json.  The table
 (DIR/ablation.md and .json) and the kNN curves (DIR/ablation.png) are made from the run directories
@@ -24,8 +24,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from moco_ref.checkpoint import load_checkpoint_meta
-from moco_ref.config import OPTIONS, RESUMABLE, TrainConfig
+from moco_ref.run.checkpoint import load_checkpoint_meta
+from moco_ref.run.config import OPTIONS, RESUMABLE, TrainConfig
 from moco_ref.errors import UserError
 
 # The ablation's one default of its own: the kNN monitor every 2 epochs, for the curves.  The rest is
@@ -155,7 +155,7 @@ def train_run(config: TrainConfig, run_dir: Path, log, stop=None) -> str:
     settings ``moco-ref train --resume`` may change can differ from the stored recipe).  ``stop``:
     as ``Trainer.run``'s (a signal ends the run after a step, with a checkpoint of that step).
     """
-    from moco_ref.train import Trainer
+    from moco_ref.run.trainer import Trainer
 
     checkpoint = run_dir / "checkpoint_last.npz"
     if not checkpoint.exists():
@@ -183,7 +183,7 @@ def probe_run(run_dir: Path, probe_epochs: int, log) -> dict | None:
     """
     from moco_ref.data import load_dataset
     from moco_ref.evaluation.linear import linear_probe
-    from moco_ref.runs import load_run
+    from moco_ref.tools.runs import load_run
 
     run = load_run(run_dir)
     path = run_dir / PROBE_FILE
@@ -210,7 +210,7 @@ def probe_run(run_dir: Path, probe_epochs: int, log) -> dict | None:
 
 def read_outcome(study: Study, value, run_dir: Path, probe: dict | None) -> Outcome:
     """The table row of one run directory."""
-    from moco_ref.plot import curves
+    from moco_ref.tools.plot import curves
 
     outcome = Outcome(value=value, setting=study.setting(value), run_dir=str(run_dir), status="finished")
     failed = run_dir / FAILED_FILE
@@ -239,13 +239,13 @@ def run_ablation(study_name: str, base: TrainConfig, out_dir, values=None, probe
                  log=None, stop=None) -> dict:
     """Trains (or resumes, or reads back) every run of the study; returns the report (see ``write_report``).
 
-    ``stop`` (moco_ref.stopping.StopSignals): once it has received a signal, the run in progress ends
+    ``stop`` (moco_ref.run.stopping.StopSignals): once it has received a signal, the run in progress ends
     after its current step with a checkpoint, and StoppedBySignal is raised; a signal received while a
     run is probed stops before the next run starts.
     """
     from moco_ref.data import check_batchable, load_dataset
-    from moco_ref.stopping import StoppedBySignal
-    from moco_ref.train import NonFiniteLoss
+    from moco_ref.run.stopping import StoppedBySignal
+    from moco_ref.run.trainer import NonFiniteLoss
 
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     study = STUDIES[study_name]
@@ -443,7 +443,7 @@ def write_report(report: dict, out_dir) -> list[Path]:
 
 def draw_curves(report: dict, out) -> Path:
     """The kNN top-1 of every run against epochs completed, one line a setting, to the PNG ``out``."""
-    from moco_ref.plot import _load_matplotlib
+    from moco_ref.tools.plot import _load_matplotlib
 
     Figure, FigureCanvasAgg, MaxNLocator = _load_matplotlib()
     figure = Figure(figsize=(7, 4.5), layout="constrained")

@@ -49,7 +49,7 @@ the checkpoints (after a barrier: every process has finished the step) and runs 
 the logged loss and accuracy are means over the processes.  A checkpoint records W and resumes
 only with the same W.
 
-What a run survives (see moco_ref/run_directory.py and moco_ref/stopping.py): the writer holds the run
+What a run survives (see moco_ref/run/directory.py and moco_ref/run/stopping.py): the writer holds the run
 directory's lock for the whole run, so a second run into it is refused; before the first step it checks
 that the directory takes files and has room for two checkpoints; every write that fails (no space, a
 read-only or deleted directory, no permission) stops training with one line, the last checkpoint kept;
@@ -69,21 +69,21 @@ import numpy as np
 
 from backends import get_backend, to_numpy
 from moco_ref.augment import make_pipeline
-from moco_ref.checkpoint import load_checkpoint, save_checkpoint, write_atomically
-from moco_ref.config import TrainConfig
+from moco_ref.run.checkpoint import load_checkpoint, save_checkpoint, write_atomically
+from moco_ref.run.config import TrainConfig
 from moco_ref.augment.params import Share
 from moco_ref.data import check_batchable, load_dataset
-from moco_ref.distributed import SingleProcess
+from moco_ref.parallel.communicator import SingleProcess
 from moco_ref.errors import CheckpointError, UserError
 from moco_ref.evaluation.instruments import PROBE_SIZE, Instruments
 from moco_ref.evaluation.knn import knn_accuracy
-from moco_ref.footprint import check_data_fits, check_step_fits
+from moco_ref.run.footprint import check_data_fits, check_step_fits
 from moco_ref.moco import MoCo
 from moco_ref.momentum import momentum_at_step
 from moco_ref.optim import learning_rate
-from moco_ref.progress import Progress
-from moco_ref.run_directory import RunLock, check_room, check_writable, remove_temporary_files, writing
-from moco_ref.stopping import StoppedBySignal, agreed_signal
+from moco_ref.run.progress import Progress
+from moco_ref.run.directory import RunLock, check_room, check_writable, remove_temporary_files, writing
+from moco_ref.run.stopping import StoppedBySignal, agreed_signal
 
 
 class NonFiniteLoss(UserError):
@@ -168,7 +168,7 @@ class Trainer:
         self.logged = LoggedSums()            # of the current epoch
         self.knn_top1_untrained = None        # measured before the first step, reported in the final record
         self.saved_step = None                # the global step of the latest checkpoint written or restored
-        self.stop = None                      # what run() looks at after each step (moco_ref.stopping.StopSignals)
+        self.stop = None                      # what run() looks at after each step (moco_ref.run.stopping.StopSignals)
         self.stopped_by = None                # the signal all processes agreed to stop for, once they did
         self.instruments = self._make_instruments() if self.writer and config.knn_every else None
 
@@ -285,7 +285,7 @@ class Trainer:
     # -------------------------------------------------------------------- run
     def _writing(self, path):
         """The context of every write into the run directory: an OSError in it ends training with one line
-        that names ``path``, the cause and what is kept (moco_ref.run_directory.writing)."""
+        that names ``path``, the cause and what is kept (moco_ref.run.directory.writing)."""
         outcome = f"training stopped at step {self.global_step} {self._kept()}"
         if (self.run_dir / "checkpoint_last.npz").exists():
             outcome += f"; once that is fixed, continue with --resume {self.run_dir}"
@@ -344,7 +344,7 @@ class Trainer:
 
         The writer holds the run directory's lock from here to the end (RunInUse if another process
         holds it) and checks the directory before the first step (RunDirectoryError).  ``stop`` is looked
-        at after every step: once its ``received`` is a signal number (moco_ref.stopping.StopSignals),
+        at after every step: once its ``received`` is a signal number (moco_ref.run.stopping.StopSignals),
         that step's checkpoint is saved and StoppedBySignal raised.
         """
         self.stop = stop

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from backends import BACKEND_NAMES, BackendUnavailable
-from moco_ref.cli_train import checkpoint_path, config_options, parse_schedule, train
+from moco_ref.cli.train import checkpoint_path, config_options, parse_schedule, train
 from moco_ref.errors import UserError
 
 
@@ -30,7 +30,7 @@ def cli():
     """
 
 
-cli.add_command(train)   # moco_ref/cli_train.py
+cli.add_command(train)   # moco_ref/cli/train.py
 
 
 # --------------------------------------------------------------- gradcheck
@@ -43,7 +43,7 @@ def gradcheck(seed):
     and pass/fail against 1e-6 (layers) or 1e-5 (the whole encoder, along random directions).
     Exits with 1 if any check fails.
     """
-    from moco_ref.gradcheck import run_all
+    from moco_ref.tools.gradcheck import run_all
 
     results = run_all(seed)
     width = max(len(r.name) for r in results)
@@ -65,7 +65,7 @@ def evaluate():
 
 def _encoder_from_checkpoint(checkpoint, backend):
     """(encoder_q of the checkpoint at ``checkpoint`` on ``backend``, the run's configuration)."""
-    from moco_ref.runs import load_run
+    from moco_ref.tools.runs import load_run
 
     run = load_run(checkpoint_path(checkpoint), backend)
     return run.encoder_q, run.config
@@ -156,7 +156,7 @@ def export(checkpoint, out, keep_fc):
 
     Prints the files written and a snippet that loads them with torch.from_numpy.
     """
-    from moco_ref.export import export_encoder, loading_snippet
+    from moco_ref.tools.export import export_encoder, loading_snippet
 
     result = export_encoder(checkpoint_path(checkpoint), out, keep_fc)
     dropped = f", dropped {', '.join(result['dropped'])}" if result["dropped"] else ""
@@ -177,7 +177,7 @@ def plot(run_dir, out):
 
     matplotlib is an optional extra: pip install 'moco-ref[plot]'.
     """
-    from moco_ref.plot import plot_run
+    from moco_ref.tools.plot import plot_run
 
     click.echo(f"wrote {plot_run(run_dir, out)}")
 
@@ -219,7 +219,7 @@ def bench(suite, backend, quick, out):
 
 
 # ------------------------------------------------------------- ablate, show
-from moco_ref.cli_see import ablate_command, show  # noqa: E402  (ablate takes train's options)
+from moco_ref.cli.see import ablate_command, show  # noqa: E402  (ablate takes train's options)
 
 cli.add_command(ablate_command(config_options), "ablate")
 cli.add_command(show, "show")

@@ -1,8 +1,8 @@
 """The commands that let you see MoCo work: ``moco-ref ablate`` and ``moco-ref show``.
 
-They are registered on the ``moco-ref`` group in moco_ref/cli.py; ``ablate`` takes every option of
+They are registered on the ``moco-ref`` group in moco_ref/cli/main.py; ``ablate`` takes every option of
 ``moco-ref train``, generated there from the configuration's declarations and handed to
-:func:`ablate_command`.  The work is in moco_ref/ablate.py and moco_ref/show.py, imported when a
+:func:`ablate_command`.  The work is in moco_ref/tools/ablate.py and moco_ref/tools/show.py, imported when a
 command runs.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 
 from backends import BACKEND_NAMES
-from moco_ref.ablate import ABLATION_DEFAULTS, PROBE_EPOCHS, STUDIES
-from moco_ref.config import AUGMENTATIONS, OPTIONS, PRESETS
+from moco_ref.tools.ablate import ABLATION_DEFAULTS, PROBE_EPOCHS, STUDIES
+from moco_ref.run.config import AUGMENTATIONS, OPTIONS, PRESETS
 from moco_ref.errors import UserError
 
 PLOT_NOTE = "pip install 'moco-ref[plot]'"
@@ -37,7 +37,7 @@ def _minutes(seconds: float) -> str:
 
 # ------------------------------------------------------------------ ablate
 def ablate_command(config_options):
-    """The ``ablate`` command, with ``config_options`` (moco_ref.cli's generated train options) applied."""
+    """The ``ablate`` command, with ``config_options`` (moco_ref.cli.main's generated train options) applied."""
 
     @click.command(short_help="Short runs that differ in one setting (m, K, BN groups): a table and kNN curves.")
     @click.argument("study", type=click.Choice(list(STUDIES)))
@@ -73,8 +73,8 @@ def ablate_command(config_options):
         Progress goes to stderr, the table to stdout.
         """
         from backends import get_backend
-        from moco_ref.ablate import base_config, draw_curves, markdown, run_ablation, write_report
-        from moco_ref.stopping import StoppedBySignal, StopSignals
+        from moco_ref.tools.ablate import base_config, draw_curves, markdown, run_ablation, write_report
+        from moco_ref.run.stopping import StoppedBySignal, StopSignals
 
         chosen = STUDIES[study]
         given = {k: v for k, v in flags.items() if v is not None}
@@ -144,7 +144,7 @@ def views_command(aug, data, image_size, count, seed, out):
     A row of images, then the view each gets as a query (x_q) and as a key (x_k), drawn from
     one generator seeded with --seed in the trainer's order.
     """
-    from moco_ref.show import show_views
+    from moco_ref.tools.show import show_views
 
     path, drawn = show_views(data, aug, count, image_size, seed, out)
     click.echo(f"wrote {path}: {len(drawn['index'])} images of {data}, two views each with aug {aug}")
@@ -162,7 +162,7 @@ def neighbours_command(run, queries, k, backend, out):
     the kNN monitor (normalised encoder output), for the untrained encoder RUN started from (its
     seed's weights) and for RUN's learned encoder_q. RUN: a run directory or a checkpoint file.
     """
-    from moco_ref.show import show_neighbours
+    from moco_ref.tools.show import show_neighbours
 
     path, drawn = show_neighbours(run, queries, k, backend, out)
     counts = [f"{name} {int(drawn[name]['same_class'].sum())}/{drawn[name]['same_class'].size}"
@@ -179,7 +179,7 @@ def embedding_command(run, backend, out):
     encoder_q, each projected on its first two principal components (PCA by hand: centre, then the
     eigenvectors of the covariance), coloured by class. RUN: a run directory or a checkpoint file.
     """
-    from moco_ref.show import show_embedding
+    from moco_ref.tools.show import show_embedding
 
     path, drawn = show_embedding(run, backend, out)
     shares = ", ".join(f"{name} {100 * drawn[name]['explained'].sum():.0f} %" for name in ("untrained", "trained"))

@@ -1,6 +1,6 @@
 """``moco-ref train``: its options, generated from the configuration's declarations, and the run.
 
-The options come from moco_ref/config.py (one declaration per setting: flag, help, range, whether it may
+The options come from moco_ref/run/config.py (one declaration per setting: flag, help, range, whether it may
 change on --resume); this module turns them into click options, builds or resumes the Trainer on every
 process of the communicator (rank 0 alone prints), and reports the end of the run in one line.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from moco_ref.config import OPTIONS, PRESETS, RESUMABLE, Option, TrainConfig
+from moco_ref.run.config import OPTIONS, PRESETS, RESUMABLE, Option, TrainConfig
 from moco_ref.errors import UserError
 
 
@@ -48,7 +48,7 @@ def _default_text(value) -> str:
 
 
 def config_options(command):
-    """Adds one click option per TrainConfig field, generated from its declaration (moco_ref.config.OPTIONS).
+    """Adds one click option per TrainConfig field, generated from its declaration (moco_ref.run.config.OPTIONS).
 
     Every option defaults to None, so that only the flags given on the command line override a preset
     or a resumed run's configuration; the help shows the dataclass default.
@@ -94,7 +94,7 @@ def train(preset, out, resume, aug_plus, **flags):
     Ctrl-C or SIGTERM: the run finishes its step, saves a checkpoint of it, prints the --resume
     command and exits with 130 or 143.  One run at a time holds a run directory.
     """
-    from moco_ref.distributed import get_communicator, run_or_abort
+    from moco_ref.parallel.launch import get_communicator, run_or_abort
 
     given = {k: v for k, v in flags.items() if v is not None}
     if aug_plus:
@@ -106,7 +106,7 @@ def train(preset, out, resume, aug_plus, **flags):
 def _run_backend(resume, preset) -> str:
     """The backend the run will use when --backend is not given: the resumed run's, the preset's or the default."""
     if resume:
-        from moco_ref.checkpoint import load_checkpoint_meta
+        from moco_ref.run.checkpoint import load_checkpoint_meta
 
         return TrainConfig.from_dict(load_checkpoint_meta(checkpoint_path(resume)).get("config", {})).backend
     return PRESETS.get(preset, {}).get("backend", TrainConfig().backend)
@@ -119,7 +119,7 @@ def _train(comm, preset, out, resume, given: dict) -> int:
     checkpoint saved).  Rank 0 first refuses a run directory another process is training into (at once,
     touching nothing); the trainer then holds its lock for the whole run.
     """
-    from moco_ref.footprint import memory_error_line
+    from moco_ref.run.footprint import memory_error_line
 
     echo = click.echo if comm.rank == 0 else (lambda *args, **kwargs: None)
     trainer = None
@@ -138,8 +138,8 @@ def _train(comm, preset, out, resume, given: dict) -> int:
 
 def _new_trainer(preset, out, given: dict, comm, echo):
     """The Trainer of a fresh run: the defaults, then the preset, then the flags given."""
-    from moco_ref.run_directory import refuse_if_in_use
-    from moco_ref.train import Trainer
+    from moco_ref.run.directory import refuse_if_in_use
+    from moco_ref.run.trainer import Trainer
 
     values = {**TrainConfig().to_dict(), **PRESETS.get(preset, {}), **given}
     if comm.size > 1 and "bn_splits" not in given:
@@ -164,8 +164,8 @@ def _new_trainer(preset, out, given: dict, comm, echo):
 def _resumed_trainer(resume, given: dict, preset, out, comm, echo):
     """A Trainer restored from the checkpoint at ``resume`` with the flags in ``given`` applied, or None
     when the checkpoint is already where that configuration would stop (said in one line, nothing written)."""
-    from moco_ref.run_directory import refuse_if_in_use
-    from moco_ref.train import Trainer
+    from moco_ref.run.directory import refuse_if_in_use
+    from moco_ref.run.trainer import Trainer
 
     checkpoint, config, meta = _resumed_config(resume, given, preset)
     run_dir = Path(out) if out else checkpoint.parent
@@ -183,7 +183,7 @@ def _resumed_trainer(resume, given: dict, preset, out, comm, echo):
 
 def _run(trainer, comm, echo) -> int:
     """Trains to the end, with SIGINT and SIGTERM turned into a stop after the current step; the exit code."""
-    from moco_ref.stopping import StoppedBySignal, StopSignals
+    from moco_ref.run.stopping import StoppedBySignal, StopSignals
 
     with StopSignals() as signals:
         try:
@@ -244,7 +244,7 @@ def _resumed_config(resume, given: dict, preset):
     flag given must repeat the run's value, else one line lists each difference with both values.  A
     --max-steps limit of the interrupted run does not carry over.  Returns (checkpoint path, config, meta).
     """
-    from moco_ref.checkpoint import load_checkpoint_meta
+    from moco_ref.run.checkpoint import load_checkpoint_meta
 
     checkpoint = checkpoint_path(resume)
     meta = load_checkpoint_meta(checkpoint)

@@ -102,7 +102,7 @@ def _unit_features(encoder, images, backend) -> np.ndarray:
 
 def _run_and_splits(run, backend):
     from moco_ref.data import load_dataset
-    from moco_ref.runs import load_run, untrained_encoder
+    from moco_ref.tools.runs import load_run, untrained_encoder
 
     loaded = load_run(run, backend)
     c = loaded.config
@@ -197,7 +197,7 @@ def mosaic(cells: np.ndarray, borders=None, border: int = 2, gap: int = 2) -> np
 
 
 def _figure(size):
-    from moco_ref.plot import _load_matplotlib
+    from moco_ref.tools.plot import _load_matplotlib
 
     Figure, FigureCanvasAgg, _ = _load_matplotlib()
     figure = Figure(figsize=size, layout="constrained")
@@ -314,7 +314,7 @@ def show_views(data_source: str = "builtin", aug: str = "cifar", count: int = 8,
                seed: int = 0, out=None) -> tuple[Path, dict]:
     """``moco-ref show views``: computes :func:`views_data` and draws it; returns (PNG path, data)."""
     from moco_ref.data import load_dataset
-    from moco_ref.plot import _load_matplotlib
+    from moco_ref.tools.plot import _load_matplotlib
 
     out = check_out(out, Path(f"views-{aug}.png"))
     _load_matplotlib()                       # one line, before any work, when matplotlib is missing
@@ -325,8 +325,8 @@ def show_views(data_source: str = "builtin", aug: str = "cifar", count: int = 8,
 
 def show_neighbours(run, queries: int = 6, k: int = 5, backend=None, out=None) -> tuple[Path, dict]:
     """``moco-ref show neighbours RUN``: computes :func:`neighbours_data` and draws it."""
-    from moco_ref.plot import _load_matplotlib
-    from moco_ref.runs import checkpoint_path
+    from moco_ref.tools.plot import _load_matplotlib
+    from moco_ref.tools.runs import checkpoint_path
 
     checkpoint_path(run)
     out = check_out(out, _default_beside(run, "neighbours.png"))
@@ -337,8 +337,8 @@ def show_neighbours(run, queries: int = 6, k: int = 5, backend=None, out=None) -
 
 def show_embedding(run, backend=None, out=None) -> tuple[Path, dict]:
     """``moco-ref show embedding RUN``: computes :func:`embedding_data` and draws it."""
-    from moco_ref.plot import _load_matplotlib
-    from moco_ref.runs import checkpoint_path
+    from moco_ref.tools.plot import _load_matplotlib
+    from moco_ref.tools.runs import checkpoint_path
 
     checkpoint_path(run)
     out = check_out(out, _default_beside(run, "embedding.png"))

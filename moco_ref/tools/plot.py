@@ -1,6 +1,6 @@
 """Training curves of a run directory as one PNG (``moco-ref plot RUN_DIR``).
 
-Reads RUN_DIR/metrics.jsonl, one JSON object a line, as written by :mod:`moco_ref.train`:
+Reads RUN_DIR/metrics.jsonl, one JSON object a line, as written by :mod:`moco_ref.run.trainer`:
 
     {"kind": "step",  "global_step", "epoch", "loss", "acc1" (%), "lr", "m", "images_per_s"}
     {"kind": "epoch", "epoch" (0-based, the epoch just run), "loss", "acc1", "lr", "knn_top1"?, "complete"}
@@ -28,7 +28,7 @@ import json
 import math
 from pathlib import Path
 
-from moco_ref.config import current_names
+from moco_ref.run.config import current_names
 from moco_ref.errors import UserError
 
 PLOT_INSTALL = "pip install 'moco-ref[plot]'"

@@ -45,8 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-from moco_ref.checkpoint import load_checkpoint, write_atomically
-from moco_ref.config import current_names
+from moco_ref.run.checkpoint import load_checkpoint, write_atomically
+from moco_ref.run.config import current_names
 from moco_ref.errors import CheckpointError, UserError
 
 PREFIX = "encoder_q."
