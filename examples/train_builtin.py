@@ -43,7 +43,7 @@ def main(epochs: int = DEFAULTS.epochs, width: int = DEFAULTS.width, batch_size:
                          knn_every=epochs)                  # the monitor before training and at the end only
     run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("example-builtin-%Y%m%d-%H%M%S")
     trainer = Trainer(config, run_dir, log=(lambda message: None) if quiet else None)
-    print(f"MoCo on {len(trainer.train_set)} built-in images ({len(trainer.test_set)} held out): "
+    print(f"MoCo on {len(trainer.train_set)} built-in images ({len(trainer.monitor.test_set)} held out): "
           f"{config.arch} width {width}, batch {batch_size}, K {K}, m {config.m}, T {config.T}, "
           f"{epochs} epoch(s) of {trainer.steps_per_epoch} steps, backend {backend}")
 

@@ -83,7 +83,7 @@ def main(path, epochs: int = RECIPE["epochs"], width: int = RECIPE["width"],
         return 2
     print(f"trained {final['epoch']} epoch(s), {final['global_step']} steps; final InfoNCE loss {final['loss']:.3f}")
     if final.get("knn_top1") is not None:
-        print(f"kNN top-1 on the {len(trainer.test_set)} test images: {final['knn_top1']:.2f}% "
+        print(f"kNN top-1 on the {len(trainer.monitor.test_set)} test images: {final['knn_top1']:.2f}% "
               f"(untrained encoder: {final['knn_top1_untrained']:.2f}%; the demo: 82.6% after 200 epochs)")
     print(f"run directory: {run_dir}; continue it with: moco-ref train --resume {run_dir}")
     return 0

@@ -27,11 +27,17 @@ from __future__ import annotations
 import numpy as np
 
 from backends import get_backend
-from moco_ref.parallel.communicator import SingleProcess
-from moco_ref.loss import info_nce_backward, info_nce_forward, instance_accuracy, normalize_backward, normalize_forward
+from moco_ref.loss import (
+    info_nce_backward,
+    info_nce_forward,
+    instance_accuracy,
+    normalize_backward,
+    normalize_forward,
+)
 from moco_ref.models import build_encoder
 from moco_ref.momentum import momentum_update_
 from moco_ref.optim import SGD
+from moco_ref.parallel.communicator import SingleProcess
 from moco_ref.queue import KeyQueue
 from moco_ref.shuffle import batch_shuffle, batch_unshuffle, local_share
 
@@ -59,27 +65,22 @@ class MoCo:
         self.optimizer = SGD(self.encoder_q.params, lr, momentum, weight_decay, nesterov)
         self.shuffle_rng = np.random.default_rng(seed + 2)
 
-    @property
-    def lr(self) -> float:
-        return self.optimizer.lr
-
-    @lr.setter
-    def lr(self, value: float) -> None:
-        self.optimizer.lr = value
-
     # ------------------------------------------------------------------ the step
-    def step(self, x_q, x_k) -> dict:
+    def step(self, x_q, x_k, m: float | None = None, lr: float | None = None) -> dict:
         """One training step (Algorithm 1) on two views of a batch.
 
         Args:
             x_q, x_k: (n, 3, H, W) images on the backend, two augmentations of the same n images
                 (with W processes, this process's share of the batch).
+            m: this step's key-encoder momentum (a schedule's value; default: the model's ``m``).
+            lr: this step's learning rate (the epoch's; default: the one the model was built with).
         Returns:
             {"loss": 0-d array, "acc1": 0-d array}: this process's InfoNCE loss (summed over both
             directions in symmetric mode) and (K+1)-way instance accuracy.  They stay on the
             device; convert with ``float()`` only when logging.
         """
-        momentum_update_(self.encoder_k.params, self.encoder_q.params, self.m)   # θ_k ← m·θ_k + (1 − m)·θ_q
+        m = self.m if m is None else m
+        momentum_update_(self.encoder_k.params, self.encoder_q.params, m)        # θ_k ← m·θ_k + (1 − m)·θ_q
         directions = ((x_q, x_k), (x_k, x_q)) if self.symmetric else ((x_q, x_k),)
         loss, acc, grads, keys = 0.0, 0.0, None, []
         for x_1, x_2 in directions:
@@ -92,9 +93,8 @@ class MoCo:
             grads = g if grads is None else {name: grads[name] + g[name] for name in grads}
             loss, acc = loss + l, acc + instance_accuracy(logits) * (1.0 / len(directions))
             keys.append(k_all)
-        if self.comm.size > 1:
-            self._average_over_processes_(grads)
-        self.optimizer.step_(grads)
+        self._average_over_processes_(grads)
+        self.optimizer.step_(grads, lr)
         for k_all in reversed(keys):   # as the demo's torch.cat([k1, k2]): the keys of x_q (2nd direction) first
             self.queue.enqueue(k_all)
         return {"loss": loss, "acc1": acc}
@@ -112,14 +112,11 @@ class MoCo:
 
     def _average_over_processes_(self, grads: dict) -> None:
         """Gradients and both encoders' running statistics become their means over the processes, in
-        one collective.  (The integer batch counters are equal everywhere already.)"""
+        one collective (with one process they are left as they are).  (The integer batch counters are
+        equal everywhere already.)"""
         floats = [b for encoder in (self.encoder_q, self.encoder_k)
                   for b in encoder.buffers.values() if b.dtype.kind == "f"]
-        arrays = list(grads.values()) + floats
-        self.comm.allreduce_sum_(arrays)
-        inverse = 1.0 / self.comm.size
-        for a in arrays:
-            a *= inverse
+        self.comm.average_(list(grads.values()) + floats)
 
     # ----------------------------------------------------------------- the state
     def state_dict(self) -> dict:

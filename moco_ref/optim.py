@@ -34,9 +34,11 @@ class SGD:
         self.lr, self.momentum, self.weight_decay, self.nesterov = lr, momentum, weight_decay, nesterov
         self.buffers = {name: get_array_module(p).zeros_like(p) for name, p in params.items()}
 
-    def step_(self, grads: dict) -> None:
-        """Applies one update to ``self.params`` in place, given ``{name: gradient}``."""
-        lr, mu, wd = float(self.lr), float(self.momentum), float(self.weight_decay)
+    def step_(self, grads: dict, lr: float | None = None) -> None:
+        """Applies one update to ``self.params`` in place, given ``{name: gradient}``, with this step's learning
+        rate ``lr`` (default: the one given at construction)."""
+        lr = float(self.lr if lr is None else lr)
+        mu, wd = float(self.momentum), float(self.weight_decay)
         for name, p in self.params.items():
             ops.sgd_update_(p, grads[name], self.buffers[name], lr, mu, wd, self.nesterov)   # the update above
 

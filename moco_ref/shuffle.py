@@ -24,9 +24,8 @@ from backends import get_array_module
 
 
 def concat_all_gather(x, comm):
-    """Every process's share (n, ...) -> the whole batch (W·n, ...), in global sample order."""
-    if comm.size == 1:
-        return x
+    """Every process's share (n, ...) -> the whole batch (W·n, ...), in global sample order (with one
+    process, x itself)."""
     W, n = comm.size, x.shape[0]
     blocks = comm.allgather(x)                               # (W·n, ...): rank 0's n rows, then rank 1's, ...
     return blocks.reshape(W, n, *x.shape[1:]).swapaxes(0, 1).reshape(W * n, *x.shape[1:])

@@ -18,8 +18,8 @@ import pytest
 from helpers import error_line, run_cli, write_image_folder
 from PIL import Image
 
-from moco_ref.tools.ablate import PAPER_MOMENTUM, STUDIES, Outcome, shape_line
 from moco_ref.run.config import TrainConfig
+from moco_ref.tools.ablate import PAPER_MOMENTUM, STUDIES, Outcome, shape_line
 
 TINY = ["--image-size", "16", "--width", "2", "-b", "8", "--moco-dim", "16",
         "--bn-splits", "2", "--log-every", "1", "--epochs", "2", "--knn-every", "1", "--probe-epochs", "3"]
@@ -118,11 +118,11 @@ def test_an_interrupted_ablation_continues_to_the_same_table(tmp_path, data, cap
 
     original, calls = Trainer.run_epoch, []
 
-    def interrupted(self):
+    def interrupted(self, stop=None):
         calls.append(self.config.m)
         if len(calls) == 4:                     # run 1's two epochs, run 2's first; then Ctrl-C
             raise KeyboardInterrupt
-        return original(self)
+        return original(self, stop)
 
     monkeypatch.setattr(Trainer, "run_epoch", interrupted)
     code, _, err = run_cli([*args, "--out", tmp_path / "cut"], capsys)
@@ -150,11 +150,11 @@ def test_ctrl_c_stops_after_a_step_and_the_same_command_continues_to_the_same_ta
     assert code == 0, err
     step, steps = MoCo.step, []
 
-    def step_then_ctrl_c(self, x_q, x_k):
+    def step_then_ctrl_c(self, x_q, x_k, **schedule):
         steps.append(self.m)
         if len(steps) == 8:                     # run 2 (m = 0.99), epoch 1, its second step
             os.kill(os.getpid(), signal.SIGINT)
-        return step(self, x_q, x_k)
+        return step(self, x_q, x_k, **schedule)
 
     monkeypatch.setattr(MoCo, "step", step_then_ctrl_c)
     code, _, err = run_cli([*args, "--out", tmp_path / "cut"], capsys)
@@ -177,8 +177,8 @@ def test_a_run_whose_loss_became_nan_is_reported_as_failed(tmp_path, data, capsy
 
     step = MoCo.step
 
-    def nan_at_m_0(self, x_q, x_k):
-        stats = step(self, x_q, x_k)
+    def nan_at_m_0(self, x_q, x_k, **schedule):
+        stats = step(self, x_q, x_k, **schedule)
         return {**stats, "loss": np.float32("nan")} if self.m == 0 else stats
 
     monkeypatch.setattr(MoCo, "step", nan_at_m_0)
@@ -270,11 +270,11 @@ def test_another_recipe_in_the_same_folder_is_refused(momentum_ablation, data, c
     error_line(code, err, "--width 2", "asks for 4", "another --out")
 
 
-def test_help_explains_the_studies_and_states_the_time(capsys):
+def test_help_explains_the_studies_with_the_ablations_own_defaults(capsys):
     code, out, _ = run_cli(["ablate", "--help"], capsys)
     assert code == 0
     out = " ".join(out.split())                  # click wraps the lines
-    for phrase in ("momentum", "queue", "shuffle-bn", "2-core CPU", "min", "[default here: 2]",
+    for phrase in ("momentum", "queue", "shuffle-bn", "--knn-every", "[default: 2]",
                    "--values", "--probe-epochs", "resumes"):
         assert phrase in out, phrase
 

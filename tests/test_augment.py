@@ -20,8 +20,20 @@ from hypothesis import strategies as st
 from PIL import Image, ImageEnhance, ImageFilter
 
 from backends import available_backends, get_backend, to_numpy
-from moco_ref.augment import CIFAR_MEAN, CIFAR_STD, PIPELINES, denormalize, make_pipeline, normalize
-from moco_ref.augment.blur import gaussian_blur, gaussian_kernel_radius, gaussian_kernels, random_gaussian_blur
+from moco_ref.augment import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    PIPELINES,
+    denormalize,
+    make_pipeline,
+    normalize,
+)
+from moco_ref.augment.blur import (
+    gaussian_blur,
+    gaussian_kernel_radius,
+    gaussian_kernels,
+    random_gaussian_blur,
+)
 from moco_ref.augment.color import (
     adjust_brightness,
     adjust_contrast,

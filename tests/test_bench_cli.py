@@ -2,10 +2,8 @@
 
 import json
 
-import pytest
-
 import helpers
-
+import pytest
 from helpers import run_cli
 
 

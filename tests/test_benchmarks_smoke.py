@@ -16,13 +16,12 @@ import math
 
 import numpy as np
 import pytest
-
 from helpers import needs_mpi, run_cli
 
 from moco_ref.bench import data_parallel, memory, parts, step
+from moco_ref.bench.__main__ import main as benchmarks_main
 from moco_ref.bench.cli_entry import SUITES, run
 from moco_ref.bench.common import TINY, blas_info, conv_layers, step_flops
-from moco_ref.bench.__main__ import main as benchmarks_main
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 

@@ -14,8 +14,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from moco_ref.run.checkpoint import META_KEY, load_checkpoint, save_checkpoint
 from moco_ref.errors import CheckpointError, UserError
+from moco_ref.run.checkpoint import META_KEY, load_checkpoint, save_checkpoint
 
 
 def sample_arrays(seed: int = 0) -> dict:

@@ -14,8 +14,8 @@ import helpers
 import pytest
 
 from moco_ref.cli.main import train
-from moco_ref.run.config import LEGACY_NAMES, OPTIONS, PRESETS, RESUMABLE, TrainConfig
 from moco_ref.moco import MoCo
+from moco_ref.run.config import LEGACY_NAMES, OPTIONS, PRESETS, RESUMABLE, TrainConfig
 
 FIELD_NAMES = [f.name for f in fields(TrainConfig)]
 

@@ -14,8 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from moco_ref.data import (SYNTHETIC_CLASSES, Dataset, check_batchable, load_dataset,
-                           make_synthetic)
+from moco_ref.data import (
+    SYNTHETIC_CLASSES,
+    Dataset,
+    check_batchable,
+    load_dataset,
+    make_synthetic,
+)
 from moco_ref.errors import DataError, UserError
 
 

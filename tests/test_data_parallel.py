@@ -19,10 +19,9 @@ import pytest
 from helpers import MPIEXEC, mpi_env, needs_mpi
 
 from moco_ref.augment import PIPELINES, make_pipeline
-from moco_ref.augment.params import Share
 from moco_ref.run.checkpoint import load_checkpoint
-from moco_ref.tools.gradcheck import relative_error
 from moco_ref.shuffle import concat_all_gather, local_share
+from moco_ref.tools.gradcheck import relative_error
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small and quick: width 2, 2 000 built-in images, 16 images a step, float64 for the comparisons.
@@ -64,17 +63,26 @@ def assert_same_run(a: Path, b: Path, rtol: float) -> None:
 @pytest.mark.parametrize("name", PIPELINES)
 @pytest.mark.parametrize("processes", [2, 3])
 def test_a_share_of_a_batch_augments_exactly_as_the_whole_batch(name, processes):
-    """Parameters drawn for the whole batch, this share's rows applied: the same views, the same generator state."""
+    """Parameters drawn for the whole batch, this process's rows of images and parameters applied (taken once,
+    where the trainer forms the batch): the same views, the same generator state."""
     images = np.random.default_rng(0).integers(0, 256, (12, 20, 20, 3), dtype=np.uint8)
     pipeline = make_pipeline(name, 16)
     whole_rng = np.random.default_rng(5)
     whole = pipeline(images, whole_rng)
     for rank in range(processes):
         rng = np.random.default_rng(5)
-        share = Share(rank, processes)
-        part = pipeline(share.rows(images), rng, share=share)
+        comm = _Rank(rank, processes)
+        draws = pipeline.draw(rng, len(images), 20, 20)
+        part = pipeline.apply(local_share(images, comm), local_share(draws, comm))
         assert np.array_equal(part, whole[rank::processes]), f"rank {rank} of {processes}"
         assert rng.bit_generator.state == whole_rng.bit_generator.state, "the generators must stay in step"
+
+
+class _Rank:
+    """Which process this is, all that local_share asks of a communicator."""
+
+    def __init__(self, rank, size):
+        self.rank, self.size = rank, size
 
 
 class _Gathered:

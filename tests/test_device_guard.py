@@ -6,11 +6,11 @@ import sys
 
 import numpy as np
 import pytest
+from strict_device import DeviceArray, strict_backend, strict_xp
 
 from backends import get_array_module, ops
 from moco_ref.augment import make_pipeline
 from moco_ref.moco import MoCo
-from strict_device import DeviceArray, strict_backend, strict_xp
 
 
 @pytest.fixture

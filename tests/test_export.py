@@ -4,14 +4,13 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import assert_close, run_cli
 
-from helpers import assert_close
+from moco_ref.errors import CheckpointError, UserError
+from moco_ref.moco import MoCo
 from moco_ref.run.checkpoint import save_checkpoint
 from moco_ref.run.config import TrainConfig
-from moco_ref.errors import CheckpointError, UserError
 from moco_ref.tools.export import export_encoder
-from moco_ref.moco import MoCo
 
 RTOL = 1e-9
 
@@ -109,7 +108,6 @@ def test_checkpoint_without_encoder_is_rejected(tmp_path):
 def test_readme_snippet_loads_into_torch_and_features_match(tmp_path, mlp):
     torch = pytest.importorskip("torch")
     from moco_ref.bench.torch_twin import CifarResNet
-
     from moco_ref.models import ARCHS
 
     moco = make_checkpoint(tmp_path / "checkpoint.npz", mlp=mlp)

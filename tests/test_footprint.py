@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from helpers import error_line, run_cli
 
-from moco_ref.run import footprint
 from moco_ref.moco import MoCo
+from moco_ref.run import footprint
 
 TINY_TRAIN = ["--width", "2", "--moco-dim", "8", "--image-size", "16", "--knn-every", "0", "--max-steps", "1"]
 
@@ -86,7 +86,7 @@ def test_data_that_cannot_fit_is_refused_in_one_line(capsys, tmp_path, monkeypat
 
 
 def test_running_out_of_memory_during_training_is_one_line(capsys, tmp_path, monkeypatch):
-    def no_memory(self, x_q, x_k):
+    def no_memory(self, x_q, x_k, **schedule):
         raise MemoryError("Unable to allocate 37.7 MiB for an array")
 
     monkeypatch.setattr(MoCo, "step", no_memory)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from moco_ref.tools import gradcheck
 from moco_ref.layers import conv
+from moco_ref.tools import gradcheck
 
 LAYER_RESULTS = gradcheck._layer_checks(np.random.default_rng(0))
 

@@ -14,8 +14,6 @@ import helpers
 import numpy as np
 import pytest
 
-from moco_ref.run.checkpoint import load_checkpoint
-from moco_ref.run.config import TrainConfig
 from moco_ref.evaluation.instruments import (
     alignment,
     feature_std,
@@ -26,6 +24,8 @@ from moco_ref.evaluation.instruments import (
 )
 from moco_ref.loss import info_nce_forward
 from moco_ref.queue import KeyQueue
+from moco_ref.run.checkpoint import load_checkpoint
+from moco_ref.run.config import TrainConfig
 from moco_ref.run.trainer import Trainer
 
 
@@ -151,8 +151,8 @@ def test_measuring_changes_nothing_and_twice_in_a_row_gives_no_drift(tmp_path, d
     model.step(*(trainer.augment(trainer.train_set.images[:8], np.random.default_rng(0), "numpy")
                  for _ in range(2)))                                   # running statistics of their own
     before = {name: a.copy() for name, a in model.state_dict().items()}
-    first = trainer.instruments.measure(model, step=1)
-    second = trainer.instruments.measure(model, step=1)
+    first = trainer.monitor.instruments.measure(model, step=1)
+    second = trainer.monitor.instruments.measure(model, step=1)
     for name, a in model.state_dict().items():
         np.testing.assert_array_equal(a, before[name], err_msg=name)
     assert first["key_drift"] is None and second["key_drift"] == pytest.approx(1.0, abs=1e-6)
@@ -167,8 +167,8 @@ def test_measuring_changes_nothing_and_twice_in_a_row_gives_no_drift(tmp_path, d
 
 def test_without_a_test_split_the_probe_set_is_the_training_set(tmp_path, data):
     trainer = Trainer(tiny_config(data / "train"), tmp_path / "r", log=lambda message: None)
-    assert trainer.test_set is None and trainer.instruments is not None
-    np.testing.assert_array_equal(trainer.instruments.images, trainer.train_set.images[:256])
+    assert trainer.monitor.test_set is None and trainer.monitor.instruments is not None
+    np.testing.assert_array_equal(trainer.monitor.instruments.images, trainer.train_set.images[:256])
 
 
 def test_knn_every_zero_turns_the_instruments_off(tmp_path, data):
@@ -195,7 +195,7 @@ def test_instruments_records_follow_the_knn_monitor(tmp_path, data):
     kinds = [r["kind"] for r in records if r["kind"] != "step"]
     assert kinds == ["knn", "instruments", "epoch", "epoch", "instruments", "epoch", "instruments", "final"]
     arrays, _ = load_checkpoint(tmp_path / "r" / "checkpoint_last.npz")
-    np.testing.assert_array_equal(arrays["instruments.probe_keys"], trainer.instruments.probe_keys)
+    np.testing.assert_array_equal(arrays["instruments.probe_keys"], trainer.monitor.instruments.probe_keys)
     assert arrays["instruments.probe_keys"].shape == (8, 8)            # 8 probe images, D = 8
 
 
@@ -204,8 +204,8 @@ def test_a_run_with_instruments_is_bit_identical_to_one_without(tmp_path, data, 
     buffer, queue entry, generator state and logged loss equals that of a run without them."""
     with_them = Trainer(tiny_config(data), tmp_path / "with", log=lambda message: None)
     with_them.run()
-    monkeypatch.setattr(Trainer, "_make_instruments", lambda self: None)
     without = Trainer(tiny_config(data), tmp_path / "without", log=lambda message: None)
+    without.monitor.instruments = None                                 # the same run, not measured
     without.run()
 
     arrays_a, meta_a = load_checkpoint(tmp_path / "with" / "checkpoint_last.npz")

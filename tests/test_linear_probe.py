@@ -15,9 +15,9 @@ from moco_ref.evaluation.linear import (
     linear_probe,
     topk_correct,
 )
-from moco_ref.tools.gradcheck import compare, numerical_gradient
 from moco_ref.loss import cross_entropy_backward, cross_entropy_forward
 from moco_ref.models import build_encoder
+from moco_ref.tools.gradcheck import compare, numerical_gradient
 
 COLOURS = np.array([[220, 40, 40], [40, 200, 40], [40, 60, 220], [200, 200, 60]])  # one per class
 

@@ -4,8 +4,8 @@ import copy
 
 import numpy as np
 import pytest
-
 from helpers import assert_close
+
 from moco_ref.moco import MoCo
 
 torch = pytest.importorskip("torch")

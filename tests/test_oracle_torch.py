@@ -5,8 +5,8 @@ Skipped where torch is not installed; CI installs the CPU build.
 
 import numpy as np
 import pytest
-
 from helpers import assert_close
+
 from moco_ref.layers import basic, batchnorm, conv
 from moco_ref.models import build_encoder
 from moco_ref.optim import SGD
@@ -168,11 +168,10 @@ def test_sgd_matches_torch(nesterov):
     theirs = torch.optim.SGD(torch_params, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=nesterov)
     for step in range(4):
         grads = {n: rng.standard_normal(p.shape) for n, p in params.items()}
-        if step == 2:  # the learning rate changes between epochs
-            ours.lr = 0.03
-            for group in theirs.param_groups:
-                group["lr"] = 0.03
-        ours.step_(grads)
+        lr = 0.1 if step < 2 else 0.03   # the learning rate changes between epochs
+        for group in theirs.param_groups:
+            group["lr"] = lr
+        ours.step_(grads, lr=lr if step >= 2 else None)
         for t, g in zip(torch_params, grads.values()):
             t.grad = torch.from_numpy(g)
         theirs.step()

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from moco_ref.tools.gradcheck import compare, numerical_gradient
 from moco_ref.loss import info_nce, info_nce_backward, info_nce_forward
+from moco_ref.tools.gradcheck import compare, numerical_gradient
 
 
 def unit_rows(rng, rows, D, dtype=np.float64):

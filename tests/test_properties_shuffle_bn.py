@@ -12,11 +12,11 @@ even a group of one sample has 2×2 = 4 values per channel in its last stage.
 import copy
 
 import numpy as np
+from helpers import assert_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from helpers import assert_close
 from moco_ref.loss import normalize_forward
 from moco_ref.models import build_encoder
 from moco_ref.parallel.communicator import SingleProcess

@@ -21,11 +21,11 @@ import helpers
 import numpy as np
 import pytest
 
-from moco_ref.run.checkpoint import load_checkpoint, save_checkpoint
 from moco_ref.cli.main import main
-from moco_ref.run.config import LEGACY_NAMES, TrainConfig
 from moco_ref.errors import UserError
 from moco_ref.moco import MoCo
+from moco_ref.run.checkpoint import load_checkpoint, save_checkpoint
+from moco_ref.run.config import LEGACY_NAMES, TrainConfig
 from moco_ref.run.trainer import Trainer
 
 STEPS_PER_EPOCH = 4
@@ -272,8 +272,8 @@ def break_step(monkeypatch, at_call: int, how: str) -> None:
     real_step = MoCo.step
     calls = []
 
-    def step(self, x_q, x_k):
-        out = real_step(self, x_q, x_k)
+    def step(self, x_q, x_k, **schedule):
+        out = real_step(self, x_q, x_k, **schedule)
         calls.append(1)
         if len(calls) >= at_call:
             if how == "loss":

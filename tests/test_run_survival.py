@@ -33,8 +33,8 @@ import numpy as np
 import pytest
 from helpers import MPIEXEC, mpi_env, needs_mpi
 
-from moco_ref.run.checkpoint import load_checkpoint
 from moco_ref.moco import MoCo
+from moco_ref.run.checkpoint import load_checkpoint
 from moco_ref.run.directory import RunLock
 from moco_ref.run.stopping import agreed_signal
 
@@ -274,11 +274,11 @@ def test_further_signals_while_saving_tear_nothing(capsys, monkeypatch, tmp_path
     """SIGTERM at step 2; while its checkpoint is written, SIGINT and SIGTERM again: the save completes."""
     real_step, real_savez, steps, saves = MoCo.step, np.savez, [], []
 
-    def step(self, x_q, x_k):
+    def step(self, x_q, x_k, **schedule):
         steps.append(1)
         if len(steps) == 2:
             os.kill(os.getpid(), signal.SIGTERM)          # the handler runs here, before the step goes on
-        return real_step(self, x_q, x_k)
+        return real_step(self, x_q, x_k, **schedule)
 
     def savez(file, **arrays):
         saves.append(1)
@@ -445,14 +445,14 @@ def _refuse_second_checkpoint_with_no_permission(monkeypatch, run_dir: Path, kep
 
 
 def _fill_disk_before_metrics_of_step_5(monkeypatch, run_dir: Path, kept: dict) -> None:
-    """The trainer's open(metrics.jsonl, "a") for the record of step 5 fails with ENOSPC."""
+    """The run directory's open(metrics.jsonl, "a") for the record of step 5 fails with ENOSPC."""
     def open_(path, mode="r", *args, **kwargs):
         if str(path).endswith("metrics.jsonl") and "a" in mode and logged_step(run_dir) == 4:
             kept["checkpoint"] = (run_dir / "checkpoint_last.npz").read_bytes()
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return builtins.open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr("moco_ref.run.trainer.open", open_, raising=False)
+    monkeypatch.setattr("moco_ref.run.directory.open", open_, raising=False)
 
 
 FAULTS = {  # name: (injection, the file named, the cause named, the step training stopped at)

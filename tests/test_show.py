@@ -16,8 +16,16 @@ import pytest
 from helpers import error_line, run_cli, write_image_folder
 from PIL import Image
 
-from moco_ref.tools.show import (embedding_size, neighbours_size, pca_2d, pick_per_class, show_embedding,
-                           show_neighbours, show_views, views_size)
+from moco_ref.tools.show import (
+    embedding_size,
+    neighbours_size,
+    pca_2d,
+    pick_per_class,
+    show_embedding,
+    show_neighbours,
+    show_views,
+    views_size,
+)
 
 TINY = ["--image-size", "16", "--width", "2", "-b", "8", "--moco-k", "20", "--moco-dim", "16",
         "--bn-splits", "2", "--log-every", "1", "--knn-every", "0"]
@@ -62,8 +70,8 @@ def unit_features(encoder, images):
 def encoders_of(run_dir):
     """(untrained, trained) encoders rebuilt without moco_ref.tools.runs: MoCo's own encoder_q, and the checkpoint's
     arrays loaded into it."""
-    from moco_ref.run.config import TrainConfig
     from moco_ref.moco import MoCo
+    from moco_ref.run.config import TrainConfig
 
     with np.load(run_dir / "checkpoint_last.npz", allow_pickle=False) as arrays:
         stored = {name: arrays[name] for name in arrays.files}
@@ -115,8 +123,8 @@ def test_pick_per_class_takes_each_class_in_turn():
 
 # ------------------------------------------------------------------ neighbours
 def test_the_untrained_encoder_is_the_one_training_starts_from(run_dir):
-    from moco_ref.run.config import TrainConfig
     from moco_ref.moco import MoCo
+    from moco_ref.run.config import TrainConfig
     from moco_ref.tools.runs import untrained_encoder
 
     config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))

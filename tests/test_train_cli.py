@@ -183,7 +183,8 @@ def test_the_console_script_is_installed():
     process = subprocess.run([script, "train", "--resume", "/nonexistent/run"], capture_output=True, text=True,
                              env=subprocess_env(), timeout=60)
     assert process.returncode == 2
-    assert process.stderr.strip() == "moco-ref: error: no checkpoint at /nonexistent/run"
+    assert process.stderr.strip() == ("moco-ref: error: no checkpoint at /nonexistent/run: no run at /nonexistent/run; "
+                                      "give a run directory of moco-ref train or a checkpoint file")
 
 
 def test_in_process_run_with_max_steps_stops_mid_epoch(capsys, tmp_path, data):

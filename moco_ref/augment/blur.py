@@ -85,8 +85,8 @@ def batch_radius(sigma: np.ndarray, applied: np.ndarray, image_side: int) -> int
 def random_gaussian_blur(images, sigma: np.ndarray, applied: np.ndarray, radius: int | None = None):
     """Blurs the samples where ``applied`` is True, sample n with σ = ``sigma[n]`` (host arrays).
 
-    ``radius``: the kernels' radius, by default :func:`batch_radius` of these samples (a process holding
-    a share of a batch passes the whole batch's, so that it blurs exactly as one process would).
+    ``radius``: the kernels' radius, by default :func:`batch_radius` of these samples (the parameters of
+    some samples of a batch keep the whole batch's radius: they blur as the whole batch does).
     """
     xp = get_array_module(images)
     chosen = np.flatnonzero(applied)

@@ -9,6 +9,10 @@ The distributions are torchvision's; the random streams are not (NumPy draws,
 not torch's global generator), so the same seed gives the same *kind* of
 augmentation as torchvision, never the same numbers.
 
+Every draw gives the parameters of a whole batch, and each kind of parameters is indexed by samples
+(``params[rows]``), so that a process of a data-parallel run takes its rows of the draw of the whole
+batch (moco_ref/shuffle.py's ``local_share``) and augments exactly as one process would.
+
 Notation: N images of H×W pixels.
 """
 
@@ -24,25 +28,6 @@ JITTER_OPS = ("brightness", "contrast", "saturation", "hue")  # column order of 
 
 
 @dataclass(frozen=True)
-class Share:
-    """Which samples of a batch this process augments: rows rank, rank + size, … (see moco_ref/shuffle.py).
-
-    With several processes every random parameter is still drawn for the whole batch, from the one
-    host generator every process holds in the same state, and each process keeps its rows: so W
-    processes augment exactly as one process does, and the generators stay in step.
-    """
-
-    rank: int = 0
-    size: int = 1
-
-    def rows(self, a):
-        return a if self.size == 1 else a[self.rank::self.size]
-
-
-WHOLE = Share()   # one process: the whole batch
-
-
-@dataclass(frozen=True)
 class CropBoxes:
     """One integer box per sample: rows ``top .. top+height-1``, columns ``left .. left+width-1``.
 
@@ -55,8 +40,9 @@ class CropBoxes:
     height: np.ndarray
     width: np.ndarray
 
-    def rows(self, share: Share) -> "CropBoxes":
-        return CropBoxes(share.rows(self.top), share.rows(self.left), share.rows(self.height), share.rows(self.width))
+    def __getitem__(self, rows) -> "CropBoxes":
+        """The boxes of some samples (an index or slice of the batch)."""
+        return CropBoxes(self.top[rows], self.left[rows], self.height[rows], self.width[rows])
 
 
 @dataclass(frozen=True)
@@ -76,9 +62,22 @@ class ColorJitterParams:
     applied: np.ndarray
     enabled: np.ndarray
 
-    def rows(self, share: Share) -> "ColorJitterParams":
-        return ColorJitterParams(share.rows(self.factors), share.rows(self.order), share.rows(self.applied),
-                                 self.enabled)
+    def __getitem__(self, rows) -> "ColorJitterParams":
+        """The parameters of some samples (an index or slice of the batch)."""
+        return ColorJitterParams(self.factors[rows], self.order[rows], self.applied[rows], self.enabled)
+
+
+@dataclass(frozen=True)
+class BlurParams:
+    """Per-sample Gaussian blur: σ (N,) float64, applied (N,) bool, and the one kernel radius of the whole
+    batch (from its largest σ), which a subset of the samples keeps: it blurs as the whole batch does."""
+
+    sigma: np.ndarray
+    applied: np.ndarray
+    radius: int
+
+    def __getitem__(self, rows) -> "BlurParams":
+        return BlurParams(self.sigma[rows], self.applied[rows], self.radius)
 
 
 def sample_mask(rng: np.random.Generator, n: int, p: float) -> np.ndarray:

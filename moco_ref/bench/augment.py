@@ -12,7 +12,15 @@ from __future__ import annotations
 import numpy as np
 
 from backends import get_backend
-from moco_ref.bench.common import REFERENCE, TINY, banner, interleaved, make_ours, median, table
+from moco_ref.bench.common import (
+    REFERENCE,
+    TINY,
+    banner,
+    interleaved,
+    make_ours,
+    median,
+    table,
+)
 
 
 def plan(quick: bool, tiny: bool = False) -> dict:

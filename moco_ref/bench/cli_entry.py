@@ -16,7 +16,12 @@ from pathlib import Path
 
 from backends import get_backend
 from moco_ref.bench import augment, data_parallel, memory, parts, scaling, step
-from moco_ref.bench.common import header_lines, load_average, machine_header, python_command
+from moco_ref.bench.common import (
+    header_lines,
+    load_average,
+    machine_header,
+    python_command,
+)
 
 SUITES = ("step", "parts", "scaling", "memory", "augment")   # what "all" runs
 CHOICES = SUITES + ("all", "dp")

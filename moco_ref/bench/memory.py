@@ -16,7 +16,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from moco_ref.bench.common import REFERENCE, TINY, banner, blas_info, import_torch, table, torch_device
+from moco_ref.bench.common import (
+    REFERENCE,
+    TINY,
+    banner,
+    blas_info,
+    import_torch,
+    table,
+    torch_device,
+)
 
 # The folder holding the moco_ref and backends packages (the clone, or site-packages when installed): the probe
 # imports them from there.

@@ -67,9 +67,8 @@ def main(argv=None) -> dict:
     from backends.cpu import reuse_freed_memory
 
     reuse_freed_memory()  # as `moco-ref train` does, for both implementations alike
-    from moco_ref.bench.common import Config, make_ours, make_torch, torch_device
-
     import moco_ref.moco  # noqa: F401  (imported before the baseline: the import is not the model)
+    from moco_ref.bench.common import Config, make_ours, make_torch, torch_device
 
     if args.which == "torch":
         import torch

@@ -26,8 +26,17 @@ import numpy as np
 
 from backends import get_backend
 from backends.cpu import blas_threads
-from moco_ref.bench.common import (REFERENCE, TINY, banner, gemm_peak, interleaved, make_ours, median,
-                                   memory_bandwidth, table)
+from moco_ref.bench.common import (
+    REFERENCE,
+    TINY,
+    banner,
+    gemm_peak,
+    interleaved,
+    make_ours,
+    median,
+    memory_bandwidth,
+    table,
+)
 
 # (module or class, attribute, part).  conv2d_forward/backward are timed without the im2col/col2im they call.
 TARGETS = (

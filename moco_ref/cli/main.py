@@ -1,4 +1,5 @@
-"""The ``moco-ref`` command line.
+"""The ``moco-ref`` command line: the group, and its commands (train: moco_ref/cli/train.py; ablate and
+show: moco_ref/cli/see.py; gradcheck, eval, export, plot and bench here).
 
 Every error a user can cause (a path, an image, a flag, a checkpoint, a
 missing GPU) ends in one line on stderr and exit code 2; click's own usage
@@ -8,14 +9,27 @@ errors also exit with 2.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
 import click
 
 from backends import BACKEND_NAMES, BackendUnavailable
-from moco_ref.cli.train import checkpoint_path, config_options, parse_schedule, train
+from moco_ref.augment import make_pipeline
+from moco_ref.bench import cli_entry, gpu_compare
+from moco_ref.cli.options import parse_schedule
+from moco_ref.cli.see import ablate, show
+from moco_ref.cli.train import train
+from moco_ref.data import load_dataset
 from moco_ref.errors import UserError
+from moco_ref.evaluation.knn import knn_accuracy
+from moco_ref.evaluation.linear import linear_probe
+from moco_ref.run.directory import checkpoint_of
+from moco_ref.tools.export import export_encoder, loading_snippet
+from moco_ref.tools.gradcheck import run_all
+from moco_ref.tools.plot import plot_run
+from moco_ref.tools.runs import load_run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -30,7 +44,9 @@ def cli():
     """
 
 
-cli.add_command(train)   # moco_ref/cli/train.py
+cli.add_command(train)
+cli.add_command(ablate)
+cli.add_command(show)
 
 
 # --------------------------------------------------------------- gradcheck
@@ -43,8 +59,6 @@ def gradcheck(seed):
     and pass/fail against 1e-6 (layers) or 1e-5 (the whole encoder, along random directions).
     Exits with 1 if any check fails.
     """
-    from moco_ref.tools.gradcheck import run_all
-
     results = run_all(seed)
     width = max(len(r.name) for r in results)
     click.echo(f"{'check'.ljust(width)}  max rel. error  tolerance  result")
@@ -65,9 +79,7 @@ def evaluate():
 
 def _encoder_from_checkpoint(checkpoint, backend):
     """(encoder_q of the checkpoint at ``checkpoint`` on ``backend``, the run's configuration)."""
-    from moco_ref.tools.runs import load_run
-
-    run = load_run(checkpoint_path(checkpoint), backend)
+    run = load_run(checkpoint_of(checkpoint), backend)
     return run.encoder_q, run.config
 
 
@@ -80,10 +92,6 @@ def _encoder_from_checkpoint(checkpoint, backend):
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), help="[default: the run's]")
 def knn_command(checkpoint, train_data, val_data, k, t, backend):
     """kNN top-1 of encoder_q (the CIFAR demo's monitor); prints one JSON object."""
-    from moco_ref.augment import make_pipeline
-    from moco_ref.data import load_dataset
-    from moco_ref.evaluation.knn import knn_accuracy
-
     encoder, config = _encoder_from_checkpoint(checkpoint, backend)
     train_source = train_data or config.data
     train_set = load_dataset(train_source, "train", config.image_size, config.seed)
@@ -124,9 +132,6 @@ def linear_command(checkpoint, train_data, val_data, train_size, val_size, epoch
     matrix product rather than a pass of the encoder; --augment follows the protocol (crop +
     flip, features recomputed each epoch).  Progress goes to stderr, one line an epoch.
     """
-    from moco_ref.data import load_dataset
-    from moco_ref.evaluation.linear import linear_probe
-
     encoder, config = _encoder_from_checkpoint(checkpoint, backend)
     train_source = train_data or config.data
     train_set = load_dataset(train_source, "train", config.image_size, config.seed, train_size)
@@ -141,7 +146,7 @@ def linear_command(checkpoint, train_data, val_data, train_size, val_size, epoch
     result = linear_probe(encoder, train_set, val_set, encoder.backend, epochs=epochs, lr=lr, momentum=momentum,
                           weight_decay=wd, schedule=schedule, batch_size=batch_size, seed=seed, augment=augment,
                           log=lambda line: click.echo(line, err=True))
-    result["checkpoint"] = str(checkpoint_path(checkpoint))
+    result["checkpoint"] = str(checkpoint_of(checkpoint))
     click.echo(json.dumps(result))
 
 
@@ -156,9 +161,7 @@ def export(checkpoint, out, keep_fc):
 
     Prints the files written and a snippet that loads them with torch.from_numpy.
     """
-    from moco_ref.tools.export import export_encoder, loading_snippet
-
-    result = export_encoder(checkpoint_path(checkpoint), out, keep_fc)
+    result = export_encoder(checkpoint_of(checkpoint), out, keep_fc)
     dropped = f", dropped {', '.join(result['dropped'])}" if result["dropped"] else ""
     for path in result["files"]:
         click.echo(f"wrote {path}")
@@ -177,8 +180,6 @@ def plot(run_dir, out):
 
     matplotlib is an optional extra: pip install 'moco-ref[plot]'.
     """
-    from moco_ref.tools.plot import plot_run
-
     click.echo(f"wrote {plot_run(run_dir, out)}")
 
 
@@ -205,24 +206,14 @@ def bench(suite, backend, quick, out):
                     time in communication (needs mpi4py and mpiexec; not part of "all")
     Results of a run on this project's machine: benchmarks/RESULTS.md in the repository.
     """
-    from moco_ref.bench.cli_entry import run  # imported here: `moco-ref train` never loads the benchmarks
-
     if suite == "gpu":
-        from moco_ref.bench import gpu_compare
-
         records = gpu_compare.run(echo=click.echo)
         if out:
             Path(out).write_text(json.dumps(records, indent=2) + "\n")
         sys.exit(0 if len(records) == 2 else 1)
-    command = "moco-ref bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "moco-ref bench"
-    run(suite, backend=backend, quick=quick, out=out, echo=click.echo, command=command)
-
-
-# ------------------------------------------------------------- ablate, show
-from moco_ref.cli.see import ablate_command, show  # noqa: E402  (ablate takes train's options)
-
-cli.add_command(ablate_command(config_options), "ablate")
-cli.add_command(show, "show")
+    words = ["moco-ref", "bench", suite, "--backend", backend] + (["--quick"] if quick else []) + \
+        (["--out", out] if out else [])
+    cli_entry.run(suite, backend=backend, quick=quick, out=out, echo=click.echo, command=shlex.join(words))
 
 
 # ------------------------------------------------------------------ entry

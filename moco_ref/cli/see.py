@@ -1,24 +1,33 @@
 """The commands that let you see MoCo work: ``moco-ref ablate`` and ``moco-ref show``.
 
-They are registered on the ``moco-ref`` group in moco_ref/cli/main.py; ``ablate`` takes every option of
-``moco-ref train``, generated there from the configuration's declarations and handed to
-:func:`ablate_command`.  The work is in moco_ref/tools/ablate.py and moco_ref/tools/show.py, imported when a
-command runs.
+``ablate`` takes every option of ``moco-ref train`` (moco_ref/cli/options.py), its help showing the
+ablation's own defaults.  The work is in moco_ref/tools/ablate.py and moco_ref/tools/show.py.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from pathlib import Path
 
 import click
 
-from backends import BACKEND_NAMES
-from moco_ref.tools.ablate import ABLATION_DEFAULTS, PROBE_EPOCHS, STUDIES
-from moco_ref.run.config import AUGMENTATIONS, OPTIONS, PRESETS
+from backends import BACKEND_NAMES, get_backend
+from moco_ref.cli.options import config_options
 from moco_ref.errors import UserError
+from moco_ref.run.config import AUGMENTATIONS, OPTIONS, PRESETS
+from moco_ref.run.stopping import StoppedBySignal, StopSignals
+from moco_ref.tools.ablate import (
+    ABLATION_DEFAULTS,
+    PROBE_EPOCHS,
+    STUDIES,
+    base_config,
+    draw_curves,
+    markdown,
+    run_ablation,
+    write_report,
+)
+from moco_ref.tools.show import show_embedding, show_neighbours, show_views
 
 PLOT_NOTE = "pip install 'moco-ref[plot]'"
 
@@ -36,84 +45,71 @@ def _minutes(seconds: float) -> str:
 
 
 # ------------------------------------------------------------------ ablate
-def ablate_command(config_options):
-    """The ``ablate`` command, with ``config_options`` (moco_ref.cli.main's generated train options) applied."""
+@click.command(short_help="Short runs that differ in one setting (m, K, BN groups): a table and kNN curves.")
+@click.argument("study", type=click.Choice(list(STUDIES)))
+@click.option("--preset", type=click.Choice(sorted(PRESETS)),
+              help="Start from a documented recipe; flags override it.")
+@config_options(ABLATION_DEFAULTS)
+@click.option("--values", help="The settings to run, comma-separated, e.g. 0,0.9,0.99 (momentum), 64,256 "
+                               "(queue), 1,4 (shuffle-bn). [default: see above]")
+@click.option("--probe-epochs", default=PROBE_EPOCHS, show_default=True, type=click.IntRange(0),
+              help="Epochs of the linear probe of each run (0 = no probe).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Folder of the runs, the table and the picture. [default: runs/ablate-STUDY]")
+def ablate(study, preset, values, probe_epochs, out, **flags):
+    """Reproduce one of the paper's ablations: short runs of one recipe that differ in one setting.
 
-    @click.command(short_help="Short runs that differ in one setting (m, K, BN groups): a table and kNN curves.")
-    @click.argument("study", type=click.Choice(list(STUDIES)))
-    @click.option("--preset", type=click.Choice(sorted(PRESETS)),
-                  help="Start from a documented recipe; flags override it.")
-    @config_options
-    @click.option("--values", help="The settings to run, comma-separated, e.g. 0,0.9,0.99 (momentum), 64,256 "
-                                   "(queue), 1,4 (shuffle-bn). [default: see above]")
-    @click.option("--probe-epochs", default=PROBE_EPOCHS, show_default=True, type=click.IntRange(0),
-                  help="Epochs of the linear probe of each run (0 = no probe).")
-    @click.option("--out", type=click.Path(file_okay=False),
-                  help="Folder of the runs, the table and the picture. [default: runs/ablate-STUDY]")
-    def ablate(study, preset, values, probe_epochs, out, **flags):
-        """Reproduce one of the paper's ablations: short runs of one recipe that differ in one setting.
+    \b
+    STUDY: momentum    m in 0, 0.9, 0.99, 0.999 (the key encoder's momentum: consistent keys)
+           queue       K in the four largest of 16, 64, 256, 1024, ... up to the training
+                       set (16, 64, 256, 1024 on the 2000 built-in images: many negatives)
+           shuffle-bn  1 BatchNorm group (plain BN) against S = --bn-splits (default 2) groups
+                       with the keys shuffled across them (the shuffle-BN stand-in)
 
-        \b
-        STUDY: momentum    m in 0, 0.9, 0.99, 0.999 (the key encoder's momentum: consistent keys)
-               queue       K in the four largest of 16, 64, 256, 1024, ... up to the training
-                           set (16, 64, 256, 1024 on the 2000 built-in images: many negatives)
-               shuffle-bn  1 BatchNorm group (plain BN) against S = --bn-splits (default 2) groups
-                           with the keys shuffled across them (the shuffle-BN stand-in)
+    Each run is a normal run directory DIR/<setting>, trained with `moco-ref train`'s recipe
+    and the flags given (only --knn-every defaults differently, to 2, for the curves), then
+    measured by the linear probe of `moco-ref eval linear` (features encoded once). Prints a
+    table (kNN top-1, linear top-1, loss, instance accuracy, time; for momentum beside the
+    paper's ImageNet numbers, with one computed line on whether the shape agrees), and writes
+    DIR/ablation.md, DIR/ablation.json and DIR/ablation.png (the kNN curves; needs matplotlib).
 
-        Each run is a normal run directory DIR/<setting>, trained with `moco-ref train`'s recipe
-        and the flags given (only --knn-every defaults differently, to 2, for the curves), then
-        measured by the linear probe of `moco-ref eval linear` (features encoded once). Prints a
-        table (kNN top-1, linear top-1, loss, instance accuracy, time; for momentum beside the
-        paper's ImageNet numbers, with one computed line on whether the shape agrees), and writes
-        DIR/ablation.md, DIR/ablation.json and DIR/ablation.png (the kNN curves; needs matplotlib).
-
-        The default `moco-ref ablate momentum` (4 runs x 20 epochs, built-in data, NumPy) took
-        5 min 33 s on a 2-core CPU. Interrupted? Run the same command again: finished runs are
-        read back, an unfinished one resumes from its checkpoint. `--backend cupy` runs it on a GPU.
-        Progress goes to stderr, the table to stdout.
-        """
-        from backends import get_backend
-        from moco_ref.tools.ablate import base_config, draw_curves, markdown, run_ablation, write_report
-        from moco_ref.run.stopping import StoppedBySignal, StopSignals
-
-        chosen = STUDIES[study]
-        given = {k: v for k, v in flags.items() if v is not None}
-        if chosen.field in given and study != "shuffle-bn":
-            example = "0,0.9,0.99" if chosen.field == "m" else "64,256"
-            raise UserError(f"moco-ref ablate {study} varies {OPTIONS[chosen.field].flag} itself; give the "
-                            f"settings with --values (e.g. --values {example})")
-        base = base_config(given, PRESETS.get(preset, {}))
-        get_backend(base.backend)                          # no GPU: one line now, not after the first run
-        parsed = chosen.parse(values) if values else None
-        out_dir = Path(out) if out else Path("runs") / f"ablate-{study}"
-        plotting = _have_matplotlib()
-        if not plotting:
-            click.echo(f"note: matplotlib is not installed: the table will be written, the picture needs "
-                       f"{PLOT_NOTE}", err=True)
-        started = time.perf_counter()
-        with StopSignals() as signals:              # Ctrl-C: the run in progress stops after a step, saved
-            try:
-                report = run_ablation(study, base, out_dir, parsed, probe_epochs, stop=signals)
-            except StoppedBySignal as stopped:
-                click.echo(f"ablate {study}: stopped by {stopped.name}; the runs so far are kept in {out_dir}: "
-                           f"run the same command again to continue", err=True)
-                sys.exit(stopped.exit_code)
-        written = write_report(report, out_dir)
-        click.echo(markdown(report), nl=False)
-        click.echo("")
-        if plotting:
-            written.append(draw_curves(report, out_dir / "ablation.png"))
-            click.echo(f"wrote {', '.join(map(str, written))}")
-        else:
-            click.echo(f"wrote {written[0]} and {written[1]}; the picture {out_dir / 'ablation.png'} needs "
-                       f"matplotlib: {PLOT_NOTE}")
-        click.echo(f"ablate {study}: {len(report['rows'])} runs, {_minutes(time.perf_counter() - started)} "
-                   f"in this command", err=True)
-
-    for param in ablate.params:           # the ablation's own defaults, in the help
-        if param.name in ABLATION_DEFAULTS:
-            param.help = re.sub(r"\[default: [^\]]*\]", f"[default here: {ABLATION_DEFAULTS[param.name]}]", param.help)
-    return ablate
+    Interrupted? Run the same command again: finished runs are read back, an unfinished one
+    resumes from its checkpoint. `--backend cupy` runs it on a GPU. Progress goes to stderr,
+    the table to stdout.
+    """
+    chosen = STUDIES[study]
+    given = {k: v for k, v in flags.items() if v is not None}
+    if chosen.field in given and study != "shuffle-bn":
+        example = "0,0.9,0.99" if chosen.field == "m" else "64,256"
+        raise UserError(f"moco-ref ablate {study} varies {OPTIONS[chosen.field].flag} itself; give the "
+                        f"settings with --values (e.g. --values {example})")
+    base = base_config(given, PRESETS.get(preset, {}))
+    get_backend(base.backend)                          # no GPU: one line now, not after the first run
+    parsed = chosen.parse(values) if values else None
+    out_dir = Path(out) if out else Path("runs") / f"ablate-{study}"
+    plotting = _have_matplotlib()
+    if not plotting:
+        click.echo(f"note: matplotlib is not installed: the table will be written, the picture needs "
+                   f"{PLOT_NOTE}", err=True)
+    started = time.perf_counter()
+    with StopSignals() as signals:              # Ctrl-C: the run in progress stops after a step, saved
+        try:
+            report = run_ablation(study, base, out_dir, parsed, probe_epochs, stop=signals)
+        except StoppedBySignal as stopped:
+            click.echo(f"ablate {study}: stopped by {stopped.name}; the runs so far are kept in {out_dir}: "
+                       f"run the same command again to continue", err=True)
+            sys.exit(stopped.exit_code)
+    written = write_report(report, out_dir)
+    click.echo(markdown(report), nl=False)
+    click.echo("")
+    if plotting:
+        written.append(draw_curves(report, out_dir / "ablation.png"))
+        click.echo(f"wrote {', '.join(map(str, written))}")
+    else:
+        click.echo(f"wrote {written[0]} and {written[1]}; the picture {out_dir / 'ablation.png'} needs "
+                   f"matplotlib: {PLOT_NOTE}")
+    click.echo(f"ablate {study}: {len(report['rows'])} runs, {_minutes(time.perf_counter() - started)} "
+               f"in this command", err=True)
 
 
 # ------------------------------------------------------------------ show
@@ -144,8 +140,6 @@ def views_command(aug, data, image_size, count, seed, out):
     A row of images, then the view each gets as a query (x_q) and as a key (x_k), drawn from
     one generator seeded with --seed in the trainer's order.
     """
-    from moco_ref.tools.show import show_views
-
     path, drawn = show_views(data, aug, count, image_size, seed, out)
     click.echo(f"wrote {path}: {len(drawn['index'])} images of {data}, two views each with aug {aug}")
 
@@ -162,8 +156,6 @@ def neighbours_command(run, queries, k, backend, out):
     the kNN monitor (normalised encoder output), for the untrained encoder RUN started from (its
     seed's weights) and for RUN's learned encoder_q. RUN: a run directory or a checkpoint file.
     """
-    from moco_ref.tools.show import show_neighbours
-
     path, drawn = show_neighbours(run, queries, k, backend, out)
     counts = [f"{name} {int(drawn[name]['same_class'].sum())}/{drawn[name]['same_class'].size}"
               for name in ("untrained", "trained") if drawn[name]["same_class"] is not None]
@@ -179,8 +171,6 @@ def embedding_command(run, backend, out):
     encoder_q, each projected on its first two principal components (PCA by hand: centre, then the
     eigenvectors of the covariance), coloured by class. RUN: a run directory or a checkpoint file.
     """
-    from moco_ref.tools.show import show_embedding
-
     path, drawn = show_embedding(run, backend, out)
     shares = ", ".join(f"{name} {100 * drawn[name]['explained'].sum():.0f} %" for name in ("untrained", "trained"))
     click.echo(f"wrote {path}; variance on the two components: {shares}")

@@ -1,8 +1,7 @@
-"""``moco-ref train``: its options, generated from the configuration's declarations, and the run.
+"""``moco-ref train``: builds or resumes the Trainer on every process of the communicator (rank 0 alone
+prints), and reports the end of the run in one line.
 
-The options come from moco_ref/run/config.py (one declaration per setting: flag, help, range, whether it may
-change on --resume); this module turns them into click options, builds or resumes the Trainer on every
-process of the communicator (rank 0 alone prints), and reports the end of the run in one line.
+Its options are generated from the configuration's declarations (moco_ref/cli/options.py).
 """
 
 from __future__ import annotations
@@ -13,80 +12,37 @@ from pathlib import Path
 
 import click
 
-from moco_ref.run.config import OPTIONS, PRESETS, RESUMABLE, Option, TrainConfig
+from moco_ref.cli.options import config_options
 from moco_ref.errors import UserError
-
-
-def parse_schedule(ctx, param, value):
-    """Parses "120,160" into [120, 160] (the epochs of a step schedule)."""
-    if value is None:
-        return None
-    try:
-        return [int(v) for v in value.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise click.BadParameter("give epochs separated by commas, e.g. 120,160") from None
-
-
-def _click_type(declared: Option, default):
-    """The click type of a declared option: its choices, its range, or plainly the default's type."""
-    if declared.choices:
-        return click.Choice(declared.choices)
-    low = declared.at_least if declared.greater_than is None else declared.greater_than
-    if low is None and declared.at_most is None:
-        return type(default)
-    kind = click.IntRange if isinstance(default, int) else click.FloatRange
-    return kind(low, declared.at_most, min_open=declared.greater_than is not None)
-
-
-def _default_text(value) -> str:
-    """A default as the help shows it: on/off, 120,160, 0.0005, resnet10."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return format(value, "g") if isinstance(value, float) else str(value)
-
-
-def config_options(command):
-    """Adds one click option per TrainConfig field, generated from its declaration (moco_ref.run.config.OPTIONS).
-
-    Every option defaults to None, so that only the flags given on the command line override a preset
-    or a resumed run's configuration; the help shows the dataclass default.
-    """
-    defaults = TrainConfig()
-    for name, declared in reversed(OPTIONS.items()):   # click lists options in the reverse order of decoration
-        default = getattr(defaults, name)
-        settings = {"help": f"{declared.help} [default: {_default_text(default)}]", "default": None}
-        flags = declared.flags
-        if isinstance(default, bool):
-            if "/" not in flags[-1]:
-                flags = (f"{declared.flag}/--no-{declared.flag[2:]}",)
-        elif isinstance(default, list):
-            settings["callback"] = parse_schedule
-        else:
-            settings["type"] = _click_type(declared, default)
-        command = click.option(*flags, name, **settings)(command)
-    return command
-
-
-def _resumable_flags() -> str:
-    """The flags that may change on --resume (declared resumable in config.py): "--epochs, --backend, …"."""
-    return ", ".join(declared.flag for name, declared in OPTIONS.items() if name in RESUMABLE)
+from moco_ref.parallel.launch import get_communicator, run_or_abort
+from moco_ref.run.config import PRESETS, TrainConfig
+from moco_ref.run.directory import (
+    RunDirectory,
+    checkpoint_of,
+    nothing_to_do,
+    read_meta,
+    refuse_if_in_use,
+    resumable_flags,
+    resumed_config,
+)
+from moco_ref.run.footprint import memory_error_line
+from moco_ref.run.stopping import StoppedBySignal, StopSignals
+from moco_ref.run.trainer import Trainer
 
 
 @click.command()
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Start from a documented recipe; flags override it.")
-@config_options
+@config_options()
 @click.option("--aug-plus", is_flag=True, default=None, help="MoCo v2 augmentation (same as --aug v2).")
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory. [default: runs/moco-<time>]")
 @click.option("--resume", type=click.Path(),
-              help=f"Continue a run: its directory or a checkpoint file; only {_resumable_flags()} may change.")
+              help=f"Continue a run: its directory or a checkpoint file; only {resumable_flags()} may change.")
 def train(preset, out, resume, aug_plus, **flags):
     """Train MoCo and report the kNN accuracy of the learned encoder.
 
-    With no flags: the built-in shapes dataset, resnet10 width 8, NumPy, about
-    a minute and a quarter on a 2-core CPU.  Progress goes to stderr; RUN_DIR gets config.json,
-    metrics.jsonl and checkpoint_last.npz (see the README).
+    With no flags: the built-in shapes dataset (2000 images of ten classes), resnet10 width 8,
+    NumPy, 20 epochs.  Progress goes to stderr; the run directory gets the configuration, the
+    metrics and the checkpoint (see the README).
 
     Data parallel: `mpiexec -n W moco-ref train ...` trains one model with W processes
     (pip install 'moco-ref[mpi]'); -b is then the global batch, split evenly over them.
@@ -94,8 +50,6 @@ def train(preset, out, resume, aug_plus, **flags):
     Ctrl-C or SIGTERM: the run finishes its step, saves a checkpoint of it, prints the --resume
     command and exits with 130 or 143.  One run at a time holds a run directory.
     """
-    from moco_ref.parallel.launch import get_communicator, run_or_abort
-
     given = {k: v for k, v in flags.items() if v is not None}
     if aug_plus:
         given["aug"] = "v2"
@@ -106,9 +60,7 @@ def train(preset, out, resume, aug_plus, **flags):
 def _run_backend(resume, preset) -> str:
     """The backend the run will use when --backend is not given: the resumed run's, the preset's or the default."""
     if resume:
-        from moco_ref.run.checkpoint import load_checkpoint_meta
-
-        return TrainConfig.from_dict(load_checkpoint_meta(checkpoint_path(resume)).get("config", {})).backend
+        return TrainConfig.from_dict(read_meta(resume).get("config", {})).backend
     return PRESETS.get(preset, {}).get("backend", TrainConfig().backend)
 
 
@@ -119,8 +71,6 @@ def _train(comm, preset, out, resume, given: dict) -> int:
     checkpoint saved).  Rank 0 first refuses a run directory another process is training into (at once,
     touching nothing); the trainer then holds its lock for the whole run.
     """
-    from moco_ref.run.footprint import memory_error_line
-
     echo = click.echo if comm.rank == 0 else (lambda *args, **kwargs: None)
     trainer = None
     try:
@@ -138,9 +88,6 @@ def _train(comm, preset, out, resume, given: dict) -> int:
 
 def _new_trainer(preset, out, given: dict, comm, echo):
     """The Trainer of a fresh run: the defaults, then the preset, then the flags given."""
-    from moco_ref.run.directory import refuse_if_in_use
-    from moco_ref.run.trainer import Trainer
-
     values = {**TrainConfig().to_dict(), **PRESETS.get(preset, {}), **given}
     if comm.size > 1 and "bn_splits" not in given:
         values["bn_splits"] = _splits_per_process(values["bn_splits"], comm.size)
@@ -149,7 +96,7 @@ def _new_trainer(preset, out, given: dict, comm, echo):
     run_dir = Path(out) if out else Path("runs") / _started_at(comm)
     if comm.rank == 0:
         refuse_if_in_use(run_dir)
-    if (run_dir / "checkpoint_last.npz").exists():
+    if RunDirectory(run_dir).last_checkpoint.exists():
         raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
                         f"or choose another --out")
     trainer = Trainer(TrainConfig.from_dict(values), run_dir, comm=comm)
@@ -164,16 +111,18 @@ def _new_trainer(preset, out, given: dict, comm, echo):
 def _resumed_trainer(resume, given: dict, preset, out, comm, echo):
     """A Trainer restored from the checkpoint at ``resume`` with the flags in ``given`` applied, or None
     when the checkpoint is already where that configuration would stop (said in one line, nothing written)."""
-    from moco_ref.run.directory import refuse_if_in_use
-    from moco_ref.run.trainer import Trainer
-
-    checkpoint, config, meta = _resumed_config(resume, given, preset)
+    checkpoint = checkpoint_of(resume)
+    if preset:
+        raise UserError(f"--preset cannot be given with --resume: the run's settings come from {checkpoint}; "
+                        f"only {resumable_flags()} may change")
+    meta = read_meta(checkpoint)
+    config = resumed_config(checkpoint, meta, given)
     run_dir = Path(out) if out else checkpoint.parent
     if comm.rank == 0:
         refuse_if_in_use(run_dir)
-    nothing_to_do = _nothing_to_do(checkpoint, meta, config)
-    if nothing_to_do:
-        echo(nothing_to_do)
+    done = nothing_to_do(checkpoint, meta, config)
+    if done:
+        echo(done)
         return None
     trainer = Trainer(config, run_dir, comm=comm)
     trainer.restore(checkpoint)
@@ -183,8 +132,6 @@ def _resumed_trainer(resume, given: dict, preset, out, comm, echo):
 
 def _run(trainer, comm, echo) -> int:
     """Trains to the end, with SIGINT and SIGTERM turned into a stop after the current step; the exit code."""
-    from moco_ref.run.stopping import StoppedBySignal, StopSignals
-
     with StopSignals() as signals:
         try:
             final = trainer.run(stop=signals)
@@ -235,49 +182,3 @@ def _started_at(comm) -> str:
 
     stamp = comm.bcast_host(np.array([datetime.now().timestamp()]))[0]
     return datetime.fromtimestamp(float(stamp)).strftime("moco-%Y%m%d-%H%M%S")
-
-
-def _resumed_config(resume, given: dict, preset):
-    """The checkpoint at ``resume``, the configuration to continue it with, and the checkpoint's metadata.
-
-    Only the options declared resumable (config.py) may differ from the run's configuration; any other
-    flag given must repeat the run's value, else one line lists each difference with both values.  A
-    --max-steps limit of the interrupted run does not carry over.  Returns (checkpoint path, config, meta).
-    """
-    from moco_ref.run.checkpoint import load_checkpoint_meta
-
-    checkpoint = checkpoint_path(resume)
-    meta = load_checkpoint_meta(checkpoint)
-    if not isinstance(meta.get("config"), dict):
-        raise UserError(f"{checkpoint} holds no training configuration; it cannot be resumed")
-    if preset:
-        raise UserError(f"--preset cannot be given with --resume: the run's settings come from {checkpoint}; "
-                        f"only {_resumable_flags()} may change")
-    run = {**TrainConfig.from_dict(meta["config"]).to_dict(), "max_steps": 0}
-    differences = [f"{declared.flag} (the run's: {_default_text(run[name])}, given: {_default_text(given[name])})"
-                   for name, declared in OPTIONS.items()
-                   if name in given and name not in RESUMABLE and given[name] != run[name]]
-    if differences:
-        raise UserError(f"--resume cannot change {', '.join(differences)}; only {_resumable_flags()} may change")
-    return checkpoint, TrainConfig.from_dict({**run, **given}), meta
-
-
-def _nothing_to_do(checkpoint: Path, meta: dict, config: TrainConfig) -> str | None:
-    """The line to print instead of training when the checkpoint is already where ``config`` would stop."""
-    epoch, step = meta["epoch"], meta["global_step"]
-    if config.max_steps and step >= config.max_steps:
-        reason, advice = f"{step} steps, and --max-steps is {config.max_steps}", "a larger --max-steps"
-    elif epoch >= config.epochs:
-        reason, advice = f"{epoch} epoch(s) ({step} steps), and --epochs is {config.epochs}", "a larger --epochs"
-    else:
-        return None
-    return f"nothing to do: {checkpoint} has trained {reason}; nothing was changed (give {advice} to train on)"
-
-
-def checkpoint_path(path) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoint_last.npz"
-    if not path.is_file():
-        raise UserError(f"no checkpoint at {path}")
-    return path

@@ -52,6 +52,7 @@ from moco_ref.layers.basic import linear_backward, linear_forward
 from moco_ref.loss import cross_entropy_backward, cross_entropy_forward
 from moco_ref.optim import SGD, learning_rate
 
+
 def topk_correct(logits, labels, k: int):
     """Number of rows whose true class is among the k largest logits (0-d int array on the backend)."""
     xp = get_array_module(logits)
@@ -175,7 +176,7 @@ def linear_probe(encoder, train, val, backend, epochs: int = 100, lr: float = 30
     N = len(train)
     best_top1, best_epoch = -1.0, 0
     for epoch in range(epochs):
-        optimizer.lr = learning_rate(lr, epoch, epochs, cos=False, schedule=schedule)
+        epoch_lr = learning_rate(lr, epoch, epochs, cos=False, schedule=schedule)
         order = rng.permutation(N)
         loss_sum, correct = 0.0, 0
         for start in range(0, N, batch_size):
@@ -188,7 +189,7 @@ def linear_probe(encoder, train, val, backend, epochs: int = 100, lr: float = 30
             logits, linear_cache = linear_forward(features, params["weight"], params["bias"])   # (B, C)
             loss, loss_cache = cross_entropy_forward(logits, labels)
             _, d_weight, d_bias = linear_backward(cross_entropy_backward(loss_cache), linear_cache)
-            optimizer.step_({"weight": d_weight, "bias": d_bias})
+            optimizer.step_({"weight": d_weight, "bias": d_bias}, lr=epoch_lr)
             loss_sum = loss_sum + loss * float(len(index))
             correct = correct + topk_correct(logits, labels, 1)
         train_loss = float(to_numpy(loss_sum)) / N
@@ -199,7 +200,7 @@ def linear_probe(encoder, train, val, backend, epochs: int = 100, lr: float = 30
         if val_result["top1"] > best_top1:
             best_top1, best_epoch = val_result["top1"], epoch + 1
         if log is not None:
-            log(f"linear probe epoch {epoch + 1}/{epochs}: lr {optimizer.lr:.4g} loss {train_loss:.4f} "
+            log(f"linear probe epoch {epoch + 1}/{epochs}: lr {epoch_lr:.4g} loss {train_loss:.4f} "
                 f"train top-1 {train_top1:.2f}% val top-1 {val_result['top1']:.2f}% top-5 {val_result['top5']:.2f}%")
 
     check_unchanged(before, encoder_fingerprint(encoder))

@@ -1,6 +1,13 @@
 """Encoders: ``build_encoder`` is the entry point."""
 
-from moco_ref.models.resnet import ARCHS, Forward, ResNetEncoder, conv_layers, conv_sides, resnet_layout
+from moco_ref.models.resnet import (
+    ARCHS,
+    Forward,
+    ResNetEncoder,
+    conv_layers,
+    conv_sides,
+    resnet_layout,
+)
 
 __all__ = ["ARCHS", "Forward", "ResNetEncoder", "build_encoder", "conv_layers", "conv_sides", "resnet_layout"]
 

@@ -56,7 +56,9 @@ def get_communicator(backend_name: str) -> Communicator:
         raise UserError(f"{variable}={size} says {size} processes but MPI sees {mpi.size}: launch with the "
                         f"mpiexec of the MPI that mpi4py uses ({library}), or unset {variable}")
     if backend_name == "cupy" and choice != "mpi":
-        from moco_ref.parallel.nccl import NCCLCommunicator   # CuPy's NCCL, only for a GPU job
+        from moco_ref.parallel.nccl import (
+            NCCLCommunicator,  # CuPy's NCCL, only for a GPU job
+        )
 
         return run_or_abort(mpi, NCCLCommunicator, mpi)  # a rank without a GPU must not leave others waiting
     return mpi

@@ -13,8 +13,14 @@ import time
 import numpy
 
 from backends import get_array_module
-from moco_ref.parallel.communicator import (Communicator, _check_gatherable, _check_reducible, _flush_std_streams,
-                                            _pack, _unpack_)
+from moco_ref.parallel.communicator import (
+    Communicator,
+    _check_gatherable,
+    _check_reducible,
+    _flush_std_streams,
+    _pack,
+    _unpack_,
+)
 
 # Measured with MPICH 5.0.2's hydra on 2 ranks: without a pause before MPI_Abort the error line just
 # written to stderr was lost in 2 of 60 aborts (the job is killed before hydra reads the pipe); with 0.1 s,

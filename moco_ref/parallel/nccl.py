@@ -14,7 +14,13 @@ import numpy
 
 from backends import nccl as device
 from moco_ref.errors import UserError
-from moco_ref.parallel.communicator import Communicator, _check_gatherable, _check_reducible, _pack, _unpack_
+from moco_ref.parallel.communicator import (
+    Communicator,
+    _check_gatherable,
+    _check_reducible,
+    _pack,
+    _unpack_,
+)
 from moco_ref.parallel.mpi import MPICommunicator
 
 

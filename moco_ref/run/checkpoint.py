@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backends import to_numpy
 from moco_ref.errors import CheckpointError
 
 META_KEY = "__meta__"
@@ -30,8 +31,6 @@ META_KEY = "__meta__"
 
 def save_checkpoint(path, arrays: dict, meta: dict) -> Path:
     """Atomically writes ``arrays`` (host or device) and the JSON-able ``meta`` to ``path``."""
-    from backends import to_numpy
-
     payload = {name: to_numpy(a) for name, a in arrays.items()}
     payload[META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     return write_atomically(path, lambda f: np.savez(f, **payload))

@@ -1,4 +1,18 @@
-"""The run directory: one writer at a time, room to save, and every I/O error as one line.
+"""The run directory: the one module that knows its files, and the one writer that writes them.
+
+    RUN/config.json            the resolved configuration (written atomically)
+    RUN/metrics.jsonl          one JSON object a line: "step", "epoch", "knn", "instruments", "final" records
+    RUN/checkpoint_last.npz    the latest checkpoint (moco_ref/run/checkpoint.py's format)
+    RUN/checkpoint_NNNN.npz    the checkpoint of epoch NNNN, kept with --save-every
+    RUN/linear_probe.json      an ablation's linear probe of the run (moco-ref ablate)
+    RUN/failed.json            an ablation run that failed, and why
+    RUN/.lock                  who trains here now
+
+:class:`RunDirectory` reads and writes them: metrics.jsonl with one policy for a line cut short (a kill or
+a full disk in the middle of a write: the line is dropped), checkpoints, config.json and the lock.  On
+ranks other than 0 of a data-parallel run it is built with ``writer=False`` and writes nothing, so the
+training loop needs no guard.  The policy of a resume (which flags may change, whether anything is left
+to do) is here too: :func:`resumed_config`, :func:`nothing_to_do`, :func:`finished`.
 
 One writer.  A run directory is written by one process only (rank 0 of a data-parallel run).  That
 process holds an exclusive ``fcntl.flock`` on ``RUN/.lock`` for as long as it trains; the file holds its
@@ -24,15 +38,30 @@ import os
 import socket
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 
-from moco_ref.errors import RunDirectoryError, RunInUse
+from moco_ref.errors import RunDirectoryError, RunInUse, UserError
+from moco_ref.run.checkpoint import (
+    load_checkpoint,
+    load_checkpoint_meta,
+    save_checkpoint,
+    write_atomically,
+)
+from moco_ref.run.config import OPTIONS, RESUMABLE, TrainConfig
 
+CONFIG, METRICS, LAST_CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint_last.npz"
+PROBE, FAILED = "linear_probe.json", "failed.json"
 LOCK_NAME = ".lock"
 # The temporary files of moco-ref's own writes (write_atomically's NAME.<random>.tmp, and the probe).
-TEMPORARY_FILES = ("checkpoint_*.npz.*.tmp", "config.json.*.tmp", "metrics.jsonl.*.tmp", ".probe.*.tmp")
+TEMPORARY_FILES = ("checkpoint_*.npz.*.tmp", "config.json.*.tmp", "metrics.jsonl.*.tmp", ".probe.*.tmp",
+                   "*.json.*.tmp")
+
+
+def kept_checkpoint_name(epoch: int) -> str:
+    """The checkpoint kept at the end of ``epoch`` with --save-every: checkpoint_0005.npz."""
+    return f"checkpoint_{epoch:04d}.npz"
 # A process that only looks (holder_of) holds a shared lock for an instant; an exclusive lock that fails
 # is tried again for this long before the directory is called in use.
 LOCK_RETRY_S = 0.25
@@ -225,3 +254,243 @@ def remove_temporary_files(run_dir) -> list[Path]:
     for path in leftovers:
         path.unlink(missing_ok=True)
     return leftovers
+
+
+# ------------------------------------------------------------------------- the files, read and written
+def checkpoint_of(run) -> Path:
+    """The checkpoint of RUN: a run directory's checkpoint_last.npz, or a checkpoint file; UserError (one line)
+    where there is none."""
+    path = Path(run).expanduser()
+    if path.is_dir():
+        if not (path / LAST_CHECKPOINT).is_file():
+            raise UserError(f"no checkpoint at {path / LAST_CHECKPOINT}: {path} holds no {LAST_CHECKPOINT}; give "
+                            f"a run directory of moco-ref train or a checkpoint file")
+        return path / LAST_CHECKPOINT
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}: no run at {path}; give a run directory of moco-ref train or "
+                        f"a checkpoint file")
+    return path
+
+
+def complete_records(text: str) -> list[tuple[str, dict]]:
+    """(line, record) for each line of a metrics.jsonl that is a whole JSON object.  A line cut short (a full
+    disk, a kill in the middle of a write) is dropped: the one policy of every reader."""
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append((line, record))
+    return records
+
+
+class RunDirectory:
+    """The files of one run (see the module docstring), for the process that writes them or for one that
+    only reads (``writer=False``: every write is skipped).
+
+    Args:
+        path: the run directory (created by the writer's :meth:`lock`).
+        writer: whether this process writes (rank 0 of a data-parallel run; the only one otherwise).
+    Attributes:
+        saved_step: the global step of the checkpoint written or read last, or None.
+    """
+
+    def __init__(self, path, writer: bool = True):
+        self.path, self.writer = Path(path), writer
+        self.saved_step = None
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.path / LAST_CHECKPOINT
+
+    # ---------------------------------------------------------------- reading (any process)
+    def records(self) -> list[dict]:
+        """The complete records of metrics.jsonl, in order ([] where there is none)."""
+        path = self.path / METRICS
+        return [record for _, record in complete_records(path.read_text())] if path.is_file() else []
+
+    def read_config(self) -> dict | None:
+        try:
+            return json.loads((self.path / CONFIG).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def read_json(self, name: str) -> dict | None:
+        """One of the run's JSON files (PROBE, FAILED), or None where it is missing or unreadable."""
+        try:
+            value = json.loads((self.path / name).read_text())
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def load(self, checkpoint=None) -> tuple[dict, dict]:
+        """(arrays, meta) of checkpoint_last.npz, or of another checkpoint file the run continues from."""
+        arrays, meta = load_checkpoint(self.last_checkpoint if checkpoint is None else checkpoint)
+        self.saved_step = meta.get("global_step")
+        return arrays, meta
+
+    # ---------------------------------------------------------------- writing (the writer; others skip)
+    def lock(self):
+        """The context that holds the run's lock (the writer's; a no-op elsewhere); RunInUse if it is held."""
+        return _held(RunLock.acquire(self.path)) if self.writer else nullcontext()
+
+    def open(self, checkpoint_bytes: int, step: int, log) -> None:
+        """Before the first step, holding the lock: the directory must take new files and have room for two
+        checkpoints; the temporary files of a save that was killed go; metrics.jsonl is made to match the
+        run's checkpoint at ``step`` (emptied for a fresh run, the records after it dropped on a resume)."""
+        if not self.writer:
+            return
+        check_writable(self.path)
+        present = self.last_checkpoint.stat().st_size if self.last_checkpoint.exists() else 0
+        check_room(self.path, checkpoint_bytes, present)
+        for path in remove_temporary_files(self.path):
+            log(f"note: removed {path.name}, left by a run that was killed while saving")
+        if step == 0:
+            with self.writing(self.path / METRICS, step):
+                (self.path / METRICS).unlink(missing_ok=True)
+        else:
+            self._truncate_metrics(step)
+
+    def write_config(self, config: dict, step: int) -> None:
+        self.write_json(CONFIG, config, step)
+
+    def write_json(self, name: str, obj, step: int | None = None) -> None:
+        """Writes RUN/name atomically (a kill never leaves half a file)."""
+        if not self.writer:
+            return
+        path, text = self.path / name, json.dumps(obj, indent=2) + "\n"
+        with self.writing(path, step):
+            write_atomically(path, lambda f: f.write(text.encode("utf-8")))
+
+    def append(self, record: dict) -> None:
+        """Appends one record to metrics.jsonl."""
+        if not self.writer:
+            return
+        path = self.path / METRICS
+        with self.writing(path, record.get("global_step")):
+            with open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def save(self, arrays: dict, meta: dict, keep_epoch: int | None = None) -> Path | None:
+        """Writes checkpoint_last.npz (and checkpoint_NNNN.npz of ``keep_epoch``); returns its path."""
+        if not self.writer:
+            return None
+        step = meta["global_step"]
+        with self.writing(self.last_checkpoint, step):
+            save_checkpoint(self.last_checkpoint, arrays, meta)
+        self.saved_step = step
+        if keep_epoch is not None:
+            kept = self.path / kept_checkpoint_name(keep_epoch)
+            with self.writing(kept, step):
+                save_checkpoint(kept, arrays, meta)
+        return self.last_checkpoint
+
+    def _truncate_metrics(self, step: int) -> None:
+        """On resume, drops the records logged after the checkpoint (they will be logged again), and the "final"
+        and unfinished "epoch" records written when the run stopped there (it goes on)."""
+        path = self.path / METRICS
+        if not path.exists():
+            return
+
+        def superseded(record: dict) -> bool:
+            at = record.get("global_step", -1)
+            stopped_here = record.get("kind") == "final" or (record.get("kind") == "epoch"
+                                                             and not record.get("complete", True))
+            return at > step or (at == step and stopped_here)
+
+        kept = [line for line, record in complete_records(path.read_text()) if not superseded(record)]
+        text = "".join(line + "\n" for line in kept)
+        with self.writing(path, step):
+            write_atomically(path, lambda f: f.write(text.encode("utf-8")))
+
+    # ---------------------------------------------------------------- what a stop leaves
+    def kept(self) -> str:
+        """What a run that stops now leaves: "and the last good checkpoint is kept in RUN (step N)", …"""
+        if self.last_checkpoint.exists():
+            step = f" (step {self.saved_step})" if self.saved_step is not None else ""
+            return f"and the last good checkpoint is kept in {self.path}{step}"
+        if not self.path.is_dir():
+            return "with nothing kept"
+        return "before any checkpoint was written"
+
+    def writing(self, path, step: int | None):
+        """The context of every write: an OSError in it ends training with one line that names ``path``, the
+        cause, what is kept and how to continue."""
+        outcome = f"training stopped at step {step} {self.kept()}" if step is not None else ""
+        if self.last_checkpoint.exists() and outcome:
+            outcome += f"; once that is fixed, continue with --resume {self.path}"
+        return writing(path, self.path, outcome)
+
+
+@contextmanager
+def _held(lock: "RunLock"):
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+# ------------------------------------------------------------------------- the policy of a resume
+def changed_settings(stored: TrainConfig, wanted: TrainConfig) -> list[str]:
+    """The settings a resume may not change (all but the resumable ones) on which ``wanted`` differs."""
+    return [name for name in OPTIONS if name not in RESUMABLE and getattr(stored, name) != getattr(wanted, name)]
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def resumable_flags() -> str:
+    """The flags that may change on --resume (declared resumable in config.py): "--epochs, --backend, …"."""
+    return ", ".join(declared.flag for name, declared in OPTIONS.items() if name in RESUMABLE)
+
+
+def resumed_config(checkpoint: Path, meta: dict, given: dict) -> TrainConfig:
+    """The configuration that continues the run of ``checkpoint`` with the flags ``given``.
+
+    Only the settings declared resumable (config.py) may differ from the run's; any other flag given must
+    repeat the run's value, else one line lists each difference with both values.  A --max-steps limit of
+    the interrupted run does not carry over.
+    """
+    if not isinstance(meta.get("config"), dict):
+        raise UserError(f"{checkpoint} holds no training configuration; it cannot be resumed")
+    run = {**TrainConfig.from_dict(meta["config"]).to_dict(), "max_steps": 0}
+    differences = [f"{declared.flag} (the run's: {_shown(run[name])}, given: {_shown(given[name])})"
+                   for name, declared in OPTIONS.items()
+                   if name in given and name not in RESUMABLE and given[name] != run[name]]
+    if differences:
+        raise UserError(f"--resume cannot change {', '.join(differences)}; only {resumable_flags()} may change")
+    return TrainConfig.from_dict({**run, **given})
+
+
+def nothing_to_do(checkpoint: Path, meta: dict, config: TrainConfig) -> str | None:
+    """The line to print instead of training when the checkpoint is already where ``config`` would stop."""
+    epoch, step = meta["epoch"], meta["global_step"]
+    if config.max_steps and step >= config.max_steps:
+        reason, advice = f"{step} steps, and --max-steps is {config.max_steps}", "a larger --max-steps"
+    elif epoch >= config.epochs:
+        reason, advice = f"{epoch} epoch(s) ({step} steps), and --epochs is {config.epochs}", "a larger --epochs"
+    else:
+        return None
+    return f"nothing to do: {checkpoint} has trained {reason}; nothing was changed (give {advice} to train on)"
+
+
+def finished(directory: RunDirectory, meta: dict, config: TrainConfig) -> bool:
+    """The checkpoint is at ``config``'s end and the run wrote its final record there."""
+    at_end = (meta["epoch"] >= config.epochs and meta["step_in_epoch"] == 0) or bool(
+        config.max_steps and meta["global_step"] >= config.max_steps)
+    records = directory.records()
+    return at_end and bool(records) and records[-1].get("kind") == "final" and \
+        records[-1].get("global_step") == meta["global_step"]
+
+
+def read_meta(run) -> dict:
+    """The metadata of RUN's checkpoint (a run directory or a checkpoint file), without its arrays."""
+    return load_checkpoint_meta(checkpoint_of(run))
+

@@ -26,7 +26,6 @@ from __future__ import annotations
 import numpy as np
 
 from backends.cpu import host_available_bytes
-
 from moco_ref.errors import UserError
 from moco_ref.models import conv_sides, resnet_layout
 

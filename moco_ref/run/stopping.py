@@ -74,11 +74,9 @@ class StopSignals:
 def agreed_signal(comm, received: int | None) -> int | None:
     """The signal all processes of ``comm`` stop for after this step, or None to go on.
 
-    Call it once a step on every process.  One process: its own ``received``.  Several: one allreduce of
-    two flags; if any process got SIGTERM, every one stops for SIGTERM, else for SIGINT if any got that.
+    Call it once a step on every process: one allreduce of two flags (with one process, its own
+    ``received``); if any process got SIGTERM, every one stops for SIGTERM, else for SIGINT if any got that.
     """
-    if comm.size == 1:
-        return received
     interrupted, terminated = comm.allreduce_host_mean([float(received == signal.SIGINT),
                                                         float(received == signal.SIGTERM)])
     if terminated > 0:

@@ -5,10 +5,10 @@
     shuffle-bn   1 BatchNorm group (plain BN) against S groups with the keys shuffled across them
                  (split BN, the shuffle-BN stand-in on one device; S = --bn-splits, default 2)
 
-Each setting is a normal run directory DIR/<setting> (config.json, metrics.jsonl,
-checkpoint_last.npz) trained in this process by :class:`moco_ref.run.trainer.Trainer`, then measured by
-main_lincls's linear probe with the training features encoded once (the fast ``--no-augment``
-probe of ``moco-ref eval linear``), kept in DIR/<setting>/linear_probe.json.  The table
+Each setting is a normal run directory DIR/<setting> trained in this process by
+:class:`moco_ref.run.trainer.Trainer`, then measured by main_lincls's linear probe with the training
+features encoded once (the fast ``--no-augment`` probe of ``moco-ref eval linear``), kept in the run
+directory (moco_ref/run/directory.py names its files).  The table
 (DIR/ablation.md and .json) and the kNN curves (DIR/ablation.png) are made from the run directories
 alone, so an ablation that was interrupted continues where it stopped when the same command runs
 again: a finished run is read back, an unfinished one resumed from its checkpoint exactly as
@@ -24,13 +24,25 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from moco_ref.run.checkpoint import load_checkpoint_meta
-from moco_ref.run.config import OPTIONS, RESUMABLE, TrainConfig
+from moco_ref.data import check_batchable, load_dataset
 from moco_ref.errors import UserError
+from moco_ref.evaluation.linear import linear_probe
+from moco_ref.run.config import OPTIONS, TrainConfig
+from moco_ref.run.directory import (
+    FAILED,
+    PROBE,
+    RunDirectory,
+    changed_settings,
+    finished,
+    read_meta,
+)
+from moco_ref.run.stopping import StoppedBySignal
+from moco_ref.run.trainer import NonFiniteLoss, Trainer
+from moco_ref.tools.plot import curves, load_matplotlib
+from moco_ref.tools.runs import load_run
 
 # The ablation's one default of its own: the kNN monitor every 2 epochs, for the curves.  The rest is
-# `moco-ref train`'s recipe, 20 epochs included, so the m = 0.99 run of the momentum study is the default
-# run; the 4 runs took 5 min 33 s on a 2-core CPU (measured: README, "See it work").
+# `moco-ref train`'s recipe, 20 epochs included, so the m = 0.99 run of the momentum study is the default run.
 DEFAULT_KNN_EVERY = 2
 PROBE_EPOCHS = 100
 ABLATION_DEFAULTS = {"knn_every": DEFAULT_KNN_EVERY}
@@ -39,9 +51,6 @@ ABLATION_DEFAULTS = {"knn_every": DEFAULT_KNN_EVERY}
 # None: "fails to train" (the loss oscillates).
 PAPER_MOMENTUM = {0.0: None, 0.9: 55.2, 0.99: 57.8, 0.999: 59.0, 0.9999: 58.9}
 PAPER_MOMENTUM_SOURCE = "MoCo v1 (He et al., 2020): ResNet-50, K = 4096, ImageNet linear top-1"
-
-PROBE_FILE, FAILED_FILE = "linear_probe.json", "failed.json"
-
 
 @dataclass(frozen=True)
 class Study:
@@ -125,27 +134,11 @@ def base_config(given: dict, preset_values: dict) -> TrainConfig:
 
 
 def _check_same_recipe(stored: TrainConfig, wanted: TrainConfig, run_dir: Path) -> None:
-    changed = [name for name in OPTIONS if name not in RESUMABLE and getattr(stored, name) != getattr(wanted, name)]
+    changed = changed_settings(stored, wanted)
     if changed:
         name = changed[0]
         raise UserError(f"{run_dir} holds a run with {OPTIONS[name].flag} {getattr(stored, name)}, this ablation "
                         f"asks for {getattr(wanted, name)}; give the flags of that ablation again, or another --out")
-
-
-def _records(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _finished(run_dir: Path, meta: dict, config: TrainConfig) -> bool:
-    """The checkpoint is at the configured end and the run wrote its final record there."""
-    at_end = (meta["epoch"] >= config.epochs and meta["step_in_epoch"] == 0) or bool(
-        config.max_steps and meta["global_step"] >= config.max_steps)
-    records = _records(run_dir)
-    return at_end and bool(records) and records[-1].get("kind") == "final" and \
-        records[-1].get("global_step") == meta["global_step"]
 
 
 def train_run(config: TrainConfig, run_dir: Path, log, stop=None) -> str:
@@ -155,42 +148,34 @@ def train_run(config: TrainConfig, run_dir: Path, log, stop=None) -> str:
     settings ``moco-ref train --resume`` may change can differ from the stored recipe).  ``stop``:
     as ``Trainer.run``'s (a signal ends the run after a step, with a checkpoint of that step).
     """
-    from moco_ref.run.trainer import Trainer
-
-    checkpoint = run_dir / "checkpoint_last.npz"
-    if not checkpoint.exists():
+    directory = RunDirectory(run_dir)
+    if not directory.last_checkpoint.exists():
         Trainer(config, run_dir, log=log).run(stop=stop)
         return "new"
-    meta = load_checkpoint_meta(checkpoint)
+    meta = read_meta(run_dir)
     _check_same_recipe(TrainConfig.from_dict(meta.get("config", {})), config, run_dir)
     if meta["epoch"] > config.epochs:
         raise UserError(f"{run_dir} holds {meta['epoch']} epochs, more than --epochs {config.epochs}; "
                         f"give --epochs {meta['epoch']} or another --out")
-    if _finished(run_dir, meta, config):
+    if finished(directory, meta, config):
         return "finished"
     trainer = Trainer(config, run_dir, log=log)
-    trainer.restore(checkpoint)                  # run() then drops the records logged after this checkpoint
+    trainer.restore()                            # run() then drops the records logged after this checkpoint
     log(f"resuming {run_dir} at epoch {trainer.epoch + 1}, step {trainer.global_step}")
     trainer.run(stop=stop)
     return "resumed"
 
 
 def probe_run(run_dir: Path, probe_epochs: int, log) -> dict | None:
-    """main_lincls's linear probe of the run's encoder_q (features encoded once); kept in linear_probe.json.
+    """main_lincls's linear probe of the run's encoder_q (features encoded once); kept in the run directory.
 
     Read back when it was measured on the same checkpoint step with the same epochs.  None when the
     data has no labels or no held-out split.
     """
-    from moco_ref.data import load_dataset
-    from moco_ref.evaluation.linear import linear_probe
-    from moco_ref.tools.runs import load_run
-
-    run = load_run(run_dir)
-    path = run_dir / PROBE_FILE
-    if path.is_file():
-        kept = json.loads(path.read_text())
-        if kept.get("global_step") == run.meta["global_step"] and kept.get("epochs") == probe_epochs:
-            return kept
+    run, directory = load_run(run_dir), RunDirectory(run_dir)
+    kept = directory.read_json(PROBE)
+    if kept and kept.get("global_step") == run.meta["global_step"] and kept.get("epochs") == probe_epochs:
+        return kept
     c = run.config
     try:
         train = load_dataset(c.data, "train", c.image_size, c.seed)
@@ -204,19 +189,18 @@ def probe_run(run_dir: Path, probe_epochs: int, log) -> dict | None:
     log(f"linear probe of {run_dir.name}: {probe_epochs} epochs, features encoded once")
     result = linear_probe(run.encoder_q, train, test, run.encoder_q.backend, epochs=probe_epochs, augment=False)
     result["global_step"] = run.meta["global_step"]
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    directory.write_json(PROBE, result)
     return result
 
 
 def read_outcome(study: Study, value, run_dir: Path, probe: dict | None) -> Outcome:
     """The table row of one run directory."""
-    from moco_ref.tools.plot import curves
-
+    directory = RunDirectory(run_dir)
     outcome = Outcome(value=value, setting=study.setting(value), run_dir=str(run_dir), status="finished")
-    failed = run_dir / FAILED_FILE
-    if failed.is_file():
-        outcome.status, outcome.error = "failed", json.loads(failed.read_text())["error"]
-    records = _records(run_dir)
+    failed = directory.read_json(FAILED)
+    if failed is not None:
+        outcome.status, outcome.error = "failed", failed["error"]
+    records = directory.records()
     epochs_done = [r for r in records if r.get("kind") == "epoch"]
     finals = [r for r in records if r.get("kind") == "final"]
     outcome.train_seconds = sum(r.get("seconds", 0.0) for r in epochs_done)
@@ -243,10 +227,6 @@ def run_ablation(study_name: str, base: TrainConfig, out_dir, values=None, probe
     after its current step with a checkpoint, and StoppedBySignal is raised; a signal received while a
     run is probed stops before the next run starts.
     """
-    from moco_ref.data import check_batchable, load_dataset
-    from moco_ref.run.stopping import StoppedBySignal
-    from moco_ref.run.trainer import NonFiniteLoss
-
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     study = STUDIES[study_name]
     out_dir = Path(out_dir)
@@ -258,26 +238,25 @@ def run_ablation(study_name: str, base: TrainConfig, out_dir, values=None, probe
                for value in values]
     for _, config, run_dir in planned:     # what would stop a later run is refused before anything trains
         check_batchable(train_set, config.batch_size, config.bn_splits)
-        if (run_dir / "checkpoint_last.npz").exists():
-            _check_same_recipe(TrainConfig.from_dict(load_checkpoint_meta(run_dir / "checkpoint_last.npz")
-                                                     .get("config", {})), config, run_dir)
+        if RunDirectory(run_dir).last_checkpoint.exists():
+            _check_same_recipe(TrainConfig.from_dict(read_meta(run_dir).get("config", {})), config, run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     outcomes = []
     for number, (value, config, run_dir) in enumerate(planned, start=1):
         if stop is not None and stop.received is not None:
             raise StoppedBySignal(stop.received)
         log(f"ablate {study.name}: run {number}/{len(values)}, {study.setting(value)}, in {run_dir}")
-        probe = None
-        if not (run_dir / FAILED_FILE).is_file():
+        probe, directory = None, RunDirectory(run_dir)
+        if directory.read_json(FAILED) is None:
             try:
                 if train_run(config, run_dir, log, stop) == "finished":
                     log(f"{run_dir} is finished: read back")
                 probe = probe_run(run_dir, probe_epochs, log) if probe_epochs else None
             except NonFiniteLoss as error:
                 log(f"{study.setting(value)} failed: {error}")
-                (run_dir / FAILED_FILE).write_text(json.dumps({"error": str(error)}) + "\n")
+                directory.write_json(FAILED, {"error": str(error)})
         else:
-            log(f"{run_dir} failed before (its {FAILED_FILE} says why); delete the folder to try it again")
+            log(f"{run_dir} failed before (its {FAILED} says why); delete the folder to try it again")
         outcomes.append(read_outcome(study, value, run_dir, probe))
     return {"study": study.name, "varied": study.field, "flag": OPTIONS[study.field].flag,
             "question": study.question, "values": list(values), "config": base.to_dict(),
@@ -443,9 +422,8 @@ def write_report(report: dict, out_dir) -> list[Path]:
 
 def draw_curves(report: dict, out) -> Path:
     """The kNN top-1 of every run against epochs completed, one line a setting, to the PNG ``out``."""
-    from moco_ref.tools.plot import _load_matplotlib
 
-    Figure, FigureCanvasAgg, MaxNLocator = _load_matplotlib()
+    Figure, FigureCanvasAgg, MaxNLocator = load_matplotlib()
     figure = Figure(figsize=(7, 4.5), layout="constrained")
     FigureCanvasAgg(figure)
     ax = figure.subplots()

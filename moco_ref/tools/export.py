@@ -45,9 +45,9 @@ from pathlib import Path
 
 import numpy as np
 
+from moco_ref.errors import CheckpointError, UserError
 from moco_ref.run.checkpoint import load_checkpoint, write_atomically
 from moco_ref.run.config import current_names
-from moco_ref.errors import CheckpointError, UserError
 
 PREFIX = "encoder_q."
 SAFETENSORS_INSTALL = "pip install safetensors"

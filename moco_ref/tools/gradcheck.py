@@ -21,6 +21,9 @@ from typing import Callable
 import numpy as np
 
 from backends import to_numpy
+from moco_ref import loss as L
+from moco_ref.layers import basic, batchnorm, conv
+from moco_ref.models import build_encoder
 
 LAYER_TOLERANCE = 1e-6
 ENCODER_TOLERANCE = 1e-5
@@ -136,9 +139,6 @@ def check_directions(name: str, loss: Callable[[], float], params: dict, grads: 
 
 # ------------------------------------------------------------------ the suite
 def _layer_checks(rng: np.random.Generator) -> list[CheckResult]:
-    from moco_ref.layers import basic, batchnorm, conv
-    from moco_ref import loss as L
-
     results = []
     x = rng.standard_normal((2, 5, 5, 3))
 
@@ -225,8 +225,6 @@ def _layer_checks(rng: np.random.Generator) -> list[CheckResult]:
 def encoder_check(rng: np.random.Generator, arch="resnet10", width=2, mlp=True, bn_splits=2,
                   directions: int = 3) -> list[CheckResult]:
     """The whole encoder, float64, along random directions in parameter space."""
-    from moco_ref.models import build_encoder
-
     encoder = build_encoder(arch, dim=5, width=width, mlp=mlp, bn_splits=bn_splits,
                             backend="numpy", seed=int(rng.integers(1 << 31)), dtype="float64")
     x = rng.standard_normal((4, 3, 8, 8))

@@ -1,6 +1,7 @@
 """Training curves of a run directory as one PNG (``moco-ref plot RUN_DIR``).
 
-Reads RUN_DIR/metrics.jsonl, one JSON object a line, as written by :mod:`moco_ref.run.trainer`:
+Reads the run's metrics (moco_ref/run/directory.py), one JSON object a line, as written by
+:mod:`moco_ref.run.trainer` and :mod:`moco_ref.run.monitor`:
 
     {"kind": "step",  "global_step", "epoch", "loss", "acc1" (%), "lr", "m", "images_per_s"}
     {"kind": "epoch", "epoch" (0-based, the epoch just run), "loss", "acc1", "lr", "knn_top1"?, "complete"}
@@ -10,12 +11,12 @@ Reads RUN_DIR/metrics.jsonl, one JSON object a line, as written by :mod:`moco_re
     {"kind": "final", ...}                                         # the summary when training stops
 
 and draws four panels: the InfoNCE loss and the (K+1)-way instance accuracy against the global
-step (the loss with the chance level log(K+1) when config.json gives K), the kNN top-1 against
+step (the loss with the chance level log(K+1) when the configuration gives K), the kNN top-1 against
 epochs completed (0 = the untrained encoder; an "epoch" record with index e counts as e + 1
 epochs), and the learning rate against the step.  When the run has "instruments" records
 (moco_ref/evaluation/instruments.py says what each one measures), four more panels below, against
-the global step: alignment and uniformity, the feature standard deviation (with 1/√D when config.json
-gives D), the mean positive and negative logits, and the key encoder's drift with the queue's age.
+the global step: alignment and uniformity, the feature standard deviation (with 1/√D when the
+configuration gives D), the mean positive and negative logits, and the key encoder's drift with the queue's age.
 Other kinds are ignored.
 
 matplotlib is an optional extra (``pip install 'moco-ref[plot]'``).  The figure is drawn with
@@ -24,41 +25,29 @@ the Agg canvas directly (no pyplot, no global backend switch), so it works witho
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from moco_ref.run.config import current_names
 from moco_ref.errors import UserError
+from moco_ref.run.config import current_names
+from moco_ref.run.directory import RunDirectory
 
 PLOT_INSTALL = "pip install 'moco-ref[plot]'"
 
 
 def read_metrics(run_dir) -> list[dict]:
-    """The records of RUN_DIR/metrics.jsonl; UserError (one line) when missing, empty or garbled."""
+    """The complete records of a run's metrics (a line cut short is dropped, as every reader does); UserError
+    (one line) when there is no run directory or it has logged nothing."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"no run directory at {run_dir}")
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        raise UserError(f"{run_dir} has no metrics.jsonl; is it a moco-ref run directory?")
     try:
-        text = path.read_text(encoding="utf-8")
+        records = RunDirectory(run_dir).records()
     except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read {path}: {error}") from None
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path} line {number} is not JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{path} line {number} is not a JSON object")
-        records.append(record)
+        raise UserError(f"cannot read the metrics of {run_dir}: {error}") from None
     if not records:
-        raise UserError(f"{path} is empty; the run has not logged anything yet")
+        raise UserError(f"{run_dir} holds no metrics: it is not a moco-ref run directory, or the run has not "
+                        f"logged anything yet")
     return records
 
 
@@ -103,7 +92,7 @@ def curves(records: list[dict]) -> dict:
     return series
 
 
-def _load_matplotlib():
+def load_matplotlib():
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -114,10 +103,10 @@ def _load_matplotlib():
 
 
 def _config_int(run_dir: Path, name: str):
-    """An integer setting of RUN_DIR/config.json ("K", "dim"), or None."""
+    """An integer setting of the run's configuration ("K", "dim"), or None."""
     try:
-        return int(current_names(json.loads((run_dir / "config.json").read_text()))[name])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(current_names(RunDirectory(run_dir).read_config())[name])
+    except (ValueError, KeyError, TypeError):
         return None
 
 
@@ -183,13 +172,13 @@ def plot_run(run_dir, out=None) -> Path:
     records = read_metrics(run_dir)
     series = curves(records)
     if not any(xs for xs, _ in series.values()):
-        raise UserError(f"{run_dir / 'metrics.jsonl'} has no step, epoch or kNN measurements to plot")
+        raise UserError(f"the metrics of {run_dir} have no step, epoch or kNN measurements to plot")
     out = Path(out) if out else run_dir / "curves.png"
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {out} must end in .png")
     if not out.parent.is_dir():
         raise UserError(f"no folder {out.parent} to write {out.name} into")
-    Figure, FigureCanvasAgg, MaxNLocator = _load_matplotlib()
+    Figure, FigureCanvasAgg, MaxNLocator = load_matplotlib()
 
     instruments = any(series[name][0] for name in INSTRUMENTS)
     figure = Figure(figsize=(11, 15 if instruments else 7.5), layout="constrained")

@@ -1,7 +1,7 @@
 """A training run read back: its checkpoint, its configuration and its encoders.
 
-``RUN`` on the command line (``moco-ref show neighbours RUN``) is a run directory, whose
-checkpoint_last.npz is used, or a checkpoint file.  :func:`untrained_encoder` builds the encoder
+``RUN`` on the command line (``moco-ref show neighbours RUN``) is a run directory, whose latest
+checkpoint is used, or a checkpoint file (moco_ref/run/directory.py's ``checkpoint_of``).  :func:`untrained_encoder` builds the encoder
 that run started from: the seed decides the initial weights, so ``build_encoder(..., seed=seed)``
 equals the ``encoder_q`` of ``MoCo(**config.model_arguments())`` before its first step (what
 ``moco-ref train --epochs 1 --max-steps 0`` would start with).
@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from moco_ref.errors import CheckpointError
+from moco_ref.models import ResNetEncoder, build_encoder
 from moco_ref.run.checkpoint import load_checkpoint
 from moco_ref.run.config import TrainConfig
-from moco_ref.errors import CheckpointError, UserError
-from moco_ref.models import ResNetEncoder, build_encoder
+from moco_ref.run.directory import checkpoint_of
 
 
 @dataclass
@@ -35,19 +36,6 @@ class Run:
     encoder_q: ResNetEncoder
 
 
-def checkpoint_path(run) -> Path:
-    """The checkpoint of ``run`` (a run directory or a checkpoint file); UserError (one line) if there is none."""
-    path = Path(run).expanduser()
-    if path.is_dir():
-        if not (path / "checkpoint_last.npz").is_file():
-            raise UserError(f"{path} holds no checkpoint_last.npz; give a run directory of moco-ref train "
-                            f"or a checkpoint file")
-        return path / "checkpoint_last.npz"
-    if not path.is_file():
-        raise UserError(f"no run at {path}; give a run directory of moco-ref train or a checkpoint file")
-    return path
-
-
 def untrained_encoder(config: TrainConfig, backend=None) -> ResNetEncoder:
     """The encoder a run of ``config`` starts from (its seed's initial weights, BatchNorm statistics at rest)."""
     return build_encoder(config.arch, dim=config.dim, width=config.width, mlp=config.mlp,
@@ -57,7 +45,7 @@ def untrained_encoder(config: TrainConfig, backend=None) -> ResNetEncoder:
 
 def load_run(run, backend=None) -> Run:
     """Reads the checkpoint of ``run`` and loads its encoder_q (on ``backend``, default the run's)."""
-    path = checkpoint_path(run)
+    path = checkpoint_of(run)
     arrays, meta = load_checkpoint(path)
     if not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{path} holds no training configuration")

@@ -25,7 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from backends import get_backend, to_numpy
+from moco_ref.augment import denormalize, make_pipeline
+from moco_ref.data import load_dataset
 from moco_ref.errors import UserError
+from moco_ref.evaluation.features import encode_dataset
+from moco_ref.loss import normalize_forward
+from moco_ref.run.directory import checkpoint_of
+from moco_ref.tools.plot import load_matplotlib
+from moco_ref.tools.runs import load_run, untrained_encoder
 
 DPI = 100
 VIEW_CELL, VIEW_MARGIN, VIEW_HEIGHT = 1.0, 1.5, 3.75           # inches: a column per image, the labels, the height
@@ -63,8 +70,6 @@ def pick_per_class(labels, count: int, size: int) -> np.ndarray:
 
 def to_pixels(views) -> np.ndarray:
     """Normalised views (N, 3, S, S) on any backend -> (N, S, S, 3) float in [0, 1] on the host."""
-    from moco_ref.augment import denormalize
-
     return np.clip(to_numpy(denormalize(views)).transpose(0, 2, 3, 1), 0.0, 1.0)
 
 
@@ -76,8 +81,6 @@ def views_data(dataset, aug: str, count: int = 8, seed: int = 0) -> dict:
         {"index" (n,), "originals" (n, S, S, 3) uint8, "view_q", "view_k" (n, S, S, 3) float in [0, 1],
         "names" (n,) class names or "", "aug"}.
     """
-    from moco_ref.augment import make_pipeline
-
     index = pick_per_class(dataset.labels, count, len(dataset))
     images = dataset.images[index]                                        # (n, S, S, 3) uint8
     pipeline = make_pipeline(aug, dataset.image_size)
@@ -92,18 +95,11 @@ def views_data(dataset, aug: str, count: int = 8, seed: int = 0) -> dict:
 
 def _unit_features(encoder, images, backend) -> np.ndarray:
     """The kNN monitor's features: encoder output (fc) in eval mode, L2-normalised, on the host, (N, D)."""
-    from moco_ref.augment import make_pipeline
-    from moco_ref.evaluation.features import encode_dataset
-    from moco_ref.loss import normalize_forward
-
     pipeline = make_pipeline("test", images.shape[1])
     return to_numpy(normalize_forward(encode_dataset(encoder, images, pipeline, backend, head=True))[0])
 
 
 def _run_and_splits(run, backend):
-    from moco_ref.data import load_dataset
-    from moco_ref.tools.runs import load_run, untrained_encoder
-
     loaded = load_run(run, backend)
     c = loaded.config
     train = load_dataset(c.data, "train", c.image_size, c.seed)
@@ -197,9 +193,7 @@ def mosaic(cells: np.ndarray, borders=None, border: int = 2, gap: int = 2) -> np
 
 
 def _figure(size):
-    from moco_ref.tools.plot import _load_matplotlib
-
-    Figure, FigureCanvasAgg, _ = _load_matplotlib()
+    Figure, FigureCanvasAgg, _ = load_matplotlib()
     figure = Figure(figsize=size, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
@@ -313,11 +307,8 @@ def _default_beside(run, name: str) -> Path:
 def show_views(data_source: str = "builtin", aug: str = "cifar", count: int = 8, image_size: int = 32,
                seed: int = 0, out=None) -> tuple[Path, dict]:
     """``moco-ref show views``: computes :func:`views_data` and draws it; returns (PNG path, data)."""
-    from moco_ref.data import load_dataset
-    from moco_ref.tools.plot import _load_matplotlib
-
     out = check_out(out, Path(f"views-{aug}.png"))
-    _load_matplotlib()                       # one line, before any work, when matplotlib is missing
+    load_matplotlib()                       # one line, before any work, when matplotlib is missing
     dataset = load_dataset(data_source, "train", image_size, seed)
     data = views_data(dataset, aug, count, seed)
     return draw_views(data, out), data
@@ -325,23 +316,17 @@ def show_views(data_source: str = "builtin", aug: str = "cifar", count: int = 8,
 
 def show_neighbours(run, queries: int = 6, k: int = 5, backend=None, out=None) -> tuple[Path, dict]:
     """``moco-ref show neighbours RUN``: computes :func:`neighbours_data` and draws it."""
-    from moco_ref.tools.plot import _load_matplotlib
-    from moco_ref.tools.runs import checkpoint_path
-
-    checkpoint_path(run)
+    checkpoint_of(run)
     out = check_out(out, _default_beside(run, "neighbours.png"))
-    _load_matplotlib()
+    load_matplotlib()
     data = neighbours_data(run, queries, k, backend)
     return draw_neighbours(data, out), data
 
 
 def show_embedding(run, backend=None, out=None) -> tuple[Path, dict]:
     """``moco-ref show embedding RUN``: computes :func:`embedding_data` and draws it."""
-    from moco_ref.tools.plot import _load_matplotlib
-    from moco_ref.tools.runs import checkpoint_path
-
-    checkpoint_path(run)
+    checkpoint_of(run)
     out = check_out(out, _default_beside(run, "embedding.png"))
-    _load_matplotlib()
+    load_matplotlib()
     data = embedding_data(run, backend)
     return draw_embedding(data, out), data

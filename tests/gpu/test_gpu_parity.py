@@ -7,9 +7,9 @@ import os
 
 import numpy as np
 import pytest
+from helpers import assert_close
 
 from backends import BackendUnavailable, get_backend, to_numpy
-from helpers import assert_close
 
 try:
     CUPY = get_backend("cupy")
@@ -17,9 +17,9 @@ except BackendUnavailable as error:
     pytest.skip(f"no GPU backend here: {error}", allow_module_level=True)
 
 from moco_ref.augment import make_pipeline  # noqa: E402
-from moco_ref.tools.gradcheck import ENCODER_TOLERANCE, compare  # noqa: E402
-from moco_ref.models import build_encoder  # noqa: E402
 from moco_ref.moco import MoCo  # noqa: E402
+from moco_ref.models import build_encoder  # noqa: E402
+from moco_ref.tools.gradcheck import ENCODER_TOLERANCE, compare  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.environ.get("CUPY_TF32") == "1", reason="parity needs TF32 off")
 
@@ -107,8 +107,9 @@ def test_gpu_encoder_matches_numpy_in_float64():
 @pytest.mark.parametrize("name", ["channel_sums", "im2col"])
 def test_cupy_fast_function_equals_the_plain_formula(name):
     """Each kernel of backends/cupy_fast.py against its primitive's plain expression, both on the GPU, float64."""
-    from backends import cupy_fast, ops
     from test_fast_paths import as_list, batchnorm_arguments
+
+    from backends import cupy_fast, ops
 
     rng = np.random.default_rng(7)
     if name == "im2col":

@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
-from moco_ref.parallel.launch import get_communicator, run_or_abort
 from moco_ref.errors import UserError
+from moco_ref.parallel.launch import get_communicator, run_or_abort
 
 
 def step(comm, kind):

@@ -7,8 +7,8 @@ aborts the job (non-zero exit); each rank prints "ok rank <r>" only after every 
 
 import numpy as np
 
-from moco_ref.parallel.mpi import MPICommunicator
 from moco_ref.parallel.launch import get_communicator, run_or_abort
+from moco_ref.parallel.mpi import MPICommunicator
 
 
 def values(rank, shape, dtype, seed):

@@ -1,0 +1,73 @@
+"""The options of ``moco-ref train`` (and of ``moco-ref ablate``, which trains the same recipe), generated
+from the configuration's declarations in moco_ref/run/config.py: one click option per setting, with its
+flag, help, range and default.
+"""
+
+from __future__ import annotations
+
+import click
+
+from moco_ref.run.config import OPTIONS, Option, TrainConfig
+
+
+def parse_schedule(ctx, param, value):
+    """Parses "120,160" into [120, 160] (the epochs of a step schedule)."""
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise click.BadParameter("give epochs separated by commas, e.g. 120,160") from None
+
+
+def _click_type(declared: Option, default):
+    """The click type of a declared option: its choices, its range, or plainly the default's type."""
+    if declared.choices:
+        return click.Choice(declared.choices)
+    low = declared.at_least if declared.greater_than is None else declared.greater_than
+    if low is None and declared.at_most is None:
+        return type(default)
+    kind = click.IntRange if isinstance(default, int) else click.FloatRange
+    return kind(low, declared.at_most, min_open=declared.greater_than is not None)
+
+
+def _default_text(value) -> str:
+    """A default as the help shows it: on/off, 120,160, 0.0005, resnet10."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def config_options(defaults: dict | None = None):
+    """A decorator that adds one click option per TrainConfig field, generated from its declaration
+    (moco_ref.run.config.OPTIONS).
+
+    Every option defaults to None, so that only the flags given on the command line override a preset
+    or a resumed run's configuration; the help shows the default of ``defaults`` (a command's own, such as
+    ablate's), else the dataclass default.
+    """
+    shown = {**TrainConfig().to_dict(), **(defaults or {})}
+
+    def decorate(command):
+        for name, declared in reversed(OPTIONS.items()):   # click lists options in the reverse order of decoration
+            command = _option(name, declared, shown[name])(command)
+        return command
+
+    return decorate
+
+
+def _option(name: str, declared: Option, shown):
+    """The click option of one setting; its kind (flag, list, number, choice) follows the dataclass default."""
+    default = getattr(TrainConfig(), name)
+    settings = {"help": f"{declared.help} [default: {_default_text(shown)}]", "default": None}
+    flags = declared.flags
+    if isinstance(default, bool):
+        if "/" not in flags[-1]:
+            flags = (f"{declared.flag}/--no-{declared.flag[2:]}",)
+    elif isinstance(default, list):
+        settings["callback"] = parse_schedule
+    else:
+        settings["type"] = _click_type(declared, default)
+    return click.option(*flags, name, **settings)

@@ -1,0 +1,102 @@
+"""What a run measures of its representation while it trains: the kNN monitor and the instruments.
+
+Both run on the process that writes the run directory (rank 0) and are due before the first step,
+every --knn-every epochs and after the last (never with --knn-every 0).  The kNN monitor needs a
+labelled held-out split; the instruments (moco_ref/evaluation/instruments.py) measure both encoders on
+a fixed probe set: the first 256 images of that split, or of the training set when there is none.
+
+Records (appended to metrics.jsonl by the trainer):
+
+    {"kind": "knn", "epoch": 0, "global_step": 0, "knn_top1", "untrained": true}     before the first step
+    {"kind": "instruments", "epoch", "global_step", "alignment", "uniformity", "feature_std", "logit_pos",
+     "logit_neg", "key_drift" (null at the first), "queue_age", "probe_images"}
+
+The measurements run both encoders in eval mode and draw their views from their own freshly seeded
+generators, so a run with instruments is bit-identical to one without.  What the monitor carries from
+one checkpoint to the next: the untrained encoder's kNN accuracy (in the checkpoint's metadata) and the
+probe keys of the last measurement (the array ``instruments.probe_keys``), from which the next
+measurement's key drift is computed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moco_ref.data import load_dataset
+from moco_ref.errors import UserError
+from moco_ref.evaluation.instruments import PROBE_SIZE, Instruments
+from moco_ref.evaluation.knn import knn_accuracy
+
+
+class Monitor:
+    """The kNN monitor and the instruments of one run (both off where ``enabled`` is False: other ranks).
+
+    Attributes:
+        test_set: the labelled held-out split, or None (then no kNN).
+        instruments: the instruments, or None (--knn-every 0, or not the writing process).
+        knn_top1_untrained: the untrained encoder's kNN top-1 (%), once measured.
+    """
+
+    def __init__(self, config, train_set, augment, test_transform, backend, log, enabled: bool):
+        self.config, self.train_set, self.test_transform, self.backend = config, train_set, test_transform, backend
+        self.test_set = _held_out_split(config, train_set, log) if enabled else None
+        self.instruments = None
+        if enabled and config.knn_every:
+            probe = (self.test_set if self.test_set is not None else train_set).images[:PROBE_SIZE]
+            keys_per_step = config.batch_size * (2 if config.symmetric else 1)
+            self.instruments = Instruments(probe, augment, test_transform, backend, config.seed, keys_per_step,
+                                           config.K)
+        self.knn_top1_untrained = None
+
+    def due(self, epoch: int) -> bool:
+        """Whether the measurements are due once ``epoch`` epochs are done."""
+        every = self.config.knn_every
+        return bool(every) and (epoch % every == 0 or epoch == self.config.epochs)
+
+    def knn(self, model) -> float | None:
+        """encoder_q's kNN top-1 (%) on the held-out split, or None without one."""
+        if self.test_set is None:
+            return None
+        return knn_accuracy(model.encoder_q, self.train_set, self.test_set, self.test_transform, self.backend,
+                            self.config.knn_k, self.config.knn_t)["top1"]
+
+    def before_training(self, model, log) -> list:
+        """The records of the untrained model: its kNN top-1 and its instruments."""
+        records = []
+        if self.test_set is not None:
+            self.knn_top1_untrained = top1 = self.knn(model)
+            log(f"kNN top-1 of the untrained encoder: {top1:.2f}%")
+            records.append({"kind": "knn", "epoch": 0, "global_step": 0, "knn_top1": top1, "untrained": True})
+        return records + self.instruments_records(model, 0, 0)
+
+    def instruments_records(self, model, epoch: int, global_step: int) -> list:
+        """[the "instruments" record of the model as it is now], or [] when the instruments are off."""
+        if self.instruments is None:
+            return []
+        return [{"kind": "instruments", "epoch": epoch, "global_step": global_step,
+                 **self.instruments.measure(model, global_step)}]
+
+    def state_dict(self) -> dict:
+        return self.instruments.state_dict() if self.instruments is not None else {}
+
+    def load_state_dict(self, arrays: dict, meta: dict) -> None:
+        self.knn_top1_untrained = meta.get("knn_top1_untrained")
+        if self.instruments is not None:
+            self.instruments.load_state_dict(arrays)
+
+
+def _held_out_split(config, train_set, log):
+    """The labelled held-out split for the kNN monitor, or None (then the monitor is off)."""
+    if not config.knn_every or train_set.labels is None:
+        return None
+    try:
+        test = load_dataset(config.data, "test", config.image_size, config.seed)
+    except UserError as error:
+        log(f"note: kNN monitor off: no held-out split ({error})")
+        return None
+    if test.labels is None:
+        return None
+    if len(test) == len(train_set) and np.array_equal(test.images, train_set.images):
+        log("note: kNN monitor off: the data has no separate test/val split to measure on")
+        return None
+    return test
