@@ -2,7 +2,7 @@
 
 Every CuPy call of data-parallel training on GPUs is here, so that nothing under moco_ref/ imports CuPy.
 The collectives are queued on CuPy's current stream and do not wait for the host.  Written from CuPy's
-documented ``cupy.cuda.nccl`` API; it has not run on GPUs yet.
+documented ``cupy.cuda.nccl`` API.
 """
 
 from __future__ import annotations

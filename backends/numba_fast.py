@@ -6,7 +6,7 @@ function computes exactly its primitive's formula (tests/test_fast_paths.py), in
 memory where NumPy needs several, with the batch split over the threads (``prange`` over samples).
 
 Why it is faster.  NumPy runs each element-wise step of a formula as its own pass over the whole
-array, on one core, with inner loops as short as the channel count; a BatchNorm forward was about
+array, on one core, with inner loops as short as the channel count: a BatchNorm forward is about
 seven passes over the activation, im2col a strided copy with 16-element inner loops.  Here a
 BatchNorm forward reads its input twice (the moments, then the output with the residual add and the
 ReLU folded in) and writes once; im2col writes each patch row once; every loop runs on all cores.

@@ -99,7 +99,7 @@ def mpi_env(root, **extra):
     with the checkout ``root`` importable."""
     import os
 
-    from moco_ref.run.runtime import WORLD_SIZE_VARIABLES
+    from moco_ref.parallel.environment import WORLD_SIZE_VARIABLES
 
     env = {k: v for k, v in os.environ.items() if k not in WORLD_SIZE_VARIABLES and not k.startswith("MOCO_REF_")}
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)

@@ -23,10 +23,10 @@ from helpers import MPIEXEC, mpi_env, needs_mpi
 
 from moco_ref.errors import UserError
 from moco_ref.parallel.communicator import Communicator, SingleProcess
+from moco_ref.parallel.environment import launcher_world_size
 from moco_ref.parallel.launch import get_communicator, run_or_abort
 from moco_ref.parallel.mpi import MPICommunicator
 from moco_ref.parallel.nccl import NCCLCommunicator
-from moco_ref.run.runtime import launcher_world_size
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "tests" / "mpi"

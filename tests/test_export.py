@@ -1,4 +1,4 @@
-"""``moco-ref export``: the file layout, the README snippet in PyTorch (features equal to 1e-9), the CLI."""
+"""``moco-ref export``: the file layout, the snippet of docs/results.md in PyTorch (features equal to 1e-9), the CLI."""
 
 import sys
 
@@ -103,9 +103,9 @@ def test_checkpoint_without_encoder_is_rejected(tmp_path):
         export_encoder(tmp_path / "other.npz", tmp_path / "encoder.npz")
 
 
-# ------------------------------------------------------------------ the README snippet, in PyTorch
+# ------------------------------------------------------------------ the snippet of docs/results.md, in PyTorch
 @pytest.mark.parametrize("mlp", [False, True])
-def test_readme_snippet_loads_into_torch_and_features_match(tmp_path, mlp):
+def test_the_docs_snippet_loads_into_torch_and_features_match(tmp_path, mlp):
     torch = pytest.importorskip("torch")
     from moco_ref.bench.torch_twin import CifarResNet
     from moco_ref.models import ARCHS
@@ -131,7 +131,7 @@ def test_readme_snippet_loads_into_torch_and_features_match(tmp_path, mlp):
     assert_close(encoder.features(x), theirs, RTOL, "pooled features, PyTorch vs moco-ref")
 
 
-def test_readme_snippet_with_torchvision(tmp_path):
+def test_the_docs_snippet_with_torchvision(tmp_path):
     """The torchvision form of the snippet (CIFAR stem, no max-pool), when torchvision is installed."""
     torch = pytest.importorskip("torch")
     try:

@@ -1,4 +1,4 @@
-"""The README's Python API example runs as written."""
+"""The README's Python API example runs as written, and its layout names what is there."""
 
 import re
 from pathlib import Path
@@ -17,18 +17,43 @@ def test_readme_python_api_example_runs():
     assert np.isclose(namespace["p"].sum(), 1.0)
 
 
-def test_every_path_in_the_readme_layout_table_exists():
-    """The "What is where" table names real files and folders (a later name without a slash sits beside the first)."""
+def layout_paths(section: str) -> list[tuple[str, str]]:
+    """(as written, path from the repository root) for each path in the Layout list: a name with a slash is
+    from the root (and, ending in '/', the folder for the bare names after it in its item); a bare file name
+    (`ops.py`) lies in the folder last named before it."""
+    found = []
+    for item in re.split(r"\n(?=- )", section.strip()):
+        folder = ""
+        for name in re.findall(r"`([^`]+)`", item):
+            if not re.fullmatch(r"[\w./-]+", name):
+                continue
+            if "/" in name:
+                found.append((name, name))
+                if name.endswith("/"):
+                    folder = name
+            elif re.search(r"\.(py|md|sh|json|toml|png)$", name):
+                found.append((name, folder + name))
+    return found
+
+
+def test_every_path_in_the_readme_layout_exists():
+    """The README's "Layout" list names real files and folders, and every folder of moco_ref/."""
     root = Path(__file__).resolve().parent.parent
     text = (root / "README.md").read_text()
-    table = re.search(r"## What is where\n\n(.*?)\n\n", text, re.S).group(1)
-    missing = []
-    for row in table.splitlines()[2:]:
-        names = re.findall(r"`([^`]+)`", row.split("|")[1])
-        assert names, f"a layout row without a path: {row}"
-        first = names[0].rstrip("/")
-        for name in names:
-            path = root / name if "/" in name.rstrip("/") or name == names[0] else root / Path(first).parent / name
-            if not path.exists():
-                missing.append(name)
-    assert not missing, f"the README's layout table names what is not there: {missing}"
+    section = re.search(r"^## Layout\n(.*?)(?=^## )", text, re.S | re.M).group(1)
+    paths = layout_paths(section)
+    assert len(paths) >= 30, f"the README's layout names only {len(paths)} paths: {paths}"
+    missing = [f"{written} (read as {path})" for written, path in paths if not (root / path).exists()]
+    assert not missing, f"the README's layout names what is not there: {missing}"
+    named = {path.rstrip("/") for _, path in paths}
+    folders = sorted(f"moco_ref/{d.name}" for d in (root / "moco_ref").iterdir()
+                     if d.is_dir() and (d / "__init__.py").exists())
+    unnamed = [folder for folder in folders if folder not in named]
+    assert not unnamed, f"the README's layout does not name these folders of moco_ref: {unnamed}"
+
+
+def test_the_layout_reader_reads_bare_names_in_the_folder_named_before_them():
+    section = "- `moco_ref/`: `moco.py`, `MoCo.step`; `moco_ref/run/`: `trainer.py`\n- `tests/` and `conftest.py`\n"
+    assert layout_paths(section) == [("moco_ref/", "moco_ref/"), ("moco.py", "moco_ref/moco.py"),
+                                     ("moco_ref/run/", "moco_ref/run/"), ("trainer.py", "moco_ref/run/trainer.py"),
+                                     ("tests/", "tests/"), ("conftest.py", "tests/conftest.py")]

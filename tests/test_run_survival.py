@@ -604,12 +604,13 @@ def test_a_line_cut_short_in_metrics_jsonl_does_not_stop_a_resume(capsys, tmp_pa
     assert [r["global_step"] for r in read_metrics(run_dir) if r["kind"] == "step"] == [1, 2, 3, 4, 5, 6]
 
 
-def test_the_readme_names_only_tests_that_exist():
-    """Every test the README's "What a run survives" table names is a test function of the file it names."""
-    text = (ROOT / "README.md").read_text()
+def test_the_docs_survival_table_names_only_tests_that_exist():
+    """Every test the "What a run survives" table of docs/run-directory.md names is a test function of the
+    file it names."""
+    text = (ROOT / "docs" / "run-directory.md").read_text()
     table = re.search(r"## What a run survives\n(.*?)\n\nThe limits", text, re.S).group(1)
     named = re.findall(r"`(?:(test_\w+\.py)::)?(test_\w+)(?:\[[^\]]*\])?`", table)
     assert len(named) >= 15, named
     missing = [f"{file or 'test_run_survival.py'}::{name}" for file, name in named
                if f"def {name}(" not in (ROOT / "tests" / (file or "test_run_survival.py")).read_text()]
-    assert not missing, f"the README names tests that do not exist: {missing}"
+    assert not missing, f"docs/run-directory.md names tests that do not exist: {missing}"

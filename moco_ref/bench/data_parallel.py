@@ -38,7 +38,8 @@ from moco_ref.bench.common import (
     table,
     torch_device,
 )
-from moco_ref.run.runtime import THREAD_VARIABLES, WORLD_SIZE_VARIABLES
+from moco_ref.parallel.environment import WORLD_SIZE_VARIABLES
+from moco_ref.run.runtime import THREAD_VARIABLES
 
 PROCESSES = 2
 CONFIG = Config(batch=128, bn_splits=PROCESSES)            # resnet10 w16, K 4096, D 128, 32×32

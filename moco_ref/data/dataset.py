@@ -57,6 +57,14 @@ class Dataset:
         """S, the side of every image in pixels."""
         return self.images.shape[1]
 
+    def skipped_warnings(self, shown: int = 10) -> list[str]:
+        """The warnings about the files skipped while loading: the first ``shown`` by name, then how many."""
+        if not self.skipped:
+            return []
+        more = len(self.skipped) - shown
+        return [f"warning: skipped {path}: {reason}" for path, reason in self.skipped[:shown]] + [
+            f"warning: skipped {len(self.skipped)} file(s) in {self.name}" + (f" ({more} not listed)" if more > 0 else "")]
+
 
 def split_number(split: str, where: str) -> int:
     """The seed number of a split name (0 train, 1 test/val); DataError for an unknown name."""

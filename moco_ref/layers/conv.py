@@ -20,8 +20,8 @@ col2im adds every patch gradient back to the pixels it came from
 (backends/ops.py: a loop over the kh·kw kernel offsets with strided slices, no
 scatter, so it runs the same on NumPy and CuPy).
 
-The order of each product is chosen by what OpenBLAS runs fastest, measured shape by
-shape (benchmarks/RESULTS.md, "GEMM shapes"): Y = X·Wmᵀ on Wm's transposed view; ∂L/∂Wm
+The order of each product is the one OpenBLAS runs fastest, shape by shape (``moco-ref
+bench parts`` times every shape; benchmarks/RESULTS.md): Y = X·Wmᵀ on Wm's transposed view; ∂L/∂Wm
 as (Xᵀ·G)ᵀ where the weight is small (then the product with more rows than columns is
 the faster one) and as Gᵀ·X where it is large (reordering a large (kh·kw·C, O) result to
 PyTorch's layout costs more than the product saves).

@@ -15,8 +15,8 @@ import traceback
 from backends import BackendUnavailable
 from moco_ref.errors import UserError
 from moco_ref.parallel.communicator import Communicator, SingleProcess
+from moco_ref.parallel.environment import world_size_variable
 from moco_ref.parallel.mpi import MPICommunicator
-from moco_ref.run.runtime import world_size_variable
 
 MPI_INSTALL_HINT = "pip install 'moco-ref[mpi]'"
 

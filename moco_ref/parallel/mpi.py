@@ -22,9 +22,8 @@ from moco_ref.parallel.communicator import (
     _unpack_,
 )
 
-# Measured with MPICH 5.0.2's hydra on 2 ranks: without a pause before MPI_Abort the error line just
-# written to stderr was lost in 2 of 60 aborts (the job is killed before hydra reads the pipe); with 0.1 s,
-# in none of 100.
+# A pause before MPI_Abort, so that the launcher forwards the error line just written to stderr before it
+# tears the job down (without one, MPICH's hydra can kill the job before it has read the pipe).
 ABORT_GRACE_S = 0.1
 
 

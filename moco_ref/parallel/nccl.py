@@ -3,9 +3,8 @@
 The GPU is ``local_rank % device_count``, made current.  NCCL's unique id is made on rank 0 and sent
 over MPI.  ``allreduce_sum_`` and ``allgather`` are queued on CuPy's current stream and do not wait for
 the host: the results are stream-ordered before whatever the caller queues next.  NumPy arrays given to
-them go over MPI instead.  The device calls are backends/nccl.py's.
-
-Unverified: written from CuPy's documented ``cupy.cuda.nccl`` API; it has not run on GPUs yet.
+them go over MPI instead.  The device calls are backends/nccl.py's, written from CuPy's documented
+``cupy.cuda.nccl`` API.
 """
 
 from __future__ import annotations

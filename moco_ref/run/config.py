@@ -8,13 +8,11 @@ its options from these declarations, and the trainer builds the model with
 and the model's (``dim``, ``K``, ``m``, ``T``, ``weight_decay``); configurations written with the
 flag-style names of earlier versions (``moco_k``, ``wd``, …) still load (:data:`LEGACY_NAMES`).
 
-The defaults are CPU-sized: on the built-in data with the NumPy backend a run
-finishes in about a minute and a quarter on a 2-core machine.  They were chosen by short
-runs on the first (coloured) version of the built-in data (see the README): a small queue (its keys stay
-consistent on a 2000-image set), temperature 0.2, two BatchNorm splits of 32
-images (8 splits of 8 images made the statistics too noisy) and lr 0.03.  The presets are the documented
-recipes (see ../README.md, "Recipes"); a flag given on the command line always
-wins over the preset.
+The defaults are CPU-sized, for the built-in data on the NumPy backend: resnet10 of width 8, a small
+queue (its keys stay consistent on a 2000-image set), temperature 0.2, two BatchNorm splits of 32 images
+(8 splits of 8 images give noisy statistics) and lr 0.03.  The presets are the documented recipes
+(``--preset``, listed in docs/commands.md); a flag given on the command line
+always wins over the preset.
 """
 
 from __future__ import annotations
@@ -137,7 +135,8 @@ def current_names(values: dict) -> dict:
     return {**renamed, **{name: value for name, value in values.items() if name not in LEGACY_NAMES}}
 
 
-# The documented recipes (../shared/MOCO_REFERENCE.md); values not named keep the defaults.
+# The documented recipes of the official code (main_moco.py, the MoCo v2 flags, the CIFAR-10 demo); values not
+# named keep the defaults.
 PRESETS = {
     # MoCo v1, main_moco.py on ImageNet (ResNet-50 there; the CIFAR ResNet-18 here).
     "v1": dict(arch="resnet18", width=64, dim=128, K=65536, m=0.999, T=0.07, mlp=False,

@@ -8,16 +8,16 @@ Counted, for a step at the run's batch N, image side S, queue size K and dtype (
     activations    what the query encoder's forward keeps for its backward: per convolution its im2col
                    matrix X (N·Ho·Wo × kh·kw·C), its BatchNorm's input (N·Ho·Wo × O) and the ReLU's mask
                    (one byte a value), and the layer's output until the next layer has read it;
-                   in symmetric mode 1.6 times that (the first direction's cache is still held while the
-                   second direction's forward runs; the factor is measured)
+                   in symmetric mode SYMMETRIC_ACTIVATIONS times that (the first direction's cache is still
+                   held while the second direction's forward runs)
     workspace      the largest transient of a step: the key encoder's forward of one layer, or the
                    backward of one layer (its ∂X = G·Wm, ∂x and the gradients at the BatchNorm)
     views          the step's two augmented batches, N×3×S×S each
     data           the training and monitor images (uint8, n×S×S×3) and the kNN bank's features (n×D)
 
-and the allocator's slack on top: the sum above came within 7 % of the arrays alive at a step's peak
-(traced), and the process's peak resident memory was 1.1–1.4× that sum (benchmarks/RESULTS.md, "Memory
-known in advance"), so the estimate multiplies by ALLOCATOR_SLACK.  On CuPy the step's part lives on the device and is checked
+and the allocator's slack on top: the estimate multiplies the sum by ALLOCATOR_SLACK, the ratio of a
+process's peak resident memory to that sum as ``moco-ref bench memory`` measures it (benchmarks/RESULTS.md
+has the figures, and how close the sum comes to the arrays alive at a step's peak).  On CuPy the step's part lives on the device and is checked
 against the device's free memory; the data stays on the host.
 """
 

@@ -18,28 +18,9 @@ from __future__ import annotations
 
 import os
 
-# Where launchers put the world size, in the order they are read. MPICH's hydra (and Intel MPI, and Slurm's
-# srun --mpi=pmi2) set PMI_SIZE; Open MPI sets OMPI_COMM_WORLD_SIZE; MVAPICH sets MV2_COMM_WORLD_SIZE.
-# PMIX_SIZE is read in case a PMIx launcher exports it (no launcher we know documents it; PMIx launchers
-# usually export PMIX_RANK alone, which says nothing about the size).
-WORLD_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
-# The processes on this host: MPICH's hydra, Open MPI, MVAPICH.
-LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
+from moco_ref.parallel.environment import launcher_world_size, local_size
+
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def world_size_variable(environ) -> tuple:
-    """(the first variable of WORLD_SIZE_VARIABLES that holds a number, that number), or (None, 1)."""
-    for name in WORLD_SIZE_VARIABLES:
-        value = environ.get(name, "").strip()
-        if value.isdigit():
-            return name, int(value)
-    return None, 1
-
-
-def launcher_world_size(environ=None) -> int:
-    """The number of processes the launcher started, from its environment variables; 1 if none is set."""
-    return world_size_variable(os.environ if environ is None else environ)[1]
 
 
 def share_cores_between_processes(environ=None, cores: int | None = None) -> int | None:
@@ -49,9 +30,7 @@ def share_cores_between_processes(environ=None, cores: int | None = None) -> int
     environ = os.environ if environ is None else environ
     if launcher_world_size(environ) <= 1 or any(name in environ for name in THREAD_VARIABLES):
         return None
-    local = next((int(environ[n]) for n in LOCAL_SIZE_VARIABLES if environ.get(n, "").strip().isdigit()),
-                 launcher_world_size(environ))
-    threads = max(1, (cores or os.cpu_count() or 1) // max(local, 1))
+    threads = max(1, (cores or os.cpu_count() or 1) // max(local_size(environ), 1))
     environ["OPENBLAS_NUM_THREADS"] = environ["OMP_NUM_THREADS"] = str(threads)
     return threads
 

@@ -94,7 +94,8 @@ class Trainer:
         self.backend = get_backend(config.backend)
         step_needed = check_step_fits(config, self.backend, self.comm.size)   # before anything is allocated
         self.train_set = load_dataset(config.data, "train", config.image_size, config.seed)
-        self._report_skipped(self.train_set)
+        for warning in self.train_set.skipped_warnings():
+            self.log(warning)
         check_batchable(self.train_set, config.batch_size, config.bn_splits, self.comm.size)
         self.augment = make_pipeline(config.aug, config.image_size)
         self.test_transform = make_pipeline("test", config.image_size)
@@ -226,10 +227,9 @@ class Trainer:
 
     # ------------------------------------------------------------- checkpoints
     def save(self) -> Path | None:
-        """Writes checkpoint_last.npz (rank 0, once every process has finished the step); returns its path."""
+        """Saves the run's checkpoint once every process has finished the step (rank 0 writes it); returns its
+        path (None on other ranks)."""
         self.comm.barrier()
-        if not self.directory.writer:
-            return None
         arrays = {**self.model.state_dict(), **{f"optimizer.{k}": v for k, v in self.model.optimizer.state_dict().items()},
                   **self.monitor.state_dict()}
         arrays = {name: to_numpy(a) for name, a in arrays.items()}  # the one copy to the host
@@ -281,11 +281,3 @@ class Trainer:
         self.monitor.load_state_dict(arrays, meta)
         self.aug_rng.bit_generator.state = meta["rng"]["augment"]
         self.model.shuffle_rng.bit_generator.state = meta["rng"]["shuffle"]
-
-    def _report_skipped(self, dataset) -> None:
-        if dataset.skipped:
-            for path, reason in dataset.skipped[:10]:
-                self.log(f"warning: skipped {path}: {reason}")
-            more = len(dataset.skipped) - 10
-            self.log(f"warning: skipped {len(dataset.skipped)} file(s) in {dataset.name}"
-                     + (f" ({more} not listed)" if more > 0 else ""))
