@@ -11,10 +11,11 @@ from datetime import datetime
 from pathlib import Path
 
 import click
+import numpy as np
 
 from moco_ref.cli.options import config_options
 from moco_ref.errors import UserError
-from moco_ref.parallel.launch import get_communicator, run_or_abort
+from moco_ref.parallel.launch import get_communicator, launcher_words, run_or_abort
 from moco_ref.run.config import PRESETS, TrainConfig
 from moco_ref.run.directory import (
     RunDirectory,
@@ -89,9 +90,10 @@ def _train(comm, preset, out, resume, given: dict) -> int:
 def _new_trainer(preset, out, given: dict, comm, echo):
     """The Trainer of a fresh run: the defaults, then the preset, then the flags given."""
     values = {**TrainConfig().to_dict(), **PRESETS.get(preset, {}), **given}
-    if comm.size > 1 and "bn_splits" not in given:
-        values["bn_splits"] = _splits_per_process(values["bn_splits"], comm.size)
-        echo(f"BatchNorm: {values['bn_splits']} group(s) on each of the {comm.size} processes "
+    shared_out = _splits_per_process(values["bn_splits"], comm.size)
+    if "bn_splits" not in given and shared_out != values["bn_splits"]:
+        values["bn_splits"] = shared_out
+        echo(f"BatchNorm: {shared_out} group(s) on each of the {comm.size} processes "
              f"(--bn-splits sets the groups per process)", err=True)
     run_dir = Path(out) if out else Path("runs") / _started_at(comm)
     if comm.rank == 0:
@@ -101,7 +103,7 @@ def _new_trainer(preset, out, given: dict, comm, echo):
                         f"or choose another --out")
     trainer = Trainer(TrainConfig.from_dict(values), run_dir, comm=comm)
     c = trainer.config
-    processes = f", {comm.size} processes" if comm.size > 1 else ""
+    processes = f", {comm.size} processes" if launcher_words(comm) else ""
     echo(f"training MoCo {c.arch} width {c.width} on {trainer.train_set.name} "
          f"({len(trainer.train_set)} images), backend {c.backend}{processes}, {c.epochs} epochs of "
          f"{trainer.steps_per_epoch} steps; run directory {run_dir}", err=True)
@@ -164,8 +166,7 @@ def _stopped_line(stopped, trainer, comm) -> str:
     words = ["moco-ref", "train", "--resume", str(trainer.run_dir)]
     if trainer.config.max_steps:                      # a --max-steps limit does not carry over by itself
         words += ["--max-steps", str(trainer.config.max_steps)]
-    if comm.size > 1:
-        words = ["mpiexec", "-n", str(comm.size), *words]
+    words = launcher_words(comm) + words
     return (f"moco-ref: stopped by {stopped.name} at {where}, its checkpoint saved in {trainer.run_dir}; "
             f"continue with: {shlex.join(words)}")
 
@@ -178,7 +179,5 @@ def _splits_per_process(splits: int, processes: int) -> int:
 
 def _started_at(comm) -> str:
     """The default run directory's name, moco-<time>, from rank 0's clock so that every process agrees."""
-    import numpy as np
-
     stamp = comm.bcast_host(np.array([datetime.now().timestamp()]))[0]
     return datetime.fromtimestamp(float(stamp)).strftime("moco-%Y%m%d-%H%M%S")

@@ -91,3 +91,9 @@ def run_or_abort(comm: Communicator, fn, *args, **kwargs):
     sys.stderr.write("".join(prefix + line + "\n" for line in message.splitlines()))
     comm.abort(code)
     raise SystemExit(code)  # reached only if abort returned
+
+
+def launcher_words(comm: Communicator) -> list:
+    """How this job was started, as the words that start it again: ["mpiexec", "-n", "W"] for W processes,
+    [] for one."""
+    return ["mpiexec", "-n", str(comm.size)] if comm.size > 1 else []

@@ -107,7 +107,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        """The configuration in ``values`` (config.json, checkpoint meta): legacy names mapped, unknown keys dropped."""
+        """The configuration in ``values`` (a run's saved configuration, a checkpoint's meta): legacy names mapped,
+        unknown keys dropped."""
         values = current_names(values)
         return cls(**{name: value for name, value in values.items() if name in OPTIONS})
 
@@ -125,7 +126,7 @@ def _declared(config_field) -> Option:
 OPTIONS: dict[str, Option] = {f.name: _declared(f) for f in fields(TrainConfig)}
 RESUMABLE = frozenset(name for name, declared in OPTIONS.items() if declared.resumable)
 
-# Field names of earlier versions (main_moco.py's flag names), as old config.json files and checkpoints hold them.
+# Field names of earlier versions (main_moco.py's flag names), as old configurations and checkpoints hold them.
 LEGACY_NAMES = {"moco_dim": "dim", "moco_k": "K", "moco_m": "m", "moco_t": "T", "wd": "weight_decay"}
 
 

@@ -5,7 +5,7 @@ every --knn-every epochs and after the last (never with --knn-every 0).  The kNN
 labelled held-out split; the instruments (moco_ref/evaluation/instruments.py) measure both encoders on
 a fixed probe set: the first 256 images of that split, or of the training set when there is none.
 
-Records (appended to metrics.jsonl by the trainer):
+Records (appended to the run's metrics by the trainer):
 
     {"kind": "knn", "epoch": 0, "global_step": 0, "knn_top1", "untrained": true}     before the first step
     {"kind": "instruments", "epoch", "global_step", "alignment", "uniformity", "feature_std", "logit_pos",

@@ -13,7 +13,7 @@ moco_ref/run/monitor.py; the trainer says when to write and what.
 Resume is exact: the checkpoint holds the model, the queue, the optimiser buffers and every random
 generator's state, plus where in the epoch it stopped (the generator state that drew the epoch's order is
 kept, so the same order is drawn again and the finished batches skipped), the sums of the metrics logged
-so far in that epoch and what the monitor carries.  The checkpoint alone is the state: metrics.jsonl is a
+so far in that epoch and what the monitor carries.  The checkpoint alone is the state: the metrics are a
 log the trainer appends to and never reads back to continue.  On NumPy a run that is killed and resumed
 ends bit-identical to an uninterrupted one.
 
@@ -126,7 +126,7 @@ class Trainer:
 
     # -------------------------------------------------------------------- the loop
     def run(self, stop=None) -> dict:
-        """Trains to the configured end; returns the summary (also the last record of metrics.jsonl).
+        """Trains to the configured end; returns the summary (also the last record of the metrics).
 
         The writer holds the run directory's lock throughout (RunInUse if another process holds it) and
         checks the directory before the first step (RunDirectoryError).  ``stop`` is looked at after every
