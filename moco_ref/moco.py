@@ -39,7 +39,12 @@ from moco_ref.momentum import momentum_update_
 from moco_ref.optim import SGD
 from moco_ref.parallel.communicator import SingleProcess
 from moco_ref.queue import KeyQueue
-from moco_ref.shuffle import batch_shuffle, batch_unshuffle, local_share
+from moco_ref.shuffle import (
+    batch_shuffle,
+    batch_unshuffle,
+    concat_all_gather,
+    local_share,
+)
 
 
 class MoCo:
@@ -47,17 +52,18 @@ class MoCo:
 
     Args (the official names): arch, width, dim (feature dimension), K (queue size),
     m (key-encoder momentum), T (temperature), mlp (v2 head), symmetric (CIFAR demo loss),
-    bn_splits (split BatchNorm groups per process, 1 = plain), lr, momentum, weight_decay,
+    bn_splits (split BatchNorm groups per process, 1 = plain), shuffle_bn (shuffle the keys across
+    the BatchNorm groups; False keeps every key in its query's group: the paper's control), lr, momentum, weight_decay,
     nesterov (SGD), backend, seed (weights, queue and shuffles all derive from it), dtype,
     comm (the communicator; default: a single process).
     """
 
     def __init__(self, arch="resnet18", width=64, dim=128, K=4096, m=0.99, T=0.1, mlp=False,
-                 symmetric=False, bn_splits=8, lr=0.06, momentum=0.9, weight_decay=5e-4,
+                 symmetric=False, bn_splits=8, shuffle_bn=True, lr=0.06, momentum=0.9, weight_decay=5e-4,
                  nesterov=False, backend="numpy", seed=0, dtype="float32", comm=None):
         self.backend = get_backend(backend)
         self.comm = comm or SingleProcess()
-        self.K, self.m, self.T, self.symmetric = K, m, T, symmetric
+        self.K, self.m, self.T, self.symmetric, self.shuffle_bn = K, m, T, symmetric, shuffle_bn
         self.encoder_q = build_encoder(arch, dim=dim, width=width, mlp=mlp, bn_splits=bn_splits,
                                        backend=self.backend, seed=seed, dtype=dtype)
         self.encoder_k = self.encoder_q.copy()       # starts equal; its own arrays, never shared
@@ -100,11 +106,16 @@ class MoCo:
         return {"loss": loss, "acc1": acc}
 
     def encode_keys(self, x_k):
-        """k = unshuffle(normalize(f_k(shuffle(x_k)))), training-mode BN, no gradient.
+        """k = unshuffle(normalize(f_k(shuffle(x_k)))), training-mode BN, no gradient; without shuffle BN,
+        k = normalize(f_k(x_k)), every key normalised in its query's BatchNorm group.
 
         Returns:
             (this process's keys (n, D), the whole batch's keys (N, D)); the same array with one process.
         """
+        if not self.shuffle_bn:
+            out, _, self.encoder_k.buffers = self.encoder_k.forward(x_k, training=True, keep_cache=False)
+            k = normalize_forward(out)[0]
+            return k, concat_all_gather(k, self.comm)
         x_shuffled, index_unshuffle = batch_shuffle(x_k, self.shuffle_rng, self.comm)
         out, _, self.encoder_k.buffers = self.encoder_k.forward(x_shuffled, training=True, keep_cache=False)
         k_all = batch_unshuffle(normalize_forward(out)[0], index_unshuffle, self.comm)

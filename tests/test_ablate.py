@@ -77,7 +77,7 @@ def test_the_table_holds_what_each_run_directory_measured(momentum_ablation):
         assert row["knn_curve"]["epochs"] == [0, 1, 2]              # untrained, then every epoch
         assert row["knn_curve"]["top1"][-1] == row["knn_top1"]
     table = (folder / "ablation.md").read_text()
-    assert "| m | kNN top-1 (%) | linear top-1 (%) | loss | instance acc. (%) | train time (s) | paper (%) |" in table
+    assert "| m | kNN top-1 (%) | linear top-1 (%) | loss | instance acc. (%) | train time (s) | paper, ImageNet (%) |" in table
     first = report["rows"][0]
     assert f"| m = 0 | {first['knn_top1']:.1f} | {first['linear_top1']:.1f} | {first['loss']:.3f} |" in table
 
@@ -203,6 +203,29 @@ def test_without_matplotlib_the_table_is_written_and_one_line_says_the_picture_n
     assert (tmp_path / "ablation.md").is_file() and not (tmp_path / "ablation.png").exists()
 
 
+def test_shuffle_bn_runs_the_same_groups_with_and_without_the_shuffle_and_plain_bn(tmp_path, data, capsys):
+    """--bn-splits 2: rows of 2 groups shuffled, 2 groups not shuffled, 1 group; each its own run directory."""
+    code, out, err = run_cli(["ablate", "shuffle-bn", "--data", data, *TINY, "--epochs", "1", "--probe-epochs", "0",
+                              "--out", tmp_path], capsys)
+    assert code == 0, err
+    settings = {name: json.loads((tmp_path / name / "config.json").read_text())
+                for name in ("bn-2-shuffled", "bn-2-unshuffled", "bn-1")}
+    assert [(c["bn_splits"], c["shuffle_bn"]) for c in settings.values()] == [(2, True), (2, False), (1, True)]
+    for row in ("| 2 groups, keys shuffled |", "| 2 groups, keys not shuffled |", "| 1 group (plain BN) |"):
+        assert row in out
+    assert "shape: 2 groups without the shuffle against with it" in out
+
+
+def test_the_queue_table_reports_the_false_negatives_of_each_k(tmp_path, data, capsys):
+    code, out, err = run_cli(["ablate", "queue", "--values", "8,16", "--data", data, *TINY, "--epochs", "1",
+                              "--probe-epochs", "0", "--out", tmp_path], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "ablation.json").read_text())
+    for row in report["rows"]:
+        assert 0.0 <= row["false_negatives"] <= 100.0                  # two classes: about half the queue
+    assert "false negatives (%)" in out and report["paper"]["linear_top1"] == {"4096": 59.0, "65536": 60.6}
+
+
 # ------------------------------------------------------------------ the settings and the shape line
 def test_default_settings_of_each_study():
     base = TrainConfig()
@@ -210,39 +233,70 @@ def test_default_settings_of_each_study():
     assert STUDIES["queue"].default_values(base, 2000) == [16, 64, 256, 1024]      # up to the dataset size
     assert STUDIES["queue"].default_values(base, 50000) == [256, 1024, 4096, 16384]
     assert STUDIES["queue"].default_values(base, 24) == [16]
-    assert STUDIES["shuffle-bn"].default_values(base, 2000) == [1, 2]
-    assert STUDIES["shuffle-bn"].default_values(TrainConfig(bn_splits=4), 2000) == [1, 4]
+    # The paper's per-GPU BN: 8 groups (of 8 images at batch 64), shuffled and not, and plain BN.
+    assert STUDIES["shuffle-bn"].default_values(base, 2000) == ["8", "8-unshuffled", "1"]
+    assert STUDIES["shuffle-bn"].default_values(TrainConfig(bn_splits=4), 2000) == ["4", "4-unshuffled", "1"]
+    assert STUDIES["shuffle-bn"].parse("4,1,2") == ["4", "4-unshuffled", "1", "2", "2-unshuffled"]
+    assert STUDIES["shuffle-bn"].changes("8-unshuffled") == {"bn_splits": 8, "shuffle_bn": False}
+    assert STUDIES["shuffle-bn"].changes("1") == {"bn_splits": 1, "shuffle_bn": True}
+    assert STUDIES["shuffle-bn"].run_name("8") == "bn-8-shuffled" and STUDIES["shuffle-bn"].run_name("1") == "bn-1"
 
 
-def rows(field, scores, acc1=None):
-    study = next(s for s in STUDIES.values() if s.field == field)
+def rows(name, scores, acc1=None, false_negatives=None):
+    study = STUDIES[name]
     return study, [Outcome(value=v, setting=study.setting(v), run_dir="", status="finished", linear_top1=s,
-                           knn_top1=s, acc1=(acc1 or {}).get(v, 50.0)) for v, s in scores.items()]
+                           knn_top1=s, acc1=(acc1 or {}).get(v, 50.0),
+                           false_negatives=(false_negatives or {}).get(v)) for v, s in scores.items()]
 
 
 def test_momentum_shape_line_is_computed_from_the_numbers():
-    study, outcomes = rows("m", {0.0: 20.0, 0.9: 30.0, 0.99: 40.0, 0.999: 35.0})
+    study, outcomes = rows("momentum", {0.0: 20.0, 0.9: 30.0, 0.99: 40.0, 0.999: 35.0})
     assert shape_line(study, outcomes, True) == (
         "shape (linear top-1 here, ImageNet linear top-1 in the paper): best at m = 0.99 here, at 0.999 in the "
         "paper; m = 0 lowest in both (where the paper's run fails); order here 0.99 > 0.999 > 0.9 > 0, in the "
         "paper 0.999 > 0.99 > 0.9 > 0")
-    study, outcomes = rows("m", {0.0: 20.0, 0.9: 30.0, 0.99: 40.0, 0.999: 45.0})
+    study, outcomes = rows("momentum", {0.0: 20.0, 0.9: 30.0, 0.99: 40.0, 0.999: 45.0})
     assert "best at m = 0.999 in both" in shape_line(study, outcomes, False)
     assert shape_line(study, outcomes, False).endswith("the same order as the paper")
-    study, outcomes = rows("m", {0.0: 50.0, 0.9: 30.0})
+    study, outcomes = rows("momentum", {0.0: 50.0, 0.9: 30.0})
     assert "lowest at m = 0.9 here, at 0 in the paper" in shape_line(study, outcomes, True)
 
 
-def test_queue_and_shuffle_bn_shape_lines():
-    study, outcomes = rows("K", {16: 20.0, 64: 25.0, 256: 30.0})
-    assert "rises with K at every step here, as in the paper (K 16 → 256: 20.0 → 25.0 → 30.0 %)" in \
-        shape_line(study, outcomes, True)
-    study, outcomes = rows("K", {16: 20.0, 64: 35.0, 256: 30.0})
-    assert "does not rise at every step here (best at K = 64)" in shape_line(study, outcomes, True)
-    study, outcomes = rows("bn_splits", {1: 30.0, 2: 40.0}, acc1={1: 90.0, 2: 60.0})
-    assert shape_line(study, outcomes, True).endswith("without shuffle BN): both seen here")
-    study, outcomes = rows("bn_splits", {1: 45.0, 2: 40.0}, acc1={1: 50.0, 2: 60.0})
-    assert shape_line(study, outcomes, True).endswith("neither seen here")
+PAPER_QUEUE_CLAIM = "in the paper accuracy rises with K (59.0 % at K = 4096, 60.6 % at K = 65536, ImageNet linear top-1)"
+
+
+@pytest.mark.parametrize("scores,here", [
+    ({16: 20.0, 64: 25.0, 256: 30.0}, "this run's linear top-1 rises with K at every step, as in the paper "
+                                      "(K 16 → 256: 20.0 → 25.0 → 30.0 %"),          # rising
+    ({16: 30.0, 64: 25.0, 256: 20.0}, "this run's linear top-1 does not rise with K (best at K = 16) "
+                                      "(K 16 → 256: 30.0 → 25.0 → 20.0 %"),          # falling
+    ({16: 20.0, 64: 35.0, 256: 30.0}, "does not rise with K (best at K = 64)"),        # mixed
+], ids=["rising", "falling", "mixed"])
+def test_the_queue_shape_line_keeps_this_runs_numbers_and_the_papers_apart(scores, here):
+    study, outcomes = rows("queue", scores, false_negatives={16: 10.0, 64: 11.0, 256: 9.5})
+    line = shape_line(study, outcomes, True)
+    assert here in line and line.endswith(PAPER_QUEUE_CLAIM)
+    assert "false negatives 10 → 11 → 10 % of the queue" in line
+    ours, paper = line.split("; in the paper")
+    assert "59.0" not in ours and "60.6" not in ours                     # the paper's numbers only as the paper's
+    assert all(f"{v:.1f}" not in paper for v in scores.values())         # this run's never as the paper's
+
+
+@pytest.mark.parametrize("knn,acc1,seen", [
+    ({"8": 40.0, "8-unshuffled": 30.0, "1": 35.0}, {"8": 60.0, "8-unshuffled": 90.0, "1": 70.0}, "both seen here"),
+    ({"8": 40.0, "8-unshuffled": 45.0, "1": 35.0}, {"8": 60.0, "8-unshuffled": 50.0, "1": 70.0}, "neither seen here"),
+    ({"8": 40.0, "8-unshuffled": 45.0, "1": 35.0}, {"8": 60.0, "8-unshuffled": 90.0, "1": 70.0},
+     "only the higher pretext accuracy seen here"),
+    ({"8": 40.0, "8-unshuffled": 30.0, "1": 35.0}, {"8": 60.0, "8-unshuffled": 50.0, "1": 70.0},
+     "only the worse representation seen here"),
+], ids=["cheat", "no-cheat", "pretext-only", "representation-only"])
+def test_the_shuffle_bn_shape_line_compares_the_same_groups_with_and_without_the_shuffle(knn, acc1, seen):
+    study, outcomes = rows("shuffle-bn", knn, acc1=acc1)
+    line = shape_line(study, outcomes, True)
+    assert line.startswith("shape: 8 groups without the shuffle against with it: instance accuracy "
+                           f"{acc1['8-unshuffled']:.1f} % vs {acc1['8']:.1f} %, linear top-1 "
+                           f"{knn['8-unshuffled']:.1f} % vs {knn['8']:.1f} %")
+    assert line.endswith(f"without shuffle BN): {seen}")
 
 
 # ------------------------------------------------------------------ errors and help
@@ -253,6 +307,7 @@ def test_queue_and_shuffle_bn_shape_lines():
     (["momentum", "--values", "0,1.5"], ["1.5 is not a possible --moco-m", "at most 1"]),
     (["queue", "--values", "64,0"], ["0 is not a possible --moco-k"]),
     (["shuffle-bn", "--values", "1,3"], ["not a multiple of --bn-splits 3"]),      # before run 1 trains
+    (["shuffle-bn", "--no-shuffle-bn"], ["varies --shuffle-bn itself", "--values 8,1"]),
     (["momentum", "--backend", "cupy"], []),
 ])
 def test_bad_settings_end_in_one_line(tmp_path, data, capsys, extra, phrases):
@@ -280,7 +335,7 @@ def test_help_explains_the_studies_with_the_ablations_own_defaults(capsys):
 
 
 def test_ties_are_named_as_ties():
-    study, outcomes = rows("m", {0.0: 20.0, 0.9: 30.0, 0.99: 40.0, 0.999: 40.0})
+    study, outcomes = rows("momentum", {0.0: 20.0, 0.9: 30.0, 0.99: 40.0, 0.999: 40.0})
     line = shape_line(study, outcomes, True)
     assert "best at m = 0.99 and 0.999 here, at 0.999 in the paper" in line
     assert "order here 0.99 = 0.999 > 0.9 > 0" in line

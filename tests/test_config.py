@@ -57,7 +57,7 @@ def test_the_resumable_settings_are_the_declared_ones():
 def test_model_arguments_are_moco_parameters():
     """The fields declared model=True are MoCo arguments; MoCo's others (nesterov, ...) have defaults."""
     arguments = TrainConfig().model_arguments()
-    assert set(arguments) == {"arch", "width", "dim", "K", "m", "T", "mlp", "symmetric", "bn_splits", "lr",
+    assert set(arguments) == {"arch", "width", "dim", "K", "m", "T", "mlp", "symmetric", "bn_splits", "shuffle_bn", "lr",
                               "momentum", "weight_decay", "backend", "seed", "dtype"}
     parameters = inspect.signature(MoCo).parameters
     assert set(arguments) <= set(parameters)

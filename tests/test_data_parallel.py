@@ -109,7 +109,8 @@ def test_the_gather_puts_every_sample_back_in_its_place():
 # ----------------------------------------------------------------- two processes
 @needs_mpi
 @pytest.mark.parametrize("flags,splits", [([], ("1", "2")), (["--symmetric", "--aug", "v2", "--mlp"], ("1", "2")),
-                                          ([], None)], ids=["asymmetric", "symmetric-v2-mlp", "default-splits"])
+                                          ([], None), (["--no-shuffle-bn"], ("1", "2"))],
+                         ids=["asymmetric", "symmetric-v2-mlp", "default-splits", "no-shuffle-bn"])
 def test_two_processes_equal_one_process_with_two_bn_splits(tmp_path, flags, splits):
     """`mpiexec -n 2 moco-ref train --bn-splits 1` and `moco-ref train --bn-splits 2`: the same run (<= 1e-10).
     Without --bn-splits the default's two groups are shared out over the two processes: the default run."""

@@ -13,6 +13,8 @@ import sys
 import helpers
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from moco_ref.evaluation.instruments import (
     alignment,
@@ -191,7 +193,10 @@ def test_instruments_records_follow_the_knn_monitor(tmp_path, data):
     assert all(-1.0 <= r["key_drift"] <= 1.0 for r in measured[1:])
     for r in measured:
         assert set(r) == {"kind", "epoch", "global_step", "alignment", "uniformity", "feature_std", "logit_pos",
-                          "logit_neg", "key_drift", "queue_age", "probe_images"}
+                          "logit_neg", "key_drift", "queue_age", "probe_images", "false_negatives",
+                          "logit_same_class", "logit_other_class"}
+    assert measured[0]["false_negatives"] is None                     # before the first step: only random keys
+    assert all(0.0 <= r["false_negatives"] <= 1.0 for r in measured[1:])
     kinds = [r["kind"] for r in records if r["kind"] != "step"]
     assert kinds == ["knn", "instruments", "epoch", "epoch", "instruments", "epoch", "instruments", "final"]
     arrays, _ = load_checkpoint(tmp_path / "r" / "checkpoint_last.npz")
@@ -220,3 +225,45 @@ def test_a_run_with_instruments_is_bit_identical_to_one_without(tmp_path, data, 
                 for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())
                 if r["kind"] != "instruments"]
     assert logged("with") == logged("without")
+
+
+# ------------------------------------------------------------------ the queue's false negatives
+def test_false_negatives_equal_a_direct_count_on_a_tiny_labelled_queue():
+    """The share of same-class keys and the two mean logits, against loops over every (query, key) pair."""
+    from moco_ref.evaluation.instruments import false_negatives
+
+    rng = np.random.default_rng(4)
+    q = rng.standard_normal((4, 3))
+    queue = rng.standard_normal((6, 3))
+    queue_labels, labels, T = np.array([0, 1, -1, 2, 0, 1]), np.array([0, 1, 2, 3]), 0.2
+    shares, same, other = [], [], []
+    for i in range(4):
+        known = [k for k in range(6) if queue_labels[k] >= 0]
+        shares.append(sum(queue_labels[k] == labels[i] for k in known) / len(known))
+        for k in known:
+            (same if queue_labels[k] == labels[i] else other).append(q[i] @ queue[k] / T)
+    share, logit_same, logit_other = false_negatives(q, queue, queue_labels, labels, T)
+    assert float(share) == pytest.approx(np.mean(shares), rel=1e-12)            # (2/5 + 2/5 + 1/5 + 0) / 4
+    assert float(logit_same) == pytest.approx(np.mean(same), rel=1e-12)
+    assert float(logit_other) == pytest.approx(np.mean(other), rel=1e-12)
+    assert all(np.isnan(float(v)) for v in false_negatives(q, queue, np.full(6, -1), labels, T))
+
+
+@given(K=st.integers(1, 12), batches=st.lists(st.integers(1, 20), min_size=1, max_size=8), seed=st.integers(0, 999))
+def test_the_queue_labels_stay_in_step_with_the_key_queue(K, batches, seed):
+    """Whatever the batch sizes (larger than K too), slot k of the labels holds the class of the key in slot k."""
+    from moco_ref.queue import KeyQueue
+    from moco_ref.run.monitor import QueueLabels
+
+    rng = np.random.default_rng(seed)
+    queue, labels = KeyQueue(K, 2, seed=seed, dtype="float64"), QueueLabels(K)
+    written = np.zeros(K, dtype=bool)
+    for B in batches:
+        classes = rng.integers(0, 5, B)
+        keys = np.stack([classes.astype(float), np.ones(B)], axis=1)             # a key that carries its class
+        queue.enqueue(keys)
+        labels.enqueue(classes)
+        written[(labels.ptr - np.arange(1, min(B, K) + 1)) % K] = True
+    assert labels.ptr == queue.ptr
+    np.testing.assert_array_equal(labels.labels[written], queue.keys[written, 0].astype(np.int64))
+    assert (labels.labels[~written] == -1).all()

@@ -173,6 +173,23 @@ def test_png_has_the_instruments_panels_below_when_the_run_has_them(tmp_path):
     assert sizes[True][1] == pytest.approx(2 * sizes[False][1], rel=0.02)
 
 
+def test_png_has_the_false_negative_panels_when_the_instruments_hold_them(tmp_path):
+    """Labelled data: one more row (the queue's false negatives and the logits by class), 5/4 of the height."""
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    plain = write_run(tmp_path / "plain", with_instruments=True)
+    labelled = write_run(tmp_path / "labelled", with_instruments=True)
+    records = [json.loads(line) for line in (labelled / "metrics.jsonl").read_text().splitlines()]
+    for r in records:
+        if r["kind"] == "instruments" and r["global_step"] > 0:
+            r.update(false_negatives=0.1, logit_same_class=2.0, logit_other_class=0.5)
+    (labelled / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert curves(read_metrics(labelled))["false_negatives"][1] == [0.1, 0.1, 0.1]
+    with Image.open(plot_run(plain)) as a, Image.open(plot_run(labelled)) as b:
+        assert b.size[1] == pytest.approx(5 / 4 * a.size[1], rel=0.02)
+
+
 def test_png_with_out_and_without_knn(tmp_path):
     pytest.importorskip("matplotlib")
     run = write_run(tmp_path / "run", knn_every=0)

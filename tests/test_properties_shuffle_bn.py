@@ -142,3 +142,21 @@ def test_keys_with_several_bn_groups_change_with_the_grouping(small_moco):
     assert groupings[0] != groupings[1], f"the two permutations group the samples alike: {groupings}"
     difference = float(np.abs(keys[0] - keys[1]).max())          # keys have unit norm: an absolute scale
     assert difference > 1e-3, f"keys of groupings {groupings} differ by only {difference:.2e}"
+
+
+@MOCO_EXAMPLES
+@given(data=st.data())
+def test_without_shuffle_bn_each_key_is_normalised_in_its_querys_group(data, small_moco):
+    """With shuffle_bn off (the paper's control), sample n's key is normalised in group n mod S, the group its
+    query is in: the keys are those of the batch encoded in its own order, and no permutation is drawn."""
+    S = data.draw(st.integers(1, 4), label="S groups")
+    model = small_moco(data.draw(st.integers(0, 2**16), label="seed of the model"), bn_splits=S)
+    model.shuffle_bn = False
+    x_k = draw_images(data, S)
+    state = copy.deepcopy(model.shuffle_rng.bit_generator.state)
+    direct = model.encoder_k.copy().forward(x_k, training=True, keep_cache=False)
+    keys, keys_all = model.encode_keys(x_k)
+    np.testing.assert_array_equal(keys, normalize_forward(direct.out)[0])
+    np.testing.assert_array_equal(keys_all, keys)                                  # one process: the whole batch
+    assert_buffers_close(model.encoder_k.buffers, direct.buffers, "running statistics")
+    assert model.shuffle_rng.bit_generator.state == state, "no permutation may be drawn without shuffle BN"

@@ -56,7 +56,8 @@ def run(command) -> subprocess.CompletedProcess:
     return process
 
 
-INSTRUMENTS = ("alignment", "uniformity", "feature_std", "logit_pos", "logit_neg", "key_drift", "queue_age")
+INSTRUMENTS = ("alignment", "uniformity", "feature_std", "logit_pos", "logit_neg", "key_drift", "queue_age",
+               "false_negatives", "logit_same_class", "logit_other_class")
 
 
 def metrics(run_dir: Path) -> list[tuple]:

@@ -51,7 +51,7 @@ def _minutes(seconds: float) -> str:
               help="Start from a documented recipe; flags override it.")
 @config_options(ABLATION_DEFAULTS)
 @click.option("--values", help="The settings to run, comma-separated, e.g. 0,0.9,0.99 (momentum), 64,256 "
-                               "(queue), 1,4 (shuffle-bn). [default: see above]")
+                               "(queue), 8,1 (shuffle-bn: BatchNorm groups). [default: see above]")
 @click.option("--probe-epochs", default=PROBE_EPOCHS, show_default=True, type=click.IntRange(0),
               help="Epochs of the linear probe of each run (0 = no probe).")
 @click.option("--out", type=click.Path(file_okay=False),
@@ -62,15 +62,18 @@ def ablate(study, preset, values, probe_epochs, out, **flags):
     \b
     STUDY: momentum    m in 0, 0.9, 0.99, 0.999 (the key encoder's momentum: consistent keys)
            queue       K in the four largest of 16, 64, 256, 1024, ... up to the training
-                       set (16, 64, 256, 1024 on the 2000 built-in images: many negatives)
-           shuffle-bn  1 BatchNorm group (plain BN) against S = --bn-splits (default 2) groups
-                       with the keys shuffled across them (the shuffle-BN stand-in)
+                       set (16, 64, 256, 1024 on the 2000 built-in images: many negatives),
+                       with the share of the queue's keys of the query's class
+           shuffle-bn  S = 8 BatchNorm groups (the paper's 8 GPUs; --bn-splits S for another)
+                       with the keys shuffled across them, the same groups with every key in
+                       its query's group (the paper's control, --no-shuffle-bn), and 1 group
 
     Each run is a normal run directory DIR/<setting>, trained with `moco-ref train`'s recipe
     and the flags given (only --knn-every defaults differently, to 2, for the curves), then
     measured by the linear probe of `moco-ref eval linear` (features encoded once). Prints a
-    table (kNN top-1, linear top-1, loss, instance accuracy, time; for momentum beside the
-    paper's ImageNet numbers, with one computed line on whether the shape agrees), and writes
+    table (kNN top-1, linear top-1, loss, instance accuracy, time; the paper's ImageNet numbers
+    in their own column where it gives them, and one line computed from the numbers on whether
+    the shape agrees), and writes
     DIR/ablation.md, DIR/ablation.json and DIR/ablation.png (the kNN curves; needs matplotlib).
 
     Interrupted? Run the same command again: finished runs are read back, an unfinished one
@@ -79,12 +82,17 @@ def ablate(study, preset, values, probe_epochs, out, **flags):
     """
     chosen = STUDIES[study]
     given = {k: v for k, v in flags.items() if v is not None}
-    if chosen.field in given and study != "shuffle-bn":
-        example = "0,0.9,0.99" if chosen.field == "m" else "64,256"
-        raise UserError(f"moco-ref ablate {study} varies {OPTIONS[chosen.field].flag} itself; give the "
+    varied = [name for name in chosen.fields if name in given and name != "bn_splits"]   # --bn-splits: S groups
+    if study != "shuffle-bn" and "bn_splits" in chosen.fields and "bn_splits" in given:
+        varied.append("bn_splits")
+    if varied:
+        example = {"momentum": "0,0.9,0.99", "queue": "64,256", "shuffle-bn": "8,1"}[study]
+        raise UserError(f"moco-ref ablate {study} varies {OPTIONS[varied[0]].flag.split('/')[0]} itself; give the "
                         f"settings with --values (e.g. --values {example})")
     base = base_config(given, PRESETS.get(preset, {}))
     get_backend(base.backend)                          # no GPU: one line now, not after the first run
+    if values is None and study == "shuffle-bn" and "bn_splits" in given:
+        values = f"{given['bn_splits']},1"                 # S = --bn-splits groups, and plain BN
     parsed = chosen.parse(values) if values else None
     out_dir = Path(out) if out else Path("runs") / f"ablate-{study}"
     plotting = _have_matplotlib()

@@ -17,6 +17,17 @@ the pair formulas) two views of it drawn with the training augmentation.
     key_drift    = mean_i cos(g_now(x_i), g_before(x_i))                 (g_before: the previous measurement)
     queue_age    = t − (the step whose key encoder made the queue's oldest key)
 
+and, for labelled data, the queue's false negatives (Chuang et al., NeurIPS 2020): with y_i the class of
+probe image i and c_k the class of the image behind queue key k (keys of no known image, the K random
+keys the queue starts with, left out),
+
+    false_negatives   = mean_i #{k: c_k = y_i} / #{k: c_k known}          the share of negatives of the query's class
+    logit_same_class  = mean over (i, k) with c_k = y_i of f(x_i)·queue_k / T
+    logit_other_class = mean over (i, k) with c_k ≠ y_i of f(x_i)·queue_k / T
+
+With C balanced classes about 1/C of the negatives share the query's class: InfoNCE pushes them away
+as hard as the others, and a larger queue pushes more of them.
+
 Alignment lies in [0, 4] and is 0 when the two views of every image map to one point; uniformity lies
 in [−4, 0] for unit features and is lower the more evenly the features spread over the sphere
 (both: lower is better).  feature_std goes to 0 when the encoder collapses to one point and is about
@@ -83,6 +94,24 @@ def mean_logits(q, k, queue, T: float):
     return positive, negative
 
 
+def false_negatives(q, queue, queue_labels, labels, T: float):
+    """(false_negatives, logit_same_class, logit_other_class) of queries q (n, D) with classes ``labels`` (n,)
+    against the queue (K, D) whose key k shows an image of class ``queue_labels[k]`` (−1: unknown, left out).
+
+    Returns 0-d arrays; NaN where a mean has nothing to average (no known key, no key of a query's class).
+    """
+    xp = get_array_module(q)
+    known = queue_labels >= 0                                                      # (K,)
+    same = (labels[:, None] == queue_labels[None, :]) & known[None, :]              # (n, K)
+    other = ~same & known[None, :]
+    logits = (q @ queue.T) / T                                                     # (n, K)
+    count, n_same, n_other = known.sum(), same.sum(), other.sum()
+    share = xp.where(count > 0, (same.sum(axis=1) / xp.maximum(count, 1)).mean(), xp.nan)
+    same_mean = xp.where(n_same > 0, (logits * same).sum() / xp.maximum(n_same, 1), xp.nan)
+    other_mean = xp.where(n_other > 0, (logits * other).sum() / xp.maximum(n_other, 1), xp.nan)
+    return share, same_mean, other_mean
+
+
 def mean_cosine(a, b):
     """mean_i cos(a_i, b_i) = mean_i a_i·b_i / (‖a_i‖‖b_i‖); a, b (n, D)."""
     xp = get_array_module(a)
@@ -119,6 +148,7 @@ class Instruments:
             [seed, 12, 2] at every measurement, so every measurement sees the same views and no training
             generator is touched.
         keys_per_step: B; K: the queue size (for the queue's age).
+        labels: (n,) int classes of the probe images, or None (then no false negatives are measured).
 
     Attributes:
         probe_keys: g(x_i) of the last measurement, (n, D) on the backend, or None before the first.
@@ -127,10 +157,12 @@ class Instruments:
 
     STATE_KEY = "instruments.probe_keys"
 
-    def __init__(self, images, augment, test_transform, backend, seed: int, keys_per_step: int, K: int):
+    def __init__(self, images, augment, test_transform, backend, seed: int, keys_per_step: int, K: int,
+                 labels=None):
         if len(images) < 2:
             raise ValueError(f"the probe set needs at least 2 images, got {len(images)}")
         self.images, self.augment, self.test_transform = images, augment, test_transform
+        self.labels = labels
         self.backend = get_backend(backend)
         self.seed, self.keys_per_step, self.K = seed, keys_per_step, K
         self.probe_keys = None
@@ -140,11 +172,13 @@ class Instruments:
         out = encode_dataset(encoder, self.images, pipeline, self.backend, head=True, rng=rng)
         return normalize_forward(out)[0]                                            # (n, D), unit rows
 
-    def measure(self, model, step: int) -> dict:
+    def measure(self, model, step: int, queue_labels=None) -> dict:
         """The instruments of ``model`` (a MoCo) after ``step`` steps, as host floats; updates probe_keys.
 
         Five eval-mode passes over the probe set: encoder_q on the test transform and on both views,
         encoder_k on the test transform and on the second view.  Nothing of the model is changed.
+        ``queue_labels`` (K,) host ints, the class behind each queue slot (−1 unknown): with the probe's
+        labels, the false-negative instruments too (None otherwise).
         """
         f = self._encode(model.encoder_q, self.test_transform)                    # f(x_i), (n, D)
         f_1 = self._encode(model.encoder_q, self.augment, view=1)                 # f(x_i), (n, D)
@@ -154,8 +188,13 @@ class Instruments:
         positive, negative = mean_logits(f_1, k_2, model.queue.keys, model.T)
         values = {"alignment": alignment(f_1, f_2), "uniformity": uniformity(f), "feature_std": feature_std(f),
                   "logit_pos": positive, "logit_neg": negative,
-                  "key_drift": None if self.probe_keys is None else mean_cosine(keys, self.probe_keys)}
-        record = {name: None if v is None else float(to_numpy(v)) for name, v in values.items()}
+                  "key_drift": None if self.probe_keys is None else mean_cosine(keys, self.probe_keys),
+                  "false_negatives": None, "logit_same_class": None, "logit_other_class": None}
+        if self.labels is not None and queue_labels is not None:
+            to_device = self.backend.to_device
+            values["false_negatives"], values["logit_same_class"], values["logit_other_class"] = false_negatives(
+                f, model.queue.keys, to_device(np.asarray(queue_labels)), to_device(np.asarray(self.labels)), model.T)
+        record = {name: None if v is None else _finite_or_none(float(to_numpy(v))) for name, v in values.items()}
         record["queue_age"] = oldest_key_age(step, self.K, self.keys_per_step)
         record["probe_images"] = len(self.images)
         self.probe_keys = keys
@@ -168,3 +207,8 @@ class Instruments:
         """Takes the probe keys from checkpoint ``arrays`` (none there: the next drift is None)."""
         host = arrays.get(self.STATE_KEY)
         self.probe_keys = None if host is None else self.backend.to_device(np.array(host))
+
+
+def _finite_or_none(value: float):
+    """A measurement as JSON can hold it: NaN (nothing to average) becomes None."""
+    return value if np.isfinite(value) else None

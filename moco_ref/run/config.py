@@ -77,6 +77,9 @@ class TrainConfig:
                              flags=("--symmetric/--asymmetric",), model=True)
     bn_splits: int = option(2, "Split BatchNorm groups (shuffle BN on one device; 1 = plain BN).", at_least=1,
                             model=True)
+    shuffle_bn: bool = option(True, "Shuffle the keys across the BatchNorm groups (shuffle BN); off, a query and "
+                              "its key share their group's statistics (the paper's control).",
+                              flags=("--shuffle-bn/--no-shuffle-bn",), model=True)
     # optimisation
     epochs: int = option(20, "Epochs to train.", at_least=1, resumable=True)
     batch_size: int = option(64, "Images per step.", flags=("-b", "--batch-size"), at_least=1)

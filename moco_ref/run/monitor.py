@@ -9,13 +9,17 @@ Records (appended to the run's metrics by the trainer):
 
     {"kind": "knn", "epoch": 0, "global_step": 0, "knn_top1", "untrained": true}     before the first step
     {"kind": "instruments", "epoch", "global_step", "alignment", "uniformity", "feature_std", "logit_pos",
-     "logit_neg", "key_drift" (null at the first), "queue_age", "probe_images"}
+     "logit_neg", "key_drift" (null at the first), "queue_age", "probe_images",
+     "false_negatives", "logit_same_class", "logit_other_class" (null without labels)}
+
+For the false negatives the monitor keeps the class of the image behind every slot of MoCo's queue
+(:class:`QueueLabels`, in step with the queue: the same slots, the same pointer).
 
 The measurements run both encoders in eval mode and draw their views from their own freshly seeded
 generators, so a run with instruments is bit-identical to one without.  What the monitor carries from
 one checkpoint to the next: the untrained encoder's kNN accuracy (in the checkpoint's metadata) and the
 probe keys of the last measurement (the array ``instruments.probe_keys``), from which the next
-measurement's key drift is computed.
+measurement's key drift is computed, and the queue's labels (``instruments.queue_labels``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,22 @@ from moco_ref.data import load_dataset
 from moco_ref.errors import UserError
 from moco_ref.evaluation.instruments import PROBE_SIZE, Instruments
 from moco_ref.evaluation.knn import knn_accuracy
+
+
+class QueueLabels:
+    """The class of the image behind each slot of MoCo's queue (−1: one of the K random keys it starts with),
+    written as KeyQueue writes its keys: a batch of B over the B oldest slots, the pointer advanced by B."""
+
+    STATE_KEY = "instruments.queue_labels"
+
+    def __init__(self, K: int):
+        self.labels, self.ptr = np.full(K, -1, dtype=np.int64), 0
+
+    def enqueue(self, labels) -> None:
+        B, K = len(labels), len(self.labels)
+        slots = (self.ptr + np.arange(max(0, B - K), B)) % K          # a batch larger than K keeps its newest K
+        self.labels[slots] = labels[B - len(slots):]
+        self.ptr = (self.ptr + B) % K
 
 
 class Monitor:
@@ -40,12 +60,15 @@ class Monitor:
     def __init__(self, config, train_set, augment, test_transform, backend, log, enabled: bool):
         self.config, self.train_set, self.test_transform, self.backend = config, train_set, test_transform, backend
         self.test_set = _held_out_split(config, train_set, log) if enabled else None
-        self.instruments = None
+        self.instruments, self.queue_labels = None, None
         if enabled and config.knn_every:
-            probe = (self.test_set if self.test_set is not None else train_set).images[:PROBE_SIZE]
+            probe_set = self.test_set if self.test_set is not None else train_set
             keys_per_step = config.batch_size * (2 if config.symmetric else 1)
-            self.instruments = Instruments(probe, augment, test_transform, backend, config.seed, keys_per_step,
-                                           config.K)
+            probe_labels = None if probe_set.labels is None else probe_set.labels[:PROBE_SIZE]
+            self.instruments = Instruments(probe_set.images[:PROBE_SIZE], augment, test_transform, backend,
+                                           config.seed, keys_per_step, config.K, probe_labels)
+            if probe_labels is not None and train_set.labels is not None:
+                self.queue_labels = QueueLabels(config.K)
         self.knn_top1_untrained = None
 
     def due(self, epoch: int) -> bool:
@@ -69,20 +92,36 @@ class Monitor:
             records.append({"kind": "knn", "epoch": 0, "global_step": 0, "knn_top1": top1, "untrained": True})
         return records + self.instruments_records(model, 0, 0)
 
+    def after_step(self, index) -> None:
+        """The step with the training images ``index`` (the whole batch) has enqueued their keys: so do their
+        labels (twice in symmetric mode: the keys of both views, as MoCo enqueues them)."""
+        if self.queue_labels is not None:
+            for _ in range(2 if self.config.symmetric else 1):
+                self.queue_labels.enqueue(self.train_set.labels[index])
+
     def instruments_records(self, model, epoch: int, global_step: int) -> list:
         """[the "instruments" record of the model as it is now], or [] when the instruments are off."""
         if self.instruments is None:
             return []
+        labels = self.queue_labels.labels if self.queue_labels is not None else None
         return [{"kind": "instruments", "epoch": epoch, "global_step": global_step,
-                 **self.instruments.measure(model, global_step)}]
+                 **self.instruments.measure(model, global_step, labels)}]
 
     def state_dict(self) -> dict:
-        return self.instruments.state_dict() if self.instruments is not None else {}
+        state = self.instruments.state_dict() if self.instruments is not None else {}
+        if self.queue_labels is not None:
+            state[QueueLabels.STATE_KEY] = self.queue_labels.labels
+        return state
 
     def load_state_dict(self, arrays: dict, meta: dict) -> None:
+        """The monitor's part of a checkpoint (a checkpoint without the queue's labels: all unknown)."""
         self.knn_top1_untrained = meta.get("knn_top1_untrained")
         if self.instruments is not None:
             self.instruments.load_state_dict(arrays)
+        if self.queue_labels is not None:
+            if QueueLabels.STATE_KEY in arrays:
+                self.queue_labels.labels = np.array(arrays[QueueLabels.STATE_KEY], dtype=np.int64)
+            self.queue_labels.ptr = int(np.asarray(arrays["queue_ptr"]).reshape(-1)[0]) % len(self.queue_labels.labels)
 
 
 def _held_out_split(config, train_set, log):

@@ -171,6 +171,7 @@ class Trainer:
             x_q, x_k = (self.augment.apply(batch, d, self.backend) for d in draws)  # two views of each image
             m = momentum_at_step(c.m, self.global_step, self.total_steps, c.m_cos)
             pending.append(model.step(x_q, x_k, m=m, lr=lr))
+            self.monitor.after_step(index)                                         # the queue's labels, in step
             self.step_in_epoch, self.global_step, images = self.step_in_epoch + 1, self.global_step + 1, images + len(index)
             signal = agreed_signal(comm, stop.received if stop else None)          # every step, on every process
             if len(pending) >= c.log_every or self.step_in_epoch == steps or self.global_step == c.max_steps \

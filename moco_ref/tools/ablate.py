@@ -51,38 +51,72 @@ ABLATION_DEFAULTS = {"knn_every": DEFAULT_KNN_EVERY}
 # None: "fails to train" (the loss oscillates).
 PAPER_MOMENTUM = {0.0: None, 0.9: 55.2, 0.99: 57.8, 0.999: 59.0, 0.9999: 58.9}
 PAPER_MOMENTUM_SOURCE = "MoCo v1 (He et al., 2020): ResNet-50, K = 4096, ImageNet linear top-1"
+# MoCo v1, the queue size: its Figure 3 shows accuracy rising with K from 256 to 65536; the two values the
+# paper states in its text and tables are these (m = 0.999, ImageNet linear top-1, %).
+PAPER_QUEUE = {4096: 59.0, 65536: 60.6}
+PAPER_QUEUE_SOURCE = ("MoCo v1 (He et al., 2020): ResNet-50, ImageNet linear top-1; 59.0 at K = 4096 (the momentum "
+                      "ablation's m = 0.999 row), 60.6 at K = 65536 (the main result); its Figure 3 shows accuracy "
+                      "rising with K from 256 to 65536")
+UNSHUFFLED = "-unshuffled"      # a shuffle-bn row whose keys stay in their queries' BatchNorm groups
+
 
 @dataclass(frozen=True)
 class Study:
-    """One ablation: the configuration field it varies and the question it asks."""
+    """One ablation: the configuration fields its rows set, and the question it asks.
+
+    A row's value is m (momentum), K (queue), or for shuffle-bn a text naming the BatchNorm groups and whether
+    the keys are shuffled across them: "8" (8 groups, shuffled), "8-unshuffled", "1" (plain BN).
+    """
 
     name: str
-    field: str
+    fields: tuple          # the configuration fields a row sets
     column: str            # the table's first column
     question: str
 
     def default_values(self, base: TrainConfig, train_size: int) -> list:
-        if self.field == "m":
+        if self.name == "momentum":
             return [0.0, 0.9, 0.99, 0.999]
-        if self.field == "K":
+        if self.name == "queue":
             powers = [16 * 4 ** i for i in range(12) if 16 * 4 ** i <= train_size] or [16]
             return powers[-4:]
-        return [1, base.bn_splits if base.bn_splits > 1 else 2]
+        groups = base.bn_splits if base.bn_splits > 2 else 8                   # the paper's 8 GPUs
+        return self._arms([groups if base.batch_size % groups == 0 else 2, 1])
+
+    @staticmethod
+    def _arms(groups: list) -> list:
+        """Each S > 1 as two rows, keys shuffled and not; S = 1 (plain BN, where shuffling changes nothing) as one."""
+        return [arm for S in groups for arm in ((f"{S}", f"{S}{UNSHUFFLED}") if S > 1 else ("1",))]
+
+    def changes(self, value) -> dict:
+        """The configuration of the row ``value``: {field: setting}."""
+        if self.name == "shuffle-bn":
+            groups, shuffled = _groups(value)
+            return {"bn_splits": groups, "shuffle_bn": shuffled}
+        return {self.fields[0]: value}
 
     def run_name(self, value) -> str:
-        return {"m": f"m-{value:g}", "K": f"K-{value}", "bn_splits": f"bn-splits-{value}"}[self.field]
+        if self.name == "momentum":
+            return f"m-{value:g}"
+        if self.name == "queue":
+            return f"K-{value}"
+        groups, shuffled = _groups(value)
+        return f"bn-{groups}" if groups == 1 else f"bn-{groups}-{'shuffled' if shuffled else 'unshuffled'}"
 
     def setting(self, value) -> str:
-        if self.field == "m":
+        if self.name == "momentum":
             return f"m = {value:g}"
-        if self.field == "K":
+        if self.name == "queue":
             return f"K = {value}"
-        return "1 (plain BN)" if value == 1 else f"{value} (split BN, keys shuffled)"
+        groups, shuffled = _groups(value)
+        if groups == 1:
+            return "1 group (plain BN)"
+        return f"{groups} groups, keys {'shuffled' if shuffled else 'not shuffled'}"
 
     def parse(self, text: str) -> list:
-        """``--values`` ("0,0.9,0.99"): the values, checked against the field's declared range."""
-        declared = OPTIONS[self.field]
-        kind = float if self.field == "m" else int
+        """``--values`` ("0,0.9,0.99"; "64,256"; for shuffle-bn the group counts, "8,1"): the values, checked
+        against the field's declared range."""
+        declared = OPTIONS[self.fields[0]]
+        kind = float if self.name == "momentum" else int
         try:
             values = [kind(v) for v in text.replace(" ", "").split(",") if v]
         except ValueError:
@@ -95,15 +129,22 @@ class Study:
             if (low is not None and v < low) or (high is not None and v > high):
                 allowed = f"at least {low:g}" + (f" and at most {high:g}" if high is not None else "")
                 raise UserError(f"--values: {v:g} is not a possible {declared.flag}, which must be {allowed}")
-        return list(dict.fromkeys(values))   # in the order given, without repeats
+        values = list(dict.fromkeys(values))   # in the order given, without repeats
+        return self._arms(values) if self.name == "shuffle-bn" else values
+
+
+def _groups(value) -> tuple:
+    """(BatchNorm groups, keys shuffled) of a shuffle-bn row ("8", "8-unshuffled", "1")."""
+    text = str(value)
+    return int(text.removesuffix(UNSHUFFLED)), not text.endswith(UNSHUFFLED)
 
 
 STUDIES = {
-    "momentum": Study("momentum", "m", "m", "how consistent must the negatives be? (the key encoder's momentum m)"),
-    "queue": Study("queue", "K", "K", "how many negatives? (the queue size K)"),
-    "shuffle-bn": Study("shuffle-bn", "bn_splits", "BN groups",
-                        "can BatchNorm leak the positive? (1 BatchNorm group against S with the keys shuffled "
-                        "across them)"),
+    "momentum": Study("momentum", ("m",), "m", "how consistent must the negatives be? (the key encoder's momentum m)"),
+    "queue": Study("queue", ("K",), "K", "how many negatives? (the queue size K)"),
+    "shuffle-bn": Study("shuffle-bn", ("bn_splits", "shuffle_bn"), "BatchNorm groups",
+                        "can BatchNorm leak the positive? (S BatchNorm groups with the keys shuffled across them, the "
+                        "same groups with every key in its query's group, and one group)"),
 }
 
 
@@ -111,7 +152,7 @@ STUDIES = {
 class Outcome:
     """One run of an ablation, as read back from its run directory (accuracies in %)."""
 
-    value: float
+    value: float | str
     setting: str
     run_dir: str
     status: str                              # "finished" or "failed"
@@ -125,6 +166,7 @@ class Outcome:
     epochs: int = 0
     global_step: int = 0
     error: str | None = None
+    false_negatives: float | None = None     # the last measurement's share of same-class keys in the queue (%)
 
 
 # ------------------------------------------------------------------ the runs
@@ -212,8 +254,11 @@ def read_outcome(study: Study, value, run_dir: Path, probe: dict | None) -> Outc
         outcome.knn_top1_untrained = finals[-1].get("knn_top1_untrained")
         outcome.epochs, outcome.global_step = finals[-1]["epoch"], finals[-1]["global_step"]
     if records:
-        epochs, top1 = curves(records)["knn"]
+        series = curves(records)
+        epochs, top1 = series["knn"]
         outcome.knn_curve = {"epochs": epochs, "top1": top1}
+        measured = series["false_negatives"][1]
+        outcome.false_negatives = 100.0 * measured[-1] if measured else None
     if probe is not None:
         outcome.linear_top1 = probe["top1"]
     return outcome
@@ -234,7 +279,7 @@ def run_ablation(study_name: str, base: TrainConfig, out_dir, values=None, probe
     train_set = load_dataset(base.data, "train", base.image_size, base.seed)
     if values is None:
         values = study.default_values(base, len(train_set))
-    planned = [(value, TrainConfig.from_dict({**base.to_dict(), study.field: value}), out_dir / study.run_name(value))
+    planned = [(value, TrainConfig.from_dict({**base.to_dict(), **study.changes(value)}), out_dir / study.run_name(value))
                for value in values]
     for _, config, run_dir in planned:     # what would stop a later run is refused before anything trains
         check_batchable(train_set, config.batch_size, config.bn_splits)
@@ -258,13 +303,12 @@ def run_ablation(study_name: str, base: TrainConfig, out_dir, values=None, probe
         else:
             log(f"{run_dir} failed before (its {FAILED} says why); delete the folder to try it again")
         outcomes.append(read_outcome(study, value, run_dir, probe))
-    return {"study": study.name, "varied": study.field, "flag": OPTIONS[study.field].flag,
+    return {"study": study.name, "varied": list(study.fields),
+            "flag": " and ".join(OPTIONS[name].flag.split("/")[0] for name in study.fields),
             "question": study.question, "values": list(values), "config": base.to_dict(),
             "probe_epochs": probe_epochs, "rows": [asdict(o) for o in outcomes],
             "shape": shape_line(study, outcomes, probe_epochs > 0),
-            "paper": ({"source": PAPER_MOMENTUM_SOURCE, "linear_top1": {f"{m:g}": top1 for m, top1 in
-                                                                        PAPER_MOMENTUM.items()}}
-                      if study.field == "m" else None),
+            "paper": _paper(study),
             "seconds": time.perf_counter() - started, "out": str(out_dir)}
 
 
@@ -303,7 +347,7 @@ def shape_line(study: Study, outcomes: list[Outcome], probed: bool) -> str:
     use_linear = probed and all(o.linear_top1 is not None for o in outcomes if o.status == "finished")
     metric = "linear top-1" if use_linear else "kNN top-1"
     ours = {o.value: _score(o, use_linear) for o in outcomes}
-    if study.field == "m":
+    if study.name == "momentum":
         paper = {}
         for m in ours:
             try:
@@ -326,32 +370,56 @@ def shape_line(study: Study, outcomes: list[Outcome], probed: bool) -> str:
         order = ("the same order as the paper" if _order(ours) == _order(paper) else
                  f"order here {_order(ours)}, in the paper {_order(paper)}")
         return f"shape ({metric} here, ImageNet linear top-1 in the paper): {best}; {low}; {order}"
-    if study.field == "K":
-        ks = sorted(ours)
-        path = " → ".join("failed" if ours[k] == -math.inf else f"{ours[k]:.1f}" for k in ks)
-        if len(ks) < 2:
-            return f"shape: one K only ({metric} {path}); nothing to compare"
-        rises = all(ours[b] > ours[a] for a, b in zip(ks, ks[1:]))
-        best = " and ".join(map(str, _extreme(ours, max)))
-        verdict = ("rises with K at every step here, as in the paper" if rises else
-                   f"does not rise at every step here (best at K = {best}); in the paper accuracy rises with K")
-        return f"shape: {metric} {verdict} (K {ks[0]} → {ks[-1]}: {path} %)"
-    plain = [o for o in outcomes if o.value == 1 and o.status == "finished"]
-    split = [o for o in outcomes if o.value != 1 and o.status == "finished"]
-    if not plain or not split:
-        return "shape: the comparison needs a finished run with 1 BN group and one with more"
+    if study.name == "queue":
+        return _queue_shape(ours, {o.value: o.false_negatives for o in outcomes}, metric)
+    return _shuffle_shape(outcomes, use_linear, metric)
+
+
+def _queue_shape(ours: dict, false_negatives: dict, metric: str) -> str:
+    """This run's numbers as this run's, the paper's claim as the paper's, never one for the other."""
+    ks = sorted(ours)
+    path = " → ".join("failed" if ours[k] == -math.inf else f"{ours[k]:.1f}" for k in ks)
+    paper = (f"in the paper accuracy rises with K ({', '.join(f'{PAPER_QUEUE[k]:.1f} % at K = {k}' for k in PAPER_QUEUE)}"
+             f", ImageNet linear top-1)")
+    if len(ks) < 2:
+        return f"shape: one K only here ({metric} {path} %); nothing to compare; {paper}"
+    rises = all(ours[b] > ours[a] for a, b in zip(ks, ks[1:]))
+    best = " and ".join(map(str, _extreme(ours, max)))
+    here = "rises with K at every step, as in the paper" if rises else f"does not rise with K (best at K = {best})"
+    shares = [false_negatives.get(k) for k in ks]
+    known = ", false negatives " + " → ".join("—" if f is None else f"{f:.0f}" for f in shares) + " % of the queue" \
+        if any(f is not None for f in shares) else ""
+    return f"shape: this run's {metric} {here} (K {ks[0]} → {ks[-1]}: {path} %{known}); {paper}"
+
+
+def _shuffle_shape(outcomes: list, use_linear: bool, metric: str) -> str:
+    """For every S: the unshuffled row against the shuffled one, on the paper's two signs of the cheat."""
+    finished = {o.value: o for o in outcomes if o.status == "finished"}
+    pairs = [(finished[v], finished[f"{_groups(v)[0]}{UNSHUFFLED}"]) for v in finished
+             if _groups(v)[1] and _groups(v)[0] > 1 and f"{_groups(v)[0]}{UNSHUFFLED}" in finished]
+    if not pairs:
+        return "shape: the comparison needs a finished run with S > 1 groups, keys shuffled, and one without"
     parts = []
-    for other in split:
-        p, s = plain[0], other
-        higher_pretext = (p.acc1 or 0) > (s.acc1 or 0)
-        worse = _score(p, use_linear) < _score(s, use_linear)
+    for shuffled, unshuffled in pairs:
+        higher_pretext = (unshuffled.acc1 or 0) > (shuffled.acc1 or 0)
+        worse = _score(unshuffled, use_linear) < _score(shuffled, use_linear)
         seen = {(True, True): "both seen here", (False, False): "neither seen here",
                 (True, False): "only the higher pretext accuracy seen here",
                 (False, True): "only the worse representation seen here"}[(higher_pretext, worse)]
-        parts.append(f"1 group against {s.value}: instance accuracy {p.acc1:.1f} % vs {s.acc1:.1f} %, {metric} "
-                     f"{_score(p, use_linear):.1f} % vs {_score(s, use_linear):.1f} %; the paper's sign of the "
-                     f"cheat (higher pretext accuracy, worse representation without shuffle BN): {seen}")
+        parts.append(f"{_groups(shuffled.value)[0]} groups without the shuffle against with it: instance accuracy "
+                     f"{unshuffled.acc1:.1f} % vs {shuffled.acc1:.1f} %, {metric} {_score(unshuffled, use_linear):.1f} % "
+                     f"vs {_score(shuffled, use_linear):.1f} %; the paper's sign of the cheat (a higher pretext "
+                     f"accuracy and a worse representation without shuffle BN): {seen}")
     return "shape: " + "; ".join(parts)
+
+
+def _paper(study: Study) -> dict | None:
+    """The paper's figures for the study's table, with their source (None: the paper gives no number)."""
+    if study.name == "momentum":
+        return {"source": PAPER_MOMENTUM_SOURCE, "linear_top1": {f"{m:g}": top1 for m, top1 in PAPER_MOMENTUM.items()}}
+    if study.name == "queue":
+        return {"source": PAPER_QUEUE_SOURCE, "linear_top1": {str(k): top1 for k, top1 in PAPER_QUEUE.items()}}
+    return None
 
 
 # ------------------------------------------------------------------ the table and the picture
@@ -367,31 +435,32 @@ def _recipe(config: dict, study: Study) -> str:
              "lr": f"lr {c.lr:g}{' cosine' if c.cos else ''}", "K": f"K {c.K}", "m": f"m {c.m:g}", "T": f"T {c.T:g}",
              "bn_splits": f"{c.bn_splits} BN groups", "aug": f"aug {c.aug}", "seed": f"seed {c.seed}",
              "backend": f"backend {c.backend}"}
-    return ", ".join(text for name, text in parts.items() if text and name != study.field)
+    return ", ".join(text for name, text in parts.items() if text and name not in study.fields)
 
 
 def markdown(report: dict) -> str:
-    """The report as Markdown: the recipe, the table (with the paper's column for momentum), notes, the shape."""
+    """The report as Markdown: the recipe, the table (this run's numbers; the paper's where it gives them, in
+    their own column), notes, the shape."""
     study = STUDIES[report["study"]]
     rows = [Outcome(**row) for row in report["rows"]]
-    paper = report["paper"] is not None
+    paper = report["paper"]
     header = [study.column, "kNN top-1 (%)", "linear top-1 (%)", "loss", "instance acc. (%)", "train time (s)"]
+    if study.name == "queue":
+        header.append("false negatives (%)")
     if paper:
-        header.append("paper (%)")
+        header.append("paper, ImageNet (%)")
     lines = [f"# moco-ref ablate {study.name}", "", f"{study.question[0].upper()}{study.question[1:]}", "",
-             f"Every run: {_recipe(report['config'], study)}; only {report['flag']} differs.", "",
+             f"Every run: {_recipe(report['config'], study)}; only {report['flag']} differ(s).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         failed = row.status == "failed"
         cells = [row.setting, "failed" if failed else _number(row.knn_top1),
                  "failed" if failed else _number(row.linear_top1), _number(row.loss, 3), _number(row.acc1),
                  f"{row.train_seconds:.0f}"]
+        if study.name == "queue":
+            cells.append(_number(row.false_negatives))
         if paper:
-            try:
-                top1 = _paper_top1(row.value)
-                cells.append("fails" if top1 is None else f"{top1:.1f}")
-            except KeyError:
-                cells.append("—")
+            cells.append(_paper_cell(study, row.value))
         lines.append("| " + " | ".join(cells) + " |")
     untrained = next((r.knn_top1_untrained for r in rows if r.knn_top1_untrained is not None), None)
     lines += ["", f"kNN top-1: k = {TrainConfig.from_dict(report['config']).knn_k} on the held-out split after the "
@@ -400,15 +469,30 @@ def markdown(report: dict) -> str:
               f"at 60 % and 80 %), training features encoded once (--no-augment), the final classifier. Loss and "
               f"instance accuracy: the last epoch's mean InfoNCE loss and (K+1)-way accuracy. Train time: the "
               f"epochs' wall time, without the kNN monitor and the probe."]
-    if study.field == "K":
-        lines += ["", "The loss is not comparable across K: its chance level log(K+1) grows with K."]
-    if paper:
+    if study.name == "queue":
+        lines += ["", "The loss is not comparable across K: its chance level log(K+1) grows with K. False negatives: "
+                  "the share of the queue's keys whose image has the probe query's class, at the last measurement "
+                  "(with C balanced classes about 1/C)."]
+    if paper and study.name == "momentum":
         rest = [f"m = {m:g}: {'fails' if top1 is None else f'{top1:.1f}'}" for m, top1 in PAPER_MOMENTUM.items()
                 if not any(math.isclose(m, r.value, abs_tol=1e-12) for r in rows)]
         also = f" Also in the paper: {'; '.join(rest)}." if rest else ""
         lines += ["", f"Paper: {PAPER_MOMENTUM_SOURCE} (%).{also}"]
+    elif paper:
+        lines += ["", f"Paper: {paper['source']}."]
     lines += ["", report["shape"] + "."]
     return "\n".join(lines) + "\n"
+
+
+def _paper_cell(study: Study, value) -> str:
+    """The paper's number for a row ("fails", or "—" where the paper gives none for that setting)."""
+    if study.name == "momentum":
+        try:
+            top1 = _paper_top1(value)
+        except KeyError:
+            return "—"
+        return "fails" if top1 is None else f"{top1:.1f}"
+    return f"{PAPER_QUEUE[value]:.1f}" if value in PAPER_QUEUE else "—"
 
 
 def write_report(report: dict, out_dir) -> list[Path]:

@@ -16,7 +16,9 @@ epochs completed (0 = the untrained encoder; an "epoch" record with index e coun
 epochs), and the learning rate against the step.  When the run has "instruments" records
 (moco_ref/evaluation/instruments.py says what each one measures), four more panels below, against
 the global step: alignment and uniformity, the feature standard deviation (with 1/√D when the
-configuration gives D), the mean positive and negative logits, and the key encoder's drift with the queue's age.
+configuration gives D), the mean positive and negative logits, and the key encoder's drift with the queue's age;
+for labelled data two more: the share of the queue's keys in the query's class (its false negatives), and the
+mean negative logit of those keys against the others.
 Other kinds are ignored.
 
 matplotlib is an optional extra (``pip install 'moco-ref[plot]'``).  The figure is drawn with
@@ -65,7 +67,9 @@ def _points(records, kind, x_key, y_key):
 
 
 # The fields of an "instruments" record that are drawn, each against the global step.
-INSTRUMENTS = ("alignment", "uniformity", "feature_std", "logit_pos", "logit_neg", "key_drift", "queue_age")
+INSTRUMENTS = ("alignment", "uniformity", "feature_std", "logit_pos", "logit_neg", "key_drift", "queue_age",
+               "false_negatives", "logit_same_class", "logit_other_class")
+FALSE_NEGATIVES = ("false_negatives", "logit_same_class", "logit_other_class")
 
 
 def curves(records: list[dict]) -> dict:
@@ -132,6 +136,13 @@ def _draw_instruments(axes, series: dict, dim, MaxNLocator) -> None:
         (axes[1, 1], "key encoder drift and queue age", "mean cos(keys now, keys before)",
          (("key_drift", "drift: cosine to the previous probe keys"),)),
     )
+    if len(axes) > 2:   # the queue's false negatives, for labelled data
+        panels += (
+            (axes[2, 0], "false negatives: the queue's keys of the query's class", "share of the queue",
+             (("false_negatives", "share of same-class keys"),)),
+            (axes[2, 1], "negative logits by class", "logit (·/T)",
+             (("logit_same_class", "keys of the query's class"), ("logit_other_class", "keys of other classes"))),
+        )
     for ax, title, ylabel, lines in panels:
         ax.set_title(title)
         ax.set_xlabel("global step")
@@ -166,7 +177,7 @@ def _draw_instruments(axes, series: dict, dim, MaxNLocator) -> None:
 def plot_run(run_dir, out=None) -> Path:
     """Draws the panels of RUN_DIR's metrics to ``out`` (default RUN_DIR/curves.png); returns the path.
 
-    Four panels, or eight when the run has "instruments" records.
+    Four panels, eight when the run has "instruments" records, ten when they hold false negatives.
     """
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
@@ -181,9 +192,10 @@ def plot_run(run_dir, out=None) -> Path:
     Figure, FigureCanvasAgg, MaxNLocator = load_matplotlib()
 
     instruments = any(series[name][0] for name in INSTRUMENTS)
-    figure = Figure(figsize=(11, 15 if instruments else 7.5), layout="constrained")
+    rows = 2 + (2 if instruments else 0) + (1 if any(series[name][0] for name in FALSE_NEGATIVES) else 0)
+    figure = Figure(figsize=(11, 3.75 * rows), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(4 if instruments else 2, 2)
+    axes = figure.subplots(rows, 2)
     K = _queue_size(run_dir)
     panels = (
         (axes[0, 0], "loss", "InfoNCE loss", "global step", "loss", "no loss logged"),
