@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from backends import get_backend
+from moco_ref.augment import make_pipeline
 from moco_ref.bench.common import (
     REFERENCE,
     TINY,
@@ -33,8 +34,6 @@ def plan(quick: bool, tiny: bool = False) -> dict:
 def run_augment(backend_name: str, echo, pipelines, batch: int, size: int, reps: int, warmup: int,
                 step_config, training_images_per_s: float | None = None) -> dict:
     """Two views of a batch per repetition, for each pipeline; the step's rate measured unless given."""
-    from moco_ref.augment import make_pipeline
-
     banner(f"augment: two views of {batch} {size}×{size} images vs training throughput", echo)
     backend = get_backend(backend_name)
     images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)

@@ -22,8 +22,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from backends import get_backend
+from backends import get_backend, ops
 from backends.cpu import loaded_openblas
+from moco_ref.moco import MoCo
+from moco_ref.models import ARCHS, conv_sides
 
 
 @dataclass(frozen=True)
@@ -146,8 +148,6 @@ def machine_header(backend_name: str, command: str) -> dict:
     except metadata.PackageNotFoundError:
         torch_version = None
     torch = sys.modules.get("torch")
-    from backends import ops
-
     header = {
         "cpu": cpu_model(), "vector_extensions": vector_extensions(), "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
@@ -246,8 +246,6 @@ def make_inputs(config: Config, backend, seed: int = 0):
 
 def make_ours(config: Config, backend_name: str):
     """Our MoCo and a zero-argument callable running one step."""
-    from moco_ref.moco import MoCo
-
     backend = get_backend(backend_name)
     model = MoCo(arch=config.arch, width=config.width, dim=config.dim, K=config.K, m=0.99, T=0.1,
                  bn_splits=config.bn_splits, backend=backend, dtype="float32")
@@ -259,8 +257,6 @@ def make_torch(config: Config, device: str):
     """PyTorch's MoCo step (same architecture, batch and dtype) and a callable running one step."""
     torch = import_torch()
     from moco_ref.bench.torch_twin import TorchMoCo
-    from moco_ref.models import ARCHS
-
     model = TorchMoCo.build(ARCHS[config.arch], config.width, config.dim, config.K, m=0.99, T=0.1,
                             bn_splits=config.bn_splits, device=device)
     x_q, x_k = make_inputs(config, get_backend("numpy"))
@@ -272,8 +268,6 @@ def make_torch(config: Config, device: str):
 def conv_layers(encoder, size: int) -> list[dict]:
     """Every convolution of the encoder with its output side, walked from its table of layers
     (``encoder.layout``, models/resnet.py) for size×size inputs."""
-    from moco_ref.models import conv_sides
-
     return [{"name": layer.conv, "C": layer.c_in, "O": layer.c_out, "k": (layer.kernel, layer.kernel),
              "stride": layer.stride, "out": side_out} for layer, _, side_out in conv_sides(encoder.layout, size)]
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from backends import get_backend
 from backends.cpu import blas_threads
+from moco_ref.augment import make_pipeline
 from moco_ref.bench.common import (
     REFERENCE,
     TINY,
@@ -200,8 +201,6 @@ def run_parts(backend_name: str, echo, config, steps: int, warmup: int, pipeline
               gemm_n: int = 2048, reps: int = 5) -> dict:
     """Per-part medians over ``steps`` instrumented steps with their traffic and rates, the machine's
     ceilings, every GEMM shape, and the augmentation of the batch's two views."""
-    from moco_ref.augment import make_pipeline
-
     banner(f"parts: where one step goes, against the machine ({config.label})", echo)
     backend = get_backend(backend_name)
     machine = machine_rates(backend, bandwidth_mb, gemm_n, reps)
