@@ -6,7 +6,8 @@
 Suites (see each module's docstring): step (the headline, ours vs PyTorch), parts (where a
 step's time goes), scaling (batch, K, width), memory (peak RSS, fresh processes),
 augment (augmentation vs training throughput), and all of them; and dp (one process against
-``mpiexec -n 2`` and PyTorch), which needs mpi4py and mpiexec and so is not part of "all".
+``mpiexec -n 2`` and PyTorch), which needs mpi4py and mpiexec and so is not part of "all".  ``moco-ref bench
+learn`` measures learning, not speed: moco_ref/bench/learn.py.
 """
 
 from __future__ import annotations

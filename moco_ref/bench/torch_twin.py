@@ -96,13 +96,13 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-def torch_encoder_like(encoder) -> CifarResNet:
-    """A float64 PyTorch twin of a moco-ref encoder (same architecture, splits and head), loaded strictly with
-    its state_dict."""
+def torch_encoder_like(encoder, dtype=torch.float64) -> CifarResNet:
+    """A PyTorch twin of a moco-ref encoder (same architecture, splits and head) in ``dtype`` (float64 unless
+    told), on the CPU, loaded strictly with its state_dict."""
     from moco_ref.models import ARCHS
 
-    net = CifarResNet(ARCHS[encoder.arch], encoder.width, encoder.dim, encoder.mlp, encoder.bn_splits).double()
-    state = {k: torch.from_numpy(np.array(v)) for k, v in encoder.state_dict().items()}
+    net = CifarResNet(ARCHS[encoder.arch], encoder.width, encoder.dim, encoder.mlp, encoder.bn_splits).to(dtype)
+    state = {k: torch.from_numpy(np.array(encoder.backend.to_host(v))) for k, v in encoder.state_dict().items()}
     net.load_state_dict(state, strict=True)
     return net
 
@@ -119,17 +119,19 @@ class TorchMoCo:
         encoder_q, encoder_k: CifarResNet twins in train mode; encoder_k's parameters are frozen here.
         queue: (D, K) unit keys, one per column as the official buffer (copied).
         ptr: the queue pointer.
-        m, T: momentum of the key encoder and temperature; lr, momentum, weight_decay: SGD's.
+        m, T: momentum of the key encoder and temperature; lr, momentum, weight_decay, nesterov: SGD's.
         symmetric: the demo's symmetric loss.
     """
 
-    def __init__(self, encoder_q, encoder_k, queue, ptr=0, *, m, T, lr, momentum, weight_decay, symmetric=False):
+    def __init__(self, encoder_q, encoder_k, queue, ptr=0, *, m, T, lr, momentum, weight_decay, symmetric=False,
+                 nesterov=False):
         self.encoder_q, self.encoder_k = encoder_q, encoder_k
         for p in self.encoder_k.parameters():
             p.requires_grad_(False)
         self.queue = queue.clone()                                           # (D, K)
         self.ptr, self.m, self.T, self.symmetric = ptr, m, T, symmetric
-        self.optimizer = torch.optim.SGD(encoder_q.parameters(), lr, momentum=momentum, weight_decay=weight_decay)
+        self.optimizer = torch.optim.SGD(encoder_q.parameters(), lr, momentum=momentum, weight_decay=weight_decay,
+                                         nesterov=nesterov)
 
     @classmethod
     def build(cls, blocks, width, dim=128, K=4096, *, m=0.99, T=0.1, lr=0.06, momentum=0.9, weight_decay=5e-4,
@@ -168,15 +170,22 @@ class TorchMoCo:
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         return F.cross_entropy(logits, labels), k
 
-    def step(self, im_q, im_k, perms=None):
+    def step(self, im_q, im_k, perms=None, *, m=None, lr=None):
         """One training step on two views (N, 3, H, W); returns the loss as a 0-d tensor (not read back, so a
         CUDA step does not wait for the host).
 
         perms: the shuffle permutation of each loss term's key batch (one, or two when symmetric), as our step
         draws them; None draws them with torch.randperm on the images' device.
+        m, lr: this step's key-encoder momentum and learning rate, as MoCo.step's (they stay set for the next
+        steps); None keeps the current ones.
         """
         if perms is None:
             perms = [torch.randperm(im_k.shape[0], device=im_k.device) for _ in range(2 if self.symmetric else 1)]
+        if m is not None:
+            self.m = m
+        if lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
         self._momentum_update()
         if self.symmetric:
             loss_12, k2 = self._loss(im_q, im_k, perms[0])
