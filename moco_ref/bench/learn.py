@@ -56,7 +56,9 @@ from moco_ref.evaluation.linear import linear_probe
 from moco_ref.moco import MoCo
 from moco_ref.momentum import momentum_at_step
 from moco_ref.optim import learning_rate
+from moco_ref.parallel.communicator import SingleProcess
 from moco_ref.run.config import TrainConfig
+from moco_ref.run.trainer import two_views
 
 TORCH_INSTALL = "pip install torch"
 IMPLEMENTATIONS = ("ours", "pytorch")
@@ -134,21 +136,18 @@ class PairedTraining:
 
         The trainer's epoch: a fresh order from the data generator (each epoch draws one permutation; the
         trainer's re-seeding from the state saved at the epoch's start draws the same one), full batches,
-        two views per image, the epoch's lr and the step's m.  With one process the trainer's ``local_share``
-        is the whole batch.
+        the trainer's two views of each image (``two_views``), the epoch's lr and the step's m.
         """
         c = self.config
         lr = learning_rate(c.lr, self.epoch, c.epochs, c.cos, tuple(c.schedule))
         order = self.data_rng.permutation(len(self.train_set))
-        height, width = self.train_set.images.shape[1:3]
         losses = {name: [] for name in IMPLEMENTATIONS}
         for step_in_epoch in range(self.steps_per_epoch):
             if c.max_steps and self.global_step >= c.max_steps:
                 break
             index = order[step_in_epoch * c.batch_size:(step_in_epoch + 1) * c.batch_size]
-            batch = self.train_set.images[index]                                            # (N, H, W, 3) uint8
-            draws = [self.augment.draw(self.aug_rng, len(index), height, width) for _ in "qk"]
-            x_q, x_k = (self.augment.apply(batch, d, self.backend) for d in draws)          # (N, 3, S, S) each
+            x_q, x_k = two_views(self.train_set.images, index, self.augment, self.aug_rng, self.backend,
+                                 SingleProcess())
             m = momentum_at_step(c.m, self.global_step, self.total_steps, c.m_cos)
             perms = self.shuffle_permutations(len(index))
             ours = self.model.step(x_q, x_k, m=m, lr=lr)

@@ -57,6 +57,17 @@ from moco_ref.run.stopping import StoppedBySignal, agreed_signal
 from moco_ref.shuffle import local_share
 
 
+def two_views(images, index, augment, aug_rng, backend, comm):
+    """The two augmented views (x_q, x_k), each (n, 3, S, S) on the backend, of this process's share of the
+    batch ``images[index]`` ((N, H, W, 3) uint8 rows): the augmentation parameters of the whole batch are drawn
+    from ``aug_rng``, for x_q then x_k, and the process takes its share of the images and of the parameters
+    (``local_share``; with one process, SingleProcess, all of them)."""
+    batch = local_share(images[index], comm)
+    height, width = images.shape[1:3]
+    draws = [local_share(augment.draw(aug_rng, len(index), height, width), comm) for _ in "qk"]
+    return tuple(augment.apply(batch, d, backend) for d in draws)
+
+
 class NonFiniteLoss(UserError):
     """The loss became NaN or infinite; training stopped and the last good checkpoint was kept."""
 
@@ -161,14 +172,12 @@ class Trainer:
         lr = learning_rate(c.lr, self.epoch, c.epochs, c.cos, tuple(c.schedule))
         self.data_rng.bit_generator.state = self.epoch_start_data_state
         order = self.data_rng.permutation(len(self.train_set))
-        steps, height, width = self.steps_per_epoch, *self.train_set.images.shape[1:3]
+        steps = self.steps_per_epoch
         progress = Progress(steps, f"epoch {self.epoch + 1}/{c.epochs}", enabled=self.directory.writer)
         pending, signal, started, images = [], None, time.perf_counter(), 0
         while self.step_in_epoch < steps and not (c.max_steps and self.global_step >= c.max_steps):
             index = order[self.step_in_epoch * c.batch_size:(self.step_in_epoch + 1) * c.batch_size]
-            batch = local_share(self.train_set.images[index], comm)                # this process's images
-            draws = [local_share(self.augment.draw(self.aug_rng, len(index), height, width), comm) for _ in "qk"]
-            x_q, x_k = (self.augment.apply(batch, d, self.backend) for d in draws)  # two views of each image
+            x_q, x_k = two_views(self.train_set.images, index, self.augment, self.aug_rng, self.backend, comm)
             m = momentum_at_step(c.m, self.global_step, self.total_steps, c.m_cos)
             pending.append(model.step(x_q, x_k, m=m, lr=lr))
             self.monitor.after_step(index)                                         # the queue's labels, in step
