@@ -282,3 +282,49 @@ def test_bench_learn_end_to_end_writes_its_report(folder, tmp_path, monkeypatch,
     assert [line for line in err.splitlines() if line.startswith("note: ")] == [
         line for line in err.splitlines() if "matplotlib" in line]
     assert len([line for line in err.splitlines() if "matplotlib" in line]) == 1 and not picture.exists()
+
+
+# ------------------------------------------------------------------ (f) an interrupted or longer run goes on
+def fake_record(config, probe_epochs, log):
+    """A run record with figures made from the seed, for the bookkeeping of run_learn."""
+    figures = {"knn_top1": 40.0 + config.seed, "linear_top1": 50.0 + config.seed, "knn_curve": [], "loss": []}
+    return {"seed": config.seed, "steps": 1, "steps_per_epoch": 1, "ours": dict(figures),
+            "pytorch": {**figures, "knn_top1": 41.0 + config.seed}}
+
+
+def test_the_seeds_of_a_report_are_read_back_and_kept_and_only_the_others_trained(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    trained = []
+
+    def run_seed(config, probe_epochs, log):
+        trained.append(config.seed)
+        return fake_record(config, probe_epochs, log)
+
+    monkeypatch.setattr(learn, "run_seed", run_seed)
+    out, values = tmp_path / "learn.json", TrainConfig(epochs=3).to_dict()
+    first = learn.run_learn(values, seeds=2, probe_epochs=4, out=out)
+    assert trained == [0, 1] and first["seeds"] == [0, 1]
+    lines = []
+    more = learn.run_learn(values, seeds=3, probe_epochs=4, out=out, log=lines.append)
+    assert trained == [0, 1, 2] and lines == [f"seed 0: read back from {out}", f"seed 1: read back from {out}"]
+    assert more["runs"][:2] == first["runs"] and more["seeds"] == [0, 1, 2]
+    other = learn.run_learn(values, seeds=1, first_seed=5, probe_epochs=4, out=out)      # another --seed: kept too
+    assert trained == [0, 1, 2, 5] and other["seeds"] == [0, 1, 2, 5]
+    assert json.loads(out.read_text())["seeds"] == [0, 1, 2, 5]
+    assert other["summary"]["knn_top1"]["difference"]["mean"] == pytest.approx(-1.0)
+    assert other["summary"]["knn_top1"]["difference"]["n"] == 4
+
+
+@pytest.mark.parametrize("change,named", [({"epochs": 4}, "epochs"), ({"K": 64}, "K"), ({}, "probe_epochs")])
+def test_a_report_of_another_configuration_is_refused_in_one_line(tmp_path, monkeypatch, change, named):
+    pytest.importorskip("torch")
+    monkeypatch.setattr(learn, "run_seed", fake_record)
+    out, values = tmp_path / "learn.json", TrainConfig(epochs=3).to_dict()
+    learn.run_learn(values, seeds=1, probe_epochs=4, out=out)
+    kept = out.read_text()
+    with pytest.raises(learn.UserError, match=f"differs in {named}"):
+        learn.run_learn({**values, **change}, seeds=2, probe_epochs=4 if change else 5, out=out)
+    assert out.read_text() == kept                                           # nothing the user had is lost
+    out.write_text("{not json")
+    with pytest.raises(learn.UserError, match="is not a report of moco-ref bench learn"):
+        learn.run_learn(values, seeds=1, probe_epochs=4, out=out)

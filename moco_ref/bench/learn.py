@@ -258,11 +258,14 @@ def run_learn(values: dict, seeds: int = 3, first_seed: int = 0, probe_epochs: i
         values: a full TrainConfig dict (train's defaults, a preset, the flags); its seed is replaced.
         seeds, first_seed: the seeds first_seed, …, first_seed + seeds − 1.
         probe_epochs: epochs of each linear probe.
-        out: a JSON file, or None.
+        out: a JSON file, or None.  Where it already holds a report of this configuration, its seeds are read
+            back, not trained again, and kept (an interrupted or shorter run goes on; the report and the
+            table then cover every seed in it).
         command: the command line recorded in the header (default: this process's).
         log: called with each progress line.
     """
     configs = seed_configs(values, first_seed, seeds)
+    finished = finished_runs(out, configs[0], probe_epochs) if out else {}
     require_torch()
     get_backend(configs[0].backend)                   # no GPU: one line now, not after loading the data
     from backends.cpu import reuse_freed_memory
@@ -270,13 +273,45 @@ def run_learn(values: dict, seeds: int = 3, first_seed: int = 0, probe_epochs: i
     reuse_freed_memory()                              # as `moco-ref train` does
     set_torch_threads_like_blas()                     # as the speed suites: PyTorch gets NumPy's BLAS threads
     report = {"header": machine_header(configs[0].backend, command or python_command()), "config": configs[0].to_dict(),
-              "seeds": [c.seed for c in configs], "probe_epochs": probe_epochs, "runs": [], "summary": None}
+              "seeds": [], "probe_epochs": probe_epochs, "runs": [], "summary": None}
+    runs = dict(finished)                       # every seed the report at ``out`` held stays in it
     for config in configs:
-        report["runs"].append(run_seed(config, probe_epochs, log))
+        if config.seed in runs:
+            (log or (lambda line: None))(f"seed {config.seed}: read back from {out}")
+            continue
+        runs[config.seed] = run_seed(config, probe_epochs, log)
+        report.update(seeds=sorted(runs), runs=[runs[seed] for seed in sorted(runs)])
         report["summary"] = summarise(report["runs"])
         if out:
             write_report(report, out)
+    report.update(seeds=sorted(runs), runs=[runs[seed] for seed in sorted(runs)])
+    report["summary"] = summarise(report["runs"])
     return report
+
+
+def finished_runs(out, config: TrainConfig, probe_epochs: int) -> dict:
+    """{seed: run record} of the seeds a report at ``out`` already holds, to be read back instead of trained
+    again ({} when there is no such file); a UserError when the file is not a report of this configuration
+    (every setting but the seed) and these probe epochs."""
+    path = Path(out)
+    if not path.exists():
+        return {}
+    try:
+        report = json.loads(path.read_text())
+        written, runs = dict(report["config"]), report["runs"]
+        seeds = {run["seed"]: run for run in runs}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{out} is there but is not a report of moco-ref bench learn ({error}); give another "
+                        f"--out or remove it") from None
+    wanted = {**config.to_dict(), "seed": None}
+    written["seed"] = None
+    changed = sorted(name for name in wanted.keys() | written.keys() if wanted.get(name) != written.get(name))
+    if report.get("probe_epochs") != probe_epochs:
+        changed.append("probe_epochs")
+    if changed:
+        raise UserError(f"{out} holds the seeds of another configuration (it differs in {', '.join(changed)}); "
+                        f"run with its settings to add seeds to it, or give another --out")
+    return seeds
 
 
 def write_report(report: dict, out) -> Path:

@@ -266,7 +266,8 @@ def bench_gpu(out):
               help="How many seeds: --seed, --seed + 1, ...")
 @click.option("--probe-epochs", default=learn.PROBE_EPOCHS, show_default=True, type=click.IntRange(1),
               help="Epochs of each linear probe (features encoded once).")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the report as JSON here (after every seed).")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Write the report as JSON here (after every seed); the seeds it already holds are read back.")
 @click.option("--png", type=click.Path(dir_okay=False),
               help="The picture of the kNN curves. [default: --out with .png, else bench-learn.png]")
 def bench_learn(preset, seeds, probe_epochs, out, png, **flags):
@@ -284,6 +285,10 @@ def bench_learn(preset, seeds, probe_epochs, out, png, **flags):
     and the kNN curves of both per seed (--png; needs matplotlib).  Needs PyTorch: pip install
     torch.  Progress goes to stderr, one line per seed and epoch.  --save-every and --log-every
     have no effect here (no run directory is written).
+
+    Interrupted, or want more seeds?  Run it again with the same flags and --out (a larger
+    --seeds, or another --seed, for more): the seeds the report holds are read back and kept,
+    the others trained; the table covers them all.
     """
     given = {k: v for k, v in flags.items() if v is not None}
     values = {**TrainConfig().to_dict(), **PRESETS.get(preset, {}), **given}
