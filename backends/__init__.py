@@ -59,6 +59,8 @@ class Backend:
             CPU (e.g. recomputing augmented features every epoch) is cheap.
         free_memory: bytes the arrays may still take (the host's available memory, the device's free
             memory), or None where that cannot be known.
+        pool_bytes: bytes the backend's memory pool holds for arrays (CuPy's default pool), or None where
+            there is no such pool (NumPy).
     """
 
     name: str
@@ -68,6 +70,7 @@ class Backend:
     synchronize: Callable[[], None]
     accelerated: bool = False
     free_memory: Callable[[], "int | None"] = lambda: None
+    pool_bytes: Callable[[], "int | None"] = lambda: None
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
@@ -113,6 +116,7 @@ def _cupy_backend() -> Backend:
         synchronize=lambda: cupy.cuda.get_current_stream().synchronize(),
         accelerated=True,
         free_memory=lambda: int(cupy.cuda.runtime.memGetInfo()[0]),
+        pool_bytes=lambda: int(cupy.get_default_memory_pool().total_bytes()),
     )
 
 

@@ -64,6 +64,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = parser.parse_args(argv)
 
+    from backends import get_backend
     from backends.cpu import reuse_freed_memory
 
     reuse_freed_memory()  # as `moco-ref train` does, for both implementations alike
@@ -102,9 +103,7 @@ def main(argv=None) -> dict:
                                                              config.batch, config.size, "float32"))
     if args.backend == "cupy":
         if args.which == "ours":
-            import cupy
-
-            record["device_pool_bytes"] = int(cupy.get_default_memory_pool().total_bytes())
+            record["device_pool_bytes"] = get_backend("cupy").pool_bytes()
         else:
             import torch
 

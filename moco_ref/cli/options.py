@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from moco_ref.run.config import OPTIONS, Option, TrainConfig
+from moco_ref.run.config import OPTIONS, Option, TrainConfig, shown
 
 
 def parse_schedule(ctx, param, value):
@@ -31,15 +31,6 @@ def _click_type(declared: Option, default):
     return kind(low, declared.at_most, min_open=declared.greater_than is not None)
 
 
-def _default_text(value) -> str:
-    """A default as the help shows it: on/off, 120,160, 0.0005, resnet10."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return format(value, "g") if isinstance(value, float) else str(value)
-
-
 def config_options(defaults: dict | None = None):
     """A decorator that adds one click option per TrainConfig field, generated from its declaration
     (moco_ref.run.config.OPTIONS).
@@ -48,20 +39,20 @@ def config_options(defaults: dict | None = None):
     or a resumed run's configuration; the help shows the default of ``defaults`` (a command's own, such as
     ablate's), else the dataclass default.
     """
-    shown = {**TrainConfig().to_dict(), **(defaults or {})}
+    helped = {**TrainConfig().to_dict(), **(defaults or {})}
 
     def decorate(command):
         for name, declared in reversed(OPTIONS.items()):   # click lists options in the reverse order of decoration
-            command = _option(name, declared, shown[name])(command)
+            command = _option(name, declared, helped[name])(command)
         return command
 
     return decorate
 
 
-def _option(name: str, declared: Option, shown):
+def _option(name: str, declared: Option, helped):
     """The click option of one setting; its kind (flag, list, number, choice) follows the dataclass default."""
     default = getattr(TrainConfig(), name)
-    settings = {"help": f"{declared.help} [default: {_default_text(shown)}]", "default": None}
+    settings = {"help": f"{declared.help} [default: {shown(helped)}]", "default": None}
     flags = declared.flags
     if isinstance(default, bool):
         if "/" not in flags[-1]:

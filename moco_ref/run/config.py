@@ -133,6 +133,15 @@ RESUMABLE = frozenset(name for name, declared in OPTIONS.items() if declared.res
 LEGACY_NAMES = {"moco_dim": "dim", "moco_k": "K", "moco_m": "m", "moco_t": "T", "wd": "weight_decay"}
 
 
+def shown(value) -> str:
+    """A setting's value as the help and the messages show it: on/off, 120,160, 0.0005, resnet10."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
 def current_names(values: dict) -> dict:
     """``values`` with the legacy names renamed to the current ones (a current name, if also present, wins)."""
     renamed = {LEGACY_NAMES[name]: value for name, value in values.items() if name in LEGACY_NAMES}

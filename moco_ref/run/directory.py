@@ -49,7 +49,7 @@ from moco_ref.run.checkpoint import (
     save_checkpoint,
     write_atomically,
 )
-from moco_ref.run.config import OPTIONS, RESUMABLE, TrainConfig
+from moco_ref.run.config import OPTIONS, RESUMABLE, TrainConfig, shown
 
 CONFIG, METRICS, LAST_CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint_last.npz"
 PROBE, FAILED = "linear_probe.json", "failed.json"
@@ -438,14 +438,6 @@ def changed_settings(stored: TrainConfig, wanted: TrainConfig) -> list[str]:
     return [name for name in OPTIONS if name not in RESUMABLE and getattr(stored, name) != getattr(wanted, name)]
 
 
-def _shown(value) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return format(value, "g") if isinstance(value, float) else str(value)
-
-
 def resumable_flags() -> str:
     """The flags that may change on --resume (declared resumable in config.py): "--epochs, --backend, …"."""
     return ", ".join(declared.flag for name, declared in OPTIONS.items() if name in RESUMABLE)
@@ -461,7 +453,7 @@ def resumed_config(checkpoint: Path, meta: dict, given: dict) -> TrainConfig:
     if not isinstance(meta.get("config"), dict):
         raise UserError(f"{checkpoint} holds no training configuration; it cannot be resumed")
     run = {**TrainConfig.from_dict(meta["config"]).to_dict(), "max_steps": 0}
-    differences = [f"{declared.flag} (the run's: {_shown(run[name])}, given: {_shown(given[name])})"
+    differences = [f"{declared.flag} (the run's: {shown(run[name])}, given: {shown(given[name])})"
                    for name, declared in OPTIONS.items()
                    if name in given and name not in RESUMABLE and given[name] != run[name]]
     if differences:
