@@ -57,6 +57,7 @@ from moco_ref.moco import MoCo
 from moco_ref.momentum import momentum_at_step
 from moco_ref.optim import learning_rate
 from moco_ref.parallel.communicator import SingleProcess
+from moco_ref.run.batchnorm_values import check_batchnorm_values
 from moco_ref.run.config import TrainConfig
 from moco_ref.run.trainer import two_views
 
@@ -200,6 +201,7 @@ def run_seed(config: TrainConfig, probe_epochs: int = PROBE_EPOCHS, log=None) ->
     log = log or (lambda line: None)
     train, test = labelled_splits(config)
     check_batchable(train, config.batch_size, config.bn_splits)
+    check_batchnorm_values(config)
     pair = PairedTraining(config, train)
     test_transform = make_pipeline("test", config.image_size)
     due = knn_epochs(config)

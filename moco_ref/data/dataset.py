@@ -29,6 +29,7 @@ class Dataset:
         classes: the C class names, index = label ([] when unlabelled).
         name: where the data came from: "builtin", "cifar10", "cifar100" or the folder path.
         skipped: (file path, reason) for every file that was skipped while loading.
+        scaled_up: how many of the images were smaller than S x S in their file and were scaled up.
     """
 
     images: np.ndarray
@@ -36,6 +37,7 @@ class Dataset:
     classes: list[str]
     name: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    scaled_up: int = 0
 
     def __post_init__(self):
         # Programming errors, not user errors: a loader must never build a malformed Dataset.
@@ -57,13 +59,18 @@ class Dataset:
         """S, the side of every image in pixels."""
         return self.images.shape[1]
 
-    def skipped_warnings(self, shown: int = 10) -> list[str]:
-        """The warnings about the files skipped while loading: the first ``shown`` by name, then how many."""
-        if not self.skipped:
-            return []
-        more = len(self.skipped) - shown
-        return [f"warning: skipped {path}: {reason}" for path, reason in self.skipped[:shown]] + [
-            f"warning: skipped {len(self.skipped)} file(s) in {self.name}" + (f" ({more} not listed)" if more > 0 else "")]
+    def load_notes(self, shown: int = 10) -> list[str]:
+        """What loading has to tell the user: the files skipped (the first ``shown`` by name, then how many)
+        and how many images were scaled up to S x S."""
+        notes = [f"warning: skipped {path}: {reason}" for path, reason in self.skipped[:shown]]
+        if self.skipped:
+            more = len(self.skipped) - shown
+            notes.append(f"warning: skipped {len(self.skipped)} file(s) in {self.name}"
+                         + (f" ({more} not listed)" if more > 0 else ""))
+        if self.scaled_up:
+            notes.append(f"note: scaled up {self.scaled_up} image(s) of {self.name} smaller than "
+                         f"{self.image_size}x{self.image_size} (--image-size {self.image_size})")
+        return notes
 
 
 def split_number(split: str, where: str) -> int:

@@ -13,15 +13,21 @@ Hidden files and folders (names starting with ".") are ignored, not reported.
 
 Every other file is tried with Pillow (any format it reads), EXIF orientation applied, converted to
 RGB (see moco_ref.data.images for 16-bit, alpha and float), the shorter side scaled to S and the
-centre S x S square kept. A file is skipped, with (path, reason) in Dataset.skipped, when Pillow
-cannot read it, it is corrupt, truncated or unreadable, or its shorter side is below S ("smaller
-than the crop": images are never upscaled). With `size`, a seeded random `size` of the listed files
-is read, chosen before decoding, so skipped files can leave fewer than `size` images.
+centre S x S square kept: larger images are scaled down, smaller ones up (as torchvision's Resize
+and RandomResizedCrop do; Dataset.scaled_up counts them). A file is skipped, with (path, reason) in
+Dataset.skipped, when Pillow cannot read it, it is corrupt, truncated or unreadable, it has more
+pixels than Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS), or it is degenerate: a
+side under MIN_SIDE pixels, or one side more than MAX_ASPECT times the other (its centre square
+would hold a sliver of it). Pillow's own warnings about a file are not shown. With `size`, a
+seeded random `size` of the listed files is read, chosen before decoding, so skipped files can
+leave fewer than `size` images.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +38,8 @@ from moco_ref.data.images import resize_center_crop, to_rgb
 from moco_ref.errors import DataError
 
 SPLIT_FOLDERS = ("train", "val", "test")
+MIN_SIDE = 3          # pixels: a side of 1 or 2 is degenerate
+MAX_ASPECT = 20       # the longer side at most 20 times the shorter
 
 
 def _visible(entries):
@@ -94,23 +102,45 @@ class SkipFile(Exception):
     """A file that cannot be used; the message is the reason recorded in Dataset.skipped."""
 
 
-def read_image(path: Path, image_size: int) -> np.ndarray:
-    """Decode one file to (S, S, 3) uint8; raises SkipFile(reason) when it must be skipped."""
+def degenerate(width: int, height: int) -> str | None:
+    """Why a W x H image cannot give a square crop worth training on, or None when it can."""
+    if min(width, height) < MIN_SIDE:
+        return f"degenerate ({width}x{height}: a side under {MIN_SIDE} pixels)"
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        return f"degenerate ({width}x{height}: one side more than {MAX_ASPECT} times the other)"
+    return None
+
+
+def too_many_pixels(message: str) -> str:
+    """The skip reason of a file beyond Pillow's decompression-bomb limit, from Pillow's message
+    ("Image size (100000000 pixels) exceeds limit of 89478485 pixels, ...")."""
+    found = re.search(r"\((\d+) pixels\)", message)
+    pixels = f"{int(found.group(1)):,} pixels, " if found else ""
+    return f"too many pixels ({pixels}beyond Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,})"
+
+
+def read_image(path: Path, image_size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode one file to (S, S, 3) uint8, scaled down or up; returns it and the file's (width, height).
+    Raises SkipFile(reason) when it must be skipped."""
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if min(width, height) < image_size:
-                raise SkipFile(f"smaller than the crop ({width}x{height} < {image_size})")
-            if image.format == "JPEG" and image.mode in ("RGB", "L"):
-                image.draft(image.mode, (2 * image_size, 2 * image_size))  # faster decode of big JPEGs
-            image = ImageOps.exif_transpose(image)
-            return resize_center_crop(to_rgb(image), image_size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                                    # Pillow speaks through SkipFile
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                reason = degenerate(width, height)
+                if reason:
+                    raise SkipFile(reason)
+                if image.format == "JPEG" and image.mode in ("RGB", "L"):
+                    image.draft(image.mode, (2 * image_size, 2 * image_size))  # faster decode of big JPEGs
+                image = ImageOps.exif_transpose(image)
+                return resize_center_crop(to_rgb(image), image_size), (width, height)
     except SkipFile:
         raise
     except Image.UnidentifiedImageError:
         raise SkipFile("not an image Pillow can read") from None
-    except Image.DecompressionBombError:
-        raise SkipFile("too many pixels (Pillow's decompression-bomb limit)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise SkipFile(too_many_pixels(str(error))) from None
     except Exception as error:  # noqa: BLE001 - a broken file can make any Pillow plugin fail
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise SkipFile(f"corrupt, truncated or unreadable ({first_line})") from None
@@ -134,10 +164,12 @@ def load_image_folder(root: Path, split: str, image_size: int, seed: int,
 
     images = np.empty((len(files), image_size, image_size, 3), dtype=np.uint8)
     read = np.zeros(len(files), dtype=bool)
+    scaled_up = 0
     for i, path in enumerate(files):
         try:
-            images[i] = read_image(path, image_size)
+            images[i], (width, height) = read_image(path, image_size)
             read[i] = True
+            scaled_up += min(width, height) < image_size
         except SkipFile as reason:
             skipped.append((str(path), str(reason)))
 
@@ -146,4 +178,4 @@ def load_image_folder(root: Path, split: str, image_size: int, seed: int,
         raise DataError(f"none of the files in {folder} could be read ({len(skipped)} skipped; "
                         f"first: {first_path}: {first_reason})")
     return Dataset(images=images[read], labels=labels[read] if labels is not None else None,
-                   classes=classes, name=str(root), skipped=skipped)
+                   classes=classes, name=str(root), skipped=skipped, scaled_up=scaled_up)

@@ -1,7 +1,13 @@
 """Process-wide settings that must precede NumPy's import: the BLAS's threads.
 
-OpenBLAS reads its settings from the environment once, when NumPy loads it.  Two are set here:
+OpenBLAS reads its settings from the environment once, when NumPy loads it, and Numba its thread
+count when it is imported.  Three things are done here:
 
+- the thread counts the user set for the libraries moco-ref loads are checked
+  (:func:`clean_thread_counts`): one that is not a whole number from 1 is removed (the library then
+  picks its own count), one above MOST_THREADS_PER_CORE times the machine's cores is lowered to that,
+  each with one warning line, by ``import moco_ref`` (moco_ref/__init__.py), so that neither Numba's
+  traceback nor thousands of threads reach the user;
 - its idle threads sleep at once (:func:`quiet_idle_blas_threads`), set by ``import moco_ref``
   (moco_ref/__init__.py) and by the ``moco-ref`` command, where the user has not chosen a value;
 - under ``mpiexec``, each process's share of the cores (:func:`share_cores_between_processes`).
@@ -21,6 +27,36 @@ import os
 from moco_ref.parallel.environment import launcher_world_size, local_size
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_COUNT_VARIABLES = ("NUMBA_NUM_THREADS",) + THREAD_VARIABLES     # every library's thread count we load
+MOST_THREADS_PER_CORE = 4
+
+
+def clean_thread_counts(environ=None, cores: int | None = None) -> list[str]:
+    """Makes the thread counts of THREAD_COUNT_VARIABLES in ``environ`` usable; returns one warning line
+    for each it changed.
+
+    A value must be a whole number n >= 1 (OMP_NUM_THREADS may list one per nesting level, "4,2").  Any
+    other value ("abc", "0", "-3", "", "1.5") is removed, so the library uses its own default; a count
+    above MOST_THREADS_PER_CORE x cores (``os.cpu_count()`` by default) is lowered to that.  Must run
+    before NumPy and Numba are imported to take effect.
+    """
+    environ = os.environ if environ is None else environ
+    most = MOST_THREADS_PER_CORE * (cores or os.cpu_count() or 1)
+    lines = []
+    for name in THREAD_COUNT_VARIABLES:
+        value = environ.get(name)
+        if value is None:
+            continue
+        parts = value.split(",") if name == "OMP_NUM_THREADS" else [value]
+        if not all(part.strip().isdecimal() and int(part) >= 1 for part in parts):
+            del environ[name]
+            lines.append(f"warning: {name}={value!r} is not a thread count (a whole number from 1); "
+                         f"ignored, the library picks its own")
+        elif any(int(part) > most for part in parts):
+            environ[name] = ",".join(str(min(int(part), most)) for part in parts)
+            lines.append(f"warning: {name}={value} is more than {MOST_THREADS_PER_CORE} threads for each of "
+                         f"this machine's {most // MOST_THREADS_PER_CORE} cores; lowered to {environ[name]}")
+    return lines
 
 
 def share_cores_between_processes(environ=None, cores: int | None = None) -> int | None:

@@ -48,6 +48,7 @@ from moco_ref.moco import MoCo
 from moco_ref.momentum import momentum_at_step
 from moco_ref.optim import learning_rate
 from moco_ref.parallel.communicator import SingleProcess
+from moco_ref.run.batchnorm_values import check_batchnorm_values
 from moco_ref.run.config import TrainConfig
 from moco_ref.run.directory import RunDirectory
 from moco_ref.run.footprint import check_data_fits, check_step_fits
@@ -105,9 +106,10 @@ class Trainer:
         self.backend = get_backend(config.backend)
         step_needed = check_step_fits(config, self.backend, self.comm.size)   # before anything is allocated
         self.train_set = load_dataset(config.data, "train", config.image_size, config.seed)
-        for warning in self.train_set.skipped_warnings():
-            self.log(warning)
+        for note in self.train_set.load_notes():
+            self.log(note)
         check_batchable(self.train_set, config.batch_size, config.bn_splits, self.comm.size)
+        check_batchnorm_values(config, self.comm.size)
         self.augment = make_pipeline(config.aug, config.image_size)
         self.test_transform = make_pipeline("test", config.image_size)
         self.monitor = Monitor(config, self.train_set, self.augment, self.test_transform, self.backend, self.log,

@@ -27,6 +27,7 @@ from pathlib import Path
 from moco_ref.data import check_batchable, load_dataset
 from moco_ref.errors import UserError
 from moco_ref.evaluation.linear import linear_probe
+from moco_ref.run.batchnorm_values import check_batchnorm_values
 from moco_ref.run.config import OPTIONS, TrainConfig
 from moco_ref.run.directory import (
     FAILED,
@@ -283,6 +284,7 @@ def run_ablation(study_name: str, base: TrainConfig, out_dir, values=None, probe
                for value in values]
     for _, config, run_dir in planned:     # what would stop a later run is refused before anything trains
         check_batchable(train_set, config.batch_size, config.bn_splits)
+        check_batchnorm_values(config)
         if RunDirectory(run_dir).last_checkpoint.exists():
             _check_same_recipe(TrainConfig.from_dict(read_meta(run_dir).get("config", {})), config, run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
