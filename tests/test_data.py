@@ -391,7 +391,7 @@ def test_skipped_files_are_reported_and_hidden_files_ignored(tmp_path):
     folder = tmp_path / "pets"
     _save(Image.new("RGB", (40, 40), (9, 9, 9)), folder / "cat" / "good.png")
     _save(Image.new("RGB", (40, 40), (9, 9, 9)), folder / "dog" / "nested" / "good.png")
-    _save(Image.new("RGB", (10, 12), (9, 9, 9)), folder / "dog" / "tiny.png")
+    _save(Image.new("RGB", (2, 12), (9, 9, 9)), folder / "dog" / "tiny.png")
     (folder / "dog" / "notes.txt").write_text("not an image")
     _save(Image.new("RGB", (40, 40), (9, 9, 9)), folder / "cat" / "broken.jpg")
     whole = (folder / "cat" / "broken.jpg").read_bytes()
@@ -405,7 +405,7 @@ def test_skipped_files_are_reported_and_hidden_files_ignored(tmp_path):
     reasons = {os.path.relpath(path, folder): reason for path, reason in data.skipped}
     assert set(reasons) == {"loose.png", "cat/broken.jpg", "dog/tiny.png", "dog/notes.txt"}
     assert reasons["loose.png"] == "outside any class folder"
-    assert reasons["dog/tiny.png"] == "smaller than the crop (10x12 < 32)"
+    assert reasons["dog/tiny.png"] == "degenerate (2x12: a side under 3 pixels)"
     assert reasons["dog/notes.txt"] == "not an image Pillow can read"
     assert reasons["cat/broken.jpg"].startswith("corrupt, truncated or unreadable")
     assert data.name == str(folder)

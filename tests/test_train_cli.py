@@ -323,10 +323,11 @@ def test_a_corrupt_image_is_skipped_with_a_warning_and_training_runs(capsys, tmp
     assert "(24 images)" in err and out.startswith("done: 1 epoch(s), 3 steps")
 
 
-def test_images_smaller_than_the_crop(capsys, tmp_path, data):
-    code, out, err = run_cli(capsys, "train", "--data", data, *TINY, "--image-size", "32", "--knn-every", "0",
-                             "--out", tmp_path / "r")           # the images are 20 x 20
-    error_line(code, err, "smaller than the crop", "20x20 < 32")
+def test_images_smaller_than_the_image_size_are_scaled_up_and_counted(capsys, tmp_path, data):
+    code, out, err = run_cli(capsys, "train", "--data", data, *TINY, "--image-size", "32", "--epochs", "1",
+                             "--knn-every", "0", "--out", tmp_path / "r")     # the images are 20 x 20
+    assert code == 0, err
+    assert f"note: scaled up 24 image(s) of {data} smaller than 32x32" in err and "(24 images)" in err
 
 
 def test_fewer_images_than_one_batch(capsys, tmp_path, data):
