@@ -29,7 +29,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from backends import ops
+from backends import BackendUnavailable, ops
 from backends.cpu import blas_threads
 
 wanted = ops.numba_wanted        # MOCO_REF_NUMBA=0 switches this module off
@@ -39,10 +39,18 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 
 
 def set_threads(count: int | None = None) -> int:
-    """Runs the kernels on ``count`` threads (default: as many as the BLAS); returns the count set."""
+    """Runs the kernels on ``count`` threads (default: as many as the BLAS); returns the count set.
+    BackendUnavailable when Numba's threading layer cannot start (NUMBA_THREADING_LAYER names an unknown
+    layer, or one whose library is not installed)."""
     count = blas_threads() if count is None else count
     count = max(1, min(int(count), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(count)
+    try:
+        numba.set_num_threads(count)       # the first call starts the threading layer
+    except ValueError as error:
+        reason = " ".join(str(error).split("HINT:")[0].split())
+        raise BackendUnavailable(f"Numba's threading layer {numba.config.THREADING_LAYER!r} (NUMBA_THREADING_LAYER) "
+                                 f"cannot start: {reason} Unset NUMBA_THREADING_LAYER, or set it to workqueue, "
+                                 f"or run without Numba (MOCO_REF_NUMBA=0)") from None
     return count
 
 

@@ -131,6 +131,16 @@ def test_train_with_a_bad_thread_count_says_so_in_one_line_and_trains(tmp_path, 
     assert len(said) == 1 and said[0].startswith(f"moco-ref: warning: {variable}=") and phrase in said[0], err
 
 
+def test_a_threading_layer_numba_cannot_start_is_one_error_line(tmp_path, data):
+    code, _out, err = run_module(["train", "--data", data, *TINY, "--out", tmp_path / "run"],
+                                 NUMBA_THREADING_LAYER="bogus")
+    assert code == 2, err
+    assert_no_third_party_text(err)
+    lines = err.strip().splitlines()
+    assert len(lines) <= 3 and lines[-1].startswith("moco-ref: error: Numba's threading layer 'bogus'"), err
+    assert "MOCO_REF_NUMBA=0" in lines[-1] and not (tmp_path / "run" / "checkpoint_last.npz").exists()
+
+
 # ------------------------------------------------------------------ item 5: Pillow's decompression bombs
 def test_images_beyond_pillows_pixel_limit_are_skipped_with_the_loaders_line(tmp_path):
     """A 10000×10000 image passes Pillow's limit (warning), a 20000×10000 one twice it (error): both skipped,
