@@ -471,7 +471,7 @@ def test_empty_folder(tmp_path):
 
 def test_folder_where_nothing_can_be_read(tmp_path):
     (tmp_path / "a.txt").write_text("hello")
-    _save(Image.new("RGB", (8, 8)), tmp_path / "small.png")
+    _save(Image.new("RGB", (2, 8)), tmp_path / "sliver.png")
     raises_data_error(lambda: load_dataset(str(tmp_path)), "none of the files",
                       "(2 skipped", str(tmp_path))
 
