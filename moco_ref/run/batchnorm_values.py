@@ -1,8 +1,8 @@
 """Whether every BatchNorm of a run sees enough values to have statistics, checked before the first step.
 
-Notation: N the global batch, W processes, S BatchNorm groups on each (--bn-splits), H×W' a layer's output.
+Notation: N the global batch, W processes, S BatchNorm groups on each (--bn-splits), Ho×Wo a layer's output.
 
-In training a BatchNorm normalises each channel over the M = (N / W / S)·H·W' values of one group
+In training a BatchNorm normalises each channel over the M = (N / W / S)·Ho·Wo values of one group
 (moco_ref/layers/batchnorm.py).  With M = 1 the one value is its own mean: x̂ = (x − μ)/√(σ² + ε) = 0,
 so y = β whatever the input, and the encoder's output no longer depends on its image; the unbiased
 variance σ²·M/(M − 1) of the running statistics divides by zero.  PyTorch refuses the same configuration
