@@ -25,7 +25,6 @@ many times slower.)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
 
 import numpy as np
 
@@ -38,6 +37,7 @@ from moco_ref.augment.transforms import (
     RandomHorizontalFlip,
     RandomResizedCrop,
     Resize,
+    Transform,
 )
 
 PIPELINES = ("v1", "v2", "cifar", "test")
@@ -50,13 +50,13 @@ class Pipeline:
     Attributes:
         name: the recipe, one of ``PIPELINES``.
         image_size: side S of the output views.
-        transforms: callables ``(images NCHW float, rng) -> images``, applied in order.
+        transforms: the transforms (each a draw and an apply), applied in order.
         mean, std: per-channel normalisation constants.
     """
 
     name: str
     image_size: int
-    transforms: tuple[Callable[..., Any], ...]
+    transforms: tuple[Transform, ...]
     mean: tuple[float, float, float] = CIFAR_MEAN
     std: tuple[float, float, float] = CIFAR_STD
 
@@ -123,6 +123,7 @@ def make_pipeline(
     std: tuple[float, float, float] = CIFAR_STD,
 ) -> Pipeline:
     """Builds the recipe ``name`` (one of ``PIPELINES``) for views of image_size×image_size."""
+    transforms: tuple[Transform, ...]
     if name == "v1":
         transforms = (
             RandomResizedCrop(image_size, scale=(0.2, 1.0)),
@@ -149,4 +150,4 @@ def make_pipeline(
         transforms = (Resize(image_size),)
     else:
         raise ValueError(f"unknown augmentation pipeline {name!r}; choose one of {', '.join(PIPELINES)}")
-    return Pipeline(name=name, image_size=image_size, transforms=transforms, mean=tuple(mean), std=tuple(std))
+    return Pipeline(name=name, image_size=image_size, transforms=transforms, mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]))

@@ -92,7 +92,7 @@ def compare(name: str, analytic, numeric, tolerance: float = LAYER_TOLERANCE) ->
                        tolerance)
 
 
-def check_function(name: str, forward: Callable[..., np.ndarray], backward: Callable[..., tuple],
+def check_function(name: str, forward: Callable[..., np.ndarray], backward: Callable[..., dict],
                    inputs: dict, rng: np.random.Generator, tolerance: float = LAYER_TOLERANCE) -> list[CheckResult]:
     """Checks ``backward`` against central differences of ``forward``.
 
