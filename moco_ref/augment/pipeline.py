@@ -60,7 +60,7 @@ class Pipeline:
     mean: tuple[float, float, float] = CIFAR_MEAN
     std: tuple[float, float, float] = CIFAR_STD
 
-    def __call__(self, images: np.ndarray, rng: np.random.Generator, backend: "str | Backend" = "numpy"):
+    def __call__(self, images: np.ndarray, rng: np.random.Generator, backend: str | Backend = "numpy"):
         """Augments a batch once: draws its parameters, then applies them.
 
         Args:
@@ -75,7 +75,7 @@ class Pipeline:
         n, height, width, _ = images.shape
         return self.apply(images, self.draw(rng, n, height, width), backend)
 
-    def draw(self, rng: np.random.Generator, n: int, height: int, width: int) -> "Draws":
+    def draw(self, rng: np.random.Generator, n: int, height: int, width: int) -> Draws:
         """Every random parameter of the pipeline for n images of height×width, drawn in the order the
         transforms run (so draw then apply is exactly one call)."""
         if not isinstance(rng, np.random.Generator):
@@ -86,7 +86,7 @@ class Pipeline:
             height, width = transform.output_size(height, width)
         return Draws(tuple(params))
 
-    def apply(self, images: np.ndarray, draws: "Draws", backend: "str | Backend" = "numpy"):
+    def apply(self, images: np.ndarray, draws: Draws, backend: str | Backend = "numpy"):
         """The views of ``images`` (n, H, W, 3) uint8 with the parameters ``draws`` of those same n images."""
         _check_images(images)
         backend = get_backend(backend)
@@ -105,7 +105,7 @@ class Draws:
 
     params: tuple
 
-    def __getitem__(self, rows) -> "Draws":
+    def __getitem__(self, rows) -> Draws:
         return Draws(tuple(p[rows] for p in self.params))
 
 

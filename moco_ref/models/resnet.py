@@ -195,7 +195,7 @@ class ResNetEncoder:
 
         return ({k: move(v) for k, v in params.items()}, {k: move(v) for k, v in buffers.items()})
 
-    def copy(self) -> "ResNetEncoder":
+    def copy(self) -> ResNetEncoder:
         """An independent encoder with equal parameters and buffers: no array is shared."""
         twin = ResNetEncoder(self.arch, self.dim, self.width, self.mlp, self.bn_splits, self.backend,
                              self.seed, self.dtype)

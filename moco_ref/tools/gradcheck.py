@@ -15,8 +15,8 @@ a relative error over the whole array, together with the worst element.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
