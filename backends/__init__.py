@@ -22,9 +22,10 @@ equal version (``numpy_fast.py``, ``cupy_fast.py``) by the data's array module.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import numpy
 
@@ -69,8 +70,8 @@ class Backend:
     to_host: Callable[[Any], numpy.ndarray]
     synchronize: Callable[[], None]
     accelerated: bool = False
-    free_memory: Callable[[], "int | None"] = lambda: None
-    pool_bytes: Callable[[], "int | None"] = lambda: None
+    free_memory: Callable[[], int | None] = lambda: None
+    pool_bytes: Callable[[], int | None] = lambda: None
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
@@ -123,7 +124,7 @@ def _cupy_backend() -> Backend:
 _CACHE: dict[str, Backend] = {}
 
 
-def get_backend(name: "str | Backend") -> Backend:
+def get_backend(name: str | Backend) -> Backend:
     """Returns the backend called ``name`` (``"numpy"`` or ``"cupy"``).
 
     Raises:

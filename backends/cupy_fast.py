@@ -29,7 +29,7 @@ def channel_sums(a, b=None):
     return _sums_by_matvec(a if b is None else a * b)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _im2col_kernel(H: int, W: int, C: int, Ho: int, Wo: int, kw: int, K: int, stride: int, padding: int):
     """One kernel per convolution shape: with the sizes written into the source as constants the
     compiler can turn every division below into a multiply and shift.  Output element i is col[r, q]

@@ -42,8 +42,8 @@ from moco_ref.loss import (
     normalize_backward,
     normalize_forward,
 )
-from moco_ref.models import build_encoder
 from moco_ref.moco import MoCo
+from moco_ref.models import build_encoder
 from moco_ref.momentum import momentum_update_
 from moco_ref.optim import SGD
 from moco_ref.queue import KeyQueue

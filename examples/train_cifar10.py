@@ -25,9 +25,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from moco_ref.run.config import PRESETS, TrainConfig
 from moco_ref.data.cifar import CIFAR10, find_cifar
 from moco_ref.errors import UserError
+from moco_ref.run.config import PRESETS, TrainConfig
 from moco_ref.run.trainer import Trainer
 
 RECIPE = PRESETS["cifar-demo"]

@@ -88,7 +88,8 @@ class MoCo:
         m = self.m if m is None else m
         momentum_update_(self.encoder_k.params, self.encoder_q.params, m)        # θ_k ← m·θ_k + (1 − m)·θ_q
         directions = ((x_q, x_k), (x_k, x_q)) if self.symmetric else ((x_q, x_k),)
-        loss, acc, grads, keys = 0.0, 0.0, None, []
+        grads: dict = {}                                                         # Σ over directions
+        loss, acc, keys = 0.0, 0.0, []
         for x_1, x_2 in directions:
             out, cache, self.encoder_q.buffers = self.encoder_q.forward(x_1, training=True)
             q, norm_cache = normalize_forward(out)                               # queries, (n, D)
@@ -96,7 +97,7 @@ class MoCo:
             l, logits, nce_cache = info_nce_forward(q, k, self.queue.keys, self.T)
             dq, _ = info_nce_backward(nce_cache)                                 # the keys get no gradient
             g = self.encoder_q.backward(normalize_backward(dq, norm_cache), cache)
-            grads = g if grads is None else {name: grads[name] + g[name] for name in grads}
+            grads = {name: grads[name] + g[name] for name in grads} if grads else g
             loss, acc = loss + l, acc + instance_accuracy(logits) * (1.0 / len(directions))
             keys.append(k_all)
         self._average_over_processes_(grads)

@@ -85,7 +85,7 @@ def test_the_table_holds_what_each_run_directory_measured(momentum_ablation):
 def test_the_paper_and_the_shape_line_are_printed_beside_the_table(momentum_ablation):
     folder, out, err = momentum_ablation
     assert "| m = 0.999 |" in out and out.rstrip().endswith("ablation.png")
-    for m, top1 in PAPER_MOMENTUM.items():
+    for top1 in PAPER_MOMENTUM.values():
         assert ("fails" if top1 is None else f"{top1:.1f}") in out
     assert "m = 0.9999: 58.9" in out                               # the paper's value not run here
     report = json.loads((folder / "ablation.json").read_text())

@@ -55,8 +55,10 @@ def test_batchnorm_training_matches_torch(splits):
 
     bn = SplitBatchNorm(5, splits).double()
     with torch.no_grad():
-        bn.weight.copy_(torch.from_numpy(gamma)); bn.bias.copy_(torch.from_numpy(beta))
-        bn.running_mean.copy_(torch.from_numpy(mean0)); bn.running_var.copy_(torch.from_numpy(var0))
+        bn.weight.copy_(torch.from_numpy(gamma))
+        bn.bias.copy_(torch.from_numpy(beta))
+        bn.running_mean.copy_(torch.from_numpy(mean0))
+        bn.running_var.copy_(torch.from_numpy(var0))
     xt = nchw(x).requires_grad_()
     yt = bn.train()(xt)
     yt.backward(nchw(g))
@@ -81,8 +83,10 @@ def test_batchnorm_with_residual_and_relu_matches_torch(training, splits):
 
     bn = SplitBatchNorm(5, splits).double()
     with torch.no_grad():
-        bn.weight.copy_(torch.from_numpy(gamma)); bn.bias.copy_(torch.from_numpy(beta))
-        bn.running_mean.copy_(torch.from_numpy(mean0)); bn.running_var.copy_(torch.from_numpy(var0))
+        bn.weight.copy_(torch.from_numpy(gamma))
+        bn.bias.copy_(torch.from_numpy(beta))
+        bn.running_mean.copy_(torch.from_numpy(mean0))
+        bn.running_var.copy_(torch.from_numpy(var0))
     xt, rt = nchw(x).requires_grad_(), nchw(residual).requires_grad_()
     yt = F.relu(bn.train(training)(xt) + rt)
     yt.backward(nchw(g))

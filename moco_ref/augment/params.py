@@ -40,7 +40,7 @@ class CropBoxes:
     height: np.ndarray
     width: np.ndarray
 
-    def __getitem__(self, rows) -> "CropBoxes":
+    def __getitem__(self, rows) -> CropBoxes:
         """The boxes of some samples (an index or slice of the batch)."""
         return CropBoxes(self.top[rows], self.left[rows], self.height[rows], self.width[rows])
 
@@ -62,7 +62,7 @@ class ColorJitterParams:
     applied: np.ndarray
     enabled: np.ndarray
 
-    def __getitem__(self, rows) -> "ColorJitterParams":
+    def __getitem__(self, rows) -> ColorJitterParams:
         """The parameters of some samples (an index or slice of the batch)."""
         return ColorJitterParams(self.factors[rows], self.order[rows], self.applied[rows], self.enabled)
 
@@ -76,7 +76,7 @@ class BlurParams:
     applied: np.ndarray
     radius: int
 
-    def __getitem__(self, rows) -> "BlurParams":
+    def __getitem__(self, rows) -> BlurParams:
         return BlurParams(self.sigma[rows], self.applied[rows], self.radius)
 
 

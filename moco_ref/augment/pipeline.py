@@ -25,7 +25,6 @@ many times slower.)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
 
 import numpy as np
 
@@ -38,6 +37,7 @@ from moco_ref.augment.transforms import (
     RandomHorizontalFlip,
     RandomResizedCrop,
     Resize,
+    Transform,
 )
 
 PIPELINES = ("v1", "v2", "cifar", "test")
@@ -50,17 +50,17 @@ class Pipeline:
     Attributes:
         name: the recipe, one of ``PIPELINES``.
         image_size: side S of the output views.
-        transforms: callables ``(images NCHW float, rng) -> images``, applied in order.
+        transforms: the transforms (each a draw and an apply), applied in order.
         mean, std: per-channel normalisation constants.
     """
 
     name: str
     image_size: int
-    transforms: tuple[Callable[..., Any], ...]
+    transforms: tuple[Transform, ...]
     mean: tuple[float, float, float] = CIFAR_MEAN
     std: tuple[float, float, float] = CIFAR_STD
 
-    def __call__(self, images: np.ndarray, rng: np.random.Generator, backend: "str | Backend" = "numpy"):
+    def __call__(self, images: np.ndarray, rng: np.random.Generator, backend: str | Backend = "numpy"):
         """Augments a batch once: draws its parameters, then applies them.
 
         Args:
@@ -75,7 +75,7 @@ class Pipeline:
         n, height, width, _ = images.shape
         return self.apply(images, self.draw(rng, n, height, width), backend)
 
-    def draw(self, rng: np.random.Generator, n: int, height: int, width: int) -> "Draws":
+    def draw(self, rng: np.random.Generator, n: int, height: int, width: int) -> Draws:
         """Every random parameter of the pipeline for n images of height×width, drawn in the order the
         transforms run (so draw then apply is exactly one call)."""
         if not isinstance(rng, np.random.Generator):
@@ -86,7 +86,7 @@ class Pipeline:
             height, width = transform.output_size(height, width)
         return Draws(tuple(params))
 
-    def apply(self, images: np.ndarray, draws: "Draws", backend: "str | Backend" = "numpy"):
+    def apply(self, images: np.ndarray, draws: Draws, backend: str | Backend = "numpy"):
         """The views of ``images`` (n, H, W, 3) uint8 with the parameters ``draws`` of those same n images."""
         _check_images(images)
         backend = get_backend(backend)
@@ -105,7 +105,7 @@ class Draws:
 
     params: tuple
 
-    def __getitem__(self, rows) -> "Draws":
+    def __getitem__(self, rows) -> Draws:
         return Draws(tuple(p[rows] for p in self.params))
 
 
@@ -123,6 +123,7 @@ def make_pipeline(
     std: tuple[float, float, float] = CIFAR_STD,
 ) -> Pipeline:
     """Builds the recipe ``name`` (one of ``PIPELINES``) for views of image_size×image_size."""
+    transforms: tuple[Transform, ...]
     if name == "v1":
         transforms = (
             RandomResizedCrop(image_size, scale=(0.2, 1.0)),
@@ -149,4 +150,4 @@ def make_pipeline(
         transforms = (Resize(image_size),)
     else:
         raise ValueError(f"unknown augmentation pipeline {name!r}; choose one of {', '.join(PIPELINES)}")
-    return Pipeline(name=name, image_size=image_size, transforms=transforms, mean=tuple(mean), std=tuple(std))
+    return Pipeline(name=name, image_size=image_size, transforms=transforms, mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]))

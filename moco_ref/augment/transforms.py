@@ -36,6 +36,14 @@ class Transform:
         n, _, height, width = images.shape
         return self.apply(images, self.draw(rng, n, height, width))
 
+    def draw(self, rng: np.random.Generator, n: int, height: int, width: int):
+        """The random parameters of n images of height×width (each transform's own)."""
+        raise NotImplementedError
+
+    def apply(self, images, params):
+        """The transformed images, with the parameters :meth:`draw` gave for them."""
+        raise NotImplementedError
+
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """The (height, width) of what :meth:`apply` returns for inputs of (height, width)."""
         return height, width

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from backends import get_backend
 from moco_ref.bench import augment, data_parallel, memory, parts, scaling, step
@@ -54,7 +55,7 @@ def run(suite: str, backend: str = "numpy", quick: bool = False, out: str | None
     header = machine_header(backend, command or python_command())
     for line in header_lines(header):
         echo(line)
-    results = {"header": header, "quick": quick, "tiny": tiny}
+    results: dict[str, Any] = {"header": header, "quick": quick, "tiny": tiny}
     for name in SUITES if suite == "all" else (suite,):
         if name == "dp":
             results["dp"] = data_parallel.run_dp(backend, echo, **data_parallel.plan(quick, tiny))

@@ -227,7 +227,7 @@ def interleaved(runners: dict, reps: int, warmup: int) -> dict:
     for _ in range(warmup):
         for fn, sync in runners.values():
             clock(fn, sync)
-    times = {name: [] for name in runners}
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(reps):
         for name, (fn, sync) in runners.items():
             times[name].append(clock(fn, sync))

@@ -71,9 +71,9 @@ def require_mpi(backend_name: str) -> str:
         raise BackendUnavailable("the dp suite measures the NumPy step on this machine's cores; "
                                  "run it with --backend numpy")
     mpiexec = find_mpiexec()
-    missing = [name for name, ok in (("mpi4py", importlib.util.find_spec("mpi4py") is not None),
-                                     ("mpiexec", mpiexec is not None)) if not ok]
-    if missing:
+    has_mpi4py = importlib.util.find_spec("mpi4py") is not None
+    if mpiexec is None or not has_mpi4py:
+        missing = [name for name, ok in (("mpi4py", has_mpi4py), ("mpiexec", mpiexec is not None)) if not ok]
         raise BackendUnavailable(f"the dp suite runs the step under mpiexec, but {' and '.join(missing)} "
                                  f"{'is' if len(missing) == 1 else 'are'} missing; {MPI_HINT}")
     return mpiexec

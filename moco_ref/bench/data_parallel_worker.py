@@ -48,8 +48,11 @@ class CommTimers:
             comm.comm = _TimedMPI(self._mpi, self)
 
     def start_step(self) -> None:
-        self.seconds, self.wire = defaultdict(float), defaultdict(float)
-        self.calls, self.bytes_sent, self.bytes_received = defaultdict(int), defaultdict(int), defaultdict(int)
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+        self.wire: defaultdict[str, float] = defaultdict(float)
+        self.calls: defaultdict[str, int] = defaultdict(int)
+        self.bytes_sent: defaultdict[str, int] = defaultdict(int)
+        self.bytes_received: defaultdict[str, int] = defaultdict(int)
 
     def remove(self) -> None:
         for name in ("allreduce_sum_", "allgather", "bcast_host"):

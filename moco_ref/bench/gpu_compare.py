@@ -15,11 +15,12 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 # The CIFAR demo's network, batch and queue; plain BatchNorm (bn_splits 1) on both sides, as in every recorded
 # figure: the demo's 8 BN splits cost the same arithmetic, and the two split differently (PyTorch's twin as a
 # view to S·C channels), which would only skew the ratio.
-CONFIG = dict(arch="resnet18", width=64, batch=512, K=4096, dim=128, image=32, bn_splits=1)
+CONFIG: dict[str, Any] = dict(arch="resnet18", width=64, batch=512, K=4096, dim=128, image=32, bn_splits=1)
 
 
 def _measure(tf32: bool, steps: int, warmup: int, config: dict) -> dict:

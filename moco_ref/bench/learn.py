@@ -38,6 +38,7 @@ import copy
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -142,7 +143,7 @@ class PairedTraining:
         c = self.config
         lr = learning_rate(c.lr, self.epoch, c.epochs, c.cos, tuple(c.schedule))
         order = self.data_rng.permutation(len(self.train_set))
-        losses = {name: [] for name in IMPLEMENTATIONS}
+        losses: dict[str, list[float]] = {name: [] for name in IMPLEMENTATIONS}
         for step_in_epoch in range(self.steps_per_epoch):
             if c.max_steps and self.global_step >= c.max_steps:
                 break
@@ -152,8 +153,8 @@ class PairedTraining:
             m = momentum_at_step(c.m, self.global_step, self.total_steps, c.m_cos)
             perms = self.shuffle_permutations(len(index))
             ours = self.model.step(x_q, x_k, m=m, lr=lr)
-            theirs = self.twin.step(*(self.torch.from_numpy(to_numpy(x)).to(self.dtype) for x in (x_q, x_k)),
-                                    perms, m=m, lr=lr)
+            t_q, t_k = (self.torch.from_numpy(to_numpy(x)).to(self.dtype) for x in (x_q, x_k))
+            theirs = self.twin.step(t_q, t_k, perms, m=m, lr=lr)
             losses["ours"].append(float(ours["loss"]))
             losses["pytorch"].append(float(theirs))
             self.global_step += 1
@@ -205,7 +206,7 @@ def run_seed(config: TrainConfig, probe_epochs: int = PROBE_EPOCHS, log=None) ->
     pair = PairedTraining(config, train)
     test_transform = make_pipeline("test", config.image_size)
     due = knn_epochs(config)
-    record = {"seed": config.seed, "steps": 0, "steps_per_epoch": pair.steps_per_epoch,
+    record: dict[str, Any] = {"seed": config.seed, "steps": 0, "steps_per_epoch": pair.steps_per_epoch,
               **{name: {"knn_curve": [], "loss": []} for name in IMPLEMENTATIONS}}
 
     def measure_knn() -> dict:
@@ -274,7 +275,7 @@ def run_learn(values: dict, seeds: int = 3, first_seed: int = 0, probe_epochs: i
 
     reuse_freed_memory()                              # as `moco-ref train` does
     set_torch_threads_like_blas()                     # as the speed suites: PyTorch gets NumPy's BLAS threads
-    report = {"header": machine_header(configs[0].backend, command or python_command()), "config": configs[0].to_dict(),
+    report: dict[str, Any] = {"header": machine_header(configs[0].backend, command or python_command()), "config": configs[0].to_dict(),
               "seeds": [], "probe_epochs": probe_epochs, "runs": [], "summary": None}
     runs = dict(finished)                       # every seed the report at ``out`` held stays in it
     for config in configs:

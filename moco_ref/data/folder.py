@@ -90,7 +90,7 @@ def list_files(folder: Path):
         return top_files, None, [], []
 
     files, labels = [], []
-    for label, (directory, class_files) in enumerate(class_folders):
+    for label, (_, class_files) in enumerate(class_folders):
         files += class_files
         labels += [label] * len(class_files)
     classes = [d.name for d, _ in class_folders]

@@ -181,7 +181,7 @@ def linear_probe(encoder, train, val, backend, epochs: int = 100, lr: float = 30
         loss_sum, correct = 0.0, 0
         for start in range(0, N, batch_size):
             index = order[start:start + batch_size]
-            if augment:
+            if train_features is None:                                                          # augment
                 features = encoder.features(train_pipeline(train.images[index], rng, backend))   # (B, D)
             else:
                 features = train_features[backend.to_device(index)]                             # (B, D)

@@ -195,7 +195,7 @@ class ResNetEncoder:
 
         return ({k: move(v) for k, v in params.items()}, {k: move(v) for k, v in buffers.items()})
 
-    def copy(self) -> "ResNetEncoder":
+    def copy(self) -> ResNetEncoder:
         """An independent encoder with equal parameters and buffers: no array is shared."""
         twin = ResNetEncoder(self.arch, self.dim, self.width, self.mlp, self.bn_splits, self.backend,
                              self.seed, self.dtype)
@@ -219,7 +219,7 @@ class ResNetEncoder:
         xp = get_array_module(x)
         h = xp.ascontiguousarray(x.transpose(0, 2, 3, 1))              # (N, H, W, 3)
         buffers = dict(self.buffers) if training else self.buffers
-        cache = {} if (training if keep_cache is None else keep_cache) else None
+        cache: dict | None = {} if (training if keep_cache is None else keep_cache) else None
         h = self._conv_bn(self.layout.stem, h, training, buffers, cache)
         for block in self.layout.blocks:
             h = self._block(block, h, training, buffers, cache)
@@ -280,7 +280,7 @@ class ResNetEncoder:
         """
         if cache is None:
             raise ValueError("backward() needs the cache of a forward(x, training=True) that kept it")
-        grads = {}
+        grads: dict = {}
         dh = dout
         for layer in reversed(self.layout.head):
             dh = self._linear_backward(layer, dh, cache, grads)

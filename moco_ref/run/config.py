@@ -109,7 +109,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         """The configuration in ``values`` (a run's saved configuration, a checkpoint's meta): legacy names mapped,
         unknown keys dropped."""
         values = current_names(values)

@@ -162,7 +162,7 @@ class RunLock:
         self.run_dir, self.fd = run_dir, fd
 
     @classmethod
-    def acquire(cls, run_dir) -> "RunLock":
+    def acquire(cls, run_dir) -> RunLock:
         """Creates ``run_dir`` if needed, locks ``run_dir/.lock`` and writes this process's pid, host and time.
 
         Raises:
@@ -425,7 +425,7 @@ class RunDirectory:
 
 
 @contextmanager
-def _held(lock: "RunLock"):
+def _held(lock: RunLock):
     try:
         yield lock
     finally:

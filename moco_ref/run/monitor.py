@@ -69,7 +69,7 @@ class Monitor:
                                            config.seed, keys_per_step, config.K, probe_labels)
             if probe_labels is not None and train_set.labels is not None:
                 self.queue_labels = QueueLabels(config.K)
-        self.knn_top1_untrained = None
+        self.knn_top1_untrained: float | None = None
 
     def due(self, epoch: int) -> bool:
         """Whether the measurements are due once ``epoch`` epochs are done."""

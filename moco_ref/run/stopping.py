@@ -52,7 +52,7 @@ class StopSignals:
         self.received: int | None = None
         self._previous: dict = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for signum in SIGNALS:
                 previous = signal.getsignal(signum)

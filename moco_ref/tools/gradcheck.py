@@ -15,8 +15,8 @@ a relative error over the whole array, together with the worst element.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -92,7 +92,7 @@ def compare(name: str, analytic, numeric, tolerance: float = LAYER_TOLERANCE) ->
                        tolerance)
 
 
-def check_function(name: str, forward: Callable[..., np.ndarray], backward: Callable[..., tuple],
+def check_function(name: str, forward: Callable[..., np.ndarray], backward: Callable[..., dict],
                    inputs: dict, rng: np.random.Generator, tolerance: float = LAYER_TOLERANCE) -> list[CheckResult]:
     """Checks ``backward`` against central differences of ``forward``.
 
