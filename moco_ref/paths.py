@@ -10,6 +10,9 @@ here first, before anything is read or written:
                                 the OS must be able to look it up
     check_output(path, flag)    a path to create (a folder or a file): it, or the nearest folder above it
                                 that exists, must be reachable, and every name still to be made must fit
+    check_output_file(path, flag, replace)
+                                a file to write: as check_output, and a file already there is the user's,
+                                replaced only when ``replace`` (--force) says so
 
 and :func:`refused` turns an ``OSError`` raised later, in a block that works on such a path, into the same
 line.  The line is "FLAG PATH: REASON", REASON being the OS's own (``strerror``), in the plain words of
@@ -84,6 +87,17 @@ def check_output(path, flag: str = "") -> Path:
             if not existing.is_dir():
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
             _check_lengths(existing, missing)
+    return path
+
+
+def check_output_file(path, flag: str = "--out", replace: bool = False) -> Path:
+    """``path``, a file to be written, once :func:`check_output` lets it and it is not a folder; a file already
+    there is refused unless ``replace`` (the command's --force): a file the user named is the user's."""
+    path = check_output(path, flag)
+    if path.is_dir():
+        raise PathRefused(f"{flag} {path} is a folder; give a file name")
+    if not replace and os.path.lexists(path):
+        raise PathRefused(f"{flag} {path} exists; give --force to replace it, or another {flag}")
     return path
 
 

@@ -249,13 +249,18 @@ def remove_temporary_files(run_dir) -> list[Path]:
 
 
 # ------------------------------------------------------------------------- what --out may be
+def is_run_folder(path) -> bool:
+    """Whether a run has written ``path``: it holds .lock, the first file every run makes."""
+    return (Path(path) / LOCK_NAME).exists()
+
+
 def check_run_folder(run_dir, flag: str = "--out", resumed: Path | None = None) -> Path:
     """``run_dir`` once a run may write there: a folder to be made, an empty one, or one a run has written
     (it holds .lock, the first file every run makes).  A folder with other files in it is the user's: it is
     refused in one line naming one of them, and nothing in it is touched (the checkpoint ``resumed`` from, if
     it lies there, is not counted).  PathRefused where the OS refuses the path (moco_ref/paths.py)."""
     run_dir = check_output(run_dir, flag)
-    if not run_dir.is_dir() or (run_dir / LOCK_NAME).exists():
+    if not run_dir.is_dir() or is_run_folder(run_dir):
         return run_dir
     with refused(run_dir, flag):
         entries = sorted(name for name in os.listdir(run_dir)
