@@ -10,6 +10,8 @@ here first, before anything is read or written:
                                 the OS must be able to look it up
     check_output(path, flag)    a path to create (a folder or a file): it, or the nearest folder above it
                                 that exists, must be reachable, and every name still to be made must fit
+    check_output_folder(path, flag)
+                                a folder to write into: as check_output, and what is there is a folder
     check_output_file(path, flag, replace)
                                 a file to write: as check_output, and a file already there is the user's,
                                 replaced only when ``replace`` (--force) says so
@@ -90,6 +92,15 @@ def check_output(path, flag: str = "") -> Path:
     return path
 
 
+def check_output_folder(path, flag: str = "--out") -> Path:
+    """``path``, a folder to be made or written into, once :func:`check_output` lets it and anything already
+    there is a folder."""
+    path = check_output(path, flag)
+    if os.path.lexists(path) and not path.is_dir():
+        raise refusal(path, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)), flag)
+    return path
+
+
 def check_output_file(path, flag: str = "--out", replace: bool = False) -> Path:
     """``path``, a file to be written, once :func:`check_output` lets it and it is not a folder; a file already
     there is refused unless ``replace`` (the command's --force): a file the user named is the user's."""
@@ -111,7 +122,7 @@ def _nearest_existing(path: Path) -> tuple[Path, list[str]]:
             os.stat(current)
             return current, missing[::-1]
         except FileNotFoundError:
-            if current.parent == current:
+            if current.parent == current or os.path.islink(current):    # a link to nothing cannot be made
                 raise
             missing.append(current.name)
             current = current.parent
@@ -143,7 +154,11 @@ def _detail(path: Path, error: OSError) -> str:
         if size > NAME_MAX:
             return f"a name of {size} bytes, more than the file system's {NAME_MAX}"
         return f"a path of {len(os.fsencode(str(path)))} bytes, more than the system's {PATH_MAX}"
+    if error.errno == errno.ENOENT and os.path.islink(error.filename or ""):
+        return f"{error.filename} is a symbolic link to {os.readlink(error.filename)}, which does not exist"
     if error.errno == errno.ENOTDIR:
+        if os.path.lexists(path) and not path.is_dir():
+            return f"{path} is a file, not a folder"
         for above in reversed(path.parents):
             try:
                 if not os.path.isdir(above) and os.path.lexists(above):

@@ -16,6 +16,8 @@ import errno
 import hashlib
 import io
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -55,13 +57,17 @@ def places(tmp_path, data, run):
     (tmp_path / "a_file").write_text("the user's file\n")
     os.symlink(tmp_path / "loop_b", tmp_path / "loop_a")
     os.symlink(tmp_path / "loop_a", tmp_path / "loop_b")
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    os.mkfifo(tmp_path / "fifo")
     user = tmp_path / "user"
     user.mkdir()
     (user / "config.json").write_text('{"the user\'s": "settings"}\n')
     (user / "metrics.jsonl").write_text('{"the user\'s": "log"}\n')
+    shutil.copy(run / "checkpoint_last.npz", user / "downloaded.npz")
     for name in ("mine.npz", "mine.png", "mine.json"):
         (tmp_path / name).write_bytes(b"the user's " + name.encode())
     return {"tmp": tmp_path, "data": data, "run": run, "file": tmp_path / "a_file", "loop": tmp_path / "loop_a",
+            "dangling": tmp_path / "dangling", "fifo": tmp_path / "fifo",
             "user": user, "long": tmp_path / LONG_NAME, "deep": tmp_path / DEEP}
 
 
@@ -90,11 +96,18 @@ FAULTS = {
                                   "Not a directory"),
     "train --out: a loop of links": (["train", *TINY, "--data", "{data}", "--out", "{loop}/run"], "{loop}/run",
                                      "Too many levels of symbolic links"),
+    "train --out: a link to nothing": (["train", *TINY, "--data", "{data}", "--out", "{dangling}"], "{dangling}",
+                                       "does not exist"),
+    "train --out: a FIFO": (["train", *TINY, "--data", "{data}", "--out", "{fifo}"], "{fifo}", "Not a directory"),
+    "train --out: below /dev/null": (["train", *TINY, "--data", "{data}", "--out", "/dev/null/run"], "/dev/null/run",
+                                     "Not a directory"),
     "train --out: the user's folder": (["train", *TINY, "--data", "{data}", "--out", "{user}"], "{user}",
                                        "config.json"),
     "train --out: a run": (["train", *TINY, "--data", "{data}", "--out", "{run}"], "{run}", "--resume"),
     "train --resume into the user's folder": (["train", "--resume", "{run}", "--out", "{user}"], "{user}",
                                               "not a moco-ref run"),
+    "train --resume: a checkpoint in the user's folder": (["train", "--resume", "{user}/downloaded.npz"], "{user}",
+                                                          "config.json"),
     "train --resume: a name of 300 bytes": (["train", "--resume", "{long}"], "{long}", "File name too long"),
     "train --resume: below a file": (["train", "--resume", "{file}/run"], "{file}/run", "Not a directory"),
     "train --data: a name of 300 bytes": (["train", *TINY, "--data", "{long}", "--out", "{tmp}/new"], "{long}",
@@ -125,6 +138,8 @@ FAULTS = {
                                 "{long}"], "{long}", "File name too long"),
     "ablate --out: below a file": (["ablate", "momentum", *TINY, "--data", "{data}", "--values", "0", "--out",
                                     "{file}/a"], "{file}/a", "Not a directory"),
+    "ablate --out: a FIFO": (["ablate", "momentum", *TINY, "--data", "{data}", "--values", "0", "--out", "{fifo}"],
+                             "{fifo}", "Not a directory"),
     "ablate --out: the user's folder": (["ablate", "momentum", *TINY, "--data", "{data}", "--values", "0",
                                          "--out", "{user}"], "{user}", "config.json"),
     "bench step --out: below a file": (["bench", "step", "--quick", "--out", "{file}/b.json"], "{file}/b.json",
@@ -167,6 +182,33 @@ def test_no_permission_is_one_line_naming_the_path(words, places, capsys, monkey
     monkeypatch.undo()
     error_line(code, err, str(locked), "permission denied")
     assert tree(places["tmp"], places["run"]) == before
+
+
+@pytest.mark.parametrize("words", [["train", *TINY, "--data", "{data}", "--out", "{read_only}/run"],
+                                   ["export", "--checkpoint", "{run}", "--out", "{read_only}/e.npz"],
+                                   ["show", "views", "--out", "{read_only}/v.png"],
+                                   ["ablate", "momentum", *TINY, "--data", "{data}", "--values", "0", "--out",
+                                    "{read_only}/a"]],
+                         ids=["train --out", "export --out", "show views --out", "ablate --out"])
+def test_a_read_only_file_system_is_one_line_naming_the_path(words, places, capsys):
+    """A real read-only bind mount (skipped where this machine does not allow mounting)."""
+    source, view = places["tmp"] / "source", places["tmp"] / "read_only"
+    source.mkdir()
+    view.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting needs root and mount(8)")
+    mounted = subprocess.run(["mount", "--bind", source, view], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount here: {mounted.stderr.strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", view], check=True, capture_output=True)
+        before = tree(places["tmp"], places["run"])
+        code, _, err = run_cli([word.format(**places, read_only=view) for word in words], capsys)
+        assert tree(places["tmp"], places["run"]) == before
+    finally:
+        subprocess.run(["umount", "-l", view], capture_output=True)
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 3, err
+    assert code == 2 and str(view) in err.strip().splitlines()[-1] and "read-only" in err, err
 
 
 def test_force_replaces_the_users_file_that_export_names(places, capsys):

@@ -43,7 +43,7 @@ from datetime import datetime
 from pathlib import Path
 
 from moco_ref.errors import RunDirectoryError, RunInUse, UserError
-from moco_ref.paths import check_input, check_output, reason, refused
+from moco_ref.paths import check_input, check_output_folder, reason, refusal, refused
 from moco_ref.run.checkpoint import (
     load_checkpoint,
     load_checkpoint_meta,
@@ -165,6 +165,9 @@ class RunLock:
         path = run_dir / LOCK_NAME
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:          # the folder was never there: nothing of a run's to speak of
+            raise refusal(run_dir, error) from None
+        try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)   # no O_TRUNC: a holder's record stays intact
         except OSError as error:
             raise RunDirectoryError(f"cannot write {path}: {cause_of(error, run_dir)}") from None
@@ -259,7 +262,7 @@ def check_run_folder(run_dir, flag: str = "--out", resumed: Path | None = None) 
     (it holds .lock, the first file every run makes).  A folder with other files in it is the user's: it is
     refused in one line naming one of them, and nothing in it is touched (the checkpoint ``resumed`` from, if
     it lies there, is not counted).  PathRefused where the OS refuses the path (moco_ref/paths.py)."""
-    run_dir = check_output(run_dir, flag)
+    run_dir = check_output_folder(run_dir, flag)
     if not run_dir.is_dir() or is_run_folder(run_dir):
         return run_dir
     with refused(run_dir, flag):

@@ -28,7 +28,7 @@ from pathlib import Path
 from moco_ref.data import check_batchable, load_dataset
 from moco_ref.errors import RunDirectoryError, UserError
 from moco_ref.evaluation.linear import linear_probe
-from moco_ref.paths import check_output, refused
+from moco_ref.paths import check_output_folder, refused
 from moco_ref.run.config import OPTIONS, TrainConfig
 from moco_ref.run.directory import (
     FAILED,
@@ -508,7 +508,7 @@ def check_out_folder(out_dir) -> Path:
     """``out_dir`` once an ablation may write there: a folder to be made, an empty one, or one an ablation has
     written (its report files, its runs' folders).  Anything else in it is the user's: refused in one line
     naming it, nothing touched.  PathRefused where the OS refuses the path."""
-    out_dir = check_output(out_dir, "--out")
+    out_dir = check_output_folder(out_dir, "--out")
     if not out_dir.is_dir():
         return out_dir
     with refused(out_dir, "--out"):
