@@ -105,7 +105,7 @@ FAULTS = {
                                        "config.json"),
     "train --out: a run": (["train", *TINY, "--data", "{data}", "--out", "{run}"], "{run}", "--resume"),
     "train --resume into the user's folder": (["train", "--resume", "{run}", "--out", "{user}"], "{user}",
-                                              "not a moco-ref run"),
+                                              "no run wrote"),
     "train --resume: a checkpoint in the user's folder": (["train", "--resume", "{user}/downloaded.npz"], "{user}",
                                                           "config.json"),
     "train --resume: a name of 300 bytes": (["train", "--resume", "{long}"], "{long}", "File name too long"),

@@ -270,7 +270,7 @@ def check_run_folder(run_dir, flag: str = "--out", resumed: Path | None = None) 
                          if resumed is None or (run_dir / name).resolve() != Path(resumed).resolve())
     if entries:
         others = f" and {len(entries) - 1} more" if len(entries) > 1 else ""
-        raise RunDirectoryError(f"{run_dir} holds files that are not a moco-ref run ({entries[0]}{others}); a run "
+        raise RunDirectoryError(f"{run_dir} holds files that no run wrote ({entries[0]}{others}); a run "
                                 f"writes only into a new folder, an empty one or its own: give a new or empty --out")
     return run_dir
 

@@ -515,7 +515,7 @@ def check_out_folder(out_dir) -> Path:
         foreign = sorted(name for name in os.listdir(out_dir) if not _written_by_ablation(out_dir / name))
     if foreign:
         others = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
-        raise RunDirectoryError(f"{out_dir} holds files that are not an ablation's ({foreign[0]}{others}); an "
+        raise RunDirectoryError(f"{out_dir} holds files that no ablation wrote ({foreign[0]}{others}); an "
                                 f"ablation writes only into a new folder, an empty one or its own: give a new or "
                                 f"empty --out")
     return out_dir
