@@ -149,11 +149,14 @@ def _detail(path: Path, error: OSError) -> str:
     """What in ``path`` the OS refused, where it can be told: the name that is too long, the file that
     stands where a folder must be."""
     if error.errno == errno.ENAMETOOLONG:
-        too_long = max(path.parts, key=lambda part: len(os.fsencode(part)))
-        size = len(os.fsencode(too_long))
+        size = max(len(os.fsencode(part)) for part in path.parts)
         if size > NAME_MAX:
             return f"a name of {size} bytes, more than the file system's {NAME_MAX}"
-        return f"a path of {len(os.fsencode(str(path)))} bytes, more than the system's {PATH_MAX}"
+        if len(os.fsencode(str(path))) >= PATH_MAX:
+            return f"a path of {len(os.fsencode(str(path)))} bytes, more than the system's {PATH_MAX}"
+        if error.filename:                  # a file written beside it first (NAME.<random>.tmp)
+            return f"the file written first beside it, {Path(error.filename).name}, has a name too long"
+        return ""
     if error.errno == errno.ENOENT and os.path.islink(error.filename or ""):
         return f"{error.filename} is a symbolic link to {os.readlink(error.filename)}, which does not exist"
     if error.errno == errno.ENOTDIR:

@@ -67,7 +67,7 @@ def places(tmp_path, data, run):
     for name in ("mine.npz", "mine.png", "mine.json"):
         (tmp_path / name).write_bytes(b"the user's " + name.encode())
     return {"tmp": tmp_path, "data": data, "run": run, "file": tmp_path / "a_file", "loop": tmp_path / "loop_a",
-            "dangling": tmp_path / "dangling", "fifo": tmp_path / "fifo",
+            "dangling": tmp_path / "dangling", "fifo": tmp_path / "fifo", "almost": tmp_path / ("x" * 250),
             "user": user, "long": tmp_path / LONG_NAME, "deep": tmp_path / DEEP}
 
 
@@ -123,6 +123,9 @@ FAULTS = {
                                    "Not a directory"),
     "export --out: a loop of links": (["export", "--checkpoint", "{run}", "--out", "{loop}/e.npz"],
                                       "{loop}/e.npz", "Too many levels of symbolic links"),
+    "export --out: a name that fits, its temporary file's does not": (["export", "--checkpoint", "{run}", "--out",
+                                                                      "{almost}.npz"], "{almost}.npz",
+                                                                     "File name too long"),
     "export --out: the user's file": (["export", "--checkpoint", "{run}", "--out", "{tmp}/mine.npz"],
                                       "{tmp}/mine.npz", "--force"),
     "plot RUN_DIR: too long": (["plot", "{long}"], "{long}", "File name too long"),
