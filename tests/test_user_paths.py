@@ -236,3 +236,17 @@ def test_check_output_makes_nothing(tmp_path):
     with pytest.raises(Exception, match="File name too long"):
         check_output(tmp_path / "a" / "b" / LONG_NAME)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_trainer_built_in_python_refuses_the_users_folder_before_it_writes(places):
+    """The refusal belongs to the run directory, so the Python API (``Trainer.run``) gets it too."""
+    from moco_ref.errors import RunDirectoryError
+    from moco_ref.run.config import TrainConfig
+    from moco_ref.run.trainer import Trainer
+
+    config = TrainConfig(data=str(places["data"]), image_size=16, width=2, batch_size=8, K=20, dim=8, bn_splits=2,
+                         epochs=1, knn_every=0, max_steps=1)
+    before = tree(places["tmp"])
+    with pytest.raises(RunDirectoryError, match="config.json"):
+        Trainer(config, places["user"], log=lambda line: None).run()
+    assert tree(places["tmp"]) == before

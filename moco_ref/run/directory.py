@@ -314,11 +314,13 @@ class RunDirectory:
         writer: whether this process writes (rank 0 of a data-parallel run; the only one otherwise).
     Attributes:
         saved_step: the global step of the checkpoint written or read last, or None.
+        resumed_from: the checkpoint file the run continues from (read by :meth:`load`), or None.
     """
 
     def __init__(self, path, writer: bool = True):
         self.path, self.writer = Path(path), writer
         self.saved_step = None
+        self.resumed_from = None
 
     @property
     def last_checkpoint(self) -> Path:
@@ -346,14 +348,19 @@ class RunDirectory:
 
     def load(self, checkpoint=None) -> tuple[dict, dict]:
         """(arrays, meta) of checkpoint_last.npz, or of another checkpoint file the run continues from."""
-        arrays, meta = load_checkpoint(self.last_checkpoint if checkpoint is None else checkpoint)
+        self.resumed_from = Path(self.last_checkpoint if checkpoint is None else checkpoint)
+        arrays, meta = load_checkpoint(self.resumed_from)
         self.saved_step = meta.get("global_step")
         return arrays, meta
 
     # ---------------------------------------------------------------- writing (the writer; others skip)
     def lock(self):
-        """The context that holds the run's lock (the writer's; a no-op elsewhere); RunInUse if it is held."""
-        return _held(RunLock.acquire(self.path)) if self.writer else nullcontext()
+        """The context that holds the run's lock (the writer's; a no-op elsewhere); RunInUse if it is held, and
+        RunDirectoryError before anything is written where the folder is the user's (:func:`check_run_folder`)."""
+        if not self.writer:
+            return nullcontext()
+        check_run_folder(self.path, resumed=self.resumed_from)
+        return _held(RunLock.acquire(self.path))
 
     def open(self, checkpoint_bytes: int, step: int, log) -> None:
         """Before the first step, holding the lock: the directory must take new files and have room for two
