@@ -12,6 +12,7 @@ here first, before anything is read or written:
                                 that exists, must be reachable, and every name still to be made must fit
     check_output_folder(path, flag)
                                 a folder to write into: as check_output, and what is there is a folder
+                                this process may write
     check_output_file(path, flag, replace)
                                 a file to write: as check_output, and a file already there is the user's,
                                 replaced only when ``replace`` (--force) says so
@@ -80,8 +81,8 @@ def check_input(path, flag: str = "") -> Path:
 def check_output(path, flag: str = "") -> Path:
     """``path`` (with ~ expanded), a folder or file to be created or written, once the OS can reach it: the
     path, or the nearest folder above it that exists, can be looked up and is a folder (for what is still to
-    be made), and every name still to be made fits the file system's limits.  PathRefused otherwise;
-    nothing is created."""
+    be made) this process may write, and every name still to be made fits the file system's limits.
+    PathRefused otherwise; nothing is created."""
     path = Path(path).expanduser()
     with refused(path, flag):
         existing, missing = _nearest_existing(path)
@@ -89,15 +90,19 @@ def check_output(path, flag: str = "") -> Path:
             if not existing.is_dir():
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
             _check_lengths(existing, missing)
+            _check_writable(existing)
     return path
 
 
 def check_output_folder(path, flag: str = "--out") -> Path:
     """``path``, a folder to be made or written into, once :func:`check_output` lets it and anything already
-    there is a folder."""
+    there is a folder this process may write."""
     path = check_output(path, flag)
     if os.path.lexists(path) and not path.is_dir():
         raise refusal(path, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)), flag)
+    if path.is_dir():
+        with refused(path, flag):
+            _check_writable(path)
     return path
 
 
@@ -136,6 +141,14 @@ def _check_lengths(folder: Path, names: list[str]) -> None:
             raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), name)
     if len(os.fsencode(str(folder.joinpath(*names)))) >= path_max:
         raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(folder.joinpath(*names)))
+
+
+def _check_writable(folder: Path) -> None:
+    """EROFS or EACCES where this process may not make names in ``folder`` (access(2): a read-only file
+    system refuses root too)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        code = errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else errno.EACCES
+        raise OSError(code, os.strerror(code), str(folder))
 
 
 def _limit(folder: Path, name: str, default: int) -> int:
