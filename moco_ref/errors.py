@@ -13,6 +13,11 @@ class DataError(UserError):
     """A dataset path, file or image cannot be used."""
 
 
+class PathRefused(UserError):
+    """The operating system refuses a path the user gave: too long, a component that is a file, no
+    permission, a loop of symbolic links (moco_ref/paths.py)."""
+
+
 class CheckpointError(UserError):
     """A checkpoint file is missing, unreadable or does not match the model."""
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from helpers import assert_close, run_cli
 
-from moco_ref.errors import CheckpointError, UserError
+from moco_ref.errors import CheckpointError, PathRefused, UserError
 from moco_ref.moco import MoCo
 from moco_ref.run.checkpoint import save_checkpoint
 from moco_ref.run.config import TrainConfig
@@ -91,8 +91,8 @@ def test_a_failed_write_keeps_the_old_file(checkpoint, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(np, "savez", broken_savez)
-    with pytest.raises(OSError, match="disk full"):
-        export_encoder(path, out)
+    with pytest.raises(PathRefused, match="disk full"):
+        export_encoder(path, out, replace=True)
     assert out.read_bytes() == b"the previous export"
     assert [p.name for p in tmp_path.iterdir()] == ["encoder.npz"]
 

@@ -236,6 +236,7 @@ def test_a_fresh_run_does_not_mix_in_records_of_an_earlier_failed_start(capsys, 
     run_dir.mkdir()
     stale = {"kind": "knn", "epoch": 0, "global_step": 0, "knn_top1": -1.0, "untrained": True}
     (run_dir / "metrics.jsonl").write_text(json.dumps(stale) + "\n")   # no checkpoint: not a run yet
+    (run_dir / ".lock").write_text("")         # the first file of every run: the start that failed made it
     code, _, err = run_cli(capsys, "train", "--data", data, *TINY, "--epochs", "1", "--knn-every", "1",
                            "--out", run_dir)
     assert code == 0, err

@@ -24,6 +24,7 @@ from moco_ref.bench.common import (
     machine_header,
     python_command,
 )
+from moco_ref.paths import refused
 
 SUITES = ("step", "parts", "scaling", "memory", "augment")   # what "all" runs
 CHOICES = SUITES + ("all", "dp")
@@ -77,9 +78,10 @@ def run(suite: str, backend: str = "numpy", quick: bool = False, out: str | None
     echo("")
     echo(f"load average at the end (1, 5, 15 min): {header['load_average_end']}")
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w") as f:
-            json.dump(results, f, indent=2, default=_plain)
+        with refused(out, "--out"):
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            with open(out, "w") as f:
+                json.dump(results, f, indent=2, default=_plain)
         echo(f"figures written to {out}")
     return results
 

@@ -18,13 +18,14 @@ import click
 from backends import BACKEND_NAMES, BackendUnavailable
 from moco_ref.augment import make_pipeline
 from moco_ref.bench import cli_entry, gpu_compare, learn
-from moco_ref.cli.options import config_options, parse_schedule
+from moco_ref.cli.options import config_options, force_option, parse_schedule
 from moco_ref.cli.see import PLOT_NOTE, ablate, show
 from moco_ref.cli.train import train
 from moco_ref.data import load_dataset
 from moco_ref.errors import UserError
 from moco_ref.evaluation.knn import knn_accuracy
 from moco_ref.evaluation.linear import linear_probe
+from moco_ref.paths import check_output, check_output_file, refusal, refused
 from moco_ref.run.config import PRESETS, TrainConfig
 from moco_ref.run.directory import checkpoint_of
 from moco_ref.tools.export import export_encoder, loading_snippet
@@ -80,7 +81,7 @@ def evaluate():
 
 def _encoder_from_checkpoint(checkpoint, backend):
     """(encoder_q of the checkpoint at ``checkpoint`` on ``backend``, the run's configuration)."""
-    run = load_run(checkpoint_of(checkpoint), backend)
+    run = load_run(checkpoint_of(checkpoint, "--checkpoint"), backend)
     return run.encoder_q, run.config
 
 
@@ -157,12 +158,13 @@ def linear_command(checkpoint, train_data, val_data, train_size, val_size, epoch
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="FILE.npz, or FILE.safetensors (also writes FILE.npz; needs the safetensors package).")
 @click.option("--keep-fc", is_flag=True, help="Keep the fc head (default: dropped, as the official recipe).")
-def export(checkpoint, out, keep_fc):
+@force_option
+def export(checkpoint, out, keep_fc, force):
     """Export encoder_q as a PyTorch state_dict with torchvision names (encoder_q. stripped, fc dropped).
 
     Prints the files written and a snippet that loads them with torch.from_numpy.
     """
-    result = export_encoder(checkpoint_of(checkpoint), out, keep_fc)
+    result = export_encoder(checkpoint_of(checkpoint, "--checkpoint"), out, keep_fc, force)
     dropped = f", dropped {', '.join(result['dropped'])}" if result["dropped"] else ""
     for path in result["files"]:
         click.echo(f"wrote {path}")
@@ -176,12 +178,13 @@ def export(checkpoint, out, keep_fc):
 @cli.command(short_help="Draw a run's training curves to a PNG (needs matplotlib).")
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", type=click.Path(dir_okay=False), help="The PNG to write. [default: RUN_DIR/curves.png]")
-def plot(run_dir, out):
+@force_option
+def plot(run_dir, out, force):
     """Draw loss, instance accuracy, kNN top-1 and lr of a run to a PNG (needs matplotlib).
 
     matplotlib is an optional extra: pip install 'moco-ref[plot]'.
     """
-    click.echo(f"wrote {plot_run(run_dir, out)}")
+    click.echo(f"wrote {plot_run(run_dir, out, force)}")
 
 
 # ------------------------------------------------------------------- bench
@@ -235,7 +238,10 @@ def _speed_suite(suite: str, summary: str) -> click.Command:
                   help="Backend of our step (PyTorch runs on the matching device).")
     @click.option("--quick", is_flag=True, help="Fewer configurations and repetitions.")
     @click.option("--out", type=click.Path(dir_okay=False), help="Also write the figures as JSON here.")
-    def command(backend, quick, out):
+    @force_option
+    def command(backend, quick, out, force):
+        if out:
+            check_output_file(out, "--out", force)          # before the figures, not after them
         words = ["moco-ref", "bench", suite, "--backend", backend] + (["--quick"] if quick else []) + \
             (["--out", out] if out else [])
         cli_entry.run(suite, backend=backend, quick=quick, out=out, echo=click.echo, command=shlex.join(words))
@@ -249,12 +255,16 @@ for _suite, _summary in SPEED_SUITES.items():
 
 @bench.command(name="gpu", short_help="the CIFAR demo config on CuPy against PyTorch (cuDNN), float32 and TF32")
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the figures as JSON here.")
-def bench_gpu(out):
+@force_option
+def bench_gpu(out, force):
     """Measure the CIFAR demo config on CuPy against PyTorch (cuDNN), float32 and TF32, each in its own
     process; exits with 1 unless both ran."""
+    if out:
+        check_output_file(out, "--out", force)
     records = gpu_compare.run(echo=click.echo)
     if out:
-        Path(out).write_text(json.dumps(records, indent=2) + "\n")
+        with refused(out, "--out"):
+            Path(out).write_text(json.dumps(records, indent=2) + "\n")
     sys.exit(0 if len(records) == 2 else 1)
 
 
@@ -292,6 +302,9 @@ def bench_learn(preset, seeds, probe_epochs, out, png, **flags):
     """
     given = {k: v for k, v in flags.items() if v is not None}
     values = {**TrainConfig().to_dict(), **PRESETS.get(preset, {}), **given}
+    for path, flag in ((out, "--out"), (png, "--png")):    # both read back or redrawn by the next run
+        if path:
+            check_output(path, flag)
     learn.require_torch()
     picture = Path(png) if png else (Path(out).with_suffix(".png") if out else Path("bench-learn.png"))
     plotting = learn.can_draw()
@@ -327,6 +340,11 @@ def main(argv=None) -> None:
         sys.exit(error.exit_code)
     except (UserError, BackendUnavailable) as error:
         click.echo(f"moco-ref: error: {error}", err=True)
+        sys.exit(2)
+    except OSError as error:             # a path the OS refused where no entry point looked first
+        if error.filename is None:
+            raise
+        click.echo(f"moco-ref: error: {refusal(error.filename, error)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("moco-ref: interrupted; the last checkpoint is kept", err=True)

@@ -10,6 +10,11 @@ import click
 from moco_ref.run.config import OPTIONS, Option, TrainConfig, shown
 
 
+def force_option(command):
+    """--force: the command may replace the file its --out names (without it, a file there is refused)."""
+    return click.option("--force", is_flag=True, help="Replace the file --out names if it exists.")(command)
+
+
 def parse_schedule(ctx, param, value):
     """Parses "120,160" into [120, 160] (the epochs of a step schedule)."""
     if value is None:

@@ -13,13 +13,14 @@ from pathlib import Path
 import click
 
 from backends import BACKEND_NAMES, get_backend
-from moco_ref.cli.options import config_options
+from moco_ref.cli.options import config_options, force_option
 from moco_ref.errors import UserError
 from moco_ref.run.config import AUGMENTATIONS, OPTIONS, PRESETS
 from moco_ref.run.stopping import StoppedBySignal, StopSignals
 from moco_ref.tools.ablate import (
     ABLATION_DEFAULTS,
     PROBE_EPOCHS,
+    REPORT_PNG,
     STUDIES,
     base_config,
     draw_curves,
@@ -111,10 +112,10 @@ def ablate(study, preset, values, probe_epochs, out, **flags):
     click.echo(markdown(report), nl=False)
     click.echo("")
     if plotting:
-        written.append(draw_curves(report, out_dir / "ablation.png"))
+        written.append(draw_curves(report, out_dir / REPORT_PNG))
         click.echo(f"wrote {', '.join(map(str, written))}")
     else:
-        click.echo(f"wrote {written[0]} and {written[1]}; the picture {out_dir / 'ablation.png'} needs "
+        click.echo(f"wrote {written[0]} and {written[1]}; the picture {out_dir / REPORT_PNG} needs "
                    f"matplotlib: {PLOT_NOTE}")
     click.echo(f"ablate {study}: {len(report['rows'])} runs, {_minutes(time.perf_counter() - started)} "
                f"in this command", err=True)
@@ -142,13 +143,14 @@ def show():
               help="How many images (one of each class in turn).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the data and the augmentation.")
 @click.option("--out", type=click.Path(dir_okay=False), help="The PNG to write. [default: views-AUG.png]")
-def views_command(aug, data, image_size, count, seed, out):
+@force_option
+def views_command(aug, data, image_size, count, seed, out, force):
     """Draw pairs of augmented views of the same images: the positive pairs MoCo learns to match.
 
     A row of images, then the view each gets as a query (x_q) and as a key (x_k), drawn from
     one generator seeded with --seed in the trainer's order.
     """
-    path, drawn = show_views(data, aug, count, image_size, seed, out)
+    path, drawn = show_views(data, aug, count, image_size, seed, out, force)
     click.echo(f"wrote {path}: {len(drawn['index'])} images of {data}, two views each with aug {aug}")
 
 
@@ -159,12 +161,13 @@ def views_command(aug, data, image_size, count, seed, out):
 @click.option("-k", "k", default=5, show_default=True, type=click.IntRange(1, 20), help="Neighbours shown.")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), help="[default: the run's]")
 @click.option("--out", type=click.Path(dir_okay=False), help="The PNG to write. [default: RUN/neighbours.png]")
-def neighbours_command(run, queries, k, backend, out):
+@force_option
+def neighbours_command(run, queries, k, backend, out, force):
     """Draw test images with their k nearest training images by cosine similarity, in the space of
     the kNN monitor (normalised encoder output), for the untrained encoder RUN started from (its
     seed's weights) and for RUN's learned encoder_q. RUN: a run directory or a checkpoint file.
     """
-    path, drawn = show_neighbours(run, queries, k, backend, out)
+    path, drawn = show_neighbours(run, queries, k, backend, out, force)
     counts = [f"{name} {int(drawn[name]['same_class'].sum())}/{drawn[name]['same_class'].size}"
               for name in ("untrained", "trained") if drawn[name]["same_class"] is not None]
     click.echo(f"wrote {path}" + (f"; neighbours of the query's class: {', '.join(counts)}" if counts else ""))
@@ -174,12 +177,13 @@ def neighbours_command(run, queries, k, backend, out):
 @click.argument("run", type=click.Path())
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), help="[default: the run's]")
 @click.option("--out", type=click.Path(dir_okay=False), help="The PNG to write. [default: RUN/embedding.png]")
-def embedding_command(run, backend, out):
+@force_option
+def embedding_command(run, backend, out, force):
     """Draw the held-out features (normalised encoder output) of the untrained encoder and of RUN's
     encoder_q, each projected on its first two principal components (PCA by hand: centre, then the
     eigenvectors of the covariance), coloured by class. RUN: a run directory or a checkpoint file.
     """
-    path, drawn = show_embedding(run, backend, out)
+    path, drawn = show_embedding(run, backend, out, force)
     shares = ", ".join(f"{name} {100 * drawn[name]['explained'].sum():.0f} %" for name in ("untrained", "trained"))
     click.echo(f"wrote {path}; variance on the two components: {shares}")
 

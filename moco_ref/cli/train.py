@@ -19,6 +19,7 @@ from moco_ref.parallel.launch import get_communicator, launcher_words, run_or_ab
 from moco_ref.run.config import PRESETS, TrainConfig
 from moco_ref.run.directory import (
     RunDirectory,
+    check_run_folder,
     checkpoint_of,
     nothing_to_do,
     read_meta,
@@ -61,7 +62,7 @@ def train(preset, out, resume, aug_plus, **flags):
 def _run_backend(resume, preset) -> str:
     """The backend the run will use when --backend is not given: the resumed run's, the preset's or the default."""
     if resume:
-        return TrainConfig.from_dict(read_meta(resume).get("config", {})).backend
+        return TrainConfig.from_dict(read_meta(resume, "--resume").get("config", {})).backend
     return PRESETS.get(preset, {}).get("backend", TrainConfig().backend)
 
 
@@ -95,7 +96,7 @@ def _new_trainer(preset, out, given: dict, comm, echo):
         values["bn_splits"] = shared_out
         echo(f"BatchNorm: {shared_out} group(s) on each of the {comm.size} processes "
              f"(--bn-splits sets the groups per process)", err=True)
-    run_dir = Path(out) if out else Path("runs") / _started_at(comm)
+    run_dir = check_run_folder(Path(out) if out else Path("runs") / _started_at(comm))
     if comm.rank == 0:
         refuse_if_in_use(run_dir)
     if RunDirectory(run_dir).last_checkpoint.exists():
@@ -113,15 +114,18 @@ def _new_trainer(preset, out, given: dict, comm, echo):
 def _resumed_trainer(resume, given: dict, preset, out, comm, echo):
     """A Trainer restored from the checkpoint at ``resume`` with the flags in ``given`` applied, or None
     when the checkpoint is already where that configuration would stop (said in one line, nothing written)."""
-    checkpoint = checkpoint_of(resume)
+    checkpoint = checkpoint_of(resume, "--resume")
     if preset:
         raise UserError(f"--preset cannot be given with --resume: the run's settings come from {checkpoint}; "
                         f"only {resumable_flags()} may change")
     meta = read_meta(checkpoint)
     config = resumed_config(checkpoint, meta, given)
-    run_dir = Path(out) if out else checkpoint.parent
+    run_dir = check_run_folder(Path(out) if out else checkpoint.parent, "--out" if out else "--resume", checkpoint)
     if comm.rank == 0:
         refuse_if_in_use(run_dir)
+    if out and RunDirectory(run_dir).last_checkpoint.exists() and not _same_folder(run_dir, checkpoint.parent):
+        raise UserError(f"--out {run_dir} already holds another run; continue that one with --resume {run_dir}, "
+                        f"or give a new or empty --out")
     done = nothing_to_do(checkpoint, meta, config)
     if done:
         echo(done)
@@ -130,6 +134,10 @@ def _resumed_trainer(resume, given: dict, preset, out, comm, echo):
     trainer.restore(checkpoint)
     echo(f"resuming {checkpoint} at epoch {trainer.epoch + 1}, step {trainer.global_step}", err=True)
     return trainer
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
 
 
 def _run(trainer, comm, echo) -> int:

@@ -17,13 +17,12 @@ one line that names the problem and the path.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from moco_ref.data.cifar import find_cifar, load_cifar
 from moco_ref.data.dataset import SPLITS, Dataset, check_size, split_number
 from moco_ref.data.folder import load_image_folder
 from moco_ref.data.synthetic import SYNTHETIC_CLASSES, load_builtin, make_synthetic
 from moco_ref.errors import DataError
+from moco_ref.paths import check_input
 
 __all__ = ["Dataset", "SPLITS", "SYNTHETIC_CLASSES", "check_batchable", "load_dataset",
            "make_synthetic"]
@@ -51,7 +50,7 @@ def load_dataset(source: str, split: str = "train", image_size: int = 32, seed: 
 
     if not str(source).strip():
         raise DataError("no dataset given; give 'builtin', a CIFAR folder or a folder of images")
-    root = Path(source).expanduser()
+    root = check_input(source)
     split_number(split, str(root))
     if not root.exists():
         raise DataError(f"no such file or folder: {root} (give 'builtin', a CIFAR folder or a folder "

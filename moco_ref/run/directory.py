@@ -43,6 +43,7 @@ from datetime import datetime
 from pathlib import Path
 
 from moco_ref.errors import RunDirectoryError, RunInUse, UserError
+from moco_ref.paths import check_input, check_output_folder, reason, refusal, refused
 from moco_ref.run.checkpoint import (
     load_checkpoint,
     load_checkpoint_meta,
@@ -66,15 +67,6 @@ def kept_checkpoint_name(epoch: int) -> str:
 # is tried again for this long before the directory is called in use.
 LOCK_RETRY_S = 0.25
 
-# The causes a user can act on, in plain words; any other error keeps the system's own message.
-CAUSES = {
-    errno.ENOSPC: "no space left on the device",
-    errno.EDQUOT: "the disk quota is used up",
-    errno.EROFS: "the file system is read-only",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-    errno.EIO: "an input/output error of the device",
-}
 
 
 # ------------------------------------------------------------------------------ errors
@@ -83,10 +75,10 @@ def _vanished(run_dir: Path) -> str:
 
 
 def cause_of(error: OSError, run_dir: Path) -> str:
-    """The reason ``error`` gives, in the words of :data:`CAUSES`; a vanished run directory by name."""
+    """The reason ``error`` gives, in the words of moco_ref/paths.py's CAUSES; a vanished run directory by name."""
     if error.errno == errno.ENOENT and not Path(run_dir).is_dir():
         return _vanished(run_dir)
-    return CAUSES.get(error.errno) or error.strerror or str(error)
+    return reason(error)
 
 
 @contextmanager
@@ -173,6 +165,9 @@ class RunLock:
         path = run_dir / LOCK_NAME
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:          # the folder was never there: nothing of a run's to speak of
+            raise refusal(run_dir, error) from None
+        try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)   # no O_TRUNC: a holder's record stays intact
         except OSError as error:
             raise RunDirectoryError(f"cannot write {path}: {cause_of(error, run_dir)}") from None
@@ -256,11 +251,35 @@ def remove_temporary_files(run_dir) -> list[Path]:
     return leftovers
 
 
+# ------------------------------------------------------------------------- what --out may be
+def is_run_folder(path) -> bool:
+    """Whether a run has written ``path``: it holds .lock, the first file every run makes."""
+    return (Path(path) / LOCK_NAME).exists()
+
+
+def check_run_folder(run_dir, flag: str = "--out", resumed: Path | None = None) -> Path:
+    """``run_dir`` once a run may write there: a folder to be made, an empty one, or one a run has written
+    (it holds .lock, the first file every run makes).  A folder with other files in it is the user's: it is
+    refused in one line naming one of them, and nothing in it is touched (the checkpoint ``resumed`` from, if
+    it lies there, is not counted).  PathRefused where the OS refuses the path (moco_ref/paths.py)."""
+    run_dir = check_output_folder(run_dir, flag)
+    if not run_dir.is_dir() or is_run_folder(run_dir):
+        return run_dir
+    with refused(run_dir, flag):
+        entries = sorted(name for name in os.listdir(run_dir)
+                         if resumed is None or (run_dir / name).resolve() != Path(resumed).resolve())
+    if entries:
+        others = f" and {len(entries) - 1} more" if len(entries) > 1 else ""
+        raise RunDirectoryError(f"{run_dir} holds files that no run wrote ({entries[0]}{others}); a run "
+                                f"writes only into a new folder, an empty one or its own: give a new or empty --out")
+    return run_dir
+
+
 # ------------------------------------------------------------------------- the files, read and written
-def checkpoint_of(run) -> Path:
-    """The checkpoint of RUN: a run directory's checkpoint_last.npz, or a checkpoint file; UserError (one line)
-    where there is none."""
-    path = Path(run).expanduser()
+def checkpoint_of(run, flag: str = "") -> Path:
+    """The checkpoint of RUN (given as ``flag``): a run directory's checkpoint_last.npz, or a checkpoint file;
+    UserError (one line) where there is none, PathRefused where the OS refuses the path."""
+    path = check_input(run, flag)
     if path.is_dir():
         if not (path / LAST_CHECKPOINT).is_file():
             raise UserError(f"no checkpoint at {path / LAST_CHECKPOINT}: {path} holds no {LAST_CHECKPOINT}; give "
@@ -295,11 +314,13 @@ class RunDirectory:
         writer: whether this process writes (rank 0 of a data-parallel run; the only one otherwise).
     Attributes:
         saved_step: the global step of the checkpoint written or read last, or None.
+        resumed_from: the checkpoint file the run continues from (read by :meth:`load`), or None.
     """
 
     def __init__(self, path, writer: bool = True):
         self.path, self.writer = Path(path), writer
         self.saved_step = None
+        self.resumed_from = None
 
     @property
     def last_checkpoint(self) -> Path:
@@ -327,14 +348,19 @@ class RunDirectory:
 
     def load(self, checkpoint=None) -> tuple[dict, dict]:
         """(arrays, meta) of checkpoint_last.npz, or of another checkpoint file the run continues from."""
-        arrays, meta = load_checkpoint(self.last_checkpoint if checkpoint is None else checkpoint)
+        self.resumed_from = Path(self.last_checkpoint if checkpoint is None else checkpoint)
+        arrays, meta = load_checkpoint(self.resumed_from)
         self.saved_step = meta.get("global_step")
         return arrays, meta
 
     # ---------------------------------------------------------------- writing (the writer; others skip)
     def lock(self):
-        """The context that holds the run's lock (the writer's; a no-op elsewhere); RunInUse if it is held."""
-        return _held(RunLock.acquire(self.path)) if self.writer else nullcontext()
+        """The context that holds the run's lock (the writer's; a no-op elsewhere); RunInUse if it is held, and
+        RunDirectoryError before anything is written where the folder is the user's (:func:`check_run_folder`)."""
+        if not self.writer:
+            return nullcontext()
+        check_run_folder(self.path, resumed=self.resumed_from)
+        return _held(RunLock.acquire(self.path))
 
     def open(self, checkpoint_bytes: int, step: int, log) -> None:
         """Before the first step, holding the lock: the directory must take new files and have room for two
@@ -482,7 +508,8 @@ def finished(directory: RunDirectory, meta: dict, config: TrainConfig) -> bool:
         records[-1].get("global_step") == meta["global_step"]
 
 
-def read_meta(run) -> dict:
-    """The metadata of RUN's checkpoint (a run directory or a checkpoint file), without its arrays."""
-    return load_checkpoint_meta(checkpoint_of(run))
+def read_meta(run, flag: str = "") -> dict:
+    """The metadata of RUN's checkpoint (a run directory or a checkpoint file, given as ``flag``), without its
+    arrays."""
+    return load_checkpoint_meta(checkpoint_of(run, flag))
 

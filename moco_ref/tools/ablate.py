@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from moco_ref.data import check_batchable, load_dataset
-from moco_ref.errors import UserError
+from moco_ref.errors import RunDirectoryError, UserError
 from moco_ref.evaluation.linear import linear_probe
+from moco_ref.paths import check_output_folder, refused
 from moco_ref.run.batchnorm_values import check_batchnorm_values
 from moco_ref.run.config import OPTIONS, TrainConfig
 from moco_ref.run.directory import (
@@ -34,7 +36,9 @@ from moco_ref.run.directory import (
     PROBE,
     RunDirectory,
     changed_settings,
+    check_run_folder,
     finished,
+    is_run_folder,
     read_meta,
 )
 from moco_ref.run.stopping import StoppedBySignal
@@ -59,6 +63,10 @@ PAPER_QUEUE_SOURCE = ("MoCo v1 (He et al., 2020): ResNet-50, ImageNet linear top
                       "ablation's m = 0.999 row), 60.6 at K = 65536 (the main result); its Figure 3 shows accuracy "
                       "rising with K from 256 to 65536")
 UNSHUFFLED = "-unshuffled"      # a shuffle-bn row whose keys stay in their queries' BatchNorm groups
+
+# The files of an ablation's folder, beside its runs' folders.
+REPORT_MD, REPORT_JSON, REPORT_PNG = "ablation.md", "ablation.json", "ablation.png"
+REPORT_FILES = (REPORT_MD, REPORT_JSON, REPORT_PNG)
 
 
 @dataclass(frozen=True)
@@ -275,7 +283,7 @@ def run_ablation(study_name: str, base: TrainConfig, out_dir, values=None, probe
     """
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     study = STUDIES[study_name]
-    out_dir = Path(out_dir)
+    out_dir = check_out_folder(out_dir)
     started = time.perf_counter()
     train_set = load_dataset(base.data, "train", base.image_size, base.seed)
     if values is None:
@@ -285,6 +293,7 @@ def run_ablation(study_name: str, base: TrainConfig, out_dir, values=None, probe
     for _, config, run_dir in planned:     # what would stop a later run is refused before anything trains
         check_batchable(train_set, config.batch_size, config.bn_splits)
         check_batchnorm_values(config)
+        check_run_folder(run_dir)
         if RunDirectory(run_dir).last_checkpoint.exists():
             _check_same_recipe(TrainConfig.from_dict(read_meta(run_dir).get("config", {})), config, run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -497,10 +506,33 @@ def _paper_cell(study: Study, value) -> str:
     return f"{PAPER_QUEUE[value]:.1f}" if value in PAPER_QUEUE else "—"
 
 
+def check_out_folder(out_dir) -> Path:
+    """``out_dir`` once an ablation may write there: a folder to be made, an empty one, or one an ablation has
+    written (its report files, its runs' folders).  Anything else in it is the user's: refused in one line
+    naming it, nothing touched.  PathRefused where the OS refuses the path."""
+    out_dir = check_output_folder(out_dir, "--out")
+    if not out_dir.is_dir():
+        return out_dir
+    with refused(out_dir, "--out"):
+        foreign = sorted(name for name in os.listdir(out_dir) if not _written_by_ablation(out_dir / name))
+    if foreign:
+        others = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise RunDirectoryError(f"{out_dir} holds files that no ablation wrote ({foreign[0]}{others}); an "
+                                f"ablation writes only into a new folder, an empty one or its own: give a new or "
+                                f"empty --out")
+    return out_dir
+
+
+def _written_by_ablation(path: Path) -> bool:
+    if path.name in REPORT_FILES:
+        return True
+    return path.is_dir() and (is_run_folder(path) or not any(path.iterdir()))
+
+
 def write_report(report: dict, out_dir) -> list[Path]:
     """Writes DIR/ablation.md and DIR/ablation.json; returns their paths."""
     out_dir = Path(out_dir)
-    md, js = out_dir / "ablation.md", out_dir / "ablation.json"
+    md, js = out_dir / REPORT_MD, out_dir / REPORT_JSON
     md.write_text(markdown(report))
     js.write_text(json.dumps(report, indent=2) + "\n")
     return [md, js]

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from moco_ref.errors import CheckpointError, UserError
+from moco_ref.paths import check_output_file, refused
 from moco_ref.run.checkpoint import load_checkpoint, write_atomically
 from moco_ref.run.config import current_names
 
@@ -73,12 +74,13 @@ def _safetensors_module():
     return safetensors.numpy
 
 
-def export_encoder(checkpoint, out, keep_fc: bool = False) -> dict:
+def export_encoder(checkpoint, out, keep_fc: bool = False, replace: bool = False) -> dict:
     """Writes the query encoder of ``checkpoint`` as a PyTorch state_dict.
 
     Args:
         checkpoint: a moco-ref checkpoint file (``.npz``).
         out: ``*.npz``, or ``*.safetensors`` (which also writes the ``.npz`` beside it).
+        replace: whether a file already at ``out`` (or its ``.npz``) may be replaced (--force).
         keep_fc: keep the fc head (default: dropped, as the official recipe).
 
     Returns:
@@ -86,6 +88,7 @@ def export_encoder(checkpoint, out, keep_fc: bool = False) -> dict:
 
     Raises:
         UserError: a bad ``out`` suffix, or ``.safetensors`` without the package.
+        PathRefused: ``out`` exists (without ``replace``), is a folder, or the OS refuses it.
         CheckpointError: unreadable checkpoint, or one without ``encoder_q.*``.
     """
     out = Path(out)
@@ -98,8 +101,8 @@ def export_encoder(checkpoint, out, keep_fc: bool = False) -> dict:
         if safetensors_numpy is None:
             raise UserError(f"writing {out.name} needs the safetensors package: {SAFETENSORS_INSTALL} "
                             f"(or give --out {out.with_suffix('.npz').name})")
-    if out.is_dir():
-        raise UserError(f"--out {out} is a folder; give a file name")
+    for path in dict.fromkeys((out, out.with_suffix(".npz"))):
+        check_output_file(path, "--out", replace)
 
     arrays, meta = load_checkpoint(checkpoint)
     state = encoder_state(arrays, keep_fc)
@@ -111,13 +114,15 @@ def export_encoder(checkpoint, out, keep_fc: bool = False) -> dict:
     info = {key: config.get(key) for key in ("arch", "width", "dim", "mlp")}
 
     npz_path = out.with_suffix(".npz")
-    write_atomically(npz_path, lambda f: np.savez(f, **state))
+    with refused(npz_path, "--out"):
+        write_atomically(npz_path, lambda f: np.savez(f, **state))
     files = [npz_path]
     if safetensors_numpy is not None:
         metadata = {"format": "pt", "source": "moco-ref encoder_q",
                     **{k: json.dumps(v) for k, v in info.items() if v is not None}}
         data = safetensors_numpy.save(state, metadata=metadata)
-        write_atomically(out, lambda f: f.write(data))
+        with refused(out, "--out"):
+            write_atomically(out, lambda f: f.write(data))
         files.append(out)
     return {"files": [str(p) for p in files], "arrays": len(state), "dropped": dropped,
             "arch": info["arch"], "width": info["width"], "dim": info["dim"], "mlp": info["mlp"]}

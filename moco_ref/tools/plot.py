@@ -31,6 +31,7 @@ import math
 from pathlib import Path
 
 from moco_ref.errors import UserError
+from moco_ref.paths import check_input, check_output_file, refusal
 from moco_ref.run.config import current_names
 from moco_ref.run.directory import RunDirectory
 
@@ -174,12 +175,16 @@ def _draw_instruments(axes, series: dict, dim, MaxNLocator) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def plot_run(run_dir, out=None) -> Path:
+def plot_run(run_dir, out=None, replace: bool = False) -> Path:
     """Draws the panels of RUN_DIR's metrics to ``out`` (default RUN_DIR/curves.png); returns the path.
+
+    A file already at ``out`` is replaced only with ``replace`` (--force); RUN_DIR/curves.png is the run's.
 
     Four panels, eight when the run has "instruments" records, ten when they hold false negatives.
     """
-    run_dir = Path(run_dir)
+    run_dir = check_input(run_dir)
+    if out:
+        out = check_output_file(out, "--out", replace)
     records = read_metrics(run_dir)
     series = curves(records)
     if not any(xs for xs, _ in series.values()):
@@ -237,5 +242,5 @@ def plot_run(run_dir, out=None) -> Path:
     try:
         figure.savefig(out, dpi=110)
     except OSError as error:
-        raise UserError(f"cannot write {out}: {error}") from None
+        raise refusal(out, error, "--out") from None
     return out

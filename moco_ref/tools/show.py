@@ -30,6 +30,7 @@ from moco_ref.data import load_dataset
 from moco_ref.errors import UserError
 from moco_ref.evaluation.features import encode_dataset
 from moco_ref.loss import normalize_forward
+from moco_ref.paths import check_input, check_output_file, refusal
 from moco_ref.run.directory import checkpoint_of
 from moco_ref.tools.plot import load_matplotlib
 from moco_ref.tools.runs import load_run, untrained_encoder
@@ -199,9 +200,10 @@ def _figure(size):
     return figure
 
 
-def check_out(out, default: Path) -> Path:
-    """The PNG path to write (``out`` or ``default``); UserError unless it ends in .png in an existing folder."""
-    out = Path(out).expanduser() if out else default
+def check_out(out, default: Path, replace: bool = False) -> Path:
+    """The PNG path to write (``out`` or ``default``); UserError unless it ends in .png in an existing folder,
+    PathRefused where a file is already at ``out`` (unless ``replace``, --force) or the OS refuses it."""
+    out = check_output_file(out, "--out", replace) if out else default
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {out} must end in .png")
     if not out.parent.is_dir():
@@ -213,7 +215,7 @@ def _save(figure, out: Path) -> Path:
     try:
         figure.savefig(out, dpi=DPI)
     except OSError as error:
-        raise UserError(f"cannot write {out}: {error}") from None
+        raise refusal(out, error, "--out") from None
     return out
 
 
@@ -300,33 +302,34 @@ def draw_embedding(data: dict, out) -> Path:
 
 # ------------------------------------------------------------------ the commands
 def _default_beside(run, name: str) -> Path:
-    path = Path(run).expanduser()
+    path = check_input(run)
     return (path if path.is_dir() else path.parent) / name
 
 
 def show_views(data_source: str = "builtin", aug: str = "cifar", count: int = 8, image_size: int = 32,
-               seed: int = 0, out=None) -> tuple[Path, dict]:
+               seed: int = 0, out=None, replace: bool = False) -> tuple[Path, dict]:
     """``moco-ref show views``: computes :func:`views_data` and draws it; returns (PNG path, data)."""
-    out = check_out(out, Path(f"views-{aug}.png"))
+    out = check_out(out, Path(f"views-{aug}.png"), replace)
     load_matplotlib()                       # one line, before any work, when matplotlib is missing
     dataset = load_dataset(data_source, "train", image_size, seed)
     data = views_data(dataset, aug, count, seed)
     return draw_views(data, out), data
 
 
-def show_neighbours(run, queries: int = 6, k: int = 5, backend=None, out=None) -> tuple[Path, dict]:
+def show_neighbours(run, queries: int = 6, k: int = 5, backend=None, out=None,
+                    replace: bool = False) -> tuple[Path, dict]:
     """``moco-ref show neighbours RUN``: computes :func:`neighbours_data` and draws it."""
     checkpoint_of(run)
-    out = check_out(out, _default_beside(run, "neighbours.png"))
+    out = check_out(out, _default_beside(run, "neighbours.png"), replace)
     load_matplotlib()
     data = neighbours_data(run, queries, k, backend)
     return draw_neighbours(data, out), data
 
 
-def show_embedding(run, backend=None, out=None) -> tuple[Path, dict]:
+def show_embedding(run, backend=None, out=None, replace: bool = False) -> tuple[Path, dict]:
     """``moco-ref show embedding RUN``: computes :func:`embedding_data` and draws it."""
     checkpoint_of(run)
-    out = check_out(out, _default_beside(run, "embedding.png"))
+    out = check_out(out, _default_beside(run, "embedding.png"), replace)
     load_matplotlib()
     data = embedding_data(run, backend)
     return draw_embedding(data, out), data
