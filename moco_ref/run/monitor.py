@@ -30,6 +30,7 @@ from moco_ref.data import load_dataset
 from moco_ref.errors import UserError
 from moco_ref.evaluation.instruments import PROBE_SIZE, Instruments
 from moco_ref.evaluation.knn import knn_accuracy
+from moco_ref.run.progress import NoProgress
 
 
 class QueueLabels:
@@ -57,8 +58,10 @@ class Monitor:
         knn_top1_untrained: the untrained encoder's kNN top-1 (%), once measured.
     """
 
-    def __init__(self, config, train_set, augment, test_transform, backend, log, enabled: bool):
+    def __init__(self, config, train_set, augment, test_transform, backend, log, enabled: bool,
+                 progress=NoProgress):
         self.config, self.train_set, self.test_transform, self.backend = config, train_set, test_transform, backend
+        self.progress = progress      # shows the kNN monitor's feature passes (moco_ref.run.progress)
         self.test_set = _held_out_split(config, train_set, log) if enabled else None
         self.instruments, self.queue_labels = None, None
         if enabled and config.knn_every:
@@ -81,7 +84,7 @@ class Monitor:
         if self.test_set is None:
             return None
         return knn_accuracy(model.encoder_q, self.train_set, self.test_set, self.test_transform, self.backend,
-                            self.config.knn_k, self.config.knn_t)["top1"]
+                            self.config.knn_k, self.config.knn_t, progress=self.progress)["top1"]
 
     def before_training(self, model, log) -> list:
         """The records of the untrained model: its kNN top-1 and its instruments."""

@@ -52,7 +52,7 @@ from moco_ref.run.config import TrainConfig
 from moco_ref.run.directory import RunDirectory
 from moco_ref.run.footprint import check_data_fits, check_step_fits
 from moco_ref.run.monitor import Monitor
-from moco_ref.run.progress import Progress
+from moco_ref.run.progress import NoProgress, Progress
 from moco_ref.run.stopping import StoppedBySignal, agreed_signal
 from moco_ref.shuffle import local_share
 
@@ -102,6 +102,7 @@ class Trainer:
         writer = self.comm.rank == 0                   # the one process that prints and writes the run directory
         self.directory = RunDirectory(run_dir, writer)
         self.log = (log or (lambda message: print(message, file=sys.stderr))) if writer else (lambda _: None)
+        self.progress = Progress if writer else NoProgress      # rank 0 alone shows progress
         self.backend = get_backend(config.backend)
         step_needed = check_step_fits(config, self.backend, self.comm.size)   # before anything is allocated
         self.train_set = load_dataset(config.data, "train", config.image_size, config.seed)
@@ -111,7 +112,7 @@ class Trainer:
         self.augment = make_pipeline(config.aug, config.image_size)
         self.test_transform = make_pipeline("test", config.image_size)
         self.monitor = Monitor(config, self.train_set, self.augment, self.test_transform, self.backend, self.log,
-                               enabled=writer)
+                               enabled=writer, progress=self.progress)
         test_images = len(self.monitor.test_set) if self.monitor.test_set is not None else 0
         check_data_fits(len(self.train_set), test_images, config, step_needed, self.backend)
         self.model = MoCo(**config.model_arguments(), comm=self.comm)
@@ -134,6 +135,11 @@ class Trainer:
     def total_steps(self) -> int:
         """T_total of the momentum schedule: epochs × steps per epoch (--max-steps does not change it)."""
         return self.config.epochs * self.steps_per_epoch
+
+    def run_steps_left(self) -> int:
+        """Steps from here to the end of the run: to the last epoch's end, or to --max-steps if sooner."""
+        end = min(self.total_steps, self.config.max_steps) if self.config.max_steps else self.total_steps
+        return max(0, end - self.global_step)
 
     # -------------------------------------------------------------------- the loop
     def run(self, stop=None) -> dict:
@@ -173,26 +179,36 @@ class Trainer:
         self.data_rng.bit_generator.state = self.epoch_start_data_state
         order = self.data_rng.permutation(len(self.train_set))
         steps = self.steps_per_epoch
-        progress = Progress(steps, f"epoch {self.epoch + 1}/{c.epochs}", enabled=self.directory.writer)
+        in_bar = min(steps - self.step_in_epoch, self.run_steps_left())      # this epoch's steps still to run
+        progress = self.progress(self.step_in_epoch + in_bar, f"epoch {self.epoch + 1}/{c.epochs}",
+                                 done=self.step_in_epoch, after=self.run_steps_left() - in_bar, every=c.log_every)
         pending, signal, started, images = [], None, time.perf_counter(), 0
+        interval_started, data_seconds = started, 0.0      # since the last logged step: wall time, batch and views
         while self.step_in_epoch < steps and not (c.max_steps and self.global_step >= c.max_steps):
+            data_started = time.perf_counter()
             index = order[self.step_in_epoch * c.batch_size:(self.step_in_epoch + 1) * c.batch_size]
             x_q, x_k = two_views(self.train_set.images, index, self.augment, self.aug_rng, self.backend, comm)
+            data_seconds += time.perf_counter() - data_started
             m = momentum_at_step(c.m, self.global_step, self.total_steps, c.m_cos)
             pending.append(model.step(x_q, x_k, m=m, lr=lr))
             self.monitor.after_step(index)                                         # the queue's labels, in step
             self.step_in_epoch, self.global_step, images = self.step_in_epoch + 1, self.global_step + 1, images + len(index)
             signal = agreed_signal(comm, stop.received if stop else None)          # every step, on every process
+            fields = None
             if len(pending) >= c.log_every or self.step_in_epoch == steps or self.global_step == c.max_steps \
                     or signal is not None:
                 loss, acc = self._mean_over_processes(pending)
                 pending = []
                 self.logged.add(loss, acc)
-                rate = images / (time.perf_counter() - started)
+                now = time.perf_counter()
+                rate, data_share = images / (now - started), data_seconds / (now - interval_started)
+                interval_started, data_seconds = now, 0.0
                 self.directory.append({"kind": "step", "epoch": self.epoch, "global_step": self.global_step,
-                                       "loss": loss, "acc1": 100.0 * acc, "lr": lr, "m": m, "images_per_s": rate})
-                progress.show(self.step_in_epoch, loss=f"{loss:.3f}", acc=f"{100 * acc:.1f}%", lr=f"{lr:.4f}",
-                              img_s=f"{rate:.0f}")
+                                       "loss": loss, "acc1": 100.0 * acc, "lr": lr, "m": m, "images_per_s": rate,
+                                       "data_share": data_share})
+                fields = [f"loss {loss:.3f}", f"acc {100 * acc:.1f}%", f"lr {lr:.4f}", f"{rate:.0f} img/s",
+                          f"data {100 * data_share:.0f} %"]
+            progress.show(self.step_in_epoch, fields)
             if signal is not None:
                 break            # a signal: this step is done; the checkpoint below is of it
         progress.close()
