@@ -97,8 +97,12 @@ def test_subprocess_run_exits_0_and_prints_the_summary(finished_run):
     # not a terminal: one plain line every --log-every (1) step, with the times, the metrics, img/s and data share
     shown = [line for line in process.stderr.splitlines() if line.startswith("epoch 1/2 ")]
     assert [line.split(" [")[0] for line in shown] == ["epoch 1/2 1/3", "epoch 1/2 2/3", "epoch 1/2 3/3"]
-    assert re.match(r"^epoch 1/2 3/3 \[\d\d:\d\d<00:00\], run left \d\d:\d\d, loss \d+\.\d{3}, acc \d+\.\d%, "
-                    r"lr 0\.0300, \d+ img/s, data \d+ %$", shown[-1]), shown[-1]
+    assert re.match(r"^epoch 1/2 3/3 \[\d\d:\d\d<00:00\], run left \d\d:\d\d, loss \d+\.\d{3} \(chance 3\.045\), "
+                    r"acc \d+\.\d% \(chance 4\.8%\), lr 0\.0300, \d+ img/s, data \d+ %$", shown[-1]), shown[-1]
+    # the epoch's line: the loss beside ln(K+1) = ln 21, the instance accuracy beside 1/(K+1)
+    epoch_lines = [line for line in process.stderr.splitlines() if line.startswith("epoch 1: ")]
+    assert len(epoch_lines) == 1 and re.match(r"^epoch 1: loss \d+\.\d{4} \(chance 3\.0445\) acc \d+\.\d% "
+                                              r"\(chance 4\.8%\) kNN top-1 ", epoch_lines[0]), epoch_lines
 
 
 def test_run_directory_holds_config_metrics_and_checkpoint(finished_run):

@@ -44,6 +44,7 @@ from backends import get_backend, to_numpy
 from moco_ref.augment import make_pipeline
 from moco_ref.data import check_batchable, load_dataset
 from moco_ref.errors import CheckpointError, UserError
+from moco_ref.loss import chance_accuracy, chance_loss
 from moco_ref.moco import MoCo
 from moco_ref.momentum import momentum_at_step
 from moco_ref.optim import learning_rate
@@ -122,6 +123,9 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.epoch_start_data_state = self.data_rng.bit_generator.state
         self.logged = LoggedSums()            # of the current epoch
+        # Where loss and accuracy stand with nothing learned, shown beside them: ln(K+1) a loss term, 1/(K+1).
+        self.chance_loss = chance_loss(config.K, 2 if config.symmetric else 1)
+        self.chance_acc1 = 100.0 * chance_accuracy(config.K)        # %
 
     @property
     def run_dir(self) -> Path:
@@ -206,8 +210,9 @@ class Trainer:
                 self.directory.append({"kind": "step", "epoch": self.epoch, "global_step": self.global_step,
                                        "loss": loss, "acc1": 100.0 * acc, "lr": lr, "m": m, "images_per_s": rate,
                                        "data_share": data_share})
-                fields = [f"loss {loss:.3f}", f"acc {100 * acc:.1f}%", f"lr {lr:.4f}", f"{rate:.0f} img/s",
-                          f"data {100 * data_share:.0f} %"]
+                fields = [f"loss {loss:.3f} (chance {self.chance_loss:.3f})",
+                          f"acc {100 * acc:.1f}% (chance {self.chance_acc1:.2g}%)", f"lr {lr:.4f}",
+                          f"{rate:.0f} img/s", f"data {100 * data_share:.0f} %"]
             progress.show(self.step_in_epoch, fields)
             if signal is not None:
                 break            # a signal: this step is done; the checkpoint below is of it
@@ -235,7 +240,8 @@ class Trainer:
             self.directory.append(r)
         if record["loss"] is not None:
             knn = f" kNN top-1 {record['knn_top1']:.2f}%" if "knn_top1" in record else ""
-            self.log(f"epoch {record['epoch'] + 1}: loss {record['loss']:.4f} acc {record['acc1']:.1f}%{knn}")
+            self.log(f"epoch {record['epoch'] + 1}: loss {record['loss']:.4f} (chance {self.chance_loss:.4f}) "
+                     f"acc {record['acc1']:.1f}% (chance {self.chance_acc1:.2g}%){knn}")
         elif "knn_top1" in record:
             self.log(f" kNN top-1 {record['knn_top1']:.2f}%")
         return record
