@@ -55,6 +55,7 @@ from moco_ref.run.footprint import check_data_fits, check_step_fits
 from moco_ref.run.monitor import Monitor
 from moco_ref.run.progress import NoProgress, Progress
 from moco_ref.run.stopping import StoppedBySignal, agreed_signal
+from moco_ref.run.tensorboard import NoTensorBoard, TensorBoard, require_tensorboardx
 from moco_ref.shuffle import local_share
 
 
@@ -123,6 +124,9 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.epoch_start_data_state = self.data_rng.bit_generator.state
         self.logged = LoggedSums()            # of the current epoch
+        self.tensorboard = NoTensorBoard()      # TensorBoard's event files while run() runs, with --tensorboard
+        if config.tensorboard and writer:
+            require_tensorboardx()              # before anything is written: one line where it is missing
         # Where loss and accuracy stand with nothing learned, shown beside them: ln(K+1) a loss term, 1/(K+1).
         self.chance_loss = chance_loss(config.K, 2 if config.symmetric else 1)
         self.chance_acc1 = 100.0 * chance_accuracy(config.K)        # %
@@ -158,22 +162,37 @@ class Trainer:
         with directory.lock():
             directory.open(self.checkpoint_bytes(), self.global_step, self.log)
             directory.write_config(c.to_dict(), self.global_step)
-            if self.global_step == 0:
-                for record in self.monitor.before_training(self.model, self.log):
-                    directory.append(record)
-            summary = {}
-            while self.epoch < c.epochs and not (c.max_steps and self.global_step >= c.max_steps):
-                summary, signal = self.run_epoch(stop)          # each epoch (and a stop within one) is saved
-                if signal is not None:
-                    self.comm.barrier()      # every process waits until rank 0 has saved, then all stop
-                    raise StoppedBySignal(signal)
-            final = {**summary, "kind": "final", "epoch": self.epoch, "global_step": self.global_step}
-            if self.monitor.test_set is not None:
-                final["knn_top1"] = summary["knn_top1"] if "knn_top1" in summary else self.monitor.knn(self.model)
-                if self.monitor.knn_top1_untrained is not None:
-                    final["knn_top1_untrained"] = self.monitor.knn_top1_untrained
-            directory.append(final)
-            return final
+            self.tensorboard = (TensorBoard(directory.tensorboard, c, self.global_step)
+                                if c.tensorboard and directory.writer else NoTensorBoard())
+            try:
+                return self._train_to_the_end(stop)
+            finally:
+                self.tensorboard.close()
+
+    def _train_to_the_end(self, stop) -> dict:
+        c = self.config
+        if self.global_step == 0:
+            for record in self.monitor.before_training(self.model, self.log):
+                self.append(record)
+        summary = {}
+        while self.epoch < c.epochs and not (c.max_steps and self.global_step >= c.max_steps):
+            summary, signal = self.run_epoch(stop)          # each epoch (and a stop within one) is saved
+            if signal is not None:
+                self.comm.barrier()      # every process waits until rank 0 has saved, then all stop
+                raise StoppedBySignal(signal)
+        final = {**summary, "kind": "final", "epoch": self.epoch, "global_step": self.global_step}
+        if self.monitor.test_set is not None:
+            final["knn_top1"] = summary["knn_top1"] if "knn_top1" in summary else self.monitor.knn(self.model)
+            if self.monitor.knn_top1_untrained is not None:
+                final["knn_top1_untrained"] = self.monitor.knn_top1_untrained
+        self.append(final)
+        self.tensorboard.add_embedding(lambda: self.monitor.probe_embedding(self.model), self.global_step)
+        return final
+
+    def append(self, record: dict) -> None:
+        """Logs one record: to the run's metrics, and to TensorBoard with --tensorboard."""
+        self.directory.append(record)
+        self.tensorboard.add(record)
 
     def run_epoch(self, stop=None) -> tuple[dict, int | None]:
         """Trains the rest of the current epoch (or up to --max-steps, or a signal); returns the epoch record
@@ -207,9 +226,8 @@ class Trainer:
                 now = time.perf_counter()
                 rate, data_share = images / (now - started), data_seconds / (now - interval_started)
                 interval_started, data_seconds = now, 0.0
-                self.directory.append({"kind": "step", "epoch": self.epoch, "global_step": self.global_step,
-                                       "loss": loss, "acc1": 100.0 * acc, "lr": lr, "m": m, "images_per_s": rate,
-                                       "data_share": data_share})
+                self.append({"kind": "step", "epoch": self.epoch, "global_step": self.global_step, "loss": loss,
+                             "acc1": 100.0 * acc, "lr": lr, "m": m, "images_per_s": rate, "data_share": data_share})
                 fields = [f"loss {loss:.3f} (chance {self.chance_loss:.3f})",
                           f"acc {100 * acc:.1f}% (chance {self.chance_acc1:.2g}%)", f"lr {lr:.4f}",
                           f"{rate:.0f} img/s", f"data {100 * data_share:.0f} %"]
@@ -237,7 +255,7 @@ class Trainer:
                     record["knn_top1"] = self.monitor.knn(self.model)
                 measured = self.monitor.instruments_records(self.model, self.epoch, self.global_step)
         for r in [record, *measured]:
-            self.directory.append(r)
+            self.append(r)
         if record["loss"] is not None:
             knn = f" kNN top-1 {record['knn_top1']:.2f}%" if "knn_top1" in record else ""
             self.log(f"epoch {record['epoch'] + 1}: loss {record['loss']:.4f} (chance {self.chance_loss:.4f}) "
@@ -272,7 +290,9 @@ class Trainer:
                                 f"{self.directory.kept()}; try a lower --lr")
         every = self.config.save_every
         keep = self.epoch if every and self.step_in_epoch == 0 and self.epoch % every == 0 else None
-        return self.directory.save(arrays, self.checkpoint_meta(), keep_epoch=keep)
+        saved = self.directory.save(arrays, self.checkpoint_meta(), keep_epoch=keep)
+        self.tensorboard.flush()                # its events up to this checkpoint, as the metrics
+        return saved
 
     def checkpoint_meta(self) -> dict:
         return {"format": "moco-ref checkpoint v1", "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
