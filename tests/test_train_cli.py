@@ -410,7 +410,8 @@ def test_resume_lists_each_flag_it_cannot_change_with_both_values(capsys, tmp_pa
                              "--moco-k", "20", "--mlp", "--epochs", "3")
     line = error_line(code, err, "--resume cannot change ", "--arch (the run's: resnet10, given: resnet18)",
                       "--width (the run's: 2, given: 4)", "--mlp (the run's: off, given: on)",
-                      "only --epochs, --backend, --knn-every, --log-every, --max-steps, --save-every may change")
+                      "only --epochs, --backend, --knn-every, --log-every, --max-steps, --save-every, --tensorboard "
+                      "may change")
     assert "--moco-k" not in line and "--epochs (" not in line    # the same K, and a resumable flag
     assert snapshot(run_dir) == before
 

@@ -286,8 +286,8 @@ def bench_learn(preset, seeds, probe_epochs, out, png, **flags):
     difference ours - PyTorch with its 95 % Student-t interval; writes the JSON report (--out)
     and the kNN curves of both per seed (--png; needs matplotlib).  Needs PyTorch: pip install
     torch.  Progress goes to stderr: a bar per epoch on a terminal, else a line every --log-every
-    steps, and one line per seed and epoch.  --save-every has no effect here (no run directory is
-    written).
+    steps, and one line per seed and epoch.  --save-every and --tensorboard have no effect here (no
+    run directory is written).
 
     Interrupted, or want more seeds?  Run it again with the same flags and --out (a larger
     --seeds, or another --seed, for more): the seeds the report holds are read back and kept,

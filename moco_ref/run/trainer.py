@@ -168,8 +168,11 @@ class Trainer:
                 return self._train_to_the_end(stop)
             finally:
                 self.tensorboard.close()
+                self.tensorboard = NoTensorBoard()
 
     def _train_to_the_end(self, stop) -> dict:
+        """The loop of :meth:`run`, inside the lock: the untrained measurements of a fresh run, the epochs, the
+        final record (and, with --tensorboard, the probe set's embedding)."""
         c = self.config
         if self.global_step == 0:
             for record in self.monitor.before_training(self.model, self.log):
