@@ -16,9 +16,14 @@ Gradient: with P = softmax(logits) row-wise and Y the one-hot of column 0,
 
 L2 normalisation y = x/‖x‖ has the Jacobian (I − y·yᵀ)/‖x‖, so
 ∂L/∂x = (g − y·(y·g)) / ‖x‖ for the upstream gradient g.
+
+Chance: with equal logits L = ln(K+1) and the positive is ranked first with probability 1/(K+1); a run
+learns when its loss falls below ln(K+1) (:func:`chance_loss`, :func:`chance_accuracy`).
 """
 
 from __future__ import annotations
+
+import math
 
 from backends import get_array_module
 
@@ -123,6 +128,18 @@ def info_nce(q, k, queue, T: float):
     loss, _, cache = info_nce_forward(q, k, queue, T)
     dq, dk = info_nce_backward(cache)
     return loss, dq, dk
+
+
+def chance_loss(K: int, terms: int = 1) -> float:
+    """InfoNCE at chance, ln(K+1) per term: the loss when the K+1 logits are equal (the positive stands out from
+    no negative).  ``terms``: the loss terms summed (2 for the symmetric loss).  A run whose loss stays there
+    has not learned."""
+    return terms * math.log(K + 1)
+
+
+def chance_accuracy(K: int) -> float:
+    """The (K+1)-way instance accuracy at chance, 1/(K+1), as a fraction."""
+    return 1.0 / (K + 1)
 
 
 def instance_accuracy(logits):

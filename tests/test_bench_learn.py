@@ -8,6 +8,7 @@ settings are paired too.  The interval is checked against a direct computation w
 
 import json
 import math
+import re
 import statistics
 import sys
 from types import SimpleNamespace
@@ -146,7 +147,7 @@ def test_each_measure_is_of_the_right_encoder_at_the_right_epoch(folder, monkeyp
         build(pair, *args)
         pairs.append(pair)
 
-    def knn(encoder, *args):
+    def knn(encoder, *args, **kwargs):
         calls.append(("knn", encoder, pairs[0].epoch, pairs[0].global_step))
         return {"top1": float(len(calls))}
 
@@ -269,7 +270,10 @@ def test_bench_learn_end_to_end_writes_its_report(folder, tmp_path, monkeypatch,
     rows = [line for line in stdout.splitlines() if line.startswith("| ")]
     assert rows[2].startswith("| 0 |") and rows[3].startswith("| 1 |") and rows[4].startswith("| mean ± std |")
     assert "kNN top-1, ours − PyTorch" in stdout and "95 % interval" in stdout
-    assert sum(line.startswith("seed ") for line in err.splitlines()) == 2 * 4     # before, 2 epochs, linear
+    logged = [line for line in err.splitlines() if re.match(r"seed \d( epoch \d/2)?: ", line)]
+    assert len(logged) == 2 * 4                                                    # before, 2 epochs, linear
+    shown = [line.split(" [")[0] for line in err.splitlines() if re.match(r"seed \d epoch \d/2 \d/3 \[", line)]
+    assert shown == [f"seed {s} epoch {e}/2 3/3" for s in (0, 1) for e in (1, 2)]  # --log-every 10: the last step
     if learn.can_draw():
         assert (tmp_path / "learn.png").stat().st_size > 0
 
@@ -285,7 +289,7 @@ def test_bench_learn_end_to_end_writes_its_report(folder, tmp_path, monkeypatch,
 
 
 # ------------------------------------------------------------------ (f) an interrupted or longer run goes on
-def fake_record(config, probe_epochs, log):
+def fake_record(config, probe_epochs, log, progress=None):
     """A run record with figures made from the seed, for the bookkeeping of run_learn."""
     figures = {"knn_top1": 40.0 + config.seed, "linear_top1": 50.0 + config.seed, "knn_curve": [], "loss": []}
     return {"seed": config.seed, "steps": 1, "steps_per_epoch": 1, "ours": dict(figures),
@@ -296,7 +300,7 @@ def test_the_seeds_of_a_report_are_read_back_and_kept_and_only_the_others_traine
     pytest.importorskip("torch")
     trained = []
 
-    def run_seed(config, probe_epochs, log):
+    def run_seed(config, probe_epochs, log, progress=None):
         trained.append(config.seed)
         return fake_record(config, probe_epochs, log)
 

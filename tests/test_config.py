@@ -51,7 +51,7 @@ def test_train_help_lists_main_moco_flag_names(capsys):
 
 
 def test_the_resumable_settings_are_the_declared_ones():
-    assert RESUMABLE == {"epochs", "max_steps", "knn_every", "backend", "save_every", "log_every"}
+    assert RESUMABLE == {"epochs", "max_steps", "knn_every", "backend", "save_every", "log_every", "tensorboard"}
 
 
 def test_model_arguments_are_moco_parameters():

@@ -117,6 +117,8 @@ def test_two_processes_equal_one_process_with_two_bn_splits(tmp_path, flags, spl
     two_splits, one_splits = (["--bn-splits", splits[0]], ["--bn-splits", splits[1]]) if splits else ([], [])
     code, err, two = train(tmp_path, "two", *QUICK, "--max-steps", "4", *two_splits, *flags, ranks=2)
     assert code == 0, err
+    shown = [line.split(" [")[0] for line in err.splitlines() if line.startswith("epoch 1/1 ")]
+    assert shown == [f"epoch 1/1 {step}/4" for step in range(1, 5)], err      # rank 0 alone shows progress
     if not splits:
         assert "1 group(s) on each of the 2 processes" in err
     code, err, one = train(tmp_path, "one", *QUICK, "--max-steps", "4", *one_splits, *flags)

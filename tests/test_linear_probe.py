@@ -1,6 +1,8 @@
 """The linear probe (main_lincls): its loss and gradient, that it learns, that the encoder stays frozen, the CLI."""
 
+import io
 import json
+from functools import partial
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from moco_ref.evaluation.linear import (
 )
 from moco_ref.loss import cross_entropy_backward, cross_entropy_forward
 from moco_ref.models import build_encoder
+from moco_ref.run.progress import Progress
 from moco_ref.tools.gradcheck import compare, numerical_gradient
 
 COLOURS = np.array([[220, 40, 40], [40, 200, 40], [40, 60, 220], [200, 200, 60]])  # one per class
@@ -90,9 +93,10 @@ def test_probe_reaches_high_accuracy_on_separable_features(augment):
 
 def test_probe_follows_the_step_schedule_and_is_reproducible():
     train, val = colour_dataset(64, 0), colour_dataset(32, 1)
-    lines = []
-    first = linear_probe(MeanColourEncoder(), train, val, "numpy", epochs=10, batch_size=16, log=lines.append)
-    lrs = [float(line.split(" lr ")[1].split()[0]) for line in lines]
+    shown = io.StringIO()                                 # not a terminal: a plain line every epoch (10 epochs)
+    first = linear_probe(MeanColourEncoder(), train, val, "numpy", epochs=10, batch_size=16,
+                         progress=partial(Progress, stream=shown))
+    lrs = [float(line.split(", lr ")[1].split(",")[0]) for line in shown.getvalue().splitlines()]
     assert lrs == pytest.approx([30.0] * 6 + [3.0] * 2 + [0.3] * 2)
     second = linear_probe(MeanColourEncoder(), train, val, "numpy", epochs=10, batch_size=16)
     assert {k: v for k, v in first.items() if k != "seconds"} == {k: v for k, v in second.items() if k != "seconds"}

@@ -197,3 +197,25 @@ def test_png_with_out_and_without_knn(tmp_path):
     assert out == tmp_path / "elsewhere.png" and out.stat().st_size > 10_000
     with pytest.raises(UserError, match=r"must end in \.png"):
         plot_run(run, tmp_path / "curves.jpg")
+
+
+@pytest.mark.parametrize("symmetric,terms", [(False, 1), (True, 2)])
+def test_loss_and_accuracy_are_drawn_against_their_chance_levels(tmp_path, monkeypatch, symmetric, terms):
+    """ln(K+1) a loss term (two with --symmetric) beside the loss, 1/(K+1) beside the instance accuracy."""
+    pytest.importorskip("matplotlib")
+    import math
+
+    from matplotlib.figure import Figure
+
+    run = write_run(tmp_path / "run", K=64)
+    (run / "config.json").write_text(json.dumps({"K": 64, "dim": 16, "symmetric": symmetric}))
+    drawn = []
+    monkeypatch.setattr(Figure, "savefig", lambda figure, *args, **kwargs: drawn.append(figure))
+    plot_run(run)
+    loss_panel, accuracy_panel = drawn[0].axes[:2]
+
+    def levels(ax):
+        return [line.get_ydata()[0] for line in ax.get_lines() if line.get_label().startswith("chance")]
+
+    assert levels(loss_panel) == pytest.approx([terms * math.log(65)])
+    assert levels(accuracy_panel) == pytest.approx([100 / 65])

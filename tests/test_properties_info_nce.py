@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from moco_ref.loss import info_nce, info_nce_backward, info_nce_forward
+from moco_ref.loss import chance_loss, info_nce, info_nce_backward, info_nce_forward
 from moco_ref.tools.gradcheck import compare, numerical_gradient
 
 
@@ -40,7 +40,7 @@ def test_info_nce_is_non_negative(data):
 
 @given(data=st.data())
 def test_info_nce_is_log_K_plus_one_when_all_logits_are_equal(data):
-    """When q is orthogonal to its positive and to every queued key, all logits are 0 and the loss is log(K + 1).
+    """When q is orthogonal to its positive and to every queued key, all logits are 0 and the loss is chance, ln(K + 1).
 
     q lives on a random subset of the coordinates and all keys on the rest, so every
     dot product is exactly 0 whatever the temperature.
@@ -59,7 +59,7 @@ def test_info_nce_is_log_K_plus_one_when_all_logits_are_equal(data):
     queue[:, key_part] = unit_rows(rng, K, D - split)
     loss, logits, _ = info_nce_forward(q, k, queue, T)
     assert (logits == 0).all()
-    assert math.isclose(float(loss), math.log(K + 1), rel_tol=1e-12), f"loss {float(loss)!r}, log(K + 1) = {math.log(K + 1)!r}"
+    assert math.isclose(float(loss), chance_loss(K), rel_tol=1e-12), f"loss {float(loss)!r}, ln(K + 1) = {chance_loss(K)!r}"
 
 
 @given(data=st.data())

@@ -99,7 +99,7 @@ def wait_for_step(process: subprocess.Popen, run_dir: Path, step: int, log: Path
 
 
 def without_timings(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in ("images_per_s", "seconds")} for r in records]
+    return [{k: v for k, v in r.items() if k not in ("images_per_s", "data_share", "seconds")} for r in records]
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

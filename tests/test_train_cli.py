@@ -16,6 +16,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -93,6 +94,15 @@ def test_subprocess_run_exits_0_and_prints_the_summary(finished_run):
     assert summary.endswith(f"saved in {run_dir}")
     assert "training MoCo resnet10 width 2" in process.stderr
     assert "3 steps" in process.stderr               # 24 images // batch 8
+    # not a terminal: one plain line every --log-every (1) step, with the times, the metrics, img/s and data share
+    shown = [line for line in process.stderr.splitlines() if line.startswith("epoch 1/2 ")]
+    assert [line.split(" [")[0] for line in shown] == ["epoch 1/2 1/3", "epoch 1/2 2/3", "epoch 1/2 3/3"]
+    assert re.match(r"^epoch 1/2 3/3 \[\d\d:\d\d<00:00\], run left \d\d:\d\d, loss \d+\.\d{3} \(chance 3\.045\), "
+                    r"acc \d+\.\d% \(chance 4\.8%\), lr 0\.0300, \d+ img/s, data \d+ %$", shown[-1]), shown[-1]
+    # the epoch's line: the loss beside ln(K+1) = ln 21, the instance accuracy beside 1/(K+1)
+    epoch_lines = [line for line in process.stderr.splitlines() if line.startswith("epoch 1: ")]
+    assert len(epoch_lines) == 1 and re.match(r"^epoch 1: loss \d+\.\d{4} \(chance 3\.0445\) acc \d+\.\d% "
+                                              r"\(chance 4\.8%\) kNN top-1 ", epoch_lines[0]), epoch_lines
 
 
 def test_run_directory_holds_config_metrics_and_checkpoint(finished_run):
@@ -132,6 +142,7 @@ def test_metrics_jsonl_has_step_knn_epoch_and_final_records(finished_run):
         assert np.isfinite(r["loss"]) and r["loss"] > 0
         assert 0.0 <= r["acc1"] <= 100.0
         assert r["images_per_s"] > 0
+        assert 0 <= r["data_share"] <= 1                  # of the interval's wall time, in batch and views
         assert r["m"] == 0.99                            # the fixed --moco-m (no --moco-m-cos)
     # cosine schedule, set once per epoch: lr·½(1 + cos(π·epoch/epochs))
     assert [r["lr"] for r in steps] == pytest.approx([0.03] * 3 + [0.015] * 3)   # default --lr 0.03
@@ -401,7 +412,8 @@ def test_resume_lists_each_flag_it_cannot_change_with_both_values(capsys, tmp_pa
                              "--moco-k", "20", "--mlp", "--epochs", "3")
     line = error_line(code, err, "--resume cannot change ", "--arch (the run's: resnet10, given: resnet18)",
                       "--width (the run's: 2, given: 4)", "--mlp (the run's: off, given: on)",
-                      "only --epochs, --backend, --knn-every, --log-every, --max-steps, --save-every may change")
+                      "only --epochs, --backend, --knn-every, --log-every, --max-steps, --save-every, --tensorboard "
+                      "may change")
     assert "--moco-k" not in line and "--epochs (" not in line    # the same K, and a resumable flag
     assert snapshot(run_dir) == before
 

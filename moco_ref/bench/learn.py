@@ -37,6 +37,8 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,7 @@ from moco_ref.optim import learning_rate
 from moco_ref.parallel.communicator import SingleProcess
 from moco_ref.run.batchnorm_values import check_batchnorm_values
 from moco_ref.run.config import TrainConfig
+from moco_ref.run.progress import SLOW_S, NoProgress
 from moco_ref.run.trainer import two_views
 
 TORCH_INSTALL = "pip install torch"
@@ -132,9 +135,10 @@ class PairedTraining:
         c = self.config
         return self.epoch >= c.epochs or bool(c.max_steps and self.global_step >= c.max_steps)
 
-    def run_epoch(self) -> dict:
+    def run_epoch(self, progress=NoProgress) -> dict:
         """Trains both through the current epoch (or to --max-steps); returns {"ours", "pytorch"}: the mean loss
-        of each over the epoch's steps.
+        of each over the epoch's steps.  ``progress``: the class that shows the epoch's steps (a line every
+        --log-every steps off a terminal).
 
         The trainer's epoch: a fresh order from the data generator (each epoch draws one permutation; the
         trainer's re-seeding from the state saved at the epoch's start draws the same one), full batches,
@@ -144,12 +148,17 @@ class PairedTraining:
         lr = learning_rate(c.lr, self.epoch, c.epochs, c.cos, tuple(c.schedule))
         order = self.data_rng.permutation(len(self.train_set))
         losses: dict[str, list[float]] = {name: [] for name in IMPLEMENTATIONS}
-        for step_in_epoch in range(self.steps_per_epoch):
-            if c.max_steps and self.global_step >= c.max_steps:
-                break
+        steps = self.steps_per_epoch
+        if c.max_steps:
+            steps = max(0, min(steps, c.max_steps - self.global_step))
+        bar = progress(steps, f"seed {c.seed} epoch {self.epoch + 1}/{c.epochs}", every=c.log_every)
+        started, data_seconds = time.perf_counter(), 0.0
+        for step_in_epoch in range(steps):
+            data_started = time.perf_counter()
             index = order[step_in_epoch * c.batch_size:(step_in_epoch + 1) * c.batch_size]
             x_q, x_k = two_views(self.train_set.images, index, self.augment, self.aug_rng, self.backend,
                                  SingleProcess())
+            data_seconds += time.perf_counter() - data_started
             m = momentum_at_step(c.m, self.global_step, self.total_steps, c.m_cos)
             perms = self.shuffle_permutations(len(index))
             ours = self.model.step(x_q, x_k, m=m, lr=lr)
@@ -158,6 +167,12 @@ class PairedTraining:
             losses["ours"].append(float(ours["loss"]))
             losses["pytorch"].append(float(theirs))
             self.global_step += 1
+            seconds = time.perf_counter() - started
+            bar.show(step_in_epoch + 1, [f"loss ours {losses['ours'][-1]:.3f}",
+                                         f"PyTorch {losses['pytorch'][-1]:.3f}",
+                                         f"{(step_in_epoch + 1) * c.batch_size / seconds:.0f} img/s (both)",
+                                         f"data {100 * data_seconds / seconds:.0f} %"])
+        bar.close()
         if len(losses["ours"]) == self.steps_per_epoch:
             self.epoch += 1
         return {name: float(np.mean(values)) if values else None for name, values in losses.items()}
@@ -197,8 +212,9 @@ def labelled_splits(config: TrainConfig):
     return train, test
 
 
-def run_seed(config: TrainConfig, probe_epochs: int = PROBE_EPOCHS, log=None) -> dict:
-    """Trains both implementations on one seed and measures both; returns the run's record (module docstring)."""
+def run_seed(config: TrainConfig, probe_epochs: int = PROBE_EPOCHS, log=None, progress=NoProgress) -> dict:
+    """Trains both implementations on one seed and measures both; returns the run's record (module docstring).
+    ``progress``: the class that shows the epochs, the kNN passes and the probes (moco_ref.run.progress)."""
     log = log or (lambda line: None)
     train, test = labelled_splits(config)
     check_batchable(train, config.batch_size, config.bn_splits)
@@ -213,7 +229,7 @@ def run_seed(config: TrainConfig, probe_epochs: int = PROBE_EPOCHS, log=None) ->
         top1 = {}
         for name, encoder in pair.encoders().items():
             top1[name] = knn_accuracy(encoder, train, test, test_transform, pair.backend, config.knn_k,
-                                      config.knn_t)["top1"]
+                                      config.knn_t, progress=progress)["top1"]
             record[name]["knn_curve"].append({"epoch": pair.epoch, "global_step": pair.global_step,
                                               "top1": top1[name]})
         return top1
@@ -222,7 +238,7 @@ def run_seed(config: TrainConfig, probe_epochs: int = PROBE_EPOCHS, log=None) ->
     log(f"seed {config.seed}: kNN top-1 before training: ours {top1['ours']:.2f}%, PyTorch {top1['pytorch']:.2f}%")
     while not pair.stopped():
         started = pair.epoch
-        losses = pair.run_epoch()
+        losses = pair.run_epoch(progress)
         for name in IMPLEMENTATIONS:
             record[name]["loss"].append(losses[name])
         line = (f"seed {config.seed} epoch {started + 1}/{config.epochs}: loss ours {losses['ours']:.4f}, "
@@ -237,7 +253,7 @@ def run_seed(config: TrainConfig, probe_epochs: int = PROBE_EPOCHS, log=None) ->
     for name, encoder in pair.encoders().items():
         record[name]["knn_top1"] = record[name]["knn_curve"][-1]["top1"]
         record[name]["linear_top1"] = linear_probe(encoder, train, test, pair.backend, epochs=probe_epochs,
-                                                   augment=False)["top1"]
+                                                   augment=False, progress=partial(progress, delay=SLOW_S))["top1"]
     log(f"seed {config.seed}: linear top-1 ours {record['ours']['linear_top1']:.2f}%, "
         f"PyTorch {record['pytorch']['linear_top1']:.2f}%")
     return record
@@ -254,7 +270,7 @@ def summarise(runs: list) -> dict:
 
 
 def run_learn(values: dict, seeds: int = 3, first_seed: int = 0, probe_epochs: int = PROBE_EPOCHS, out=None,
-              command: str | None = None, log=None) -> dict:
+              command: str | None = None, log=None, progress=NoProgress) -> dict:
     """Trains and measures every seed; returns the report, also written to ``out`` (JSON) after each seed.
 
     Args:
@@ -265,7 +281,8 @@ def run_learn(values: dict, seeds: int = 3, first_seed: int = 0, probe_epochs: i
             back, not trained again, and kept (an interrupted or shorter run goes on; the report and the
             table then cover every seed in it).
         command: the command line recorded in the header (default: this process's).
-        log: called with each progress line.
+        log: called with each line of what was done.  progress: the class that shows the steps
+            (moco_ref.run.progress; NoProgress: none).
     """
     configs = seed_configs(values, first_seed, seeds)
     finished = finished_runs(out, configs[0], probe_epochs) if out else {}
@@ -282,7 +299,7 @@ def run_learn(values: dict, seeds: int = 3, first_seed: int = 0, probe_epochs: i
         if config.seed in runs:
             (log or (lambda line: None))(f"seed {config.seed}: read back from {out}")
             continue
-        runs[config.seed] = run_seed(config, probe_epochs, log)
+        runs[config.seed] = run_seed(config, probe_epochs, log, progress)
         report.update(seeds=sorted(runs), runs=[runs[seed] for seed in sorted(runs)])
         report["summary"] = summarise(report["runs"])
         if out:

@@ -28,6 +28,7 @@ from moco_ref.evaluation.linear import linear_probe
 from moco_ref.paths import check_output, check_output_file, refusal, refused
 from moco_ref.run.config import PRESETS, TrainConfig
 from moco_ref.run.directory import checkpoint_of
+from moco_ref.run.progress import Progress
 from moco_ref.tools.export import export_encoder, loading_snippet
 from moco_ref.tools.gradcheck import run_all
 from moco_ref.tools.plot import plot_run
@@ -102,7 +103,7 @@ def knn_command(checkpoint, train_data, val_data, k, t, backend):
         if dataset.labels is None:
             raise UserError(f"{name} {dataset.name} has no labels (put images in class sub-folders)")
     result = knn_accuracy(encoder, train_set, val_set, make_pipeline("test", config.image_size),
-                          encoder.backend, k, t)
+                          encoder.backend, k, t, progress=Progress)
     click.echo(json.dumps(result))
 
 
@@ -132,7 +133,8 @@ def linear_command(checkpoint, train_data, val_data, train_size, val_size, epoch
     SGD lr 30, momentum 0.9, no weight decay, 100 epochs, lr ×0.1 at 60 and 80.  On NumPy the
     training images are encoded once without crops or flips (--no-augment), so an epoch is a
     matrix product rather than a pass of the encoder; --augment follows the protocol (crop +
-    flip, features recomputed each epoch).  Progress goes to stderr, one line an epoch.
+    flip, features recomputed each epoch).  Progress goes to stderr: a bar on a terminal, else a line
+    every tenth of the epochs.
     """
     encoder, config = _encoder_from_checkpoint(checkpoint, backend)
     train_source = train_data or config.data
@@ -147,7 +149,7 @@ def linear_command(checkpoint, train_data, val_data, train_size, val_size, epoch
                f"{encoder.backend.name}", err=True)
     result = linear_probe(encoder, train_set, val_set, encoder.backend, epochs=epochs, lr=lr, momentum=momentum,
                           weight_decay=wd, schedule=schedule, batch_size=batch_size, seed=seed, augment=augment,
-                          log=lambda line: click.echo(line, err=True))
+                          progress=Progress)
     result["checkpoint"] = str(checkpoint_of(checkpoint))
     click.echo(json.dumps(result))
 
@@ -293,8 +295,9 @@ def bench_learn(preset, seeds, probe_epochs, out, png, **flags):
     Prints a table (per seed: kNN and linear top-1 of both, mean ± std) and the paired
     difference ours - PyTorch with its 95 % Student-t interval; writes the JSON report (--out)
     and the kNN curves of both per seed (--png; needs matplotlib).  Needs PyTorch: pip install
-    torch.  Progress goes to stderr, one line per seed and epoch.  --save-every and --log-every
-    have no effect here (no run directory is written).
+    torch.  Progress goes to stderr: a bar per epoch on a terminal, else a line every --log-every
+    steps, and one line per seed and epoch.  --save-every and --tensorboard have no effect here (no
+    run directory is written).
 
     Interrupted, or want more seeds?  Run it again with the same flags and --out (a larger
     --seeds, or another --seed, for more): the seeds the report holds are read back and kept,
@@ -313,7 +316,7 @@ def bench_learn(preset, seeds, probe_epochs, out, png, **flags):
                    f"needs {PLOT_NOTE}", err=True)
     try:
         report = learn.run_learn(values, seeds=seeds, first_seed=values["seed"], probe_epochs=probe_epochs,
-                                 out=out, log=lambda line: click.echo(line, err=True))
+                                 out=out, log=lambda line: click.echo(line, err=True), progress=Progress)
     except KeyboardInterrupt:
         kept = f"the seeds finished so far are in {out}" if out else "nothing was written (no --out)"
         click.echo(f"moco-ref bench learn: interrupted; {kept}", err=True)

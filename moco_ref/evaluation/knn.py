@@ -16,6 +16,7 @@ from __future__ import annotations
 from backends import get_array_module, get_backend, to_numpy
 from moco_ref.evaluation.features import encode_dataset
 from moco_ref.loss import normalize_forward
+from moco_ref.run.progress import NoProgress
 
 
 def knn_predict(features, bank, bank_labels, num_classes: int, k: int = 200, t: float = 0.1,
@@ -40,16 +41,18 @@ def knn_predict(features, bank, bank_labels, num_classes: int, k: int = 200, t: 
 
 
 def knn_accuracy(encoder, train, test, pipeline, backend, k: int = 200, t: float = 0.1,
-                 batch_size: int = 256) -> dict:
+                 batch_size: int = 256, progress=NoProgress) -> dict:
     """kNN top-1 accuracy (in %) of ``encoder`` with ``train`` as the bank, measured on ``test``.
 
-    ``train`` and ``test`` are :class:`moco_ref.data.Dataset` objects with labels.
+    ``train`` and ``test`` are :class:`moco_ref.data.Dataset` objects with labels; ``progress`` shows the
+    feature passes that take more than a few seconds (encode_dataset's).
     """
     backend = get_backend(backend)
-    bank = normalize_forward(encode_dataset(encoder, train.images, pipeline, backend, head=True,
-                                            batch_size=batch_size))[0]                    # (Nb, D), unit rows
-    queries = normalize_forward(encode_dataset(encoder, test.images, pipeline, backend, head=True,
-                                               batch_size=batch_size))[0]                 # (Nq, D)
+    passes = dict(head=True, batch_size=batch_size, progress=progress)
+    bank = normalize_forward(encode_dataset(encoder, train.images, pipeline, backend, label="kNN bank",
+                                            **passes))[0]                                 # (Nb, D), unit rows
+    queries = normalize_forward(encode_dataset(encoder, test.images, pipeline, backend, label="kNN queries",
+                                               **passes))[0]                              # (Nq, D)
     num_classes = max(len(train.classes), int(train.labels.max()) + 1)
     predicted = knn_predict(queries, bank, backend.to_device(train.labels), num_classes, k, t)
     correct = int((to_numpy(predicted) == test.labels).sum())

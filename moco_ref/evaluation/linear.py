@@ -51,6 +51,7 @@ from moco_ref.evaluation.features import encode_dataset
 from moco_ref.layers.basic import linear_backward, linear_forward
 from moco_ref.loss import cross_entropy_backward, cross_entropy_forward
 from moco_ref.optim import SGD, learning_rate
+from moco_ref.run.progress import NoProgress
 
 
 def topk_correct(logits, labels, k: int):
@@ -122,7 +123,7 @@ def evaluate_classifier(features, labels, weight, bias, num_classes: int, batch_
 
 def linear_probe(encoder, train, val, backend, epochs: int = 100, lr: float = 30.0, momentum: float = 0.9,
                  weight_decay: float = 0.0, schedule=None, batch_size: int = 256, seed: int = 0,
-                 augment: bool = True, log=None) -> dict:
+                 augment: bool = True, progress=NoProgress) -> dict:
     """Trains a linear classifier on the frozen encoder and measures it on ``val``.
 
     Args:
@@ -135,7 +136,8 @@ def linear_probe(encoder, train, val, backend, epochs: int = 100, lr: float = 30
         seed: seeds the classifier's initial weights, the batch order and the augmentation.
         augment: recompute augmented train features each epoch (the protocol), or encode the train
             images once with the test transform (fast; see the module docstring).
-        log: called with one line of progress per epoch (None: silent).
+        progress: the class that shows the epochs' progress (moco_ref.run.progress; NoProgress: none): a plain
+            line every tenth of the epochs, and the feature passes that take more than a few seconds.
 
     Returns:
         {"top1", "top5"} of the final classifier on ``val`` (in %), "best_top1", "best_epoch", the
@@ -160,13 +162,15 @@ def linear_probe(encoder, train, val, backend, epochs: int = 100, lr: float = 30
     rng = np.random.default_rng(seed)
     before = encoder_fingerprint(encoder)
 
-    val_features = encode_dataset(encoder, val.images, test_pipeline, backend, head=False, rng=rng)          # (N_val, D)
+    val_features = encode_dataset(encoder, val.images, test_pipeline, backend, head=False, rng=rng,
+                                  progress=progress, label="linear probe: validation features")        # (N_val, D)
     feature_dim = int(val_features.shape[1])
     dtype = val_features.dtype
     val_labels = backend.to_device(val.labels)
     train_labels = backend.to_device(train.labels)
     train_features = (None if augment else
-                      encode_dataset(encoder, train.images, test_pipeline, backend, head=False, rng=rng))
+                      encode_dataset(encoder, train.images, test_pipeline, backend, head=False, rng=rng,
+                                     progress=progress, label="linear probe: training features"))
 
     # main_lincls: fc.weight ~ N(0, 0.01), fc.bias = 0; drawn on the host
     params = {"weight": backend.to_device(rng.normal(0.0, 0.01, (num_classes, feature_dim)).astype(dtype)),
@@ -175,6 +179,7 @@ def linear_probe(encoder, train, val, backend, epochs: int = 100, lr: float = 30
 
     N = len(train)
     best_top1, best_epoch = -1.0, 0
+    bar = progress(epochs, "linear probe epoch", every=max(1, epochs // 10))
     for epoch in range(epochs):
         epoch_lr = learning_rate(lr, epoch, epochs, cos=False, schedule=schedule)
         order = rng.permutation(N)
@@ -199,9 +204,9 @@ def linear_probe(encoder, train, val, backend, epochs: int = 100, lr: float = 30
         val_result = evaluate_classifier(val_features, val_labels, params["weight"], params["bias"], num_classes)
         if val_result["top1"] > best_top1:
             best_top1, best_epoch = val_result["top1"], epoch + 1
-        if log is not None:
-            log(f"linear probe epoch {epoch + 1}/{epochs}: lr {epoch_lr:.4g} loss {train_loss:.4f} "
-                f"train top-1 {train_top1:.2f}% val top-1 {val_result['top1']:.2f}% top-5 {val_result['top5']:.2f}%")
+        bar.show(epoch + 1, [f"lr {epoch_lr:.4g}", f"loss {train_loss:.4f}", f"train top-1 {train_top1:.2f}%",
+                             f"val top-1 {val_result['top1']:.2f}%", f"top-5 {val_result['top5']:.2f}%"])
+    bar.close()
 
     check_unchanged(before, encoder_fingerprint(encoder))
     return {"top1": val_result["top1"], "top5": val_result["top5"], "best_top1": best_top1, "best_epoch": best_epoch,

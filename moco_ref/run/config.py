@@ -104,6 +104,8 @@ class TrainConfig:
                             resumable=True)
     save_every: int = option(0, "Also keep checkpoint_NNNN.npz every N epochs, 0 = only the last.", at_least=0,
                              resumable=True)
+    tensorboard: bool = option(False, "Also write TensorBoard event files into the run directory's tb/ (the "
+                               "[tensorboard] extra).", resumable=True)
 
     def to_dict(self) -> dict:
         return asdict(self)

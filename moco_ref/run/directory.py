@@ -7,6 +7,7 @@
     RUN/linear_probe.json      an ablation's linear probe of the run (moco-ref ablate)
     RUN/failed.json            an ablation run that failed, and why
     RUN/.lock                  who trains here now
+    RUN/tb/                    TensorBoard's event files, with --tensorboard (moco_ref/run/tensorboard.py)
 
 :class:`RunDirectory` reads and writes them: metrics.jsonl with one policy for a line cut short (a kill or
 a full disk in the middle of a write: the line is dropped), checkpoints, config.json and the lock.  On
@@ -35,6 +36,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -54,6 +56,7 @@ from moco_ref.run.config import OPTIONS, RESUMABLE, TrainConfig, shown
 
 CONFIG, METRICS, LAST_CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint_last.npz"
 PROBE, FAILED = "linear_probe.json", "failed.json"
+TENSORBOARD = "tb"
 LOCK_NAME = ".lock"
 # The temporary files of moco-ref's own writes (write_atomically's NAME.<random>.tmp, and the probe).
 TEMPORARY_FILES = ("checkpoint_*.npz.*.tmp", "config.json.*.tmp", "metrics.jsonl.*.tmp", ".probe.*.tmp",
@@ -326,6 +329,11 @@ class RunDirectory:
     def last_checkpoint(self) -> Path:
         return self.path / LAST_CHECKPOINT
 
+    @property
+    def tensorboard(self) -> Path:
+        """The folder of TensorBoard's event files (``tensorboard --logdir RUN/tb``)."""
+        return self.path / TENSORBOARD
+
     # ---------------------------------------------------------------- reading (any process)
     def records(self) -> list[dict]:
         """The complete records of metrics.jsonl, in order ([] where there is none)."""
@@ -365,7 +373,8 @@ class RunDirectory:
     def open(self, checkpoint_bytes: int, step: int, log) -> None:
         """Before the first step, holding the lock: the directory must take new files and have room for two
         checkpoints; the temporary files of a save that was killed go; metrics.jsonl is made to match the
-        run's checkpoint at ``step`` (emptied for a fresh run, the records after it dropped on a resume)."""
+        run's checkpoint at ``step`` (emptied for a fresh run, the records after it dropped on a resume), and
+        a fresh run starts with no tb/ (a resume appends to it: moco_ref/run/tensorboard.py)."""
         if not self.writer:
             return
         check_writable(self.path)
@@ -376,6 +385,9 @@ class RunDirectory:
         if step == 0:
             with self.writing(self.path / METRICS, step):
                 (self.path / METRICS).unlink(missing_ok=True)
+            if self.tensorboard.is_dir():
+                with self.writing(self.tensorboard, step):
+                    shutil.rmtree(self.tensorboard)
         else:
             self._truncate_metrics(step)
 

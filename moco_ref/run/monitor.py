@@ -26,10 +26,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from backends import to_numpy
 from moco_ref.data import load_dataset
 from moco_ref.errors import UserError
+from moco_ref.evaluation.features import encode_dataset
 from moco_ref.evaluation.instruments import PROBE_SIZE, Instruments
 from moco_ref.evaluation.knn import knn_accuracy
+from moco_ref.loss import normalize_forward
+from moco_ref.run.progress import NoProgress
 
 
 class QueueLabels:
@@ -57,15 +61,17 @@ class Monitor:
         knn_top1_untrained: the untrained encoder's kNN top-1 (%), once measured.
     """
 
-    def __init__(self, config, train_set, augment, test_transform, backend, log, enabled: bool):
+    def __init__(self, config, train_set, augment, test_transform, backend, log, enabled: bool,
+                 progress=NoProgress):
         self.config, self.train_set, self.test_transform, self.backend = config, train_set, test_transform, backend
+        self.progress = progress      # shows the kNN monitor's feature passes (moco_ref.run.progress)
         self.test_set = _held_out_split(config, train_set, log) if enabled else None
+        self.probe_set = self.test_set if self.test_set is not None else train_set      # its first PROBE_SIZE
         self.instruments, self.queue_labels = None, None
         if enabled and config.knn_every:
-            probe_set = self.test_set if self.test_set is not None else train_set
             keys_per_step = config.batch_size * (2 if config.symmetric else 1)
-            probe_labels = None if probe_set.labels is None else probe_set.labels[:PROBE_SIZE]
-            self.instruments = Instruments(probe_set.images[:PROBE_SIZE], augment, test_transform, backend,
+            probe_labels = None if self.probe_set.labels is None else self.probe_set.labels[:PROBE_SIZE]
+            self.instruments = Instruments(self.probe_set.images[:PROBE_SIZE], augment, test_transform, backend,
                                            config.seed, keys_per_step, config.K, probe_labels)
             if probe_labels is not None and train_set.labels is not None:
                 self.queue_labels = QueueLabels(config.K)
@@ -81,7 +87,7 @@ class Monitor:
         if self.test_set is None:
             return None
         return knn_accuracy(model.encoder_q, self.train_set, self.test_set, self.test_transform, self.backend,
-                            self.config.knn_k, self.config.knn_t)["top1"]
+                            self.config.knn_k, self.config.knn_t, progress=self.progress)["top1"]
 
     def before_training(self, model, log) -> list:
         """The records of the untrained model: its kNN top-1 and its instruments."""
@@ -106,6 +112,15 @@ class Monitor:
         labels = self.queue_labels.labels if self.queue_labels is not None else None
         return [{"kind": "instruments", "epoch": epoch, "global_step": global_step,
                  **self.instruments.measure(model, global_step, labels)}]
+
+    def probe_embedding(self, model) -> tuple:
+        """The probe set (the first PROBE_SIZE images of the held-out split, else of the training set) as the
+        model sees it now: (normalised encoder_q outputs (N, dim) on the host, labels (N,) or None, images
+        (N, H, W, 3) uint8)."""
+        images = self.probe_set.images[:PROBE_SIZE]
+        out = encode_dataset(model.encoder_q, images, self.test_transform, self.backend, head=True)   # (N, dim)
+        labels = None if self.probe_set.labels is None else self.probe_set.labels[:PROBE_SIZE]
+        return to_numpy(normalize_forward(out)[0]), labels, images
 
     def state_dict(self) -> dict:
         state = self.instruments.state_dict() if self.instruments is not None else {}

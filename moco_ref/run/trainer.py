@@ -44,6 +44,7 @@ from backends import get_backend, to_numpy
 from moco_ref.augment import make_pipeline
 from moco_ref.data import check_batchable, load_dataset
 from moco_ref.errors import CheckpointError, UserError
+from moco_ref.loss import chance_accuracy, chance_loss
 from moco_ref.moco import MoCo
 from moco_ref.momentum import momentum_at_step
 from moco_ref.optim import learning_rate
@@ -53,8 +54,9 @@ from moco_ref.run.config import TrainConfig
 from moco_ref.run.directory import RunDirectory
 from moco_ref.run.footprint import check_data_fits, check_step_fits
 from moco_ref.run.monitor import Monitor
-from moco_ref.run.progress import Progress
+from moco_ref.run.progress import NoProgress, Progress
 from moco_ref.run.stopping import StoppedBySignal, agreed_signal
+from moco_ref.run.tensorboard import NoTensorBoard, TensorBoard, require_tensorboardx
 from moco_ref.shuffle import local_share
 
 
@@ -103,6 +105,7 @@ class Trainer:
         writer = self.comm.rank == 0                   # the one process that prints and writes the run directory
         self.directory = RunDirectory(run_dir, writer)
         self.log = (log or (lambda message: print(message, file=sys.stderr))) if writer else (lambda _: None)
+        self.progress = Progress if writer else NoProgress      # rank 0 alone shows progress
         self.backend = get_backend(config.backend)
         step_needed = check_step_fits(config, self.backend, self.comm.size)   # before anything is allocated
         self.train_set = load_dataset(config.data, "train", config.image_size, config.seed)
@@ -113,7 +116,7 @@ class Trainer:
         self.augment = make_pipeline(config.aug, config.image_size)
         self.test_transform = make_pipeline("test", config.image_size)
         self.monitor = Monitor(config, self.train_set, self.augment, self.test_transform, self.backend, self.log,
-                               enabled=writer)
+                               enabled=writer, progress=self.progress)
         test_images = len(self.monitor.test_set) if self.monitor.test_set is not None else 0
         check_data_fits(len(self.train_set), test_images, config, step_needed, self.backend)
         self.model = MoCo(**config.model_arguments(), comm=self.comm)
@@ -123,6 +126,12 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.epoch_start_data_state = self.data_rng.bit_generator.state
         self.logged = LoggedSums()            # of the current epoch
+        self.tensorboard = NoTensorBoard()      # TensorBoard's event files while run() runs, with --tensorboard
+        if config.tensorboard and writer:
+            require_tensorboardx()              # before anything is written: one line where it is missing
+        # Where loss and accuracy stand with nothing learned, shown beside them: ln(K+1) a loss term, 1/(K+1).
+        self.chance_loss = chance_loss(config.K, 2 if config.symmetric else 1)
+        self.chance_acc1 = 100.0 * chance_accuracy(config.K)        # %
 
     @property
     def run_dir(self) -> Path:
@@ -137,6 +146,11 @@ class Trainer:
         """T_total of the momentum schedule: epochs × steps per epoch (--max-steps does not change it)."""
         return self.config.epochs * self.steps_per_epoch
 
+    def run_steps_left(self) -> int:
+        """Steps from here to the end of the run: to the last epoch's end, or to --max-steps if sooner."""
+        end = min(self.total_steps, self.config.max_steps) if self.config.max_steps else self.total_steps
+        return max(0, end - self.global_step)
+
     # -------------------------------------------------------------------- the loop
     def run(self, stop=None) -> dict:
         """Trains to the configured end; returns the summary (also the last record of the metrics).
@@ -150,22 +164,40 @@ class Trainer:
         with directory.lock():
             directory.open(self.checkpoint_bytes(), self.global_step, self.log)
             directory.write_config(c.to_dict(), self.global_step)
-            if self.global_step == 0:
-                for record in self.monitor.before_training(self.model, self.log):
-                    directory.append(record)
-            summary = {}
-            while self.epoch < c.epochs and not (c.max_steps and self.global_step >= c.max_steps):
-                summary, signal = self.run_epoch(stop)          # each epoch (and a stop within one) is saved
-                if signal is not None:
-                    self.comm.barrier()      # every process waits until rank 0 has saved, then all stop
-                    raise StoppedBySignal(signal)
-            final = {**summary, "kind": "final", "epoch": self.epoch, "global_step": self.global_step}
-            if self.monitor.test_set is not None:
-                final["knn_top1"] = summary["knn_top1"] if "knn_top1" in summary else self.monitor.knn(self.model)
-                if self.monitor.knn_top1_untrained is not None:
-                    final["knn_top1_untrained"] = self.monitor.knn_top1_untrained
-            directory.append(final)
-            return final
+            self.tensorboard = (TensorBoard(directory.tensorboard, c, self.global_step)
+                                if c.tensorboard and directory.writer else NoTensorBoard())
+            try:
+                return self._train_to_the_end(stop)
+            finally:
+                self.tensorboard.close()
+                self.tensorboard = NoTensorBoard()
+
+    def _train_to_the_end(self, stop) -> dict:
+        """The loop of :meth:`run`, inside the lock: the untrained measurements of a fresh run, the epochs, the
+        final record (and, with --tensorboard, the probe set's embedding)."""
+        c = self.config
+        if self.global_step == 0:
+            for record in self.monitor.before_training(self.model, self.log):
+                self.append(record)
+        summary = {}
+        while self.epoch < c.epochs and not (c.max_steps and self.global_step >= c.max_steps):
+            summary, signal = self.run_epoch(stop)          # each epoch (and a stop within one) is saved
+            if signal is not None:
+                self.comm.barrier()      # every process waits until rank 0 has saved, then all stop
+                raise StoppedBySignal(signal)
+        final = {**summary, "kind": "final", "epoch": self.epoch, "global_step": self.global_step}
+        if self.monitor.test_set is not None:
+            final["knn_top1"] = summary["knn_top1"] if "knn_top1" in summary else self.monitor.knn(self.model)
+            if self.monitor.knn_top1_untrained is not None:
+                final["knn_top1_untrained"] = self.monitor.knn_top1_untrained
+        self.append(final)
+        self.tensorboard.add_embedding(lambda: self.monitor.probe_embedding(self.model), self.global_step)
+        return final
+
+    def append(self, record: dict) -> None:
+        """Logs one record: to the run's metrics, and to TensorBoard with --tensorboard."""
+        self.directory.append(record)
+        self.tensorboard.add(record)
 
     def run_epoch(self, stop=None) -> tuple[dict, int | None]:
         """Trains the rest of the current epoch (or up to --max-steps, or a signal); returns the epoch record
@@ -175,26 +207,36 @@ class Trainer:
         self.data_rng.bit_generator.state = self.epoch_start_data_state
         order = self.data_rng.permutation(len(self.train_set))
         steps = self.steps_per_epoch
-        progress = Progress(steps, f"epoch {self.epoch + 1}/{c.epochs}", enabled=self.directory.writer)
+        in_bar = min(steps - self.step_in_epoch, self.run_steps_left())      # this epoch's steps still to run
+        progress = self.progress(self.step_in_epoch + in_bar, f"epoch {self.epoch + 1}/{c.epochs}",
+                                 done=self.step_in_epoch, after=self.run_steps_left() - in_bar, every=c.log_every)
         pending, signal, started, images = [], None, time.perf_counter(), 0
+        interval_started, data_seconds = started, 0.0      # since the last logged step: wall time, batch and views
         while self.step_in_epoch < steps and not (c.max_steps and self.global_step >= c.max_steps):
+            data_started = time.perf_counter()
             index = order[self.step_in_epoch * c.batch_size:(self.step_in_epoch + 1) * c.batch_size]
             x_q, x_k = two_views(self.train_set.images, index, self.augment, self.aug_rng, self.backend, comm)
+            data_seconds += time.perf_counter() - data_started
             m = momentum_at_step(c.m, self.global_step, self.total_steps, c.m_cos)
             pending.append(model.step(x_q, x_k, m=m, lr=lr))
             self.monitor.after_step(index)                                         # the queue's labels, in step
             self.step_in_epoch, self.global_step, images = self.step_in_epoch + 1, self.global_step + 1, images + len(index)
             signal = agreed_signal(comm, stop.received if stop else None)          # every step, on every process
+            fields = None
             if len(pending) >= c.log_every or self.step_in_epoch == steps or self.global_step == c.max_steps \
                     or signal is not None:
                 loss, acc = self._mean_over_processes(pending)
                 pending = []
                 self.logged.add(loss, acc)
-                rate = images / (time.perf_counter() - started)
-                self.directory.append({"kind": "step", "epoch": self.epoch, "global_step": self.global_step,
-                                       "loss": loss, "acc1": 100.0 * acc, "lr": lr, "m": m, "images_per_s": rate})
-                progress.show(self.step_in_epoch, loss=f"{loss:.3f}", acc=f"{100 * acc:.1f}%", lr=f"{lr:.4f}",
-                              img_s=f"{rate:.0f}")
+                now = time.perf_counter()
+                rate, data_share = images / (now - started), data_seconds / (now - interval_started)
+                interval_started, data_seconds = now, 0.0
+                self.append({"kind": "step", "epoch": self.epoch, "global_step": self.global_step, "loss": loss,
+                             "acc1": 100.0 * acc, "lr": lr, "m": m, "images_per_s": rate, "data_share": data_share})
+                fields = [f"loss {loss:.3f} (chance {self.chance_loss:.3f})",
+                          f"acc {100 * acc:.1f}% (chance {self.chance_acc1:.2g}%)", f"lr {lr:.4f}",
+                          f"{rate:.0f} img/s", f"data {100 * data_share:.0f} %"]
+            progress.show(self.step_in_epoch, fields)
             if signal is not None:
                 break            # a signal: this step is done; the checkpoint below is of it
         progress.close()
@@ -218,10 +260,11 @@ class Trainer:
                     record["knn_top1"] = self.monitor.knn(self.model)
                 measured = self.monitor.instruments_records(self.model, self.epoch, self.global_step)
         for r in [record, *measured]:
-            self.directory.append(r)
+            self.append(r)
         if record["loss"] is not None:
             knn = f" kNN top-1 {record['knn_top1']:.2f}%" if "knn_top1" in record else ""
-            self.log(f"epoch {record['epoch'] + 1}: loss {record['loss']:.4f} acc {record['acc1']:.1f}%{knn}")
+            self.log(f"epoch {record['epoch'] + 1}: loss {record['loss']:.4f} (chance {self.chance_loss:.4f}) "
+                     f"acc {record['acc1']:.1f}% (chance {self.chance_acc1:.2g}%){knn}")
         elif "knn_top1" in record:
             self.log(f" kNN top-1 {record['knn_top1']:.2f}%")
         return record
@@ -252,7 +295,9 @@ class Trainer:
                                 f"{self.directory.kept()}; try a lower --lr")
         every = self.config.save_every
         keep = self.epoch if every and self.step_in_epoch == 0 and self.epoch % every == 0 else None
-        return self.directory.save(arrays, self.checkpoint_meta(), keep_epoch=keep)
+        saved = self.directory.save(arrays, self.checkpoint_meta(), keep_epoch=keep)
+        self.tensorboard.flush()                # its events up to this checkpoint, as the metrics
+        return saved
 
     def checkpoint_meta(self) -> dict:
         return {"format": "moco-ref checkpoint v1", "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,

@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 from moco_ref.data import check_batchable, load_dataset
@@ -41,6 +42,7 @@ from moco_ref.run.directory import (
     is_run_folder,
     read_meta,
 )
+from moco_ref.run.progress import SLOW_S, Progress
 from moco_ref.run.stopping import StoppedBySignal
 from moco_ref.run.trainer import NonFiniteLoss, Trainer
 from moco_ref.tools.plot import curves, load_matplotlib
@@ -238,7 +240,8 @@ def probe_run(run_dir: Path, probe_epochs: int, log) -> dict | None:
         log("note: no linear probe: the data has no labels")
         return None
     log(f"linear probe of {run_dir.name}: {probe_epochs} epochs, features encoded once")
-    result = linear_probe(run.encoder_q, train, test, run.encoder_q.backend, epochs=probe_epochs, augment=False)
+    result = linear_probe(run.encoder_q, train, test, run.encoder_q.backend, epochs=probe_epochs, augment=False,
+                          progress=partial(Progress, delay=SLOW_S))
     result["global_step"] = run.meta["global_step"]
     directory.write_json(PROBE, result)
     return result

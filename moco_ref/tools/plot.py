@@ -11,7 +11,8 @@ Reads the run's metrics (moco_ref/run/directory.py), one JSON object a line, as 
     {"kind": "final", ...}                                         # the summary when training stops
 
 and draws four panels: the InfoNCE loss and the (K+1)-way instance accuracy against the global
-step (the loss with the chance level log(K+1) when the configuration gives K), the kNN top-1 against
+step (each with its chance level when the configuration gives K: ln(K+1) per loss term and 1/(K+1); a
+healthy run's loss falls below ln(K+1) early), the kNN top-1 against
 epochs completed (0 = the untrained encoder; an "epoch" record with index e counts as e + 1
 epochs), and the learning rate against the step.  When the run has "instruments" records
 (moco_ref/evaluation/instruments.py says what each one measures), four more panels below, against
@@ -31,6 +32,7 @@ import math
 from pathlib import Path
 
 from moco_ref.errors import UserError
+from moco_ref.loss import chance_accuracy, chance_loss
 from moco_ref.paths import check_input, check_output_file, refusal
 from moco_ref.run.config import current_names
 from moco_ref.run.directory import RunDirectory
@@ -115,8 +117,14 @@ def _config_int(run_dir: Path, name: str):
         return None
 
 
-def _queue_size(run_dir: Path):
-    return _config_int(run_dir, "K")
+def _chance(run_dir: Path) -> tuple[float, float] | None:
+    """(the loss, the instance accuracy in %) at chance of the run's configuration: ln(K+1) a loss term (two
+    with --symmetric) and 1/(K+1); None where the configuration does not give K."""
+    K = _config_int(run_dir, "K")
+    if not K:
+        return None
+    symmetric = (RunDirectory(run_dir).read_config() or {}).get("symmetric") is True
+    return chance_loss(K, 2 if symmetric else 1), 100.0 * chance_accuracy(K)
 
 
 def _empty(ax, message: str) -> None:
@@ -201,7 +209,7 @@ def plot_run(run_dir, out=None, replace: bool = False) -> Path:
     figure = Figure(figsize=(11, 3.75 * rows), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows, 2)
-    K = _queue_size(run_dir)
+    chance = _chance(run_dir)
     panels = (
         (axes[0, 0], "loss", "InfoNCE loss", "global step", "loss", "no loss logged"),
         (axes[0, 1], "acc1", "instance accuracy (positive ranked first)", "global step", "accuracy (%)",
@@ -232,10 +240,11 @@ def plot_run(run_dir, out=None, replace: bool = False) -> Path:
             if xs[-1] != 0:
                 ax.annotate(f"{ys[-1]:.1f}%", (xs[-1], ys[-1]), textcoords="offset points", xytext=(-6, -14),
                             fontsize=8, ha="right")
-    if K and series["loss"][0]:
-        axes[0, 0].axhline(math.log(K + 1), color="0.5", linestyle="--", linewidth=1,
-                           label=f"chance: log(K+1) = {math.log(K + 1):.2f}")
-        axes[0, 0].legend(loc="best", fontsize=8)
+    for ax, name, level, formula in ((axes[0, 0], "loss", 0, "ln(K+1)"), (axes[0, 1], "acc1", 1, "1/(K+1)")):
+        if chance and series[name][0]:
+            ax.axhline(chance[level], color="0.5", linestyle="--", linewidth=1,
+                       label=f"chance: {formula} = {chance[level]:.3g}{'%' if level else ''}")
+            ax.legend(loc="best", fontsize=8)
     if instruments:
         _draw_instruments(axes[2:], series, _config_int(run_dir, "dim"), MaxNLocator)
     figure.suptitle(f"moco-ref run {run_dir.resolve().name}")
