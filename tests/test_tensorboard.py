@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 from helpers import run_cli, write_image_folder
 
+from moco_ref.run.directory import LOCK_NAME
 from moco_ref.run.tensorboard import scalars
 
 pytest.importorskip("tensorboardX")
@@ -132,12 +133,12 @@ def test_a_resumed_run_appends_and_no_step_appears_twice(tmp_path, data, capsys,
     run_dir = tmp_path / "run"
     started_at(monkeypatch, 1800000000)
     assert run_cli(["train", "--data", str(data), *TINY, "--max-steps", "4", "--out", str(run_dir)], capsys)[0] == 0
-    at_step_4 = shutil.copy(run_dir / "checkpoint_last.npz", tmp_path / "step4.npz")
+    at_step_4 = shutil.copy(run_dir / "checkpoint_last.npz", run_dir / "step4.npz")   # kept in the run's folder
     started_at(monkeypatch, 1800000010)
     assert run_cli(["train", "--resume", str(run_dir), "--max-steps", "7"], capsys)[0] == 0
     started_at(monkeypatch, 1800000020)
     assert read_back(run_dir / "tb").Scalars("step/loss")[-1].step == 7
-    code, _, err = run_cli(["train", "--resume", str(at_step_4), "--out", str(run_dir)], capsys)
+    code, _, err = run_cli(["train", "--resume", str(at_step_4)], capsys)
     assert code == 0, err
     assert len(list((run_dir / "tb").glob("events.out.tfevents.*"))) == 3
     shown = assert_tensorboard_holds_the_metrics(run_dir)
@@ -146,8 +147,11 @@ def test_a_resumed_run_appends_and_no_step_appears_twice(tmp_path, data, capsys,
 
 
 def test_a_fresh_run_starts_with_no_events_of_an_earlier_one(tmp_path, data, capsys):
+    """A run that stopped before its first checkpoint (its .lock written, TensorBoard's events too) starts again in
+    its folder without the earlier start's events."""
     run_dir = tmp_path / "run"
     (run_dir / "tb").mkdir(parents=True)
+    (run_dir / LOCK_NAME).write_text("")
     (run_dir / "tb" / "events.out.tfevents.0000000001.old").write_bytes(b"")
     assert run_cli(["train", "--data", str(data), *TINY, "--max-steps", "1", "--out", str(run_dir)], capsys)[0] == 0
     assert not (run_dir / "tb" / "events.out.tfevents.0000000001.old").exists()
