@@ -34,7 +34,8 @@ optimiser's buffers) are checked for NaN and ±inf (moco_ref/run/finite.py); the
 with the step's loss until the loss is read, every ``--log-every`` steps, and the first step with a
 non-finite value stops training with one line naming that step and that value (:class:`NonFiniteLoss`).
 Nothing of that step or after it is saved, so the last checkpoint written stays the last finite one.
-NumPy's floating-point warnings are silenced inside the step: the check speaks instead.
+NumPy's floating-point warnings are silenced in the step and in the monitor's measurements (np.errstate,
+harmless on CuPy): the check speaks instead.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ class Trainer:
         checkpoint is saved and StoppedBySignal raised.
         """
         c, directory = self.config, self.directory
-        with directory.lock():
+        with directory.lock(), np.errstate(all="ignore"):   # the finite checks speak, not NumPy's warnings
             directory.open(self.checkpoint_bytes(), self.global_step, c.to_dict(), self.log)
             if self.global_step == 0:
                 for record in self.monitor.before_training(self.model, self.log):
