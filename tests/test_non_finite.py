@@ -45,10 +45,13 @@ def digest(folder: Path) -> dict:
 
 
 def poison(checkpoint: Path, name: str, value: float) -> None:
-    """Rewrites ``checkpoint`` with one element of array ``name`` (or the configuration's ``config.X``) = value."""
+    """Rewrites ``checkpoint`` with one element of array ``name`` = value (or the configuration's ``config.X``,
+    or the metadata's ``meta.X``)."""
     arrays, meta = load_checkpoint(checkpoint)
     if name.startswith("config."):
         meta["config"][name[len("config."):]] = value
+    elif name.startswith("meta."):
+        meta[name[len("meta."):]] = value
     else:
         arrays[name] = arrays[name].copy()
         arrays[name].flat[0] = value
@@ -126,7 +129,7 @@ EVAL_FLAGS = [("knn", "-t"), ("linear", "--lr"), ("linear", "--momentum"), ("lin
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 @pytest.mark.parametrize("flag", FLOAT_FLAGS)
 def test_every_float_flag_of_train_refuses_nan_and_inf(flag, value, capsys, tmp_path):
-    code, out, err = run_cli(["train", flag, value, "--out", tmp_path / "run"], capsys)
+    code, out, err = run_cli(["train", *BUILTIN, "--max-steps", "2", flag, value, "--out", tmp_path / "run"], capsys)
     assert code == 2 and "Traceback" not in err, err
     assert f"Invalid value for '{flag}'" in err and ("not a finite number" in err or "not in the range" in err), err
     assert not (tmp_path / "run").exists()
@@ -190,6 +193,16 @@ def test_a_resume_refuses_a_non_finite_setting_of_the_checkpoint(setting, flag, 
     before = digest(run)
     code, _, err = run_cli(["train", "--resume", run, "--epochs", "2"], capsys)
     error_line(code, err, f"cannot be resumed: its configuration's {flag} is nan, which must be a finite number")
+    assert digest(run) == before
+
+
+@pytest.mark.parametrize("reader", ["resume", "eval knn", "export"])
+def test_a_nan_in_the_metadata_is_refused_by_name(reader, trained, tmp_path, capsys):
+    run = copy_of(trained, tmp_path)
+    poison(run / "checkpoint_last.npz", "meta.knn_top1_untrained", np.nan)
+    before = digest(run)
+    code, _, err = run_cli(READERS[reader](run, tmp_path), capsys)
+    error_line(code, err, "its metadata's __meta__.knn_top1_untrained is NaN or infinite", "nothing was changed")
     assert digest(run) == before
 
 

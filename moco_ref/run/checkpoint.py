@@ -90,7 +90,20 @@ def load_checkpoint(path) -> tuple[dict, dict]:
     if broken is not None:
         raise CheckpointError(f"{path} cannot be used: its array {broken} holds NaN or infinite values (the "
                               f"state of a diverged run); nothing was changed")
+    broken = first_non_finite(_numbers_of(meta, META_KEY))
+    if broken is not None:
+        raise CheckpointError(f"{path} cannot be used: its metadata's {broken} is NaN or infinite; nothing was "
+                              f"changed")
     return arrays, meta
+
+
+def _numbers_of(value, name: str) -> dict:
+    """The floats of a JSON value, by their dotted path ("__meta__.logged_this_epoch.loss"), as 0-d arrays."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _numbers_of(item, f"{name}.{key}").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in _numbers_of(item, f"{name}.{i}").items()}
+    return {name: np.asarray(value)} if isinstance(value, float) else {}
 
 
 def load_checkpoint_meta(path) -> dict:

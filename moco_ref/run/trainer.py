@@ -266,7 +266,7 @@ class Trainer:
         else:
             what = f"{broken} became inf or nan"
         raise NonFiniteLoss(f"{what} at step {step} (epoch {self.epoch + 1}); training stopped "
-                            f"{self.directory.kept()}; try a lower --lr")
+                            f"{self.directory.kept()}; try a lower --lr or a larger --moco-t")
 
     # ------------------------------------------------------------- checkpoints
     def save(self) -> Path | None:
@@ -279,7 +279,7 @@ class Trainer:
         if broken is not None:  # never over the last finite checkpoint
             raise NonFiniteLoss(f"{broken} became inf or nan by step {self.global_step} (epoch "
                                 f"{self.epoch + (1 if self.step_in_epoch else 0)}); training stopped "
-                                f"{self.directory.kept()}; try a lower --lr")
+                                f"{self.directory.kept()}; try a lower --lr or a larger --moco-t")
         every = self.config.save_every
         keep = self.epoch if every and self.step_in_epoch == 0 and self.epoch % every == 0 else None
         return self.directory.save(arrays, self.checkpoint_meta(), keep_epoch=keep)
