@@ -18,7 +18,7 @@ import click
 from backends import BACKEND_NAMES, BackendUnavailable
 from moco_ref.augment import make_pipeline
 from moco_ref.bench import cli_entry, gpu_compare, learn
-from moco_ref.cli.options import config_options, force_option, parse_schedule
+from moco_ref.cli.options import FiniteFloatRange, config_options, force_option, parse_schedule
 from moco_ref.cli.see import PLOT_NOTE, ablate, show
 from moco_ref.cli.train import train
 from moco_ref.data import load_dataset
@@ -91,7 +91,7 @@ def _encoder_from_checkpoint(checkpoint, backend):
 @click.option("--train-data", help="Labelled data for the memory bank. [default: the run's data]")
 @click.option("--val-data", help="Labelled data to classify. [default: the test split of --train-data]")
 @click.option("-k", "k", default=200, show_default=True, type=click.IntRange(1), help="Neighbours.")
-@click.option("-t", "t", default=0.1, show_default=True, type=click.FloatRange(0, min_open=True), help="Temperature of the votes.")
+@click.option("-t", "t", default=0.1, show_default=True, type=FiniteFloatRange(0, min_open=True), help="Temperature of the votes.")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), help="[default: the run's]")
 def knn_command(checkpoint, train_data, val_data, k, t, backend):
     """kNN top-1 of encoder_q (the CIFAR demo's monitor); prints one JSON object."""
@@ -114,10 +114,10 @@ def knn_command(checkpoint, train_data, val_data, k, t, backend):
 @click.option("--train-size", type=click.IntRange(1), help="Use a seeded random subset of N training images.")
 @click.option("--val-size", type=click.IntRange(1), help="Use a seeded random subset of N validation images.")
 @click.option("--epochs", default=100, show_default=True, type=click.IntRange(1), help="Epochs of the classifier.")
-@click.option("--lr", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--lr", default=30.0, show_default=True, type=FiniteFloatRange(0, min_open=True),
               help="Base learning rate.")
-@click.option("--momentum", default=0.9, show_default=True, type=click.FloatRange(0, 1), help="SGD momentum.")
-@click.option("--wd", default=0.0, show_default=True, type=click.FloatRange(0), help="Weight decay.")
+@click.option("--momentum", default=0.9, show_default=True, type=FiniteFloatRange(0, 1), help="SGD momentum.")
+@click.option("--wd", default=0.0, show_default=True, type=FiniteFloatRange(0), help="Weight decay.")
 @click.option("--schedule", callback=parse_schedule, help="Epochs where lr ×0.1. [default: 60% and 80% of --epochs]")
 @click.option("-b", "--batch-size", default=256, show_default=True, type=click.IntRange(1), help="Images per step.")
 @click.option("--augment/--no-augment", default=None,

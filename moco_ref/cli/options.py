@@ -1,9 +1,12 @@
 """The options of ``moco-ref train`` (and of ``moco-ref ablate``, which trains the same recipe), generated
 from the configuration's declarations in moco_ref/run/config.py: one click option per setting, with its
-flag, help, range and default.
+flag, help, range and default.  Every float option, here and in the other commands, is a
+:class:`FiniteFloatRange`: NaN and ±inf are refused with the range.
 """
 
 from __future__ import annotations
+
+import math
 
 import click
 
@@ -25,15 +28,26 @@ def parse_schedule(ctx, param, value):
         raise click.BadParameter("give epochs separated by commas, e.g. 120,160") from None
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange that also refuses NaN and ±inf (which pass its comparisons: nan < 0 is False)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number.", param, ctx)
+        return number
+
+
 def _click_type(declared: Option, default):
     """The click type of a declared option: its choices, its range, or plainly the default's type."""
     if declared.choices:
         return click.Choice(declared.choices)
     low = declared.at_least if declared.greater_than is None else declared.greater_than
+    if isinstance(default, float):
+        return FiniteFloatRange(low, declared.at_most, min_open=declared.greater_than is not None)
     if low is None and declared.at_most is None:
         return type(default)
-    kind = click.IntRange if isinstance(default, int) else click.FloatRange
-    return kind(low, declared.at_most, min_open=declared.greater_than is not None)
+    return click.IntRange(low, declared.at_most, min_open=declared.greater_than is not None)
 
 
 def config_options(defaults: dict | None = None):

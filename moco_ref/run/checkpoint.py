@@ -7,6 +7,9 @@ Layout of a file (all entries are plain arrays, so ``numpy.load(path, allow_pick
     optimizer.momentum_buffer.<name>     SGD state of the query encoder
     __meta__                             UTF-8 JSON as uint8: epoch, step, config, RNG states, …
 
+Reading refuses a checkpoint whose float arrays hold a NaN or ±inf (moco_ref/run/finite.py decides), naming
+the first such array: every reader (resume, eval, export, show, ablate) gets a finite state or one line.
+
 Writing goes to a temporary file in the same folder, which is flushed,
 fsync'ed and renamed over the target: a crash at any moment leaves either the
 old checkpoint or the new one, never a torn file.
@@ -25,6 +28,7 @@ import numpy as np
 
 from backends import to_numpy
 from moco_ref.errors import CheckpointError
+from moco_ref.run.finite import first_non_finite
 
 META_KEY = "__meta__"
 
@@ -74,13 +78,32 @@ def load_checkpoint(path) -> tuple[dict, dict]:
     """Reads a checkpoint written by :func:`save_checkpoint`; returns (arrays, meta).
 
     Raises:
-        CheckpointError: missing, not a moco-ref checkpoint, truncated or unreadable.
+        CheckpointError: missing, not a moco-ref checkpoint, truncated or unreadable, or an array holds a
+            NaN or ±inf (the line names the first such array).
     """
     path = Path(path)
     arrays = _read(path, lambda data: {name: data[name] for name in data.files})
     if META_KEY not in arrays:
         raise CheckpointError(f"{path} is not a moco-ref checkpoint (no {META_KEY} entry)")
-    return arrays, _parse_meta(path, arrays.pop(META_KEY))
+    meta = _parse_meta(path, arrays.pop(META_KEY))
+    broken = first_non_finite(arrays)
+    if broken is not None:
+        raise CheckpointError(f"{path} cannot be used: its array {broken} holds NaN or infinite values (the "
+                              f"state of a diverged run); nothing was changed")
+    broken = first_non_finite(_numbers_of(meta, META_KEY))
+    if broken is not None:
+        raise CheckpointError(f"{path} cannot be used: its metadata's {broken} is NaN or infinite; nothing was "
+                              f"changed")
+    return arrays, meta
+
+
+def _numbers_of(value, name: str) -> dict:
+    """The floats of a JSON value, by their dotted path ("__meta__.logged_this_epoch.loss"), as 0-d arrays."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _numbers_of(item, f"{name}.{key}").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in _numbers_of(item, f"{name}.{i}").items()}
+    return {name: np.asarray(value)} if isinstance(value, float) else {}
 
 
 def load_checkpoint_meta(path) -> dict:

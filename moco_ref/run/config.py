@@ -17,6 +17,7 @@ always wins over the preset.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from backends import BACKEND_NAMES
@@ -47,6 +48,22 @@ class Option:
     def flag(self) -> str:
         """The long spelling, as error messages name it: "--moco-k", "--batch-size", "--symmetric"."""
         return self.flags[-1].split("/")[0]
+
+    def refusal(self, value) -> str | None:
+        """Why a number ``value`` is not a possible value of this setting ("must be a finite number greater
+        than 0"), or None when it is: NaN and ±inf never are, and the declared range must hold."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        bounds = [f"at least {self.at_least:g}" if self.at_least is not None else "",
+                  f"greater than {self.greater_than:g}" if self.greater_than is not None else "",
+                  f"at most {self.at_most:g}" if self.at_most is not None else ""]
+        wanted = " ".join(["must be", "a finite number" if isinstance(value, float) else "",
+                           " and ".join(b for b in bounds if b)]).replace("  ", " ").strip()
+        if not math.isfinite(value) or (self.at_least is not None and value < self.at_least) or \
+                (self.greater_than is not None and value <= self.greater_than) or \
+                (self.at_most is not None and value > self.at_most):
+            return wanted
+        return None
 
 
 def option(default, help: str, **declaration):
@@ -120,6 +137,17 @@ class TrainConfig:
     def model_arguments(self) -> dict:
         """The fields declared ``model=True``, as keyword arguments of ``MoCo``."""
         return {name: getattr(self, name) for name, declared in OPTIONS.items() if declared.model}
+
+
+def refused_setting(config: TrainConfig) -> str | None:
+    """The first setting of ``config`` outside its declared range or not finite ("--moco-t is nan, which must
+    be a finite number greater than 0"), or None: a configuration read from a file is checked as the flags are."""
+    for name, declared in OPTIONS.items():
+        value = getattr(config, name)
+        refusal = declared.refusal(value)
+        if refusal:
+            return f"{declared.flag} is {shown(value)}, which {refusal}"
+    return None
 
 
 def _declared(config_field) -> Option:

@@ -44,7 +44,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 
-from moco_ref.errors import RunDirectoryError, RunInUse, UserError
+from moco_ref.errors import CheckpointError, RunDirectoryError, RunInUse, UserError
 from moco_ref.paths import check_input, check_output_folder, reason, refusal, refused
 from moco_ref.run.checkpoint import (
     load_checkpoint,
@@ -52,7 +52,7 @@ from moco_ref.run.checkpoint import (
     save_checkpoint,
     write_atomically,
 )
-from moco_ref.run.config import OPTIONS, RESUMABLE, TrainConfig, shown
+from moco_ref.run.config import OPTIONS, RESUMABLE, TrainConfig, refused_setting, shown
 
 CONFIG, METRICS, LAST_CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint_last.npz"
 PROBE, FAILED = "linear_probe.json", "failed.json"
@@ -324,6 +324,7 @@ class RunDirectory:
         self.path, self.writer = Path(path), writer
         self.saved_step = None
         self.resumed_from = None
+        self._resumed = None        # (step, config) of a resume whose metrics and config wait for its first record
 
     @property
     def last_checkpoint(self) -> Path:
@@ -370,11 +371,13 @@ class RunDirectory:
         check_run_folder(self.path, resumed=self.resumed_from)
         return _held(RunLock.acquire(self.path))
 
-    def open(self, checkpoint_bytes: int, step: int, log) -> None:
+    def open(self, checkpoint_bytes: int, step: int, config: dict, log) -> None:
         """Before the first step, holding the lock: the directory must take new files and have room for two
-        checkpoints; the temporary files of a save that was killed go; metrics.jsonl is made to match the
-        run's checkpoint at ``step`` (emptied for a fresh run, the records after it dropped on a resume), and
-        a fresh run starts with no tb/ (a resume appends to it: moco_ref/run/tensorboard.py)."""
+        checkpoints; the temporary files of a save that was killed go.  A fresh run (``step`` 0) empties
+        metrics.jsonl and writes config.json now.  A resume from the checkpoint at ``step`` leaves both as
+        they are until its first record (:meth:`append`): then the records after ``step`` are dropped and
+        config.json is rewritten, so a resume that fails before it logs anything has changed neither.  A fresh
+        run also starts with no tb/ (a resume appends to it: moco_ref/run/tensorboard.py)."""
         if not self.writer:
             return
         check_writable(self.path)
@@ -385,14 +388,12 @@ class RunDirectory:
         if step == 0:
             with self.writing(self.path / METRICS, step):
                 (self.path / METRICS).unlink(missing_ok=True)
+            self.write_json(CONFIG, config, step)
             if self.tensorboard.is_dir():
                 with self.writing(self.tensorboard, step):
                     shutil.rmtree(self.tensorboard)
         else:
-            self._truncate_metrics(step)
-
-    def write_config(self, config: dict, step: int) -> None:
-        self.write_json(CONFIG, config, step)
+            self._resumed = (step, config)
 
     def write_json(self, name: str, obj, step: int | None = None) -> None:
         """Writes RUN/name atomically (a kill never leaves half a file)."""
@@ -406,6 +407,11 @@ class RunDirectory:
         """Appends one record to metrics.jsonl."""
         if not self.writer:
             return
+        if self._resumed is not None:             # a resume's first record: its metrics and config now
+            step, config = self._resumed
+            self._truncate_metrics(step)
+            self.write_json(CONFIG, config, step)
+            self._resumed = None
         path = self.path / METRICS
         with self.writing(path, record.get("global_step")):
             with open(path, "a") as f:
@@ -490,6 +496,9 @@ def resumed_config(checkpoint: Path, meta: dict, given: dict) -> TrainConfig:
     """
     if not isinstance(meta.get("config"), dict):
         raise UserError(f"{checkpoint} holds no training configuration; it cannot be resumed")
+    refused = refused_setting(TrainConfig.from_dict(meta["config"]))
+    if refused:
+        raise CheckpointError(f"{checkpoint} cannot be resumed: its configuration's {refused}; nothing was changed")
     run = {**TrainConfig.from_dict(meta["config"]).to_dict(), "max_steps": 0}
     differences = [f"{declared.flag} (the run's: {shown(run[name])}, given: {shown(given[name])})"
                    for name, declared in OPTIONS.items()

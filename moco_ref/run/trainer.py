@@ -28,6 +28,14 @@ What a run survives (moco_ref/run/directory.py, moco_ref/run/stopping.py): one w
 a directory that takes no files, or has no room for two checkpoints, is refused before the first step;
 every failed write stops training with one line, the last checkpoint kept; SIGINT and SIGTERM stop after
 the current step with a checkpoint of that step (``run(stop=...)``).
+
+Divergence.  After every step the loss and every float array of the state (both encoders, the queue, the
+optimiser's buffers) are checked for NaN and ±inf (moco_ref/run/finite.py); the flags stay on the device
+with the step's loss until the loss is read, every ``--log-every`` steps, and the first step with a
+non-finite value stops training with one line naming that step and that value (:class:`NonFiniteLoss`).
+Nothing of that step or after it is saved, so the last checkpoint written stays the last finite one.
+NumPy's floating-point warnings are silenced in the step and in the monitor's measurements (np.errstate,
+harmless on CuPy): the check speaks instead.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from moco_ref.parallel.communicator import SingleProcess
 from moco_ref.run.batchnorm_values import check_batchnorm_values
 from moco_ref.run.config import TrainConfig
 from moco_ref.run.directory import RunDirectory
+from moco_ref.run.finite import finite_flags, first_non_finite, float_names
 from moco_ref.run.footprint import check_data_fits, check_step_fits
 from moco_ref.run.monitor import Monitor
 from moco_ref.run.progress import NoProgress, Progress
@@ -72,7 +81,8 @@ def two_views(images, index, augment, aug_rng, backend, comm):
 
 
 class NonFiniteLoss(UserError):
-    """The loss became NaN or infinite; training stopped and the last good checkpoint was kept."""
+    """The loss or a float array of the state became NaN or infinite; training stopped and the last good
+    checkpoint was kept."""
 
 
 @dataclass
@@ -161,9 +171,8 @@ class Trainer:
         checkpoint is saved and StoppedBySignal raised.
         """
         c, directory = self.config, self.directory
-        with directory.lock():
-            directory.open(self.checkpoint_bytes(), self.global_step, self.log)
-            directory.write_config(c.to_dict(), self.global_step)
+        with directory.lock(), np.errstate(all="ignore"):   # the finite checks speak, not NumPy's warnings
+            directory.open(self.checkpoint_bytes(), self.global_step, c.to_dict(), self.log)
             self.tensorboard = (TensorBoard(directory.tensorboard, c, self.global_step)
                                 if c.tensorboard and directory.writer else NoTensorBoard())
             try:
@@ -218,7 +227,10 @@ class Trainer:
             x_q, x_k = two_views(self.train_set.images, index, self.augment, self.aug_rng, self.backend, comm)
             data_seconds += time.perf_counter() - data_started
             m = momentum_at_step(c.m, self.global_step, self.total_steps, c.m_cos)
-            pending.append(model.step(x_q, x_k, m=m, lr=lr))
+            with np.errstate(all="ignore"):          # a diverging step's overflow is reported by the check below
+                result = model.step(x_q, x_k, m=m, lr=lr)
+            result["finite"] = finite_flags({"loss": result["loss"], **self.training_state()})   # on the device
+            pending.append(result)
             self.monitor.after_step(index)                                         # the queue's labels, in step
             self.step_in_epoch, self.global_step, images = self.step_in_epoch + 1, self.global_step + 1, images + len(index)
             signal = agreed_signal(comm, stop.received if stop else None)          # every step, on every process
@@ -270,34 +282,59 @@ class Trainer:
         return record
 
     def _mean_over_processes(self, pending: list) -> tuple[float, float]:
-        """Mean loss and accuracy of the pending steps over the processes: the step's only host-device
-        synchronisation; NonFiniteLoss when the loss is not finite."""
+        """Mean loss and accuracy of the pending steps (the last ``len(pending)`` ones) over the processes: the
+        loop's only host-device synchronisation.
+
+        Raises:
+            NonFiniteLoss: a pending step left a NaN or ±inf in its loss or in the state, on any process; the
+                line names the first such step and, on this process, the first such value.
+        """
+        flags = to_numpy(self.backend.xp.stack([s["finite"] for s in pending]))      # (steps, n)
+        bad_here = ~flags.all(axis=1)                                                 # (steps,)
         loss = sum(float(s["loss"]) for s in pending) / len(pending)
         acc = sum(float(s["acc1"]) for s in pending) / len(pending)
-        loss, acc = self.comm.allreduce_host_mean([loss, acc])
-        if not math.isfinite(loss):
-            raise NonFiniteLoss(f"the loss became {loss} at step {self.global_step} (epoch {self.epoch + 1}); "
-                                f"training stopped {self.directory.kept()}; try a lower --lr")
+        loss, acc, *bad = self.comm.allreduce_host_mean([loss, acc, *bad_here.astype(float)])
+        steps = np.flatnonzero(np.asarray(bad) > 0)
+        if steps.size:
+            first = int(steps[0])
+            self._stop_non_finite(pending[first], flags[first], self.global_step - len(pending) + 1 + first)
         return loss, acc
+
+    def _stop_non_finite(self, step_result: dict, flags: np.ndarray, step: int):
+        """Raises NonFiniteLoss for the ``step``-th step, whose result and finite flags (this process's) are given."""
+        names = ["loss", *float_names(self.training_state())]
+        broken = names[int(np.flatnonzero(~flags)[0])] if not flags.all() else None
+        if broken == "loss" or broken is None and not math.isfinite(float(step_result["loss"])):
+            what = f"the loss became {float(step_result['loss'])}"
+        elif broken is None:
+            what = "a value on another process became inf or nan"
+        else:
+            what = f"{broken} became inf or nan"
+        raise NonFiniteLoss(f"{what} at step {step} (epoch {self.epoch + 1}); training stopped "
+                            f"{self.directory.kept()}; try a lower --lr or a larger --moco-t")
 
     # ------------------------------------------------------------- checkpoints
     def save(self) -> Path | None:
         """Saves the run's checkpoint once every process has finished the step (rank 0 writes it); returns its
         path (None on other ranks)."""
         self.comm.barrier()
-        arrays = {**self.model.state_dict(), **{f"optimizer.{k}": v for k, v in self.model.optimizer.state_dict().items()},
-                  **self.monitor.state_dict()}
+        arrays = {**self.training_state(), **self.monitor.state_dict()}
         arrays = {name: to_numpy(a) for name, a in arrays.items()}  # the one copy to the host
-        broken = [name for name, a in arrays.items() if a.dtype.kind == "f" and not np.isfinite(a).all()]
-        if broken:  # a finite loss can still leave inf/nan weights or BN statistics behind
-            raise NonFiniteLoss(f"{broken[0]} became inf or nan by step {self.global_step} (epoch "
+        broken = first_non_finite(arrays)
+        if broken is not None:  # never over the last finite checkpoint
+            raise NonFiniteLoss(f"{broken} became inf or nan by step {self.global_step} (epoch "
                                 f"{self.epoch + (1 if self.step_in_epoch else 0)}); training stopped "
-                                f"{self.directory.kept()}; try a lower --lr")
+                                f"{self.directory.kept()}; try a lower --lr or a larger --moco-t")
         every = self.config.save_every
         keep = self.epoch if every and self.step_in_epoch == 0 and self.epoch % every == 0 else None
         saved = self.directory.save(arrays, self.checkpoint_meta(), keep_epoch=keep)
         self.tensorboard.flush()                # its events up to this checkpoint, as the metrics
         return saved
+
+    def training_state(self) -> dict:
+        """The model's state and the optimiser's buffers, by their checkpoint names (the arrays themselves)."""
+        return {**self.model.state_dict(),
+                **{f"optimizer.{k}": v for k, v in self.model.optimizer.state_dict().items()}}
 
     def checkpoint_meta(self) -> dict:
         return {"format": "moco-ref checkpoint v1", "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
@@ -309,7 +346,7 @@ class Trainer:
 
     def checkpoint_bytes(self) -> int:
         """About the size of one checkpoint file: the bytes of its arrays, a header each, and the metadata."""
-        arrays = [*self.model.state_dict().values(), *self.model.optimizer.state_dict().values()]
+        arrays = list(self.training_state().values())
         return sum(int(a.nbytes) for a in arrays) + 256 * len(arrays) + 64 * 1024
 
     def restore(self, checkpoint=None) -> None:

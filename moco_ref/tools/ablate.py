@@ -135,11 +135,10 @@ class Study:
                             f"separated by commas") from None
         if not values:
             raise UserError(f"--values {text!r} names no value")
-        low, high = declared.at_least, declared.at_most
         for v in values:
-            if (low is not None and v < low) or (high is not None and v > high):
-                allowed = f"at least {low:g}" + (f" and at most {high:g}" if high is not None else "")
-                raise UserError(f"--values: {v:g} is not a possible {declared.flag}, which must be {allowed}")
+            refusal = declared.refusal(v)
+            if refusal:
+                raise UserError(f"--values: {v:g} is not a possible {declared.flag}, which {refusal}")
         values = list(dict.fromkeys(values))   # in the order given, without repeats
         return self._arms(values) if self.name == "shuffle-bn" else values
 

@@ -113,7 +113,7 @@ def _config_int(run_dir: Path, name: str):
     """An integer setting of the run's configuration ("K", "dim"), or None."""
     try:
         return int(current_names(RunDirectory(run_dir).read_config())[name])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError):         # OverflowError: int(inf)
         return None
 
 

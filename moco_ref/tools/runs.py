@@ -15,7 +15,7 @@ from pathlib import Path
 from moco_ref.errors import CheckpointError
 from moco_ref.models import ResNetEncoder, build_encoder
 from moco_ref.run.checkpoint import load_checkpoint
-from moco_ref.run.config import TrainConfig
+from moco_ref.run.config import TrainConfig, refused_setting
 from moco_ref.run.directory import checkpoint_of
 
 
@@ -50,6 +50,9 @@ def load_run(run, backend=None) -> Run:
     if not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{path} holds no training configuration")
     config = TrainConfig.from_dict(meta["config"])
+    refused = refused_setting(config)
+    if refused:
+        raise CheckpointError(f"{path} cannot be used: its configuration's {refused}")
     encoder = untrained_encoder(config, backend)
     prefix = "encoder_q."
     try:
