@@ -82,6 +82,7 @@ class Fault:
     code: int = 2                            # the exit code
     says: tuple = ()                         # phrases the answer on stderr must hold (lower case)
     env: dict = field(default_factory=dict)  # environment variables of the user's shell
+    continues: bool = False                  # the row resumes the user's run: user/run grows, keeping its records
 
 
 def image_folder(user: Path, size: int = 20) -> Path:
@@ -192,20 +193,20 @@ FAULTS = [
           lambda d: ["eval", "knn", "--checkpoint", truncated(d.run() / LAST_CHECKPOINT)],
           says=(LAST_CHECKPOINT,)),
     Fault("eval knn of a NaN checkpoint", lambda d: ["eval", "knn", "--checkpoint", d.poisoned()],
-          says=("not finite", "conv1")),
+          says=("nan or infinite", "conv1")),
     Fault("eval linear of a NaN checkpoint",
-          lambda d: ["eval", "linear", "--checkpoint", d.poisoned(), "--epochs", "1"], says=("not finite",)),
+          lambda d: ["eval", "linear", "--checkpoint", d.poisoned(), "--epochs", "1"], says=("nan or infinite",)),
     Fault("export of a NaN checkpoint",
           lambda d: ["export", "--checkpoint", d.poisoned(), "--out", d.out / "w.npz"],
-          says=("not finite",)),
+          says=("nan or infinite",)),
     Fault("resume of a NaN checkpoint", lambda d: ["train", "--resume", d.poisoned(),
-                                                      "--epochs", "2"], says=("not finite",)),
+                                                      "--epochs", "2"], says=("nan or infinite",)),
     Fault("resume of a checkpoint with a NaN queue",
           lambda d: ["train", "--resume", d.poisoned("queue"), "--epochs", "2"],
-          says=("not finite", "queue")),
+          says=("nan or infinite", "queue")),
     Fault("show neighbours of a NaN checkpoint",
           lambda d: ["show", "neighbours", d.poisoned(), "--out", d.out / "n.png"],
-          says=("not finite",)),
+          says=("nan or infinite",)),
     Fault("eval linear's lr is NaN",
           lambda d: ["eval", "linear", "--checkpoint", d.run(), "--lr", "nan", "--epochs", "1"], says=("--lr",)),
     Fault("eval knn's training data missing",
@@ -213,8 +214,8 @@ FAULTS = [
     Fault("resume with a setting a resume cannot change",
           lambda d: ["train", "--resume", d.run(), "--moco-k", "32"], says=("--moco-k",)),
     Fault("resume after a kill cut metrics.jsonl's last line",
-          lambda d: ["train", "--resume", torn_metrics(d.run()), "--max-steps", "63"], code=0, says=("resuming",),
-          ),
+          lambda d: ["train", "--resume", torn_metrics(d.run()), "--epochs", "2", "--max-steps", "63"], code=0,
+          says=("resuming",), continues=True),
     # --- training that diverges
     Fault("the loss diverges", lambda d: ["train", *TINY, "--lr", "1e30", "--log-every", "5", "--out",
                                               d.out / "r"], says=("step",)),
@@ -295,8 +296,10 @@ def test_the_table_is_large_and_names_are_unique():
 def test_fault(fault: Fault, tmp_path, tiny_run):
     user = tmp_path / "user"
     user.mkdir()
+    (tmp_path / "out").mkdir()
     args = [str(a) for a in fault.setup(Desk(user, tmp_path / "out", tiny_run))]
     before = snapshot(user)
+    records_before = complete_lines(user / "run" / METRICS) if fault.continues else []
     process = subprocess.run([sys.executable, "-m", "moco_ref", *args], capture_output=True, text=True,
                              env=clean_env(**fault.env), cwd=tmp_path, timeout=300)
     err = process.stderr
@@ -308,4 +311,14 @@ def test_fault(fault: Fault, tmp_path, tiny_run):
     assert len(answer) <= 3, shown
     for phrase in fault.says:
         assert phrase in err.lower(), f"{phrase!r} not on stderr\n{shown}"
-    assert snapshot(user) == before, f"the user's files changed\n{shown}"
+    if fault.continues:
+        kept = complete_lines(user / "run" / METRICS)
+        assert kept[: len(records_before)] == records_before, f"the run's records were not kept\n{shown}"
+        assert len(kept) > len(records_before), shown
+    else:
+        assert snapshot(user) == before, f"the user's files changed\n{shown}"
+
+
+def complete_lines(path: Path) -> list[str]:
+    """The lines of a file that end in a newline (a line cut short by a kill does not)."""
+    return [line for line in path.read_text().splitlines(keepends=True) if line.endswith("\n")]
