@@ -46,7 +46,7 @@ NAME_MAX, PATH_MAX = 255, 4096
 
 def reason(error: OSError) -> str:
     """Why the OS refused: the words of :data:`CAUSES`, else its ``strerror``."""
-    return CAUSES.get(error.errno) or error.strerror or str(error)
+    return CAUSES.get(error.errno or 0) or error.strerror or str(error)
 
 
 def refusal(path, error: OSError, flag: str = "") -> PathRefused:
@@ -120,7 +120,7 @@ def check_output_file(path, flag: str = "--out", replace: bool = False) -> Path:
 def _nearest_existing(path: Path) -> tuple[Path, list[str]]:
     """(the nearest existing path at or above ``path``, the names below it still to be made).  The OS's
     refusal of a lookup (other than a missing name) is raised."""
-    missing = []
+    missing: list[str] = []
     current = path if path.is_absolute() else Path.cwd() / path
     while True:
         try:

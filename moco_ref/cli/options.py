@@ -7,6 +7,7 @@ flag, help, range and default.  Every float option, here and in the other comman
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import click
 
@@ -71,7 +72,7 @@ def config_options(defaults: dict | None = None):
 def _option(name: str, declared: Option, helped):
     """The click option of one setting; its kind (flag, list, number, choice) follows the dataclass default."""
     default = getattr(TrainConfig(), name)
-    settings = {"help": f"{declared.help} [default: {shown(helped)}]", "default": None}
+    settings: dict[str, Any] = {"help": f"{declared.help} [default: {shown(helped)}]", "default": None}
     flags = declared.flags
     if isinstance(default, bool):
         if "/" not in flags[-1]:

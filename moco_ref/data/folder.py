@@ -133,8 +133,8 @@ def read_image(path: Path, image_size: int) -> tuple[np.ndarray, tuple[int, int]
                     raise SkipFile(reason)
                 if image.format == "JPEG" and image.mode in ("RGB", "L"):
                     image.draft(image.mode, (2 * image_size, 2 * image_size))  # faster decode of big JPEGs
-                image = ImageOps.exif_transpose(image)
-                return resize_center_crop(to_rgb(image), image_size), (width, height)
+                upright = ImageOps.exif_transpose(image)
+                return resize_center_crop(to_rgb(upright), image_size), (width, height)
     except SkipFile:
         raise
     except Image.UnidentifiedImageError:

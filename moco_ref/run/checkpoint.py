@@ -37,7 +37,7 @@ def save_checkpoint(path, arrays: dict, meta: dict) -> Path:
     """Atomically writes ``arrays`` (host or device) and the JSON-able ``meta`` to ``path``."""
     payload = {name: to_numpy(a) for name, a in arrays.items()}
     payload[META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    return write_atomically(path, lambda f: np.savez(f, **payload))
+    return write_atomically(path, lambda f: np.savez(f, **payload))  # type: ignore[arg-type]  # numpy's stub reads **arrays as allow_pickle
 
 
 def write_atomically(path, write) -> Path:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 from backends import BACKEND_NAMES
 
@@ -180,7 +181,7 @@ def current_names(values: dict) -> dict:
 
 # The documented recipes of the official code (main_moco.py, the MoCo v2 flags, the CIFAR-10 demo); values not
 # named keep the defaults.
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     # MoCo v1, main_moco.py on ImageNet (ResNet-50 there; the CIFAR ResNet-18 here).
     "v1": dict(arch="resnet18", width=64, dim=128, K=65536, m=0.999, T=0.07, mlp=False,
                aug="v1", epochs=200, batch_size=256, lr=0.03, weight_decay=1e-4, cos=False, schedule=[120, 160],

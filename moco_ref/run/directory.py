@@ -154,7 +154,8 @@ class RunLock:
     """The exclusive lock of one run directory, held from :meth:`acquire` to :meth:`release` (or death)."""
 
     def __init__(self, run_dir: Path, fd: int):
-        self.run_dir, self.fd = run_dir, fd
+        self.run_dir = run_dir
+        self.fd: int | None = fd
 
     @classmethod
     def acquire(cls, run_dir) -> RunLock:
@@ -323,8 +324,8 @@ class RunDirectory:
     def __init__(self, path, writer: bool = True):
         self.path, self.writer = Path(path), writer
         self.saved_step = None
-        self.resumed_from = None
-        self._resumed = None        # (step, config) of a resume whose metrics and config wait for its first record
+        self.resumed_from: Path | None = None
+        self._resumed: tuple[int, dict] | None = None        # (step, config) of a resume whose metrics and config wait for its first record
 
     @property
     def last_checkpoint(self) -> Path:

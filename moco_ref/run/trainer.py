@@ -45,6 +45,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -136,7 +137,7 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.epoch_start_data_state = self.data_rng.bit_generator.state
         self.logged = LoggedSums()            # of the current epoch
-        self.tensorboard = NoTensorBoard()      # TensorBoard's event files while run() runs, with --tensorboard
+        self.tensorboard: TensorBoard | NoTensorBoard = NoTensorBoard()      # TensorBoard's event files while run() runs, with --tensorboard
         if config.tensorboard and writer:
             require_tensorboardx()              # before anything is written: one line where it is missing
         # Where loss and accuracy stand with nothing learned, shown beside them: ln(K+1) a loss term, 1/(K+1).
@@ -188,7 +189,7 @@ class Trainer:
         if self.global_step == 0:
             for record in self.monitor.before_training(self.model, self.log):
                 self.append(record)
-        summary = {}
+        summary: dict = {}
         while self.epoch < c.epochs and not (c.max_steps and self.global_step >= c.max_steps):
             summary, signal = self.run_epoch(stop)          # each epoch (and a stop within one) is saved
             if signal is not None:
@@ -260,7 +261,7 @@ class Trainer:
         """The epoch record (appended, with the monitor's records when it is due), and the next epoch's start
         when this one is done."""
         done = self.step_in_epoch >= self.steps_per_epoch
-        record = {"kind": "epoch", "epoch": self.epoch, "global_step": self.global_step,
+        record: dict[str, Any] = {"kind": "epoch", "epoch": self.epoch, "global_step": self.global_step,
                   "loss": self.logged.mean_loss(), "acc1": self.logged.mean_acc1_percent(), "lr": lr,
                   "seconds": seconds, "complete": done}
         measured = []

@@ -361,18 +361,18 @@ def shape_line(study: Study, outcomes: list[Outcome], probed: bool) -> str:
     metric = "linear top-1" if use_linear else "kNN top-1"
     ours = {o.value: _score(o, use_linear) for o in outcomes}
     if study.name == "momentum":
-        paper = {}
+        paper: dict = {}
         for m in ours:
             try:
-                top1 = _paper_top1(m)
+                top1 = _paper_top1(float(m))
             except KeyError:
                 continue
             paper[m] = -math.inf if top1 is None else top1
         ours = {m: s for m, s in ours.items() if m in paper}
         if len(ours) < 2:
             return "shape: fewer than two of the paper's m values were run; nothing to compare"
-        best_here, best_paper = _extreme(ours, max), max(paper, key=paper.get)
-        low_here, low_paper = _extreme(ours, min), min(paper, key=paper.get)
+        best_here, best_paper = _extreme(ours, max), max(paper, key=lambda m: paper[m])
+        low_here, low_paper = _extreme(ours, min), min(paper, key=lambda m: paper[m])
         here = {name: " and ".join(f"{v:g}" for v in values) for name, values in
                 (("best", best_here), ("low", low_here))}
         best = (f"best at m = {best_paper:g} in both" if best_here == [best_paper] else
@@ -488,7 +488,7 @@ def markdown(report: dict) -> str:
                   "(with C balanced classes about 1/C)."]
     if paper and study.name == "momentum":
         rest = [f"m = {m:g}: {'fails' if top1 is None else f'{top1:.1f}'}" for m, top1 in PAPER_MOMENTUM.items()
-                if not any(math.isclose(m, r.value, abs_tol=1e-12) for r in rows)]
+                if not any(math.isclose(m, float(r.value), abs_tol=1e-12) for r in rows)]
         also = f" Also in the paper: {'; '.join(rest)}." if rest else ""
         lines += ["", f"Paper: {PAPER_MOMENTUM_SOURCE} (%).{also}"]
     elif paper:

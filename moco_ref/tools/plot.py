@@ -112,7 +112,7 @@ def load_matplotlib():
 def _config_int(run_dir: Path, name: str):
     """An integer setting of the run's configuration ("K", "dim"), or None."""
     try:
-        return int(current_names(RunDirectory(run_dir).read_config())[name])
+        return int(current_names(RunDirectory(run_dir).read_config() or {})[name])
     except (ValueError, KeyError, TypeError, OverflowError):         # OverflowError: int(inf)
         return None
 
@@ -135,7 +135,7 @@ def _empty(ax, message: str) -> None:
 
 def _draw_instruments(axes, series: dict, dim, MaxNLocator) -> None:
     """The four panels of the instruments, on ``axes`` (2, 2), each against the global step."""
-    panels = (
+    panels: tuple = (
         (axes[0, 0], "alignment and uniformity (lower is better)", "alignment / uniformity",
          (("alignment", "alignment E‖f(x)−f(x⁺)‖²"), ("uniformity", "uniformity log E e^(−2‖f(x)−f(y)‖²)"))),
         (axes[0, 1], "feature std over the probe set (collapse → 0)", "mean std per dimension",
