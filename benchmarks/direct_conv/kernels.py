@@ -121,6 +121,179 @@ def make_stencil(block: int):
     return njit(parallel=True, **FLAGS)(namespace["stencil"])
 
 
+def _sample_stencil_source(block: int) -> str:
+    """Source of a serial kernel: one sample's C input planes -> its O output planes, ``block`` outputs at a
+    time (the nine input loads shared), the remaining O mod block one at a time."""
+    lines = ["def sample_stencil(xin, w9, yout, Wp, H):",
+             "    C, P = xin.shape",
+             "    O = yout.shape[0]",
+             "    L = H * Wp - 2",
+             "    zero = yout.dtype.type(0)",
+             f"    whole = O - O % {block}",
+             "    o = 0",
+             "    while o < O:",
+             f"        if o < whole:"]
+    for branch, width in (("if", block), ("else", 1)):
+        pad = "            "
+        if branch == "else":
+            lines.append("        else:")
+        for i in range(width):
+            lines += [f"{pad}plane{i} = yout[o + {i}]",
+                      f"{pad}for p in range(P):",
+                      f"{pad}    plane{i}[p] = zero",
+                      f"{pad}out{i} = plane{i}[Wp + 1:]"]
+        lines += [f"{pad}for c in range(C):",
+                  f"{pad}    x = xin[c]",
+                  f"{pad}    r0, r1, r2 = x[0:], x[Wp:], x[Wp + Wp:]"]
+        for i in range(width):
+            lines.append(f"{pad}    " + ", ".join(f"w{i}_{t}" for t in range(9)) + " = "
+                         + ", ".join(f"w9[o + {i}, c, {t}]" for t in range(9)))
+        lines += [f"{pad}    for q in range(L):",
+                  f"{pad}        x0, x1, x2 = r0[q], r0[q + 1], r0[q + 2]",
+                  f"{pad}        x3, x4, x5 = r1[q], r1[q + 1], r1[q + 2]",
+                  f"{pad}        x6, x7, x8 = r2[q], r2[q + 1], r2[q + 2]"]
+        for i in range(width):
+            lines.append(f"{pad}        out{i}[q] += ((w{i}_0 * x0 + w{i}_1 * x1 + w{i}_2 * x2)"
+                         f" + (w{i}_3 * x3 + w{i}_4 * x4 + w{i}_5 * x5)"
+                         f" + (w{i}_6 * x6 + w{i}_7 * x7 + w{i}_8 * x8))")
+        lines.append(f"{pad}o += {width}")
+    return "\n".join(lines)
+
+
+def make_sample_stencil(block: int):
+    namespace = {"np": np}
+    exec(_sample_stencil_source(block), namespace)
+    return njit(**FLAGS)(namespace["sample_stencil"])
+
+
+@njit(**FLAGS)
+def sample_to_planes(x, planes):
+    """One sample (H, W, C) -> its (C, Hp·Wp) zero-bordered planes."""
+    H, W, C = x.shape
+    Wp = W + 2
+    zero = planes.dtype.type(0)
+    for c in range(C):
+        plane = planes[c]
+        for p in range(Wp):
+            plane[p] = zero
+        for p in range((H + 1) * Wp, (H + 2) * Wp):
+            plane[p] = zero
+    for i in range(H):
+        row = (i + 1) * Wp
+        for c in range(C):
+            planes[c, row] = zero
+            planes[c, row + W + 1] = zero
+        for j in range(W):
+            source = x[i, j]
+            for c in range(C):
+                planes[c, row + j + 1] = source[c]
+
+
+@njit(**FLAGS)
+def sample_from_planes(planes, y):
+    """One sample's (O, Hp·Wp) planes -> (H, W, O)."""
+    H, W, O = y.shape
+    Wp = W + 2
+    for i in range(H):
+        row = (i + 1) * Wp + 1
+        for j in range(W):
+            target = y[i, j]
+            for o in range(O):
+                target[o] = planes[o, row + j]
+
+
+@njit(**FLAGS)
+def sample_weight_grad(xin, dyin, partial, Wp, H):
+    """One sample's ∂W: partial[o, c, t] = Σ_p dy_o[p] · x_c[p + offset_t], one input channel at a time."""
+    C = xin.shape[0]
+    O = dyin.shape[0]
+    L = H * Wp - 2
+    zero = partial.dtype.type(0)
+    for c in range(C):
+        x = xin[c]
+        r0, r1, r2 = x[0:], x[Wp:], x[Wp + Wp:]
+        for o in range(O):
+            d = dyin[o][Wp + 1:]
+            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = s8 = zero
+            for q in range(L):
+                g = d[q]
+                s0 += g * r0[q]
+                s1 += g * r0[q + 1]
+                s2 += g * r0[q + 2]
+                s3 += g * r1[q]
+                s4 += g * r1[q + 1]
+                s5 += g * r1[q + 2]
+                s6 += g * r2[q]
+                s7 += g * r2[q + 1]
+                s8 += g * r2[q + 2]
+            partial[o, c, 0], partial[o, c, 1], partial[o, c, 2] = s0, s1, s2
+            partial[o, c, 3], partial[o, c, 4], partial[o, c, 5] = s3, s4, s5
+            partial[o, c, 6], partial[o, c, 7], partial[o, c, 8] = s6, s7, s8
+
+
+def make_fused(block: int):
+    """Forward and backward with one task per sample, its planes in buffers of the task (L2-sized), read
+    from and written to NHWC directly: no N-sized plane arrays, no separate conversion passes."""
+    stencil = make_sample_stencil(block)
+
+    @njit(parallel=True, **FLAGS)
+    def forward(x, w9, y):                      # x (N, H, W, C), w9 (O, C, 9), y (N, H, W, O)
+        N, H, W, C = x.shape
+        O = y.shape[3]
+        Wp = W + 2
+        P = (H + 2) * Wp
+        for n in prange(N):
+            xin = np.empty((C, P), dtype=x.dtype)
+            yout = np.empty((O, P), dtype=x.dtype)
+            sample_to_planes(x[n], xin)
+            stencil(xin, w9, yout, Wp, H)
+            sample_from_planes(yout, y[n])
+
+    @njit(parallel=True, **FLAGS)
+    def backward(x, dy, w9_flip, dx, partial):  # dx (N, H, W, C), partial (N, O, C, 9)
+        N, H, W, C = x.shape
+        O = dy.shape[3]
+        Wp = W + 2
+        P = (H + 2) * Wp
+        for n in prange(N):
+            xin = np.empty((C, P), dtype=x.dtype)
+            dyin = np.empty((O, P), dtype=x.dtype)
+            dxout = np.empty((C, P), dtype=x.dtype)
+            sample_to_planes(x[n], xin)
+            sample_to_planes(dy[n], dyin)
+            stencil(dyin, w9_flip, dxout, Wp, H)
+            sample_from_planes(dxout, dx[n])
+            sample_weight_grad(xin, dyin, partial[n], Wp, H)
+
+    @njit(parallel=True, **FLAGS)
+    def weight_grad(x, dy, partial):
+        N, H, W, C = x.shape
+        O = dy.shape[3]
+        Wp = W + 2
+        P = (H + 2) * Wp
+        for n in prange(N):
+            xin = np.empty((C, P), dtype=x.dtype)
+            dyin = np.empty((O, P), dtype=x.dtype)
+            sample_to_planes(x[n], xin)
+            sample_to_planes(dy[n], dyin)
+            sample_weight_grad(xin, dyin, partial[n], Wp, H)
+
+    @njit(parallel=True, **FLAGS)
+    def input_grad(dy, w9_flip, dx):
+        N, H, W, O = dy.shape
+        C = dx.shape[3]
+        Wp = W + 2
+        P = (H + 2) * Wp
+        for n in prange(N):
+            dyin = np.empty((O, P), dtype=dy.dtype)
+            dxout = np.empty((C, P), dtype=dy.dtype)
+            sample_to_planes(dy[n], dyin)
+            stencil(dyin, w9_flip, dxout, Wp, H)
+            sample_from_planes(dxout, dx[n])
+
+    return forward, backward, input_grad, weight_grad
+
+
 def _weight_grad_source(block: int) -> str:
     """Source of ∂W per (sample, block of input channels): nine dot products per (o, c) over the planes."""
     k = range(block)

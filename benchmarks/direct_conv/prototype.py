@@ -1,6 +1,6 @@
 """Issue 27's gate: direct 3×3 convolutions against im2col + GEMM and PyTorch, on the first stage's layer.
 
-    python benchmarks/direct_conv/prototype.py [--reps 30] [--prefer-512]
+    python benchmarks/direct_conv/prototype.py [--reps 20] [--prefer-512]
 
 Layer: batch 64, 32×32, 16 → 16 channels, 3×3, stride 1, padding 1, float32.  Every candidate runs in this
 one process on 2 threads (Numba, OpenBLAS and PyTorch alike), the candidates alternating repetition by
@@ -44,6 +44,7 @@ N, H, W, C, O = 64, 32, 32, 16, 16
 Hp, Wp = H + 2, W + 2
 FLOPS = 2 * N * O * C * 9 * H * W                    # one pass (forward, ∂X or ∂W)
 THREADS = 2
+FUSED = {"fused per sample, 2 planes/step": 2, "fused per sample, 4 planes/step": 4}
 
 
 # ------------------------------------------------------------------ the direct convolution, end to end
@@ -101,6 +102,38 @@ class Planes:
         return self.kernel_weight_grad()
 
 
+class Fused:
+    """One task per sample: its planes made in the task's own buffers from NHWC and written back to NHWC
+    (no N-sized plane arrays, no conversion passes of their own); ∂X and ∂W in one backward pass."""
+
+    def __init__(self, x, w, dy, block: int):
+        self.x, self.w, self.dy = x, w, dy
+        self.forward, self.backward, self.input_grad, self.weight_grad = K.make_fused(block)
+        self.stencil = self.forward                  # for the assembly count
+        self.w9, self.w9_flip = K.weights_forward(w), K.weights_input_grad(w)
+
+    def pass_forward(self):
+        y = np.empty((N, H, W, O), self.x.dtype)
+        self.forward(self.x, self.w9, y)
+        return y
+
+    def pass_input_grad(self):
+        dx = np.empty((N, H, W, C), self.x.dtype)
+        self.input_grad(self.dy, self.w9_flip, dx)
+        return dx
+
+    def pass_weight_grad(self):
+        partial = np.empty((N, O, C, 9), self.x.dtype)
+        self.weight_grad(self.x, self.dy, partial)
+        return K.sum_samples(partial)
+
+    def pass_backward(self):
+        dx = np.empty((N, H, W, C), self.x.dtype)
+        partial = np.empty((N, O, C, 9), self.x.dtype)
+        self.backward(self.x, self.dy, self.w9_flip, dx, partial)
+        return dx, K.sum_samples(partial)
+
+
 # ------------------------------------------------------------------ checks
 def check(name, got, want, dtype):
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
@@ -121,6 +154,14 @@ def correctness(variants) -> bool:
         dy = rng.standard_normal((N, H, W, O)).astype(dtype)
         y_ref, cache = conv2d_forward(x, w, 1, 1)
         dx_ref, dw_ref = conv2d_backward(dy, cache)
+        for name, block in FUSED.items():
+            f = Fused(x, w, dy, block)
+            ok &= check(f"{name} forward", f.pass_forward(), y_ref, dtype)
+            ok &= check(f"{name} ∂X", f.pass_input_grad(), dx_ref, dtype)
+            ok &= check(f"{name} ∂W", f.pass_weight_grad(), dw_ref, dtype)
+            dx, dw = f.pass_backward()
+            ok &= check(f"{name} backward ∂X", dx, dx_ref, dtype)
+            ok &= check(f"{name} backward ∂W", dw, dw_ref, dtype)
         for name, (block, grad_block) in variants.items():
             p = Planes(x, w, dy, block, grad_block)
             ok &= check(f"{name} forward", p.pass_forward(), y_ref, dtype)
@@ -144,6 +185,16 @@ def correctness(variants) -> bool:
                 same = bits[0] == bits[1]
                 ok &= same
                 print(f"  {'ok' if same else 'FAILED':6} {name} ∂W: the same bits on 1 and 2 threads")
+            for name, block in FUSED.items():
+                f = Fused(x, w, dy, block)
+                bits = []
+                for threads in (1, 2):
+                    set_threads(threads)
+                    bits.append(b"".join(a.tobytes() for a in f.pass_backward()))
+                set_threads(THREADS)
+                same = bits[0] == bits[1]
+                ok &= same
+                print(f"  {'ok' if same else 'FAILED':6} {name} backward: the same bits on 1 and 2 threads")
     return ok
 
 
@@ -210,7 +261,7 @@ def planes_runners(p: Planes):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--prefer-512", action="store_true", help="512-bit vectors in the Numba kernels")
     args = parser.parse_args()
@@ -250,6 +301,14 @@ def main():
         planes[name] = Planes(x, w, dy, block, grad_block)
         for key, fn in planes_runners(planes[name]).items():
             runners[(name, key)] = fn
+    fused = {}
+    for name, block in FUSED.items():
+        fused[name] = f = Fused(x, w, dy, block)
+        runners[(name, "fwd")] = f.pass_forward
+        runners[(name, "dX")] = f.pass_input_grad
+        runners[(name, "dW")] = f.pass_weight_grad
+        runners[(name, "dX + dW in one pass")] = f.pass_backward
+        runners[(name, "total")] = (lambda f=f: (f.pass_forward(), f.pass_backward()))
     runners[("nhwc tile 8×16 (scalar)", "fwd kernel")] = lambda: K.nhwc_tile8(xp, wt, y)
     runners[("nhwc runtime O", "fwd kernel")] = lambda: K.nhwc_runtime_channels(xp, wt, y)
 
@@ -274,14 +333,19 @@ def main():
         if key == "backward":
             continue
         base = key.replace(" kernel", "")
-        flops = 3 * FLOPS if base == "total" else FLOPS
+        flops = {"total": 3 * FLOPS, "dX + dW in one pass": 2 * FLOPS}.get(base, FLOPS)
+        if base == "dX + dW in one pass":
+            base = "backward"
+            reference["backward"] = im2col_bwd
+            torch_nchw["backward"] = torch_nchw["dX"] + torch_nchw["dW"]
+            torch_cl["backward"] = torch_cl["dX"] + torch_cl["dW"]
         gflops = flops / value / 1e6
         cells = [f"{value:.2f}", f"{gflops:.1f}", f"{100 * gflops / peak:.0f}",
                  f"{reference[base] / value:.2f}", f"{value / torch_nchw[base]:.2f}", f"{value / torch_cl[base]:.2f}"]
         print(f"| {name} | {key} | " + " | ".join(cells) + " |")
 
     print("\n# per round: im2col total ÷ best planes total (median of the per-round ratios)")
-    best = min(variants, key=lambda name: ms[(name, "total")])
+    best = min(list(variants) + list(FUSED), key=lambda name: ms[(name, "total")])
     ratios = [a / b for a, b in zip(times[("im2col + GEMM", "total")], times[(best, "total")])]
     print(f"{best}: {median(ratios):.2f}× (rounds: min {min(ratios):.2f}, max {max(ratios):.2f})")
     gate = median(ratios) >= 1.5
@@ -294,6 +358,10 @@ def main():
                       ("∂W per (n,o)", K.weight_grad_by_output),
                       ("∂W per (n,c)", planes[list(variants)[1]].weight_grad),
                       ("∂W per (n,2c)", planes[list(variants)[2]].weight_grad),
+                      ("fused forward (2 planes/step)", fused[list(FUSED)[0]].forward),
+                      ("fused backward (2 planes/step)", fused[list(FUSED)[0]].backward),
+                      ("fused forward (4 planes/step)", fused[list(FUSED)[1]].forward),
+                      ("fused backward (4 planes/step)", fused[list(FUSED)[1]].backward),
                       ("nhwc tile 8×16", K.nhwc_tile8), ("nhwc runtime O (row kernel)", K._row_runtime_channels)]:
         print(f"{label:30} {fused_multiply_adds(fn)}")
 
