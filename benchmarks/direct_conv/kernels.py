@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-FLAGS = dict(fastmath=True, error_model="numpy")
+FLAGS = {"fastmath": True, "error_model": "numpy"}
 
 
 # ------------------------------------------------------------------ layout conversions

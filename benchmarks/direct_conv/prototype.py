@@ -5,7 +5,8 @@
 Layer: batch 64, 32×32, 16 → 16 channels, 3×3, stride 1, padding 1, float32.  Every candidate runs in this
 one process on 2 threads (Numba, OpenBLAS and PyTorch alike), the candidates alternating repetition by
 repetition (moco_ref.bench.common.interleaved); the figures are medians.  Per pass: forward, ∂X, ∂W and
-their total; 2·N·O·C·9·H·W FLOPs a pass; % of the machine's float32 GEMM rate (a 2048³ NumPy matmul).
+their total; 2·N·O·C·9·H·W FLOPs a pass; % of the machine's float32 GEMM rate (a 2048³ NumPy matmul
+timed in the same rounds).
 
 --prefer-512 compiles the Numba kernels for 512-bit vectors (LLVM's "rocketlake"/"skylake-avx512" tuning
 prefers 256-bit ones): the host's features plus "-prefer-256-bit" in NUMBA_CPU_FEATURES, so the whole
@@ -35,9 +36,8 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 import kernels as K  # noqa: E402
-from backends import get_backend  # noqa: E402
 from backends.numba_fast import set_threads  # noqa: E402
-from moco_ref.bench.common import cpu_model, gemm_peak, interleaved, median, vector_extensions  # noqa: E402
+from moco_ref.bench.common import cpu_model, interleaved, median, vector_extensions  # noqa: E402
 from moco_ref.layers.conv import conv2d_backward, conv2d_forward  # noqa: E402
 
 N, H, W, C, O = 64, 32, 32, 16, 16
@@ -309,19 +309,25 @@ def main():
         runners[(name, "dW")] = f.pass_weight_grad
         runners[(name, "dX + dW in one pass")] = f.pass_backward
         runners[(name, "total")] = (lambda f=f: (f.pass_forward(), f.pass_backward()))
+    from backends import numba_direct_conv as direct
+    module = "backends/numba_direct_conv.py"
+    runners[(module, "fwd")] = lambda: direct.conv3x3_forward(x, w)
+    runners[(module, "dX + dW in one pass")] = lambda: direct.conv3x3_backward(dy, x, w)
+    runners[(module, "dW")] = lambda: direct.conv3x3_backward(dy, x, w, need_dx=False)
+    runners[(module, "total")] = lambda: (direct.conv3x3_forward(x, w), direct.conv3x3_backward(dy, x, w))
     runners[("nhwc tile 8×16 (scalar)", "fwd kernel")] = lambda: K.nhwc_tile8(xp, wt, y)
     runners[("nhwc runtime O", "fwd kernel")] = lambda: K.nhwc_runtime_channels(xp, wt, y)
 
-    numpy = get_backend("numpy")
-    peak = gemm_peak(numpy, 2048, 5)["gflops"]
+    a, b = (rng.standard_normal((2048, 2048), dtype=np.float32) for _ in range(2))
+    product = np.empty((2048, 2048), np.float32)
+    runners[("GEMM peak", "2048³")] = lambda: np.matmul(a, b, out=product)     # timed in the same rounds
     times = interleaved({k: (fn, lambda: None) for k, fn in runners.items()}, args.reps, args.warmup)
-    peak_after = gemm_peak(numpy, 2048, 5)["gflops"]
-    peak = max(peak, peak_after)
+    peak = 2 * 2048 ** 3 / median(times.pop(("GEMM peak", "2048³"))) / 1e9
     ms = {k: 1e3 * median(v) for k, v in times.items()}
     im2col_bwd = ms[("im2col + GEMM", "backward")]
     ms[("im2col + GEMM", "dX")] = im2col_bwd - ms[("im2col + GEMM", "dW")]
 
-    print(f"\n# GEMM peak: {peak:.0f} GFLOP/s (2048³ float32 matmul, best of two medians); {args.reps} rounds")
+    print(f"\n# GEMM peak: {peak:.0f} GFLOP/s (2048³ float32 NumPy matmul, timed in every round); {args.reps} rounds")
     print(f"# one pass = {FLOPS / 1e6:.0f} MFLOP; im2col's ∂X = backward − backward without ∂X")
     reference = {key: ms[("im2col + GEMM", key)] for key in ("fwd", "dX", "dW", "total")}
     torch_nchw = {key: ms[("torch NCHW", key)] for key in ("fwd", "dX", "dW", "total")}
@@ -344,8 +350,15 @@ def main():
                  f"{reference[base] / value:.2f}", f"{value / torch_nchw[base]:.2f}", f"{value / torch_cl[base]:.2f}"]
         print(f"| {name} | {key} | " + " | ".join(cells) + " |")
 
-    print("\n# per round: im2col total ÷ best planes total (median of the per-round ratios)")
-    best = min(list(variants) + list(FUSED), key=lambda name: ms[(name, "total")])
+    print("\n# per round: im2col + GEMM total ÷ candidate total, and candidate ÷ torch (medians of the per-round ratios)")
+    for name in [k[0] for k in times if k[1] == "total"]:
+        ours = times[(name, "total")]
+        per_round = [median([r / o for r, o in zip(times[(other, "total")], ours)])
+                     for other in ("im2col + GEMM", "torch NCHW", "torch channels_last")]
+        print(f"  {name:40} im2col ÷ this {per_round[0]:.2f}   this ÷ torch NCHW {1 / per_round[1]:.2f}"
+              f"   this ÷ torch CL {1 / per_round[2]:.2f}")
+    print("\n# per round: im2col total ÷ best direct total (median of the per-round ratios)")
+    best = min([*variants, *FUSED, "backends/numba_direct_conv.py"], key=lambda name: ms[(name, "total")])
     ratios = [a / b for a, b in zip(times[("im2col + GEMM", "total")], times[(best, "total")])]
     print(f"{best}: {median(ratios):.2f}× (rounds: min {min(ratios):.2f}, max {max(ratios):.2f})")
     gate = median(ratios) >= 1.5
@@ -362,6 +375,8 @@ def main():
                       ("fused backward (2 planes/step)", fused[list(FUSED)[0]].backward),
                       ("fused forward (4 planes/step)", fused[list(FUSED)[1]].forward),
                       ("fused backward (4 planes/step)", fused[list(FUSED)[1]].backward),
+                      ("numba_direct_conv forward", direct._forward),
+                      ("numba_direct_conv backward", direct._backward),
                       ("nhwc tile 8×16", K.nhwc_tile8), ("nhwc runtime O (row kernel)", K._row_runtime_channels)]:
         print(f"{label:30} {fused_multiply_adds(fn)}")
 
