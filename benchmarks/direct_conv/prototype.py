@@ -12,8 +12,10 @@ timed in the same rounds).
 prefers 256-bit ones): the host's features plus "-prefer-256-bit" in NUMBA_CPU_FEATURES, so the whole
 process (the project's own Numba kernels included) is compiled that way.
 
-The script first checks every kernel against the project's im2col result (float32: allclose; float64:
-relative error below 1e-12) and that ∂W has the same bits on 1 and 2 threads.
+The script first checks every kernel against the project's im2col result (the largest error at most 1e-5
+of the largest value in float32, 1e-12 in float64) and that ∂W, and the fused backward, have the same bits
+on 1 and 2 threads; it stops if any check fails.  Results: benchmarks/RESULTS.md, "Direct convolution
+prototype".
 """
 
 from __future__ import annotations
