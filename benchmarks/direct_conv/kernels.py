@@ -11,7 +11,8 @@ LLVM vectorises from Numba:
   scalar: a loop of a constant 16 trips is unrolled before the vectoriser sees it and its accumulators
   become 16 scalar registers; with the trip count a runtime value the vectoriser's body is 32 or 64
   channels wide (vector width × interleave) and a 16-channel row never enters it.
-* Padded planes (``plane_*``): each (sample, channel) image stored as a zero-bordered Hp×Wp plane,
+* Padded planes (``make_stencil``, ``make_weight_grad``, ``weight_grad_by_output``; ``make_fused`` does
+  the same one sample per task, its planes in buffers of the task): each (sample, channel) image stored as a zero-bordered Hp×Wp plane,
   flattened, so that the 3×3 stencil at flat position p reads p + (a−1)·Wp + (b−1).  The innermost loop
   runs over ~H·Wp contiguous positions with nine scalar weights: LLVM vectorises it (8 or 16 lanes).
   Rows are computed whole, their two border columns included (junk, never read back).
