@@ -191,6 +191,62 @@ def test_numba_kernels_give_the_same_bits_with_any_thread_count():
         assert np.array_equal(a, b)
 
 
+# Shapes for the direct 3×3 convolution: 1×1 images, batch 1, channel counts that are not multiples of the
+# vector width nor of the two output planes a step computes, non-square images.
+DIRECT_SHAPES = [(1, 1, 1, 1, 1), (2, 1, 1, 3, 2), (1, 3, 5, 2, 3), (3, 7, 4, 5, 1), (2, 6, 9, 17, 5), (4, 8, 8, 16, 16)]
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="Numba is not installed")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", DIRECT_SHAPES)
+def test_direct_conv3x3_equals_the_im2col_formula(shape, dtype):
+    """The direct 3×3 convolution (stride 1, padding 1) gives the layer's y, ∂L/∂x and ∂L/∂W (im2col and a
+    product, the plain primitives), with and without ∂L/∂x."""
+    from backends import numba_direct_conv as direct
+    from moco_ref.layers.conv import SMALL_WEIGHT
+
+    N, H, W, C, O = shape
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal((N, H, W, C)).astype(dtype)
+    w = rng.standard_normal((O, C, 3, 3)).astype(dtype)
+    dy = rng.standard_normal((N, H, W, O)).astype(dtype)
+    cols = ops.im2col.plain(x, 3, 3, 1, 1)                                    # (N·H·W, 9·C)
+    w_mat = w.transpose(0, 2, 3, 1).reshape(O, 9 * C)
+    G = dy.reshape(-1, O)
+    y_plain = (cols @ w_mat.T).reshape(N, H, W, O)
+    dx_plain = ops.col2im.plain(G @ w_mat, x.shape, 3, 3, 1, 1)
+    dw_plain = (cols.T @ G).reshape(3, 3, C, O).transpose(3, 2, 0, 1)
+    assert w_mat.size <= SMALL_WEIGHT
+    rtol = TOLERANCE[dtype]
+    y = direct.conv3x3_forward(x, w)
+    dx, dw = direct.conv3x3_backward(dy, x, w)
+    none, dw_alone = direct.conv3x3_backward(dy, x, w, need_dx=False)
+    assert y.dtype == dx.dtype == dw.dtype == dtype
+    assert none is None and np.array_equal(dw, dw_alone)
+    assert_equal_up_to_rounding(y, y_plain, rtol, f"forward {shape} {np.dtype(dtype).name}")
+    assert_equal_up_to_rounding(dx, dx_plain, rtol, f"∂x {shape} {np.dtype(dtype).name}")
+    assert_equal_up_to_rounding(dw, dw_plain, rtol, f"∂W {shape} {np.dtype(dtype).name}")
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="Numba is not installed")
+def test_direct_conv3x3_gives_the_same_bits_with_one_or_all_threads():
+    """∂L/∂W is summed per sample, then over the samples in order: 1 thread and all threads agree exactly."""
+    from backends import numba_direct_conv as direct
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 5, 7, 3)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((6, 5, 7, 5)).astype(np.float32)
+    results = []
+    for threads in (1, 2, numba_fast.set_threads()):
+        numba_fast.set_threads(threads)
+        results.append([direct.conv3x3_forward(x, w), *direct.conv3x3_backward(dy, x, w)])
+    numba_fast.set_threads()
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
+
+
 def test_the_data_chooses_the_path():
     """NumPy arrays run NumPy's fast functions (Numba's where installed); an array module without a table runs
     the plain formulas."""
