@@ -95,8 +95,7 @@ def _cupy_backend() -> Backend:
         import cupy
     except ImportError as error:  # CuPy is an optional extra.
         raise BackendUnavailable(
-            f"the cupy backend needs CuPy, which is not installed ({error}); "
-            f"install it with: {GPU_INSTALL_HINT}"
+            f"the cupy backend needs CuPy, which is not installed ({error}); install it with: {GPU_INSTALL_HINT}"
         ) from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
@@ -106,9 +105,7 @@ def _cupy_backend() -> Backend:
             f"use --backend numpy, or install a CuPy matching your CUDA with: {GPU_INSTALL_HINT}"
         ) from None
     if count < 1:
-        raise BackendUnavailable(
-            "CuPy is installed but no CUDA GPU was found; use --backend numpy"
-        )
+        raise BackendUnavailable("CuPy is installed but no CUDA GPU was found; use --backend numpy")
     return Backend(
         name="cupy",
         xp=cupy,

@@ -17,9 +17,9 @@ import ctypes
 import ctypes.util
 import os
 
-M_TRIM_THRESHOLD = -1   # glibc's mallopt parameter numbers (malloc.h)
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_THRESHOLD = -3
-KEEP_BYTES = 1 << 30    # blocks up to 1 GiB come from (and return to) the heap
+KEEP_BYTES = 1 << 30  # blocks up to 1 GiB come from (and return to) the heap
 
 
 def usable_cores() -> int:
@@ -92,9 +92,10 @@ def host_available_bytes() -> int | None:
                     available = int(line.split()[1]) * 1024
     except OSError:
         return None
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
         try:
             with open(limit_file) as f:
                 limit = f.read().strip()

@@ -21,8 +21,8 @@ from backends import ops
 def _sums_by_matvec(a):
     """(A, S, P, C) -> (S, C): Σ over A, then over P, each as a product with a vector of ones (cuBLAS)."""
     A, S, P, C = a.shape
-    over_samples = cupy.ones(A, dtype=a.dtype) @ a.reshape(A, S * P * C)              # (S·P·C,)
-    return cupy.matmul(cupy.ones(P, dtype=a.dtype), over_samples.reshape(S, P, C))    # (S, C)
+    over_samples = cupy.ones(A, dtype=a.dtype) @ a.reshape(A, S * P * C)  # (S·P·C,)
+    return cupy.matmul(cupy.ones(P, dtype=a.dtype), over_samples.reshape(S, P, C))  # (S, C)
 
 
 def channel_sums(a, b=None):
@@ -52,7 +52,7 @@ def im2col(x, kh: int, kw: int, stride: int, padding: int):
     N, H, W, C = x.shape
     Ho, Wo = (H + 2 * padding - kh) // stride + 1, (W + 2 * padding - kw) // stride + 1
     K = kh * kw * C
-    if N * Ho * Wo * K >= 2**31:           # too large for the kernel's 32-bit indices
+    if N * Ho * Wo * K >= 2**31:  # too large for the kernel's 32-bit indices
         return ops.im2col.plain(x, kh, kw, stride, padding)
     cols = cupy.empty((N * Ho * Wo, K), dtype=x.dtype)
     _im2col_kernel(H, W, C, Ho, Wo, kw, K, stride, padding)(cupy.ascontiguousarray(x), cols)

@@ -20,8 +20,10 @@ def load():
     except ImportError as error:
         raise BackendUnavailable(f"the NCCL communicator needs CuPy ({error}); pip install 'moco-ref[gpu]'") from None
     if not getattr(nccl, "available", False):
-        raise BackendUnavailable("CuPy cannot load NCCL (pip install nvidia-nccl-cu12, or -cu13 for CUDA "
-                                 "13); or set MOCO_REF_COMM=mpi to reduce through host-staged MPI")
+        raise BackendUnavailable(
+            "CuPy cannot load NCCL (pip install nvidia-nccl-cu12, or -cu13 for CUDA "
+            "13); or set MOCO_REF_COMM=mpi to reduce through host-staged MPI"
+        )
     return cupy, nccl
 
 
@@ -50,10 +52,12 @@ class NcclDevice:
         self.cupy, self.nccl = load()
         self.device = self.cupy.cuda.Device(device)
         self.device.use()
-        self.communicator = self.nccl.NcclCommunicator(size, nccl_id, rank)   # collective over the ranks
+        self.communicator = self.nccl.NcclCommunicator(size, nccl_id, rank)  # collective over the ranks
         self.size = size
-        self._dtypes = {numpy.dtype(numpy.float32): self.nccl.NCCL_FLOAT32,
-                        numpy.dtype(numpy.float64): self.nccl.NCCL_FLOAT64}
+        self._dtypes = {
+            numpy.dtype(numpy.float32): self.nccl.NCCL_FLOAT32,
+            numpy.dtype(numpy.float64): self.nccl.NCCL_FLOAT64,
+        }
 
     def holds(self, x) -> bool:
         """Whether ``x`` is a CuPy array (NumPy arrays go over MPI instead)."""
@@ -62,13 +66,14 @@ class NcclDevice:
     def allreduce_sum_(self, buffer) -> None:
         """The flat float32/float64 device ``buffer`` becomes its sum over the ranks, in place."""
         stream = self.cupy.cuda.get_current_stream()
-        self.communicator.allReduce(buffer.data.ptr, buffer.data.ptr, buffer.size, self._dtypes[buffer.dtype],
-                                    self.nccl.NCCL_SUM, stream.ptr)
+        self.communicator.allReduce(
+            buffer.data.ptr, buffer.data.ptr, buffer.size, self._dtypes[buffer.dtype], self.nccl.NCCL_SUM, stream.ptr
+        )
 
     def allgather(self, x):
         """(n, ...) on every rank -> (W·n, ...), rank order; sent as bytes, so any dtype (images, keys, indices)."""
         send = self.cupy.ascontiguousarray(x)
-        gathered = self.cupy.empty((self.size * x.shape[0],) + tuple(x.shape[1:]), dtype=x.dtype)   # (W·n, ...)
+        gathered = self.cupy.empty((self.size * x.shape[0],) + tuple(x.shape[1:]), dtype=x.dtype)  # (W·n, ...)
         stream = self.cupy.cuda.get_current_stream()
         self.communicator.allGather(send.data.ptr, gathered.data.ptr, send.nbytes, self.nccl.NCCL_UINT8, stream.ptr)
         return gathered

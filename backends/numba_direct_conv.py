@@ -71,15 +71,15 @@ def _stencil(planes, w9, out, Wp, H):
     Two output planes at a time share the nine loads of each input position; an odd last one alone."""
     C = planes.shape[0]
     O = out.shape[0]
-    L = H * Wp - 2                      # flat positions q + Wp + 1, q = 0 .. L − 1: rows 1..H
+    L = H * Wp - 2  # flat positions q + Wp + 1, q = 0 .. L − 1: rows 1..H
     zero = out.dtype.type(0)
     out[:] = zero
     o = 0
     while o + 2 <= O:
-        y0, y1 = out[o, Wp + 1:], out[o + 1, Wp + 1:]
+        y0, y1 = out[o, Wp + 1 :], out[o + 1, Wp + 1 :]
         for c in range(C):
             x = planes[c]
-            r0, r1, r2 = x[0:], x[Wp:], x[2 * Wp:]
+            r0, r1, r2 = x[0:], x[Wp:], x[2 * Wp :]
             u = w9[o, c]
             v = w9[o + 1, c]
             u0, u1, u2, u3, u4, u5, u6, u7, u8 = u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8]
@@ -92,16 +92,18 @@ def _stencil(planes, w9, out, Wp, H):
                 y1[q] += (v0 * x0 + v1 * x1 + v2 * x2) + (v3 * x3 + v4 * x4 + v5 * x5) + (v6 * x6 + v7 * x7 + v8 * x8)
         o += 2
     if o < O:
-        y0 = out[o, Wp + 1:]
+        y0 = out[o, Wp + 1 :]
         for c in range(C):
             x = planes[c]
-            r0, r1, r2 = x[0:], x[Wp:], x[2 * Wp:]
+            r0, r1, r2 = x[0:], x[Wp:], x[2 * Wp :]
             u = w9[o, c]
             u0, u1, u2, u3, u4, u5, u6, u7, u8 = u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8]
             for q in range(L):
-                y0[q] += ((u0 * r0[q] + u1 * r0[q + 1] + u2 * r0[q + 2])
-                          + (u3 * r1[q] + u4 * r1[q + 1] + u5 * r1[q + 2])
-                          + (u6 * r2[q] + u7 * r2[q + 1] + u8 * r2[q + 2]))
+                y0[q] += (
+                    (u0 * r0[q] + u1 * r0[q + 1] + u2 * r0[q + 2])
+                    + (u3 * r1[q] + u4 * r1[q + 1] + u5 * r1[q + 2])
+                    + (u6 * r2[q] + u7 * r2[q + 1] + u8 * r2[q + 2])
+                )
 
 
 @njit(**FLAGS)
@@ -113,9 +115,9 @@ def _weight_sums(x_planes, dy_planes, partial, Wp, H):
     zero = partial.dtype.type(0)
     for c in range(C):
         x = x_planes[c]
-        r0, r1, r2 = x[0:], x[Wp:], x[2 * Wp:]
+        r0, r1, r2 = x[0:], x[Wp:], x[2 * Wp :]
         for o in range(O):
-            d = dy_planes[o, Wp + 1:]
+            d = dy_planes[o, Wp + 1 :]
             s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = s8 = zero
             for q in range(L):
                 g = d[q]
@@ -133,7 +135,7 @@ def _weight_sums(x_planes, dy_planes, partial, Wp, H):
 
 
 @njit(parallel=True, **FLAGS)
-def _forward(x, w9, y):                          # x (N, H, W, C), w9 (O, C, 9), y (N, H, W, O)
+def _forward(x, w9, y):  # x (N, H, W, C), w9 (O, C, 9), y (N, H, W, O)
     N, H, W, C = x.shape
     O = y.shape[3]
     P = (H + 2) * (W + 2)
@@ -146,7 +148,7 @@ def _forward(x, w9, y):                          # x (N, H, W, C), w9 (O, C, 9),
 
 
 @njit(parallel=True, **FLAGS)
-def _backward(x, dy, w9_flipped, need_dx, dx, partial):   # w9_flipped (C, O, 9); partial (N, O, C, 9)
+def _backward(x, dy, w9_flipped, need_dx, dx, partial):  # w9_flipped (C, O, 9); partial (N, O, C, 9)
     N, H, W, C = x.shape
     O = dy.shape[3]
     P = (H + 2) * (W + 2)
@@ -179,5 +181,5 @@ def conv3x3_backward(dy, x, w, need_dx: bool = True):
     dx = np.empty(x.shape if need_dx else (1, 1, 1, 1), dtype=x.dtype)
     partial = np.empty((N, O, C, 9), dtype=x.dtype)
     _backward(np.ascontiguousarray(x), np.ascontiguousarray(dy), flipped, bool(need_dx), dx, partial)
-    dw = partial.sum(axis=0, dtype=np.float64)        # sample by sample, in order (NumPy's axis-0 sum)
+    dw = partial.sum(axis=0, dtype=np.float64)  # sample by sample, in order (NumPy's axis-0 sum)
     return (dx if need_dx else None), dw.astype(x.dtype).reshape(O, C, 3, 3)

@@ -32,7 +32,7 @@ from numba import njit, prange
 from backends import BackendUnavailable, ops
 from backends.cpu import blas_threads
 
-wanted = ops.numba_wanted        # MOCO_REF_NUMBA=0 switches this module off
+wanted = ops.numba_wanted  # MOCO_REF_NUMBA=0 switches this module off
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
@@ -45,12 +45,14 @@ def set_threads(count: int | None = None) -> int:
     count = blas_threads() if count is None else count
     count = max(1, min(int(count), numba.config.NUMBA_NUM_THREADS))
     try:
-        numba.set_num_threads(count)       # the first call starts the threading layer
+        numba.set_num_threads(count)  # the first call starts the threading layer
     except ValueError as error:
         reason = " ".join(str(error).split("HINT:")[0].split())
-        raise BackendUnavailable(f"Numba's threading layer {numba.config.THREADING_LAYER!r} (NUMBA_THREADING_LAYER) "
-                                 f"cannot start: {reason} Unset NUMBA_THREADING_LAYER, or set it to workqueue, "
-                                 f"or run without Numba (MOCO_REF_NUMBA=0)") from None
+        raise BackendUnavailable(
+            f"Numba's threading layer {numba.config.THREADING_LAYER!r} (NUMBA_THREADING_LAYER) "
+            f"cannot start: {reason} Unset NUMBA_THREADING_LAYER, or set it to workqueue, "
+            f"or run without Numba (MOCO_REF_NUMBA=0)"
+        ) from None
     return count
 
 
@@ -66,7 +68,7 @@ def _ensure_threads():
 # The per-sample sums below add four pixels' rows at a time: a channel's running sum then waits on
 # memory once per four rows instead of once per row (about twice as fast for C = 3 or 16).
 @njit(parallel=True, cache=True)
-def _sample_sums(a, b, has_b):                       # per-sample Σ_p a (or Σ_p a·b): (N, C) float64
+def _sample_sums(a, b, has_b):  # per-sample Σ_p a (or Σ_p a·b): (N, C) float64
     N, P, C = a.shape
     out = np.empty((N, C))
     for n in prange(N):
@@ -75,8 +77,9 @@ def _sample_sums(a, b, has_b):                       # per-sample Σ_p a (or Σ_
         while p + 4 <= P:
             for c in range(C):
                 if has_b:
-                    s[c] += ((np.float64(a[n, p, c]) * b[n, p, c] + np.float64(a[n, p + 1, c]) * b[n, p + 1, c])
-                             + (np.float64(a[n, p + 2, c]) * b[n, p + 2, c] + np.float64(a[n, p + 3, c]) * b[n, p + 3, c]))
+                    s[c] += (np.float64(a[n, p, c]) * b[n, p, c] + np.float64(a[n, p + 1, c]) * b[n, p + 1, c]) + (
+                        np.float64(a[n, p + 2, c]) * b[n, p + 2, c] + np.float64(a[n, p + 3, c]) * b[n, p + 3, c]
+                    )
                 else:
                     s[c] += (np.float64(a[n, p, c]) + a[n, p + 1, c]) + (np.float64(a[n, p + 2, c]) + a[n, p + 3, c])
             p += 4
@@ -88,7 +91,7 @@ def _sample_sums(a, b, has_b):                       # per-sample Σ_p a (or Σ_
 
 
 @njit(parallel=True, cache=True)
-def _sample_moments(x):                              # per-sample mean and Σ (x − mean)²: (N, C) float64 each
+def _sample_moments(x):  # per-sample mean and Σ (x − mean)²: (N, C) float64 each
     N, P, C = x.shape
     means, squares = np.empty((N, C)), np.empty((N, C))
     for n in prange(N):
@@ -141,7 +144,7 @@ def _scale_shift(x, mean, scale, beta, residual, has_residual, relu, y, mask):
 
 
 @njit(parallel=True, cache=True)
-def _grad_sums(g, x, mean, inv_std):                 # per-sample Σ g and Σ g·x̂: (N, C) float64 each
+def _grad_sums(g, x, mean, inv_std):  # per-sample Σ g and Σ g·x̂: (N, C) float64 each
     N, P, C = g.shape
     S = mean.shape[0]
     sums, x_hat_sums = np.empty((N, C)), np.empty((N, C))
@@ -153,8 +156,9 @@ def _grad_sums(g, x, mean, inv_std):                 # per-sample Σ g and Σ g�
             for c in range(C):
                 g0, g1, g2, g3 = np.float64(g[n, p, c]), np.float64(g[n, p + 1, c]), g[n, p + 2, c], g[n, p + 3, c]
                 s[c] += (g0 + g1) + (g2 + g3)
-                t[c] += ((g0 * (x[n, p, c] - mean[k, c]) + g1 * (x[n, p + 1, c] - mean[k, c]))
-                         + (g2 * (x[n, p + 2, c] - mean[k, c]) + g3 * (x[n, p + 3, c] - mean[k, c])))
+                t[c] += (g0 * (x[n, p, c] - mean[k, c]) + g1 * (x[n, p + 1, c] - mean[k, c])) + (
+                    g2 * (x[n, p + 2, c] - mean[k, c]) + g3 * (x[n, p + 3, c] - mean[k, c])
+                )
             p += 4
         for r in range(p, P):
             for c in range(C):
@@ -167,7 +171,7 @@ def _grad_sums(g, x, mean, inv_std):                 # per-sample Σ g and Σ g�
 
 
 @njit(parallel=True, cache=True)
-def _input_grad(g, x, g_mean, mean, scale, slope, out):     # out = scale·(g − g_mean) − slope·(x − μ)
+def _input_grad(g, x, g_mean, mean, scale, slope, out):  # out = scale·(g − g_mean) − slope·(x − μ)
     N, P, C = g.shape
     S = mean.shape[0]
     for n in prange(N):
@@ -178,7 +182,7 @@ def _input_grad(g, x, g_mean, mean, scale, slope, out):     # out = scale·(g �
 
 
 @njit(parallel=True, cache=True)
-def _relu_backward(dy, y, out):                      # flat arrays: out = dy·1[y > 0] (y the output or the mask)
+def _relu_backward(dy, y, out):  # flat arrays: out = dy·1[y > 0] (y the output or the mask)
     zero = out.dtype.type(0)
     for i in prange(dy.size):
         out[i] = dy[i] if y[i] > 0 else zero
@@ -206,7 +210,7 @@ def _im2col(x, kh, kw, stride, padding, Ho, Wo, cols):
 
 
 @njit(parallel=True, cache=True)
-def _col2im(dcols, kh, kw, stride, padding, dx):     # dcols (N·Ho·Wo, kh·kw·C), dx (N, H, W, C)
+def _col2im(dcols, kh, kw, stride, padding, dx):  # dcols (N·Ho·Wo, kh·kw·C), dx (N, H, W, C)
     """Each sample's patch rows read in order and added to the pixels they came from (the sample's image
     stays in cache; no two threads write the same sample)."""
     N, H, W, C = dx.shape
@@ -235,7 +239,7 @@ def _col2im(dcols, kh, kw, stride, padding, dx):     # dcols (N·Ho·Wo, kh·kw�
 
 
 @njit(parallel=True, cache=True)
-def _sgd(p, g, b, lr, momentum, weight_decay, nesterov):     # flat arrays; scalars already of p's dtype
+def _sgd(p, g, b, lr, momentum, weight_decay, nesterov):  # flat arrays; scalars already of p's dtype
     for i in prange(p.size):
         d = g[i] + weight_decay * p[i] if weight_decay != 0 else g[i]
         if momentum != 0:
@@ -245,7 +249,7 @@ def _sgd(p, g, b, lr, momentum, weight_decay, nesterov):     # flat arrays; scal
 
 
 @njit(parallel=True, cache=True)
-def _ema(theta_k, theta_q, m, one_minus_m):                 # flat arrays; scalars already of theta_k's dtype
+def _ema(theta_k, theta_q, m, one_minus_m):  # flat arrays; scalars already of theta_k's dtype
     for i in prange(theta_k.size):
         theta_k[i] = theta_k[i] * m + theta_q[i] * one_minus_m
 
@@ -294,17 +298,26 @@ def batchnorm_output(x, mean, inv_std, gamma, beta, residual=None, relu=False):
     samples = _samples(x)
     y = np.empty_like(samples)
     mask = np.empty(samples.shape if relu else (1, 1, 1), dtype=np.bool_)
-    _scale_shift(samples, _group_table(mean, S, x.dtype), _group_table(inv_std * gamma, S, x.dtype),
-                 np.ascontiguousarray(beta, dtype=x.dtype), samples if residual is None else _samples(residual),
-                 residual is not None, bool(relu), y, mask)
+    _scale_shift(
+        samples,
+        _group_table(mean, S, x.dtype),
+        _group_table(inv_std * gamma, S, x.dtype),
+        np.ascontiguousarray(beta, dtype=x.dtype),
+        samples if residual is None else _samples(residual),
+        residual is not None,
+        bool(relu),
+        y,
+        mask,
+    )
     return y.reshape(x.shape), (mask.reshape(x.shape) if relu else None)
 
 
 def batchnorm_grad_sums(g, x, mean, inv_std):
     _ensure_threads()
     A, S, _, C = g.shape
-    sums, x_hat_sums = _grad_sums(_samples(g), _samples(x), _group_table(mean, S, np.float64),
-                                  _group_table(inv_std, S, np.float64))
+    sums, x_hat_sums = _grad_sums(
+        _samples(g), _samples(x), _group_table(mean, S, np.float64), _group_table(inv_std, S, np.float64)
+    )
     return _per_group(sums, A, S).astype(g.dtype), _per_group(x_hat_sums, A, S).astype(g.dtype)
 
 
@@ -312,10 +325,19 @@ def batchnorm_input_grad(g, x, mean, inv_std, g_mean, gx_mean, scale):
     """scale·(g − g_mean − x̂·gx_mean) = scale·(g − g_mean) − (scale·inv_std·gx_mean)·(x − μ): one pass."""
     _ensure_threads()
     A, S, P, C = g.shape
-    slope = _group_table(scale, S, np.float64) * _group_table(inv_std, S, np.float64) * _group_table(gx_mean, S, np.float64)
+    slope = (
+        _group_table(scale, S, np.float64) * _group_table(inv_std, S, np.float64) * _group_table(gx_mean, S, np.float64)
+    )
     out = np.empty((A * S, P, C), dtype=g.dtype)
-    _input_grad(_samples(g), _samples(x), _group_table(g_mean, S, g.dtype), _group_table(mean, S, g.dtype),
-                _group_table(scale, S, g.dtype), slope.astype(g.dtype), out)
+    _input_grad(
+        _samples(g),
+        _samples(x),
+        _group_table(g_mean, S, g.dtype),
+        _group_table(mean, S, g.dtype),
+        _group_table(scale, S, g.dtype),
+        slope.astype(g.dtype),
+        out,
+    )
     return out.reshape(g.shape)
 
 
@@ -354,8 +376,9 @@ def sgd_update_(p, g, b, lr, momentum, weight_decay, nesterov):
         return ops.sgd_update_.plain(p, g, b, lr, momentum, weight_decay, nesterov)
     _ensure_threads()
     scalar = p.dtype.type
-    _sgd(p.reshape(-1), g.reshape(-1), b.reshape(-1), scalar(lr), scalar(momentum), scalar(weight_decay),
-         bool(nesterov))
+    _sgd(
+        p.reshape(-1), g.reshape(-1), b.reshape(-1), scalar(lr), scalar(momentum), scalar(weight_decay), bool(nesterov)
+    )
 
 
 def ema_update_(theta_k, theta_q, m):
@@ -366,5 +389,18 @@ def ema_update_(theta_k, theta_q, m):
     _ema(theta_k.reshape(-1), theta_q.reshape(-1), scalar(m), scalar(1.0 - m))
 
 
-FAST = {f.__name__: f for f in (channel_sums, channel_moments, batchnorm_output, batchnorm_grad_sums,
-                                batchnorm_input_grad, relu_backward, im2col, col2im, sgd_update_, ema_update_)}
+FAST = {
+    f.__name__: f
+    for f in (
+        channel_sums,
+        channel_moments,
+        batchnorm_output,
+        batchnorm_grad_sums,
+        batchnorm_input_grad,
+        relu_backward,
+        im2col,
+        col2im,
+        sgd_update_,
+        ema_update_,
+    )
+}

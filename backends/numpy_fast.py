@@ -20,7 +20,7 @@ from __future__ import annotations
 from backends import get_array_module, ops
 from backends.cpu import reuse_freed_memory
 
-reuse_freed_memory()   # NumPy's path is in use: keep its large freed blocks for the next step (backends/cpu.py)
+reuse_freed_memory()  # NumPy's path is in use: keep its large freed blocks for the next step (backends/cpu.py)
 
 
 def _rows(v, shape):
@@ -56,7 +56,7 @@ def channel_moments(x):
 
 def batchnorm_output(x, mean, inv_std, gamma, beta, residual=None, relu=False):
     y = _x_hat(x, mean, inv_std)
-    y *= _rows(gamma, x.shape)                  # in place on the array made just above
+    y *= _rows(gamma, x.shape)  # in place on the array made just above
     y += _rows(beta, x.shape)
     if residual is not None:
         y += _flat(residual)
@@ -85,5 +85,7 @@ def relu(x):
     return x * (x > 0)
 
 
-FAST = {f.__name__: f for f in (channel_sums, channel_moments, batchnorm_output, batchnorm_grad_sums,
-                                batchnorm_input_grad, relu)}
+FAST = {
+    f.__name__: f
+    for f in (channel_sums, channel_moments, batchnorm_output, batchnorm_grad_sums, batchnorm_input_grad, relu)
+}

@@ -42,7 +42,7 @@ def _usable(source: str):
         module = importlib.import_module(source)
     except ImportError as error:
         if (error.name or "").split(".")[0] in ("backends", "moco_ref"):
-            raise                      # a fault of ours, not a library that is not installed
+            raise  # a fault of ours, not a library that is not installed
         return None
     return module if getattr(module, "wanted", lambda: True)() else None
 
@@ -79,6 +79,7 @@ def use_fast_paths_of(xp, like: str) -> None:
 def primitive(plain):
     """Marks ``plain`` as a primitive: calls run the fast function registered for the first
     argument's array module, or ``plain`` where none is.  ``primitive.plain`` is always the formula."""
+
     @functools.wraps(plain)
     def dispatch(*args, **kwargs):
         return _fast_table(get_array_module(args[0])).get(plain.__name__, plain)(*args, **kwargs)
@@ -201,10 +202,11 @@ def im2col(x, kh: int, kw: int, stride: int, padding: int):
     padded = xp.ascontiguousarray(x)
     if padding:
         padded = xp.zeros((N, H + 2 * padding, W + 2 * padding, C), dtype=x.dtype)
-        padded[:, padding:padding + H, padding:padding + W, :] = x
+        padded[:, padding : padding + H, padding : padding + W, :] = x
     sN, sH, sW, sC = padded.strides
     patches = xp.lib.stride_tricks.as_strided(
-        padded, shape=(N, Ho, Wo, kh, kw, C), strides=(sN, sH * stride, sW * stride, sH, sW, sC))
+        padded, shape=(N, Ho, Wo, kh, kw, C), strides=(sN, sH * stride, sW * stride, sH, sW, sC)
+    )
     return patches.reshape(N * Ho * Wo, kh * kw * C)
 
 
@@ -223,8 +225,8 @@ def col2im(dcols, x_shape, kh: int, kw: int, stride: int, padding: int):
     dx = xp.zeros((N, H + 2 * padding, W + 2 * padding, C), dtype=dcols.dtype)
     for i in range(kh):
         for j in range(kw):
-            dx[:, i:i + stride * Ho:stride, j:j + stride * Wo:stride, :] += dcols[:, :, :, i, j, :]
-    return dx[:, padding:padding + H, padding:padding + W, :]
+            dx[:, i : i + stride * Ho : stride, j : j + stride * Wo : stride, :] += dcols[:, :, :, i, j, :]
+    return dx[:, padding : padding + H, padding : padding + W, :]
 
 
 # ------------------------------------------------------------------ the optimiser's and the momentum update's passes

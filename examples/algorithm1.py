@@ -48,9 +48,9 @@ from moco_ref.momentum import momentum_update_
 from moco_ref.optim import SGD
 from moco_ref.queue import KeyQueue
 
-N, K, D, SIZE = 8, 32, 16, 16        # batch, queue length, feature dimension (the paper's C), image side
+N, K, D, SIZE = 8, 32, 16, 16  # batch, queue length, feature dimension (the paper's C), image side
 ARCH, WIDTH = "resnet10", 4
-m, T = 0.99, 0.07                    # momentum and temperature (the paper's m and t)
+m, T = 0.99, 0.07  # momentum and temperature (the paper's m and t)
 LR, SGD_MOMENTUM, WEIGHT_DECAY = 0.03, 0.9, 1e-4
 SEED = 0
 
@@ -70,7 +70,7 @@ def line(code: str) -> None:
 def aug(x, rng):
     """A toy augmentation: a random horizontal flip per image, then Gaussian noise (σ = 0.1)."""
     flip = rng.random(x.shape[0]) < 0.5
-    out = np.where(flip[:, None, None, None], x[..., ::-1], x)     # (N, 3, H, W)
+    out = np.where(flip[:, None, None, None], x[..., ::-1], x)  # (N, 3, H, W)
     return out + 0.1 * rng.standard_normal(x.shape)
 
 
@@ -79,7 +79,7 @@ def max_difference(a: dict, b: dict) -> float:
 
 
 def main() -> None:
-    rng = np.random.default_rng(SEED + 10)           # images and augmentations
+    rng = np.random.default_rng(SEED + 10)  # images and augmentations
     print(f"MoCo Algorithm 1 on a toy batch: {ARCH} width {WIDTH}, N={N}, K={K}, D={D}, m={m}, T={T}")
 
     # ------------------------------------------------------------- the set-up
@@ -90,7 +90,7 @@ def main() -> None:
     show("f_k.params", len(f_k.params), "parameter arrays of the key encoder (never gets gradients)")
 
     line("f_k.params = f_q.params  # initialize")
-    f_k.load_state_dict(f_q.state_dict())            # copies every array: f_k owns its weights
+    f_k.load_state_dict(f_q.state_dict())  # copies every array: f_k owns its weights
     show("|θ_k − θ_q|", max_difference(f_k.params, f_q.params), "largest difference: f_k starts as an exact copy")
 
     line("queue: dictionary as a queue of K keys (C×K)")
@@ -112,27 +112,27 @@ def main() -> None:
     show("x_k", x_k, "key view: the same images, augmented independently (the positive pairs)")
 
     line("q = f_q.forward(x_q)  # queries: N×C")
-    out, f_q_cache, f_q.buffers = f_q.forward(x_q, training=True)          # forward, its cache, new BN statistics
-    q, q_cache = normalize_forward(out)                                      # (N, D)
+    out, f_q_cache, f_q.buffers = f_q.forward(x_q, training=True)  # forward, its cache, new BN statistics
+    q, q_cache = normalize_forward(out)  # (N, D)
     show("q", q, "queries, L2-normalised along C")
 
     line("k = f_k.forward(x_k)  # keys: N×C")
     out, _, f_k.buffers = f_k.forward(x_k, training=True, keep_cache=False)
-    k, _ = normalize_forward(out)                                            # (N, D)
+    k, _ = normalize_forward(out)  # (N, D)
     show("k", k, "keys, L2-normalised; MoCo.step also shuffles the batch around f_k (shuffle BN)")
     line("k = k.detach()  # no gradient to keys")
     print("    (nothing to do: moco_ref has no autograd, and the backward below never reaches f_k)")
 
     line("l_pos = bmm(q.view(N,1,C), k.view(N,C,1))  # positive logits: N×1")
-    l_pos = (q.reshape(N, 1, D) @ k.reshape(N, D, 1)).reshape(N, 1)        # (N, 1)
+    l_pos = (q.reshape(N, 1, D) @ k.reshape(N, D, 1)).reshape(N, 1)  # (N, 1)
     show("l_pos", l_pos, "q_n·k_n, cosine similarity of each query with its own key")
 
     line("l_neg = mm(q.view(N,C), queue.view(C,K))  # negative logits: N×K")
-    l_neg = q @ queue.state_dict()["queue"]                                  # (N, D) @ (D, K) -> (N, K)
+    l_neg = q @ queue.state_dict()["queue"]  # (N, D) @ (D, K) -> (N, K)
     show("l_neg", l_neg, "q_n·queue_j, similarity with every key of the dictionary")
 
     line("logits = cat([l_pos, l_neg], dim=1)  # logits: Nx(1+K)")
-    logits = np.concatenate([l_pos, l_neg], axis=1)                          # (N, 1 + K)
+    logits = np.concatenate([l_pos, l_neg], axis=1)  # (N, 1 + K)
     show("logits", logits, "the positive in column 0, then the K negatives")
 
     line("labels = zeros(N)  # positives are the 0-th")
@@ -147,14 +147,14 @@ def main() -> None:
     show("acc@1", instance_accuracy(logits_ref), "fraction of queries whose own key scores highest")
 
     line("loss.backward()  # SGD update: query network")
-    dq, _ = info_nce_backward(loss_cache)            # ∂L/∂q = ((P − Y)/N)·[k, queue] / T; ∂L/∂k is dropped
+    dq, _ = info_nce_backward(loss_cache)  # ∂L/∂q = ((P − Y)/N)·[k, queue] / T; ∂L/∂k is dropped
     grads = f_q.backward(normalize_backward(dq, q_cache), f_q_cache)
     show("∂L/∂q", dq, "gradient with respect to the normalised queries")
     show("grads", len(grads), "gradient arrays, one per parameter of f_q")
 
     line("update(f_q.params)")
     before = {name: p.copy() for name, p in f_q.params.items()}
-    optimizer.step_(grads)                           # SGD, momentum 0.9, weight decay
+    optimizer.step_(grads)  # SGD, momentum 0.9, weight decay
     show("|Δθ_q|", max_difference(f_q.params, before), "largest change of a query parameter")
 
     line("f_k.params = m*f_k.params+(1-m)*f_q.params  # momentum update: key network")
@@ -163,15 +163,27 @@ def main() -> None:
     show("|θ_k − θ_q|", max_difference(f_k.params, f_q.params), f"after: m = {m} shrinks the gap by a factor m")
 
     line("enqueue(queue, k); dequeue(queue)  # update dictionary")
-    queue.enqueue(k)                                 # writes k over the N oldest keys: enqueue and dequeue at once
+    queue.enqueue(k)  # writes k over the N oldest keys: enqueue and dequeue at once
     show("queue_ptr", queue.ptr, "advanced by N (mod K)")
     newest = queue.ordered()[-N:]
     show("|newest − k|", np.abs(newest - k).max(), "the N newest keys of the queue are this batch's k")
 
     # ------------------------------------------------------------- all at once
     line("model.step(x_q, x_k)  # MoCo.step: the whole iteration in one call")
-    model = MoCo(arch=ARCH, width=WIDTH, dim=D, K=K, m=m, T=T, bn_splits=1, lr=LR, momentum=SGD_MOMENTUM,
-                 weight_decay=WEIGHT_DECAY, seed=SEED, dtype="float64")   # same seeds: same f_q and queue
+    model = MoCo(
+        arch=ARCH,
+        width=WIDTH,
+        dim=D,
+        K=K,
+        m=m,
+        T=T,
+        bn_splits=1,
+        lr=LR,
+        momentum=SGD_MOMENTUM,
+        weight_decay=WEIGHT_DECAY,
+        seed=SEED,
+        dtype="float64",
+    )  # same seeds: same f_q and queue
     out = model.step(x_q, x_k)
     show("loss", out["loss"], "the loss MoCo.step returns")
     show("|Δ loss|", abs(float(out["loss"]) - float(loss)), "against the loss by hand (rounding only)")
@@ -180,10 +192,9 @@ def main() -> None:
     # MoCo.step, like the official code, runs the momentum update at the START of a step, with the θ_q
     # of the previous SGD step; the paper runs it at the end.  The keys of every step are the same
     # either way; only the moment differs, so right after one step encoder_k still holds θ_k⁰ ...
-    show("|θ_k − θ_k⁰|", max_difference(model.encoder_k.params, before),
-         "encoder_k after one step: not updated yet")
+    show("|θ_k − θ_k⁰|", max_difference(model.encoder_k.params, before), "encoder_k after one step: not updated yet")
     caught_up = {name: p.copy() for name, p in model.encoder_k.params.items()}
-    momentum_update_(caught_up, model.encoder_q.params, m)     # ... until the next step begins
+    momentum_update_(caught_up, model.encoder_q.params, m)  # ... until the next step begins
     show("|Δ θ_k|", max_difference(caught_up, f_k.params), "after the next step's momentum update: f_k")
 
 

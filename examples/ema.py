@@ -55,10 +55,10 @@ def noise_kept(m: float, steps: int, replicas: int, noise: float, rng) -> float:
 
     Runs `replicas` independent noise sequences at once (θ is a vector, as a weight tensor is).
     """
-    signal = noise * rng.standard_normal((steps, replicas))          # (steps, R)
+    signal = noise * rng.standard_normal((steps, replicas))  # (steps, R)
     average = ema(signal, m)
-    settled = average[steps // 2:]                                   # past the start-up transient
-    return float(settled.var() / noise ** 2)
+    settled = average[steps // 2 :]  # past the start-up transient
+    return float(settled.var() / noise**2)
 
 
 def half_life(m: float, steps: int) -> int | None:
@@ -83,10 +83,10 @@ def draw(momenta, steps: int, noise: float, seed: int, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = min(steps, 1000)                                         # a readable stretch
+    steps = min(steps, 1000)  # a readable stretch
     rng = np.random.default_rng(seed)
-    trend = np.cumsum(0.08 * rng.standard_normal(steps))             # the slow "price"
-    raw = trend + noise * rng.standard_normal(steps)                 # what is observed each day
+    trend = np.cumsum(0.08 * rng.standard_normal(steps))  # the slow "price"
+    raw = trend + noise * rng.standard_normal(steps)  # what is observed each day
     fig, ax = plt.subplots(figsize=(9, 4))
     ax.plot(raw, color="0.75", lw=0.8, label="raw signal")
     ax.plot(trend, color="k", lw=1, ls="--", label="trend (hidden)")
@@ -101,8 +101,9 @@ def draw(momenta, steps: int, noise: float, seed: int, path: Path) -> bool:
     return True
 
 
-def main(momenta=MOMENTA, steps: int = 4000, replicas: int = 64, noise: float = 1.0, seed: int = 0,
-         out="ema.png", plot=True) -> dict:
+def main(
+    momenta=MOMENTA, steps: int = 4000, replicas: int = 64, noise: float = 1.0, seed: int = 0, out="ema.png", plot=True
+) -> dict:
     """Prints measured against theoretical noise reduction, half-life and lag; returns them per m.
 
     ``steps`` must be a few times 1/(1 − m) for the largest m, or the lag has not settled.
@@ -113,15 +114,20 @@ def main(momenta=MOMENTA, steps: int = 4000, replicas: int = 64, noise: float = 
     print("     m   noise kept (theory)    half-life (theory)    lag on a ramp (theory)")
     for m in momenta:
         row = {
-            "noise_kept": noise_kept(m, steps, replicas, noise, rng), "noise_kept_theory": (1 - m) / (1 + m),
-            "half_life": half_life(m, steps), "half_life_theory": math.log(0.5) / math.log(m),
-            "lag": ramp_lag(m, steps), "lag_theory": m / (1 - m),
+            "noise_kept": noise_kept(m, steps, replicas, noise, rng),
+            "noise_kept_theory": (1 - m) / (1 + m),
+            "half_life": half_life(m, steps),
+            "half_life_theory": math.log(0.5) / math.log(m),
+            "lag": ramp_lag(m, steps),
+            "lag_theory": m / (1 - m),
         }
         results[m] = row
         half = "-" if row["half_life"] is None else str(row["half_life"])
-        print(f"{m:6g}   {row['noise_kept']:.4f} ({row['noise_kept_theory']:.4f})"
-              f"       {half:>5} ({row['half_life_theory']:6.1f})"
-              f"      {row['lag']:8.2f} ({row['lag_theory']:.2f})")
+        print(
+            f"{m:6g}   {row['noise_kept']:.4f} ({row['noise_kept_theory']:.4f})"
+            f"       {half:>5} ({row['half_life_theory']:6.1f})"
+            f"      {row['lag']:8.2f} ({row['lag_theory']:.2f})"
+        )
     print("a larger m averages more noise away and follows changes more slowly")
     if plot:
         if draw(momenta, steps, noise, seed, Path(out)):

@@ -24,7 +24,7 @@ import numpy as np
 
 from moco_ref.loss import softmax
 
-LOGITS = (1.0, 2.0, 3.0)        # the tutorial's X, Y, Z
+LOGITS = (1.0, 2.0, 3.0)  # the tutorial's X, Y, Z
 TEMPERATURES = (0.5, 1.0, 2.0)  # sharper, plain, flatter
 NAMES = ("X", "Y", "Z")
 

@@ -29,31 +29,55 @@ from moco_ref.run.trainer import Trainer
 DEFAULTS = TrainConfig()
 
 
-def main(epochs: int = DEFAULTS.epochs, width: int = DEFAULTS.width, batch_size: int = DEFAULTS.batch_size,
-         image_size: int = DEFAULTS.image_size, K: int = DEFAULTS.K, dim: int = DEFAULTS.dim,
-         bn_splits: int = DEFAULTS.bn_splits, max_steps: int = 0, backend: str = "numpy", seed: int = 0,
-         out=None, quiet: bool = False) -> dict:
+def main(
+    epochs: int = DEFAULTS.epochs,
+    width: int = DEFAULTS.width,
+    batch_size: int = DEFAULTS.batch_size,
+    image_size: int = DEFAULTS.image_size,
+    K: int = DEFAULTS.K,
+    dim: int = DEFAULTS.dim,
+    bn_splits: int = DEFAULTS.bn_splits,
+    max_steps: int = 0,
+    backend: str = "numpy",
+    seed: int = 0,
+    out=None,
+    quiet: bool = False,
+) -> dict:
     """Trains on the built-in data into ``out`` (default runs/example-builtin-<time>); returns the final record.
 
     The record holds "knn_top1" (after training) and "knn_top1_untrained" (before), in %.
     """
-    config = TrainConfig(data="builtin", epochs=epochs, width=width, batch_size=batch_size,
-                         image_size=image_size, K=K, dim=dim, bn_splits=bn_splits,
-                         max_steps=max_steps, backend=backend, seed=seed,
-                         knn_every=epochs)                  # the monitor before training and at the end only
+    config = TrainConfig(
+        data="builtin",
+        epochs=epochs,
+        width=width,
+        batch_size=batch_size,
+        image_size=image_size,
+        K=K,
+        dim=dim,
+        bn_splits=bn_splits,
+        max_steps=max_steps,
+        backend=backend,
+        seed=seed,
+        knn_every=epochs,
+    )  # the monitor before training and at the end only
     run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("example-builtin-%Y%m%d-%H%M%S")
     trainer = Trainer(config, run_dir, log=(lambda message: None) if quiet else None)
-    print(f"MoCo on {len(trainer.train_set)} built-in images ({len(trainer.monitor.test_set)} held out): "
-          f"{config.arch} width {width}, batch {batch_size}, K {K}, m {config.m}, T {config.T}, "
-          f"{epochs} epoch(s) of {trainer.steps_per_epoch} steps, backend {backend}")
+    print(
+        f"MoCo on {len(trainer.train_set)} built-in images ({len(trainer.monitor.test_set)} held out): "
+        f"{config.arch} width {width}, batch {batch_size}, K {K}, m {config.m}, T {config.T}, "
+        f"{epochs} epoch(s) of {trainer.steps_per_epoch} steps, backend {backend}"
+    )
 
     final = trainer.run()
 
     chance = 100.0 / len(trainer.train_set.classes)
     trained, untrained = final["knn_top1"], final["knn_top1_untrained"]
     print(f"trained {final['epoch']} epoch(s), {final['global_step']} steps; final InfoNCE loss {final['loss']:.3f}")
-    print(f"kNN top-1 on the held-out images: {trained:.2f}% after training, "
-          f"{untrained:.2f}% with the untrained encoder ({trained - untrained:+.2f} points; chance {chance:.0f}%)")
+    print(
+        f"kNN top-1 on the held-out images: {trained:.2f}% after training, "
+        f"{untrained:.2f}% with the untrained encoder ({trained - untrained:+.2f} points; chance {chance:.0f}%)"
+    )
     print(f"run directory: {run_dir} (config.json, metrics.jsonl, checkpoint_last.npz)")
     return final
 
@@ -71,5 +95,16 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="run directory")
     args = parser.parse_args()
-    main(args.epochs, args.width, args.batch_size, args.image_size, args.K, DEFAULTS.dim,
-         args.bn_splits, args.max_steps, args.backend, args.seed, args.out)
+    main(
+        args.epochs,
+        args.width,
+        args.batch_size,
+        args.image_size,
+        args.K,
+        DEFAULTS.dim,
+        args.bn_splits,
+        args.max_steps,
+        args.backend,
+        args.seed,
+        args.out,
+    )

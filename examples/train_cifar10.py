@@ -31,16 +31,20 @@ from moco_ref.run.config import PRESETS, TrainConfig
 from moco_ref.run.trainer import Trainer
 
 RECIPE = PRESETS["cifar-demo"]
-HOW_TO_GET_IT = ("download cifar-10-python.tar.gz (the CIFAR-10 python version) from the CIFAR page of the "
-                 "University of Toronto, extract it, and give the folder that holds cifar-10-batches-py")
+HOW_TO_GET_IT = (
+    "download cifar-10-python.tar.gz (the CIFAR-10 python version) from the CIFAR page of the "
+    "University of Toronto, extract it, and give the folder that holds cifar-10-batches-py"
+)
 
 
 def find_cifar10(path) -> Path | None:
     """The cifar-10-batches-py folder at or directly under path, or None (after saying why)."""
     root = Path(path).expanduser()
     if not root.is_dir():
-        print(f"no CIFAR-10 at {root}: {'no such folder' if not root.exists() else 'not a folder'}; "
-              f"{HOW_TO_GET_IT}", file=sys.stderr)
+        print(
+            f"no CIFAR-10 at {root}: {'no such folder' if not root.exists() else 'not a folder'}; {HOW_TO_GET_IT}",
+            file=sys.stderr,
+        )
         return None
     try:
         found = find_cifar(root)
@@ -54,10 +58,20 @@ def find_cifar10(path) -> Path | None:
     return found[1]
 
 
-def main(path, epochs: int = RECIPE["epochs"], width: int = RECIPE["width"],
-         batch_size: int = RECIPE["batch_size"], K: int = RECIPE["K"],
-         bn_splits: int = RECIPE["bn_splits"], symmetric: bool = False, max_steps: int = 0,
-         knn_every: int = RECIPE["knn_every"], backend: str = "numpy", seed: int = 0, out=None) -> int:
+def main(
+    path,
+    epochs: int = RECIPE["epochs"],
+    width: int = RECIPE["width"],
+    batch_size: int = RECIPE["batch_size"],
+    K: int = RECIPE["K"],
+    bn_splits: int = RECIPE["bn_splits"],
+    symmetric: bool = False,
+    max_steps: int = 0,
+    knn_every: int = RECIPE["knn_every"],
+    backend: str = "numpy",
+    seed: int = 0,
+    out=None,
+) -> int:
     """Trains with the cifar-demo recipe (any argument overrides it); returns an exit code.
 
     0 when the run finished; 2, after one line on stderr, when there is no CIFAR-10 at ``path`` or
@@ -66,33 +80,53 @@ def main(path, epochs: int = RECIPE["epochs"], width: int = RECIPE["width"],
     folder = find_cifar10(path)
     if folder is None:
         return 2
-    values = {**TrainConfig().to_dict(), **RECIPE, "data": str(folder), "epochs": epochs, "width": width,
-              "batch_size": batch_size, "K": K, "bn_splits": bn_splits, "symmetric": symmetric,
-              "max_steps": max_steps, "knn_every": knn_every, "backend": backend, "seed": seed}
+    values = {
+        **TrainConfig().to_dict(),
+        **RECIPE,
+        "data": str(folder),
+        "epochs": epochs,
+        "width": width,
+        "batch_size": batch_size,
+        "K": K,
+        "bn_splits": bn_splits,
+        "symmetric": symmetric,
+        "max_steps": max_steps,
+        "knn_every": knn_every,
+        "backend": backend,
+        "seed": seed,
+    }
     config = TrainConfig.from_dict(values)
     run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("example-cifar10-%Y%m%d-%H%M%S")
     try:
         trainer = Trainer(config, run_dir)
-        print(f"MoCo, CIFAR-10 demo recipe: {len(trainer.train_set)} training images, {config.arch} width "
-              f"{width}, batch {batch_size} in {bn_splits} BN splits, K {K}, m {config.m}, "
-              f"T {config.T}, lr {config.lr} cosine, {epochs} epoch(s) of {trainer.steps_per_epoch} "
-              f"steps, {'symmetric' if symmetric else 'asymmetric'} loss, backend {backend}")
+        print(
+            f"MoCo, CIFAR-10 demo recipe: {len(trainer.train_set)} training images, {config.arch} width "
+            f"{width}, batch {batch_size} in {bn_splits} BN splits, K {K}, m {config.m}, "
+            f"T {config.T}, lr {config.lr} cosine, {epochs} epoch(s) of {trainer.steps_per_epoch} "
+            f"steps, {'symmetric' if symmetric else 'asymmetric'} loss, backend {backend}"
+        )
         final = trainer.run()
-    except UserError as error:                 # a bad batch, a missing GPU, a loss that became NaN, ...
+    except UserError as error:  # a bad batch, a missing GPU, a loss that became NaN, ...
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"trained {final['epoch']} epoch(s), {final['global_step']} steps; final InfoNCE loss {final['loss']:.3f}")
     if final.get("knn_top1") is not None:
-        print(f"kNN top-1 on the {len(trainer.monitor.test_set)} test images: {final['knn_top1']:.2f}% "
-              f"(untrained encoder: {final['knn_top1_untrained']:.2f}%; the demo: 82.6% after 200 epochs)")
+        print(
+            f"kNN top-1 on the {len(trainer.monitor.test_set)} test images: {final['knn_top1']:.2f}% "
+            f"(untrained encoder: {final['knn_top1_untrained']:.2f}%; the demo: 82.6% after 200 epochs)"
+        )
     print(f"run directory: {run_dir}; continue it with: moco-ref train --resume {run_dir}")
     return 0
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("path", nargs="?", default="data",
-                        help="the folder that holds cifar-10-batches-py (or that folder) [default: ./data]")
+    parser.add_argument(
+        "path",
+        nargs="?",
+        default="data",
+        help="the folder that holds cifar-10-batches-py (or that folder) [default: ./data]",
+    )
     parser.add_argument("--epochs", type=int, default=RECIPE["epochs"])
     parser.add_argument("--width", type=int, default=RECIPE["width"], help="base width of the ResNet-18")
     parser.add_argument("-b", "--batch-size", type=int, default=RECIPE["batch_size"])
@@ -105,5 +139,19 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="run directory")
     args = parser.parse_args()
-    sys.exit(main(args.path, args.epochs, args.width, args.batch_size, args.K, args.bn_splits,
-                  args.symmetric, args.max_steps, args.knn_every, args.backend, args.seed, args.out))
+    sys.exit(
+        main(
+            args.path,
+            args.epochs,
+            args.width,
+            args.batch_size,
+            args.K,
+            args.bn_splits,
+            args.symmetric,
+            args.max_steps,
+            args.knn_every,
+            args.backend,
+            args.seed,
+            args.out,
+        )
+    )

@@ -74,7 +74,7 @@ def cross_entropy_forward(logits, labels):
         loss (0-d array), cache for :func:`cross_entropy_backward`.
     """
     xp = get_array_module(logits)
-    log_p = log_softmax(logits)                                             # (N, C)
+    log_p = log_softmax(logits)  # (N, C)
     loss = -xp.take_along_axis(log_p, labels[:, None], axis=1).mean()
     return loss, (log_p, labels)
 
@@ -84,15 +84,15 @@ def cross_entropy_backward(cache):
     log_p, labels = cache
     xp = get_array_module(log_p)
     N, C = log_p.shape
-    one_hot = xp.arange(C)[None, :] == labels[:, None]                     # (N, C), no scatter
+    one_hot = xp.arange(C)[None, :] == labels[:, None]  # (N, C), no scatter
     return (xp.exp(log_p) - one_hot) * (1.0 / N)
 
 
 def contrastive_logits(q, k, queue, T: float):
     """[q·k₊, q·queue] / T: (N, D), (N, D), (K, D) -> (N, 1 + K), the positive in column 0."""
     xp = get_array_module(q)
-    l_pos = (q * k).sum(axis=1, keepdims=True)            # (N, 1)
-    l_neg = q @ queue.T                                   # (N, K)
+    l_pos = (q * k).sum(axis=1, keepdims=True)  # (N, 1)
+    l_neg = q @ queue.T  # (N, K)
     return xp.concatenate([l_pos, l_neg], axis=1) * (1.0 / T)
 
 
@@ -114,12 +114,12 @@ def info_nce_forward(q, k, queue, T: float):
 def info_nce_backward(cache):
     """(∂L/∂q, ∂L/∂k), both (N, D), through logits = [q·k₊, q·queue]/T:
 
-        ∂L/∂q = (∂L/∂logits₀ · k₊ + ∂L/∂logits₁..K · queue) / T        ∂L/∂k₊ = ∂L/∂logits₀ · q / T
+    ∂L/∂q = (∂L/∂logits₀ · k₊ + ∂L/∂logits₁..K · queue) / T        ∂L/∂k₊ = ∂L/∂logits₀ · q / T
     """
     q, k, queue, T, ce_cache = cache
-    d_logits = cross_entropy_backward(ce_cache) * (1.0 / T)     # (N, 1 + K), the 1/T chained in
-    dq = d_logits[:, :1] * k + d_logits[:, 1:] @ queue          # (N, D)
-    dk = d_logits[:, :1] * q                                    # (N, D)
+    d_logits = cross_entropy_backward(ce_cache) * (1.0 / T)  # (N, 1 + K), the 1/T chained in
+    dq = d_logits[:, :1] * k + d_logits[:, 1:] @ queue  # (N, D)
+    dk = d_logits[:, :1] * q  # (N, D)
     return dq, dk
 
 

@@ -58,15 +58,34 @@ class MoCo:
     comm (the communicator; default: a single process).
     """
 
-    def __init__(self, arch="resnet18", width=64, dim=128, K=4096, m=0.99, T=0.1, mlp=False,
-                 symmetric=False, bn_splits=8, shuffle_bn=True, lr=0.06, momentum=0.9, weight_decay=5e-4,
-                 nesterov=False, backend="numpy", seed=0, dtype="float32", comm=None):
+    def __init__(
+        self,
+        arch="resnet18",
+        width=64,
+        dim=128,
+        K=4096,
+        m=0.99,
+        T=0.1,
+        mlp=False,
+        symmetric=False,
+        bn_splits=8,
+        shuffle_bn=True,
+        lr=0.06,
+        momentum=0.9,
+        weight_decay=5e-4,
+        nesterov=False,
+        backend="numpy",
+        seed=0,
+        dtype="float32",
+        comm=None,
+    ):
         self.backend = get_backend(backend)
         self.comm = comm or SingleProcess()
         self.K, self.m, self.T, self.symmetric, self.shuffle_bn = K, m, T, symmetric, shuffle_bn
-        self.encoder_q = build_encoder(arch, dim=dim, width=width, mlp=mlp, bn_splits=bn_splits,
-                                       backend=self.backend, seed=seed, dtype=dtype)
-        self.encoder_k = self.encoder_q.copy()       # starts equal; its own arrays, never shared
+        self.encoder_q = build_encoder(
+            arch, dim=dim, width=width, mlp=mlp, bn_splits=bn_splits, backend=self.backend, seed=seed, dtype=dtype
+        )
+        self.encoder_k = self.encoder_q.copy()  # starts equal; its own arrays, never shared
         self.queue = KeyQueue(K, dim, backend=self.backend, seed=seed + 1, dtype=dtype)
         self.optimizer = SGD(self.encoder_q.params, lr, momentum, weight_decay, nesterov)
         self.shuffle_rng = np.random.default_rng(seed + 2)
@@ -86,23 +105,23 @@ class MoCo:
             device; convert with ``float()`` only when logging.
         """
         m = self.m if m is None else m
-        momentum_update_(self.encoder_k.params, self.encoder_q.params, m)        # θ_k ← m·θ_k + (1 − m)·θ_q
+        momentum_update_(self.encoder_k.params, self.encoder_q.params, m)  # θ_k ← m·θ_k + (1 − m)·θ_q
         directions = ((x_q, x_k), (x_k, x_q)) if self.symmetric else ((x_q, x_k),)
-        grads: dict = {}                                                         # Σ over directions
+        grads: dict = {}  # Σ over directions
         loss, acc, keys = 0.0, 0.0, []
         for x_1, x_2 in directions:
             out, cache, self.encoder_q.buffers = self.encoder_q.forward(x_1, training=True)
-            q, norm_cache = normalize_forward(out)                               # queries, (n, D)
-            k, k_all = self.encode_keys(x_2)                                     # keys, (n, D) and (N, D)
+            q, norm_cache = normalize_forward(out)  # queries, (n, D)
+            k, k_all = self.encode_keys(x_2)  # keys, (n, D) and (N, D)
             l, logits, nce_cache = info_nce_forward(q, k, self.queue.keys, self.T)
-            dq, _ = info_nce_backward(nce_cache)                                 # the keys get no gradient
+            dq, _ = info_nce_backward(nce_cache)  # the keys get no gradient
             g = self.encoder_q.backward(normalize_backward(dq, norm_cache), cache)
             grads = {name: grads[name] + g[name] for name in grads} if grads else g
             loss, acc = loss + l, acc + instance_accuracy(logits) * (1.0 / len(directions))
             keys.append(k_all)
         self._average_over_processes_(grads)
         self.optimizer.step_(grads, lr)
-        for k_all in reversed(keys):   # as the demo's torch.cat([k1, k2]): the keys of x_q (2nd direction) first
+        for k_all in reversed(keys):  # as the demo's torch.cat([k1, k2]): the keys of x_q (2nd direction) first
             self.queue.enqueue(k_all)
         return {"loss": loss, "acc1": acc}
 
@@ -126,8 +145,9 @@ class MoCo:
         """Gradients and both encoders' running statistics become their means over the processes, in
         one collective (with one process they are left as they are).  (The integer batch counters are
         equal everywhere already.)"""
-        floats = [b for encoder in (self.encoder_q, self.encoder_k)
-                  for b in encoder.buffers.values() if b.dtype.kind == "f"]
+        floats = [
+            b for encoder in (self.encoder_q, self.encoder_k) for b in encoder.buffers.values() if b.dtype.kind == "f"
+        ]
         self.comm.average_(list(grads.values()) + floats)
 
     # ----------------------------------------------------------------- the state
@@ -140,6 +160,6 @@ class MoCo:
 
     def load_state_dict(self, state: dict) -> None:
         for prefix, encoder in (("encoder_q.", self.encoder_q), ("encoder_k.", self.encoder_k)):
-            encoder.load_state_dict({n[len(prefix):]: a for n, a in state.items() if n.startswith(prefix)})
+            encoder.load_state_dict({n[len(prefix) :]: a for n, a in state.items() if n.startswith(prefix)})
         self.optimizer.params = self.encoder_q.params  # load replaced the arrays
         self.queue.load_state_dict(state)

@@ -30,9 +30,9 @@ def momentum_update_(params_k: dict, params_q: dict, m: float) -> None:
     """
     if not 0.0 <= m <= 1.0:
         raise ValueError(f"momentum m must lie in [0, 1], got {m}")
-    m = float(m)                     # a Python float keeps float32 arrays float32
+    m = float(m)  # a Python float keeps float32 arrays float32
     for name, theta_k in params_k.items():
-        ops.ema_update_(theta_k, params_q[name], m)      # θ_k·m + θ_q·(1 − m), in place
+        ops.ema_update_(theta_k, params_q[name], m)  # θ_k·m + θ_q·(1 − m), in place
 
 
 def momentum_at_step(m0: float, step: int, total_steps: int, cos: bool) -> float:

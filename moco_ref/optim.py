@@ -26,8 +26,9 @@ class SGD:
         buffers: {name: momentum buffer}, the state to save for an exact resume.
     """
 
-    def __init__(self, params: dict, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 nesterov: bool = False):
+    def __init__(
+        self, params: dict, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, nesterov: bool = False
+    ):
         if nesterov and momentum <= 0:
             raise ValueError("Nesterov momentum needs momentum > 0")
         self.params = params
@@ -40,7 +41,7 @@ class SGD:
         lr = float(self.lr if lr is None else lr)
         mu, wd = float(self.momentum), float(self.weight_decay)
         for name, p in self.params.items():
-            ops.sgd_update_(p, grads[name], self.buffers[name], lr, mu, wd, self.nesterov)   # the update above
+            ops.sgd_update_(p, grads[name], self.buffers[name], lr, mu, wd, self.nesterov)  # the update above
 
     def state_dict(self) -> dict:
         return {f"momentum_buffer.{name}": b for name, b in self.buffers.items()}
@@ -50,8 +51,7 @@ class SGD:
             b[...] = to_device(state[f"momentum_buffer.{name}"])
 
 
-def learning_rate(base_lr: float, epoch: int, epochs: int, cos: bool = False,
-                  schedule: tuple = (120, 160)) -> float:
+def learning_rate(base_lr: float, epoch: int, epochs: int, cos: bool = False, schedule: tuple = (120, 160)) -> float:
     """The official per-epoch schedule (main_moco.py's adjust_learning_rate).
 
     cosine: base_lr · 0.5 · (1 + cos(π · epoch / epochs));

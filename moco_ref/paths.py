@@ -127,7 +127,7 @@ def _nearest_existing(path: Path) -> tuple[Path, list[str]]:
             os.stat(current)
             return current, missing[::-1]
         except FileNotFoundError:
-            if current.parent == current or os.path.islink(current):    # a link to nothing cannot be made
+            if current.parent == current or os.path.islink(current):  # a link to nothing cannot be made
                 raise
             missing.append(current.name)
             current = current.parent
@@ -167,7 +167,7 @@ def _detail(path: Path, error: OSError) -> str:
             return f"a name of {size} bytes, more than the file system's {NAME_MAX}"
         if len(os.fsencode(str(path))) >= PATH_MAX:
             return f"a path of {len(os.fsencode(str(path)))} bytes, more than the system's {PATH_MAX}"
-        if error.filename:                  # a file written beside it first (NAME.<random>.tmp)
+        if error.filename:  # a file written beside it first (NAME.<random>.tmp)
             return f"the file written first beside it, {Path(error.filename).name}, has a name too long"
         return ""
     if error.errno == errno.ENOENT and os.path.islink(error.filename or ""):

@@ -50,18 +50,18 @@ class KeyQueue:
     def enqueue(self, keys) -> None:
         """Writes ``keys`` (B, D) over the B oldest slots and advances the pointer by B (mod K)."""
         B, K = keys.shape[0], self.K
-        n = min(B, K)                       # a batch larger than K keeps only its newest K keys
-        newest = keys[B - n:]
-        start = (self.ptr + B - n) % K      # slot of the first key that stays
-        first = min(n, K - start)           # how many fit before the end of the buffer
-        self.keys[start:start + first] = newest[:first]
-        self.keys[:n - first] = newest[first:]   # the rest wraps around to the front
+        n = min(B, K)  # a batch larger than K keeps only its newest K keys
+        newest = keys[B - n :]
+        start = (self.ptr + B - n) % K  # slot of the first key that stays
+        first = min(n, K - start)  # how many fit before the end of the buffer
+        self.keys[start : start + first] = newest[:first]
+        self.keys[: n - first] = newest[first:]  # the rest wraps around to the front
         self.ptr = (self.ptr + B) % K
 
     def ordered(self):
         """The keys from oldest to newest, (K, D)."""
         xp = get_array_module(self.keys)
-        return xp.concatenate([self.keys[self.ptr:], self.keys[:self.ptr]], axis=0)
+        return xp.concatenate([self.keys[self.ptr :], self.keys[: self.ptr]], axis=0)
 
     def state_dict(self) -> dict:
         """The official checkpoint form: ``queue`` (D, K) with one key per column, ``queue_ptr`` (1,) int64."""
@@ -70,8 +70,9 @@ class KeyQueue:
     def load_state_dict(self, state: dict) -> None:
         queue = state["queue"]
         if tuple(queue.shape) != (self.keys.shape[1], self.keys.shape[0]):
-            raise ValueError(f"queue: shape {tuple(queue.shape)} does not match (D, K) = "
-                             f"{(self.keys.shape[1], self.keys.shape[0])}")
+            raise ValueError(
+                f"queue: shape {tuple(queue.shape)} does not match (D, K) = {(self.keys.shape[1], self.keys.shape[0])}"
+            )
         host = np.asarray(queue if isinstance(queue, np.ndarray) else self.backend.to_host(queue))
         self.keys = self.backend.to_device(np.array(host.T, dtype=self.keys.dtype, order="C"))  # a copy, never an alias
         self.ptr = int(np.asarray(state["queue_ptr"]).reshape(-1)[0]) % self.K

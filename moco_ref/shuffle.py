@@ -27,13 +27,13 @@ def concat_all_gather(x, comm):
     """Every process's share (n, ...) -> the whole batch (W·n, ...), in global sample order (with one
     process, x itself)."""
     W, n = comm.size, x.shape[0]
-    blocks = comm.allgather(x)                               # (W·n, ...): rank 0's n rows, then rank 1's, ...
+    blocks = comm.allgather(x)  # (W·n, ...): rank 0's n rows, then rank 1's, ...
     return blocks.reshape(W, n, *x.shape[1:]).swapaxes(0, 1).reshape(W * n, *x.shape[1:])
 
 
 def local_share(x_all, comm):
     """This process's samples of a whole batch: rows rank, rank + W, ... (a view)."""
-    return x_all[comm.rank::comm.size]
+    return x_all[comm.rank :: comm.size]
 
 
 def batch_shuffle(x, rng: np.random.Generator, comm):
@@ -48,7 +48,7 @@ def batch_shuffle(x, rng: np.random.Generator, comm):
         permutation of the whole batch, on x's backend.
     """
     xp = get_array_module(x)
-    x_all = concat_all_gather(x, comm)                       # (N, ...)
+    x_all = concat_all_gather(x, comm)  # (N, ...)
     perm = comm.bcast_host(rng.permutation(x_all.shape[0]))  # rank 0's permutation, as the official code
     index_unshuffle = np.argsort(perm)
     return local_share(x_all[xp.asarray(perm)], comm), xp.asarray(index_unshuffle)

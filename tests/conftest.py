@@ -16,9 +16,16 @@ from hypothesis import HealthCheck, settings
 # Recent Hypothesis loads a built-in "ci" profile by itself when it sees CI; both profiles here
 # derive from "default" instead, so that "dev" stays random even then.
 settings.register_profile("dev", parent=settings.get_profile("default"), deadline=None)
-settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True, deadline=None,
-                          max_examples=60, print_blob=True, database=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci",
+    parent=settings.get_profile("default"),
+    derandomize=True,
+    deadline=None,
+    max_examples=60,
+    print_blob=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 _ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if _ci else "dev"))
@@ -31,16 +38,31 @@ def small_moco():
     from moco_ref.moco import MoCo
 
     def build(seed, bn_splits=1, m=0.9):
-        return MoCo(arch="resnet10", width=2, dim=4, K=8, m=m, T=0.2, bn_splits=bn_splits,
-                    lr=0.1, momentum=0.9, weight_decay=1e-4, seed=seed, dtype="float64")
+        return MoCo(
+            arch="resnet10",
+            width=2,
+            dim=4,
+            K=8,
+            m=m,
+            T=0.2,
+            bn_splits=bn_splits,
+            lr=0.1,
+            momentum=0.9,
+            weight_decay=1e-4,
+            seed=seed,
+            dtype="float64",
+        )
+
     return build
 
 
 @pytest.fixture(scope="session")
 def two_views():
     """A factory: seed -> two noisy (4, 3, 8, 8) views of the same random images."""
+
     def draw(seed, N=4, size=8):
         rng = np.random.default_rng(seed)
         x = rng.standard_normal((N, 3, size, size))
         return x + 0.1 * rng.standard_normal(x.shape), x + 0.1 * rng.standard_normal(x.shape)
+
     return draw

@@ -12,8 +12,9 @@ def assert_close(actual, expected, rtol: float, what: str) -> None:
     assert a.shape == e.shape, f"{what}: shapes differ: {a.shape} vs {e.shape}"
     error, worst = relative_error(a, e)
     if error > rtol:
-        raise AssertionError(f"{what}: relative error {error:.3e} > {rtol:.0e} at {worst}: "
-                             f"got {a[worst]!r}, expected {e[worst]!r}")
+        raise AssertionError(
+            f"{what}: relative error {error:.3e} > {rtol:.0e} at {worst}: got {a[worst]!r}, expected {e[worst]!r}"
+        )
 
 
 def error_line(code: int, err: str, *phrases) -> str:
@@ -86,8 +87,10 @@ def _skip_without_mpi():
 
     import pytest
 
-    return pytest.mark.skipif(not (importlib.util.find_spec("mpi4py") is not None and MPIEXEC),
-                              reason="needs mpi4py and an mpiexec (pip install 'moco-ref[mpi]')")
+    return pytest.mark.skipif(
+        not (importlib.util.find_spec("mpi4py") is not None and MPIEXEC),
+        reason="needs mpi4py and an mpiexec (pip install 'moco-ref[mpi]')",
+    )
 
 
 MPIEXEC = _find_mpiexec()

@@ -86,7 +86,7 @@ class _StrictModule(types.ModuleType):
     def __getattr__(self, name):
         value = getattr(np, name)
         if isinstance(value, type) or not callable(value):
-            return value          # dtypes, constants
+            return value  # dtypes, constants
         return _function(name)
 
     @staticmethod

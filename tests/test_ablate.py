@@ -21,8 +21,26 @@ from PIL import Image
 from moco_ref.run.config import TrainConfig
 from moco_ref.tools.ablate import PAPER_MOMENTUM, STUDIES, Outcome, shape_line
 
-TINY = ["--image-size", "16", "--width", "2", "-b", "8", "--moco-dim", "16",
-        "--bn-splits", "2", "--log-every", "1", "--epochs", "2", "--knn-every", "1", "--probe-epochs", "3"]
+TINY = [
+    "--image-size",
+    "16",
+    "--width",
+    "2",
+    "-b",
+    "8",
+    "--moco-dim",
+    "16",
+    "--bn-splits",
+    "2",
+    "--log-every",
+    "1",
+    "--epochs",
+    "2",
+    "--knn-every",
+    "1",
+    "--probe-epochs",
+    "3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +76,7 @@ def test_each_setting_is_a_run_directory_that_differs_in_m_alone(momentum_ablati
     assert [c["m"] for c in configs.values()] == [0.0, 0.9, 0.99, 0.999]
     rest = [{k: v for k, v in c.items() if k != "m"} for c in configs.values()]
     assert all(r == rest[0] for r in rest), "the runs must share every setting but m"
-    assert rest[0]["epochs"] == 2 and rest[0]["width"] == 2       # the flags given reach every run
+    assert rest[0]["epochs"] == 2 and rest[0]["width"] == 2  # the flags given reach every run
 
 
 def test_the_table_holds_what_each_run_directory_measured(momentum_ablation):
@@ -74,10 +92,13 @@ def test_the_table_holds_what_each_run_directory_measured(momentum_ablation):
         assert row["loss"] == last_epoch["loss"] and row["acc1"] == last_epoch["acc1"]
         assert row["train_seconds"] == pytest.approx(sum(r["seconds"] for r in log if r["kind"] == "epoch"))
         assert row["linear_top1"] == json.loads((run_dir / "linear_probe.json").read_text())["top1"]
-        assert row["knn_curve"]["epochs"] == [0, 1, 2]              # untrained, then every epoch
+        assert row["knn_curve"]["epochs"] == [0, 1, 2]  # untrained, then every epoch
         assert row["knn_curve"]["top1"][-1] == row["knn_top1"]
     table = (folder / "ablation.md").read_text()
-    assert "| m | kNN top-1 (%) | linear top-1 (%) | loss | instance acc. (%) | train time (s) | paper, ImageNet (%) |" in table
+    assert (
+        "| m | kNN top-1 (%) | linear top-1 (%) | loss | instance acc. (%) | train time (s) | paper, ImageNet (%) |"
+        in table
+    )
     first = report["rows"][0]
     assert f"| m = 0 | {first['knn_top1']:.1f} | {first['linear_top1']:.1f} | {first['loss']:.3f} |" in table
 
@@ -87,7 +108,7 @@ def test_the_paper_and_the_shape_line_are_printed_beside_the_table(momentum_abla
     assert "| m = 0.999 |" in out and out.rstrip().endswith("ablation.png")
     for top1 in PAPER_MOMENTUM.values():
         assert ("fails" if top1 is None else f"{top1:.1f}") in out
-    assert "m = 0.9999: 58.9" in out                               # the paper's value not run here
+    assert "m = 0.9999: 58.9" in out  # the paper's value not run here
     report = json.loads((folder / "ablation.json").read_text())
     assert report["shape"] in out and report["shape"].startswith("shape (linear top-1 here")
     assert "ablate momentum: run 1/4, m = 0," in err and "run 4/4, m = 0.999" in err
@@ -106,7 +127,7 @@ def test_running_it_again_reads_the_finished_runs_back(momentum_ablation, capsys
     assert code == 0, err
     assert err.count("is finished: read back") == 4
     assert {p: p.stat().st_mtime_ns for p in folder.glob("*/checkpoint_last.npz")} == before
-    assert again.split("| m |")[1] == out.split("| m |")[1]        # the same table
+    assert again.split("| m |")[1] == out.split("| m |")[1]  # the same table
 
 
 def test_an_interrupted_ablation_continues_to_the_same_table(tmp_path, data, capsys, monkeypatch):
@@ -120,7 +141,7 @@ def test_an_interrupted_ablation_continues_to_the_same_table(tmp_path, data, cap
 
     def interrupted(self, stop=None):
         calls.append(self.config.m)
-        if len(calls) == 4:                     # run 1's two epochs, run 2's first; then Ctrl-C
+        if len(calls) == 4:  # run 1's two epochs, run 2's first; then Ctrl-C
             raise KeyboardInterrupt
         return original(self, stop)
 
@@ -138,8 +159,9 @@ def test_an_interrupted_ablation_continues_to_the_same_table(tmp_path, data, cap
             assert a[key] == b[key], f"{b['setting']}: {key} {b[key]} after the interruption, {a[key]} without"
 
 
-def test_ctrl_c_stops_after_a_step_and_the_same_command_continues_to_the_same_table(tmp_path, data, capsys,
-                                                                                      monkeypatch):
+def test_ctrl_c_stops_after_a_step_and_the_same_command_continues_to_the_same_table(
+    tmp_path, data, capsys, monkeypatch
+):
     import os
     import signal
 
@@ -152,19 +174,21 @@ def test_ctrl_c_stops_after_a_step_and_the_same_command_continues_to_the_same_ta
 
     def step_then_ctrl_c(self, x_q, x_k, **schedule):
         steps.append(self.m)
-        if len(steps) == 8:                     # run 2 (m = 0.99), epoch 1, its second step
+        if len(steps) == 8:  # run 2 (m = 0.99), epoch 1, its second step
             os.kill(os.getpid(), signal.SIGINT)
         return step(self, x_q, x_k, **schedule)
 
     monkeypatch.setattr(MoCo, "step", step_then_ctrl_c)
     code, _, err = run_cli([*args, "--out", tmp_path / "cut"], capsys)
     assert code == 130 and len(steps) == 8, err
-    assert err.strip().splitlines()[-1] == (f"ablate momentum: stopped by SIGINT; the runs so far are kept in "
-                                            f"{tmp_path / 'cut'}: run the same command again to continue")
+    assert err.strip().splitlines()[-1] == (
+        f"ablate momentum: stopped by SIGINT; the runs so far are kept in "
+        f"{tmp_path / 'cut'}: run the same command again to continue"
+    )
     monkeypatch.setattr(MoCo, "step", step)
     code, _, err = run_cli([*args, "--out", tmp_path / "cut"], capsys)
     assert code == 0, err
-    assert "at epoch 1, step 2" in err                                  # resumed mid-epoch
+    assert "at epoch 1, step 2" in err  # resumed mid-epoch
     whole = json.loads((tmp_path / "whole" / "ablation.json").read_text())["rows"]
     cut = json.loads((tmp_path / "cut" / "ablation.json").read_text())["rows"]
     for a, b in zip(whole, cut):
@@ -191,25 +215,33 @@ def test_a_run_whose_loss_became_nan_is_reported_as_failed(tmp_path, data, capsy
 
 
 def test_without_matplotlib_the_table_is_written_and_one_line_says_the_picture_needs_it(
-        tmp_path, data, capsys, monkeypatch):
+    tmp_path, data, capsys, monkeypatch
+):
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")] + ["matplotlib"]:
         monkeypatch.setitem(sys.modules, name, None)
-    code, out, err = run_cli(["ablate", "queue", "--values", "8", "--data", data, *TINY, "--epochs", "1",
-                              "--out", tmp_path], capsys)
+    code, out, err = run_cli(
+        ["ablate", "queue", "--values", "8", "--data", data, *TINY, "--epochs", "1", "--out", tmp_path], capsys
+    )
     assert code == 0, err
-    assert out.strip().splitlines()[-1] == (f"wrote {tmp_path / 'ablation.md'} and {tmp_path / 'ablation.json'}; "
-                                            f"the picture {tmp_path / 'ablation.png'} needs matplotlib: "
-                                            f"pip install 'moco-ref[plot]'")
+    assert out.strip().splitlines()[-1] == (
+        f"wrote {tmp_path / 'ablation.md'} and {tmp_path / 'ablation.json'}; "
+        f"the picture {tmp_path / 'ablation.png'} needs matplotlib: "
+        f"pip install 'moco-ref[plot]'"
+    )
     assert (tmp_path / "ablation.md").is_file() and not (tmp_path / "ablation.png").exists()
 
 
 def test_shuffle_bn_runs_the_same_groups_with_and_without_the_shuffle_and_plain_bn(tmp_path, data, capsys):
     """--bn-splits 2: rows of 2 groups shuffled, 2 groups not shuffled, 1 group; each its own run directory."""
-    code, out, err = run_cli(["ablate", "shuffle-bn", "--data", data, *TINY, "--epochs", "1", "--probe-epochs", "0",
-                              "--out", tmp_path], capsys)
+    code, out, err = run_cli(
+        ["ablate", "shuffle-bn", "--data", data, *TINY, "--epochs", "1", "--probe-epochs", "0", "--out", tmp_path],
+        capsys,
+    )
     assert code == 0, err
-    settings = {name: json.loads((tmp_path / name / "config.json").read_text())
-                for name in ("bn-2-shuffled", "bn-2-unshuffled", "bn-1")}
+    settings = {
+        name: json.loads((tmp_path / name / "config.json").read_text())
+        for name in ("bn-2-shuffled", "bn-2-unshuffled", "bn-1")
+    }
     assert [(c["bn_splits"], c["shuffle_bn"]) for c in settings.values()] == [(2, True), (2, False), (1, True)]
     for row in ("| 2 groups, keys shuffled |", "| 2 groups, keys not shuffled |", "| 1 group (plain BN) |"):
         assert row in out
@@ -217,12 +249,28 @@ def test_shuffle_bn_runs_the_same_groups_with_and_without_the_shuffle_and_plain_
 
 
 def test_the_queue_table_reports_the_false_negatives_of_each_k(tmp_path, data, capsys):
-    code, out, err = run_cli(["ablate", "queue", "--values", "8,16", "--data", data, *TINY, "--epochs", "1",
-                              "--probe-epochs", "0", "--out", tmp_path], capsys)
+    code, out, err = run_cli(
+        [
+            "ablate",
+            "queue",
+            "--values",
+            "8,16",
+            "--data",
+            data,
+            *TINY,
+            "--epochs",
+            "1",
+            "--probe-epochs",
+            "0",
+            "--out",
+            tmp_path,
+        ],
+        capsys,
+    )
     assert code == 0, err
     report = json.loads((tmp_path / "ablation.json").read_text())
     for row in report["rows"]:
-        assert 0.0 <= row["false_negatives"] <= 100.0                  # two classes: about half the queue
+        assert 0.0 <= row["false_negatives"] <= 100.0  # two classes: about half the queue
     assert "false negatives (%)" in out and report["paper"]["linear_top1"] == {"4096": 59.0, "65536": 60.6}
 
 
@@ -230,7 +278,7 @@ def test_the_queue_table_reports_the_false_negatives_of_each_k(tmp_path, data, c
 def test_default_settings_of_each_study():
     base = TrainConfig()
     assert STUDIES["momentum"].default_values(base, 2000) == [0.0, 0.9, 0.99, 0.999]
-    assert STUDIES["queue"].default_values(base, 2000) == [16, 64, 256, 1024]      # up to the dataset size
+    assert STUDIES["queue"].default_values(base, 2000) == [16, 64, 256, 1024]  # up to the dataset size
     assert STUDIES["queue"].default_values(base, 50000) == [256, 1024, 4096, 16384]
     assert STUDIES["queue"].default_values(base, 24) == [16]
     # The paper's per-GPU BN: 8 groups (of 8 images at batch 64), shuffled and not, and plain BN.
@@ -244,9 +292,19 @@ def test_default_settings_of_each_study():
 
 def rows(name, scores, acc1=None, false_negatives=None):
     study = STUDIES[name]
-    return study, [Outcome(value=v, setting=study.setting(v), run_dir="", status="finished", linear_top1=s,
-                           knn_top1=s, acc1=(acc1 or {}).get(v, 50.0),
-                           false_negatives=(false_negatives or {}).get(v)) for v, s in scores.items()]
+    return study, [
+        Outcome(
+            value=v,
+            setting=study.setting(v),
+            run_dir="",
+            status="finished",
+            linear_top1=s,
+            knn_top1=s,
+            acc1=(acc1 or {}).get(v, 50.0),
+            false_negatives=(false_negatives or {}).get(v),
+        )
+        for v, s in scores.items()
+    ]
 
 
 def test_momentum_shape_line_is_computed_from_the_numbers():
@@ -254,7 +312,8 @@ def test_momentum_shape_line_is_computed_from_the_numbers():
     assert shape_line(study, outcomes, True) == (
         "shape (linear top-1 here, ImageNet linear top-1 in the paper): best at m = 0.99 here, at 0.999 in the "
         "paper; m = 0 lowest in both (where the paper's run fails); order here 0.99 > 0.999 > 0.9 > 0, in the "
-        "paper 0.999 > 0.99 > 0.9 > 0")
+        "paper 0.999 > 0.99 > 0.9 > 0"
+    )
     study, outcomes = rows("momentum", {0.0: 20.0, 0.9: 30.0, 0.99: 40.0, 0.999: 45.0})
     assert "best at m = 0.999 in both" in shape_line(study, outcomes, False)
     assert shape_line(study, outcomes, False).endswith("the same order as the paper")
@@ -262,54 +321,83 @@ def test_momentum_shape_line_is_computed_from_the_numbers():
     assert "lowest at m = 0.9 here, at 0 in the paper" in shape_line(study, outcomes, True)
 
 
-PAPER_QUEUE_CLAIM = "in the paper accuracy rises with K (59.0 % at K = 4096, 60.6 % at K = 65536, ImageNet linear top-1)"
+PAPER_QUEUE_CLAIM = (
+    "in the paper accuracy rises with K (59.0 % at K = 4096, 60.6 % at K = 65536, ImageNet linear top-1)"
+)
 
 
-@pytest.mark.parametrize("scores,here", [
-    ({16: 20.0, 64: 25.0, 256: 30.0}, "this run's linear top-1 rises with K at every step, as in the paper "
-                                      "(K 16 → 256: 20.0 → 25.0 → 30.0 %"),          # rising
-    ({16: 30.0, 64: 25.0, 256: 20.0}, "this run's linear top-1 does not rise with K (best at K = 16) "
-                                      "(K 16 → 256: 30.0 → 25.0 → 20.0 %"),          # falling
-    ({16: 20.0, 64: 35.0, 256: 30.0}, "does not rise with K (best at K = 64)"),        # mixed
-], ids=["rising", "falling", "mixed"])
+@pytest.mark.parametrize(
+    "scores,here",
+    [
+        (
+            {16: 20.0, 64: 25.0, 256: 30.0},
+            "this run's linear top-1 rises with K at every step, as in the paper (K 16 → 256: 20.0 → 25.0 → 30.0 %",
+        ),  # rising
+        (
+            {16: 30.0, 64: 25.0, 256: 20.0},
+            "this run's linear top-1 does not rise with K (best at K = 16) (K 16 → 256: 30.0 → 25.0 → 20.0 %",
+        ),  # falling
+        ({16: 20.0, 64: 35.0, 256: 30.0}, "does not rise with K (best at K = 64)"),  # mixed
+    ],
+    ids=["rising", "falling", "mixed"],
+)
 def test_the_queue_shape_line_keeps_this_runs_numbers_and_the_papers_apart(scores, here):
     study, outcomes = rows("queue", scores, false_negatives={16: 10.0, 64: 11.0, 256: 9.5})
     line = shape_line(study, outcomes, True)
     assert here in line and line.endswith(PAPER_QUEUE_CLAIM)
     assert "false negatives 10 → 11 → 10 % of the queue" in line
     ours, paper = line.split("; in the paper")
-    assert "59.0" not in ours and "60.6" not in ours                     # the paper's numbers only as the paper's
-    assert all(f"{v:.1f}" not in paper for v in scores.values())         # this run's never as the paper's
+    assert "59.0" not in ours and "60.6" not in ours  # the paper's numbers only as the paper's
+    assert all(f"{v:.1f}" not in paper for v in scores.values())  # this run's never as the paper's
 
 
-@pytest.mark.parametrize("knn,acc1,seen", [
-    ({"8": 40.0, "8-unshuffled": 30.0, "1": 35.0}, {"8": 60.0, "8-unshuffled": 90.0, "1": 70.0}, "both seen here"),
-    ({"8": 40.0, "8-unshuffled": 45.0, "1": 35.0}, {"8": 60.0, "8-unshuffled": 50.0, "1": 70.0}, "neither seen here"),
-    ({"8": 40.0, "8-unshuffled": 45.0, "1": 35.0}, {"8": 60.0, "8-unshuffled": 90.0, "1": 70.0},
-     "only the higher pretext accuracy seen here"),
-    ({"8": 40.0, "8-unshuffled": 30.0, "1": 35.0}, {"8": 60.0, "8-unshuffled": 50.0, "1": 70.0},
-     "only the worse representation seen here"),
-], ids=["cheat", "no-cheat", "pretext-only", "representation-only"])
+@pytest.mark.parametrize(
+    "knn,acc1,seen",
+    [
+        ({"8": 40.0, "8-unshuffled": 30.0, "1": 35.0}, {"8": 60.0, "8-unshuffled": 90.0, "1": 70.0}, "both seen here"),
+        (
+            {"8": 40.0, "8-unshuffled": 45.0, "1": 35.0},
+            {"8": 60.0, "8-unshuffled": 50.0, "1": 70.0},
+            "neither seen here",
+        ),
+        (
+            {"8": 40.0, "8-unshuffled": 45.0, "1": 35.0},
+            {"8": 60.0, "8-unshuffled": 90.0, "1": 70.0},
+            "only the higher pretext accuracy seen here",
+        ),
+        (
+            {"8": 40.0, "8-unshuffled": 30.0, "1": 35.0},
+            {"8": 60.0, "8-unshuffled": 50.0, "1": 70.0},
+            "only the worse representation seen here",
+        ),
+    ],
+    ids=["cheat", "no-cheat", "pretext-only", "representation-only"],
+)
 def test_the_shuffle_bn_shape_line_compares_the_same_groups_with_and_without_the_shuffle(knn, acc1, seen):
     study, outcomes = rows("shuffle-bn", knn, acc1=acc1)
     line = shape_line(study, outcomes, True)
-    assert line.startswith("shape: 8 groups without the shuffle against with it: instance accuracy "
-                           f"{acc1['8-unshuffled']:.1f} % vs {acc1['8']:.1f} %, linear top-1 "
-                           f"{knn['8-unshuffled']:.1f} % vs {knn['8']:.1f} %")
+    assert line.startswith(
+        "shape: 8 groups without the shuffle against with it: instance accuracy "
+        f"{acc1['8-unshuffled']:.1f} % vs {acc1['8']:.1f} %, linear top-1 "
+        f"{knn['8-unshuffled']:.1f} % vs {knn['8']:.1f} %"
+    )
     assert line.endswith(f"without shuffle BN): {seen}")
 
 
 # ------------------------------------------------------------------ errors and help
-@pytest.mark.parametrize("extra,phrases", [
-    (["momentum", "--moco-m", "0.9"], ["varies --moco-m itself", "--values"]),
-    (["queue", "--moco-k", "64"], ["varies --moco-k itself"]),
-    (["momentum", "--values", "0,x"], ["--values", "numbers"]),
-    (["momentum", "--values", "0,1.5"], ["1.5 is not a possible --moco-m", "at most 1"]),
-    (["queue", "--values", "64,0"], ["0 is not a possible --moco-k"]),
-    (["shuffle-bn", "--values", "1,3"], ["not a multiple of --bn-splits 3"]),      # before run 1 trains
-    (["shuffle-bn", "--no-shuffle-bn"], ["varies --shuffle-bn itself", "--values 8,1"]),
-    (["momentum", "--backend", "cupy"], []),
-])
+@pytest.mark.parametrize(
+    "extra,phrases",
+    [
+        (["momentum", "--moco-m", "0.9"], ["varies --moco-m itself", "--values"]),
+        (["queue", "--moco-k", "64"], ["varies --moco-k itself"]),
+        (["momentum", "--values", "0,x"], ["--values", "numbers"]),
+        (["momentum", "--values", "0,1.5"], ["1.5 is not a possible --moco-m", "at most 1"]),
+        (["queue", "--values", "64,0"], ["0 is not a possible --moco-k"]),
+        (["shuffle-bn", "--values", "1,3"], ["not a multiple of --bn-splits 3"]),  # before run 1 trains
+        (["shuffle-bn", "--no-shuffle-bn"], ["varies --shuffle-bn itself", "--values 8,1"]),
+        (["momentum", "--backend", "cupy"], []),
+    ],
+)
 def test_bad_settings_end_in_one_line(tmp_path, data, capsys, extra, phrases):
     if "cupy" in extra:
         from helpers import skip_if_cupy_installed
@@ -328,9 +416,17 @@ def test_another_recipe_in_the_same_folder_is_refused(momentum_ablation, data, c
 def test_help_explains_the_studies_with_the_ablations_own_defaults(capsys):
     code, out, _ = run_cli(["ablate", "--help"], capsys)
     assert code == 0
-    out = " ".join(out.split())                  # click wraps the lines
-    for phrase in ("momentum", "queue", "shuffle-bn", "--knn-every", "[default: 2]",
-                   "--values", "--probe-epochs", "resumes"):
+    out = " ".join(out.split())  # click wraps the lines
+    for phrase in (
+        "momentum",
+        "queue",
+        "shuffle-bn",
+        "--knn-every",
+        "[default: 2]",
+        "--values",
+        "--probe-epochs",
+        "resumes",
+    ):
         assert phrase in out, phrase
 
 

@@ -336,8 +336,11 @@ def test_blend_ops_match_the_formula_for_each_sample(backend, op, reference):
 
 @pytest.mark.parametrize(
     "op, enhancer, tolerance",
-    [(adjust_brightness, ImageEnhance.Brightness, 1.01), (adjust_contrast, ImageEnhance.Contrast, 2.01),
-     (adjust_saturation, ImageEnhance.Color, 2.01)],
+    [
+        (adjust_brightness, ImageEnhance.Brightness, 1.01),
+        (adjust_contrast, ImageEnhance.Contrast, 2.01),
+        (adjust_saturation, ImageEnhance.Color, 2.01),
+    ],
     ids=["brightness", "contrast", "saturation"],
 )
 def test_blend_ops_agree_with_pil_image_enhance_up_to_uint8_rounding(op, enhancer, tolerance):
@@ -351,8 +354,18 @@ def test_blend_ops_agree_with_pil_image_enhance_up_to_uint8_rounding(op, enhance
 def special_pixels():
     """(1, 3, 4, 4) pixels with ties, greys, black, white, primaries and random colours."""
     fixed = [
-        (0, 0, 0), (1, 1, 1), (0.5, 0.5, 0.5), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1),
-        (1, 0, 1), (0.8, 0.8, 0.2), (0.2, 0.8, 0.8), (0.8, 0.2, 0.8),
+        (0, 0, 0),
+        (1, 1, 1),
+        (0.5, 0.5, 0.5),
+        (1, 0, 0),
+        (0, 1, 0),
+        (0, 0, 1),
+        (1, 1, 0),
+        (0, 1, 1),
+        (1, 0, 1),
+        (0.8, 0.8, 0.2),
+        (0.2, 0.8, 0.8),
+        (0.8, 0.2, 0.8),
     ]
     rest = np.random.default_rng(2).random((4, 3)).tolist()
     return np.array(fixed + rest, dtype=np.float32).T.reshape(1, 3, 4, 4)
@@ -396,7 +409,10 @@ def test_jitter_factors_and_orders_are_drawn_as_torchvision_does():
     assert len(distinct_orders) == 24, f"only {len(distinct_orders)} of the 24 orders were drawn"
     assert abs(params.applied.mean() - 0.8) < 0.03
     assert sample_color_jitter(np.random.default_rng(0), 4, 0.4, 0.4, 0.4, 0.0).enabled.tolist() == [
-        True, True, True, False,
+        True,
+        True,
+        True,
+        False,
     ]
 
 

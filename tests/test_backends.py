@@ -75,8 +75,20 @@ def test_forward_writes_nothing_into_the_encoder():
     for name, a in encoder.state_dict().items():
         assert np.array_equal(a, before[name]), f"{name} changed inside forward"
     assert int(buffers["bn1.num_batches_tracked"]) == 1 and not np.allclose(buffers["bn1.running_mean"], 0)
-    assert set(vars(encoder)) == {"arch", "dim", "width", "mlp", "bn_splits", "seed", "backend", "dtype", "layout",
-                                  "feature_dim", "params", "buffers"}, "no hidden state beside params and buffers"
+    assert set(vars(encoder)) == {
+        "arch",
+        "dim",
+        "width",
+        "mlp",
+        "bn_splits",
+        "seed",
+        "backend",
+        "dtype",
+        "layout",
+        "feature_dim",
+        "params",
+        "buffers",
+    }, "no hidden state beside params and buffers"
     assert encoder.forward(x, training=True, keep_cache=False).cache is None
     with pytest.raises(ValueError, match="cache"):
         encoder.backward(np.ones((4, 4)), None)
@@ -94,4 +106,4 @@ def test_the_key_encoder_is_an_independent_copy():
         assert np.array_equal(q[name], k[name]) and not np.shares_memory(q[name], k[name]), name
     x = np.random.default_rng(0).standard_normal((4, 3, 8, 8))
     model.step(x, x)
-    assert int(model.encoder_k.buffers["bn1.num_batches_tracked"]) == 1   # its BN did train
+    assert int(model.encoder_k.buffers["bn1.num_batches_tracked"]) == 1  # its BN did train

@@ -19,8 +19,21 @@ def test_bench_help_lists_the_suites(capsys):
 def test_bench_learn_help_explains_the_comparison_and_takes_the_flags_of_train(capsys):
     code, out, _ = run_cli(["bench", "learn", "--help"], capsys)
     assert code == 0
-    for phrase in ("PyTorch twin", "95 % Student-t interval", "pip install torch", "--seeds", "--probe-epochs",
-                   "--epochs", "--data", "--moco-k", "--bn-splits", "--knn-every", "--preset", "--out", "--png"):
+    for phrase in (
+        "PyTorch twin",
+        "95 % Student-t interval",
+        "pip install torch",
+        "--seeds",
+        "--probe-epochs",
+        "--epochs",
+        "--data",
+        "--moco-k",
+        "--bn-splits",
+        "--knn-every",
+        "--preset",
+        "--out",
+        "--png",
+    ):
         assert phrase in out, phrase
 
 

@@ -35,8 +35,15 @@ def run_all(tmp_path_factory):
     """One tiny run of every suite: (returned figures, printed lines, path of the JSON written)."""
     out = tmp_path_factory.mktemp("bench") / "figures.json"
     lines = []
-    figures = run("all", "numpy", quick=True, out=str(out), echo=lambda *a: lines.append(" ".join(map(str, a))),
-                  tiny=True, command="pytest")
+    figures = run(
+        "all",
+        "numpy",
+        quick=True,
+        out=str(out),
+        echo=lambda *a: lines.append(" ".join(map(str, a))),
+        tiny=True,
+        command="pytest",
+    )
     return figures, lines, out
 
 
@@ -85,8 +92,16 @@ def test_parts_cover_the_step_and_every_wrapper_is_removed(run_all):
 
     figures = run_all[0]["parts"]
     assert list(figures["parts"]) == list(parts.PART_ORDER)
-    for part in ("conv forward GEMM", "conv backward GEMMs", "im2col", "BatchNorm moments",
-                 "BatchNorm output (+ add, ReLU)", "BatchNorm backward sums", "BatchNorm input gradient", "other"):
+    for part in (
+        "conv forward GEMM",
+        "conv backward GEMMs",
+        "im2col",
+        "BatchNorm moments",
+        "BatchNorm output (+ add, ReLU)",
+        "BatchNorm backward sums",
+        "BatchNorm input gradient",
+        "other",
+    ):
         finite_positive(figures["parts"][part]["median_s"], part)
     for part in ("im2col", "BatchNorm moments", "BatchNorm output (+ add, ReLU)"):
         finite_positive(figures["parts"][part]["gb_s"], f"{part} GB/s")
@@ -100,7 +115,7 @@ def test_parts_cover_the_step_and_every_wrapper_is_removed(run_all):
     # The originals are back: the names in the using modules are the defining modules' functions again.
     assert resnet.conv2d_forward is conv.conv2d_forward and resnet.batchnorm_backward.__module__.endswith("batchnorm")
     assert not hasattr(SGD.step_, "__wrapped__") and not hasattr(KeyQueue.enqueue, "__wrapped__")
-    assert ops.im2col.__wrapped__ is ops.im2col.plain        # the dispatcher itself, not a timer around it
+    assert ops.im2col.__wrapped__ is ops.im2col.plain  # the dispatcher itself, not a timer around it
 
 
 def test_parts_count_the_flops_of_every_convolution(run_all):
@@ -113,7 +128,10 @@ def test_parts_count_the_flops_of_every_convolution(run_all):
     layers = conv_layers(encoder, TINY.size)
     shapes = {(TINY.batch * l["out"] ** 2, l["C"] * l["k"][0] * l["k"][1], l["O"]) for l in layers}
     assert {(r["M"], r["K"], r["O"]) for r in figures["gemm_shapes"]} >= shapes
-    assert figures["parts"]["conv forward GEMM"]["flops"] >= 2 * step_flops(encoder, TINY.batch, TINY.K, TINY.size)["conv_forward"]
+    assert (
+        figures["parts"]["conv forward GEMM"]["flops"]
+        >= 2 * step_flops(encoder, TINY.batch, TINY.K, TINY.size)["conv_forward"]
+    )
     for record in figures["gemm_shapes"]:
         for product in ("forward", "dW", "dX"):
             finite_positive(record["isolated_gflops"][product], f"{record['M']}x{record['K']}x{record['O']} {product}")
@@ -198,8 +216,15 @@ def test_dp_measures_one_process_and_two_under_mpiexec(tmp_path):
 
     out = tmp_path / "dp.json"
     lines = []
-    figures = run("dp", "numpy", quick=True, out=str(out), echo=lambda *a: lines.append(" ".join(map(str, a))),
-                  tiny=True, command="pytest")
+    figures = run(
+        "dp",
+        "numpy",
+        quick=True,
+        out=str(out),
+        echo=lambda *a: lines.append(" ".join(map(str, a))),
+        tiny=True,
+        command="pytest",
+    )
     assert json.loads(out.read_text()) == json.loads(json.dumps(figures, default=str))
     dp = figures["dp"]
     config = data_parallel.TINY_DP
@@ -209,20 +234,29 @@ def test_dp_measures_one_process_and_two_under_mpiexec(tmp_path):
     parallel = dp["data_parallel"]
     assert parallel["processes"] == 2 and parallel["batch_per_rank"] == config.batch // 2
     assert parallel["blas_threads_per_rank"] == [1, 1], "each rank must run one BLAS thread"
-    for key in ("median_s", "images_per_s", "comm_median_s", "comm_last_rank_median_s", "wire_median_s",
-                "compute_median_s"):
+    for key in (
+        "median_s",
+        "images_per_s",
+        "comm_median_s",
+        "comm_last_rank_median_s",
+        "wire_median_s",
+        "compute_median_s",
+    ):
         finite_positive(parallel[key], f"two processes {key}")
     finite_positive(dp["speedup_over_one_process"], "speed-up")
     # The traffic of one step, from the shapes: the key images and keys of this rank's share, and one
     # vector of every gradient and both encoders' float BatchNorm buffers.
-    n, item = config.batch // 2, 4                                             # float32
+    n, item = config.batch // 2, 4  # float32
     model = MoCo(arch=config.arch, width=config.width, dim=config.dim, K=config.K, bn_splits=1)
     reduced = sum(a.nbytes for a in model.encoder_q.params.values()) + sum(
-        b.nbytes for e in (model.encoder_q, model.encoder_k) for b in e.buffers.values() if b.dtype.kind == "f")
-    expected = {"gradients + BN buffers": (reduced, reduced),
-                "key images": (n * 3 * config.size ** 2 * item, 2 * n * 3 * config.size ** 2 * item),
-                "keys": (n * config.dim * item, 2 * n * config.dim * item),
-                "permutation": (config.batch * 8, config.batch * 8)}           # int64 indices
+        b.nbytes for e in (model.encoder_q, model.encoder_k) for b in e.buffers.values() if b.dtype.kind == "f"
+    )
+    expected = {
+        "gradients + BN buffers": (reduced, reduced),
+        "key images": (n * 3 * config.size**2 * item, 2 * n * 3 * config.size**2 * item),
+        "keys": (n * config.dim * item, 2 * n * config.dim * item),
+        "permutation": (config.batch * 8, config.batch * 8),
+    }  # int64 indices
     for kind in KINDS:
         traffic = parallel["comm"][kind]
         assert traffic["calls"] == 1, kind

@@ -22,7 +22,7 @@ def sample_arrays(seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     return {
         "encoder_q.conv1.weight": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
-        "encoder_k.bn1.running_var": rng.random(4),                       # float64
+        "encoder_k.bn1.running_var": rng.random(4),  # float64
         "encoder_q.bn1.num_batches_tracked": np.array(7, dtype=np.int64),  # 0-d
         "queue": rng.standard_normal((8, 16)).astype(np.float32),
         "queue_ptr": np.array([5], dtype=np.int64),
@@ -33,9 +33,14 @@ def sample_arrays(seed: int = 0) -> dict:
 
 def sample_meta() -> dict:
     rng = np.random.default_rng(3)
-    return {"format": "moco-ref checkpoint v1", "epoch": 2, "global_step": 17, "note": "θ_k ← m·θ_k",
-            "config": {"lr": 0.06, "schedule": [120, 160], "cos": True, "data": "builtin"},
-            "rng": rng.bit_generator.state}  # PCG64 state: integers wider than 64 bits
+    return {
+        "format": "moco-ref checkpoint v1",
+        "epoch": 2,
+        "global_step": 17,
+        "note": "θ_k ← m·θ_k",
+        "config": {"lr": 0.06, "schedule": [120, 160], "cos": True, "data": "builtin"},
+        "rng": rng.bit_generator.state,
+    }  # PCG64 state: integers wider than 64 bits
 
 
 def leftovers(folder) -> list[str]:
@@ -61,9 +66,9 @@ def refused(path, *phrases) -> str:
 def test_round_trip_keeps_every_array_bit_for_bit_and_the_meta(tmp_path):
     arrays, meta = sample_arrays(), sample_meta()
     path = save_checkpoint(tmp_path / "run" / "checkpoint_last.npz", arrays, meta)
-    assert path == tmp_path / "run" / "checkpoint_last.npz"   # the folder is created
+    assert path == tmp_path / "run" / "checkpoint_last.npz"  # the folder is created
     loaded, loaded_meta = load_checkpoint(path)
-    assert sorted(loaded) == sorted(arrays)                   # __meta__ is taken out
+    assert sorted(loaded) == sorted(arrays)  # __meta__ is taken out
     for name, array in arrays.items():
         assert loaded[name].dtype == array.dtype, name
         assert loaded[name].shape == array.shape, name
@@ -102,15 +107,14 @@ def test_saving_again_replaces_the_file_and_leaves_no_temporary_files(tmp_path):
 # ----------------------------------------------------------------------- atomic writes
 
 
-@pytest.mark.parametrize("failure", [OSError("disk full"), KeyboardInterrupt()],
-                         ids=["OSError", "KeyboardInterrupt"])
+@pytest.mark.parametrize("failure", [OSError("disk full"), KeyboardInterrupt()], ids=["OSError", "KeyboardInterrupt"])
 def test_a_write_that_fails_half_way_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failure):
     path = save_checkpoint(tmp_path / "checkpoint_last.npz", sample_arrays(0), {"step": 1})
     before = path.read_bytes()
 
     def savez_then_fail(file, **arrays):
-        file.write(b"PK\x03\x04 half a zip archive")   # some bytes reach the temporary file ...
-        raise failure                                 # ... then the write dies
+        file.write(b"PK\x03\x04 half a zip archive")  # some bytes reach the temporary file ...
+        raise failure  # ... then the write dies
 
     monkeypatch.setattr(np, "savez", savez_then_fail)
     with pytest.raises(type(failure)):
@@ -197,7 +201,7 @@ def test_meta_that_is_not_a_json_object_is_refused(tmp_path, meta):
 def test_a_truncated_file_is_refused(tmp_path, keep):
     path = save_checkpoint(tmp_path / "c.npz", sample_arrays(), sample_meta())
     data = path.read_bytes()
-    path.write_bytes(data[:int(len(data) * keep)])
+    path.write_bytes(data[: int(len(data) * keep)])
     refused(path, str(path))
 
 
@@ -206,14 +210,15 @@ def test_a_file_with_damaged_bytes_inside_is_refused(tmp_path):
     data = bytearray(path.read_bytes())
     with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
         info = archive.getinfo("queue.npy")
-    middle = info.header_offset + 200 + info.compress_size // 2   # inside the stored array bytes
-    data[middle:middle + 8] = b"\x00\x11\x22\x33\x44\x55\x66\x77"
+    middle = info.header_offset + 200 + info.compress_size // 2  # inside the stored array bytes
+    data[middle : middle + 8] = b"\x00\x11\x22\x33\x44\x55\x66\x77"
     path.write_bytes(bytes(data))
     refused(path, "cannot read checkpoint")
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all\n", b"\x80\x04K\x01."],
-                         ids=["empty", "text", "a pickle"])
+@pytest.mark.parametrize(
+    "content", [b"", b"not a checkpoint at all\n", b"\x80\x04K\x01."], ids=["empty", "text", "a pickle"]
+)
 def test_files_that_are_not_npz_archives_are_refused(tmp_path, content):
     (tmp_path / "c.npz").write_bytes(content)
     refused(tmp_path / "c.npz", "not a moco-ref checkpoint")

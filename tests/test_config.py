@@ -45,8 +45,19 @@ def test_the_help_shows_the_dataclass_default():
 def test_train_help_lists_main_moco_flag_names(capsys):
     code, out, err = helpers.run_cli(["train", "--help"], capsys)
     assert code == 0, err
-    for flag in ("--moco-k", "--moco-m", "--moco-t", "--moco-dim", "--wd", "-b, --batch-size",
-                 "--symmetric / --asymmetric", "--preset", "--aug-plus", "--out", "--resume"):
+    for flag in (
+        "--moco-k",
+        "--moco-m",
+        "--moco-t",
+        "--moco-dim",
+        "--wd",
+        "-b, --batch-size",
+        "--symmetric / --asymmetric",
+        "--preset",
+        "--aug-plus",
+        "--out",
+        "--resume",
+    ):
         assert flag in out, f"{flag} not in moco-ref train --help"
 
 
@@ -57,8 +68,24 @@ def test_the_resumable_settings_are_the_declared_ones():
 def test_model_arguments_are_moco_parameters():
     """The fields declared model=True are MoCo arguments; MoCo's others (nesterov, ...) have defaults."""
     arguments = TrainConfig().model_arguments()
-    assert set(arguments) == {"arch", "width", "dim", "K", "m", "T", "mlp", "symmetric", "bn_splits", "shuffle_bn", "lr",
-                              "momentum", "weight_decay", "backend", "seed", "dtype"}
+    assert set(arguments) == {
+        "arch",
+        "width",
+        "dim",
+        "K",
+        "m",
+        "T",
+        "mlp",
+        "symmetric",
+        "bn_splits",
+        "shuffle_bn",
+        "lr",
+        "momentum",
+        "weight_decay",
+        "backend",
+        "seed",
+        "dtype",
+    }
     parameters = inspect.signature(MoCo).parameters
     assert set(arguments) <= set(parameters)
     left = [name for name in parameters if name not in arguments]
@@ -68,8 +95,7 @@ def test_model_arguments_are_moco_parameters():
 def test_from_dict_maps_the_legacy_names():
     old = {"moco_dim": 64, "moco_k": 512, "moco_m": 0.9, "moco_t": 0.5, "wd": 1e-3, "width": 4, "unknown": 1}
     config = TrainConfig.from_dict(old)
-    assert (config.dim, config.K, config.m, config.T, config.weight_decay, config.width) == (64, 512, 0.9, 0.5,
-                                                                                           1e-3, 4)
+    assert (config.dim, config.K, config.m, config.T, config.weight_decay, config.width) == (64, 512, 0.9, 0.5, 1e-3, 4)
     assert set(LEGACY_NAMES.values()) <= set(FIELD_NAMES)
 
 

@@ -95,8 +95,7 @@ def test_builtin_mean_colour_does_not_predict_the_class():
 
 # ----------------------------------------------------------------------------- CIFAR fixtures
 
-CIFAR10_NAMES = [b"airplane", b"automobile", b"bird", b"cat", b"deer",
-                 b"dog", b"frog", b"horse", b"ship", b"truck"]
+CIFAR10_NAMES = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
 
 
 def _cifar_rows(n: int, first_label: int) -> tuple[np.ndarray, list[int]]:
@@ -133,13 +132,37 @@ def _py2_int(value: int) -> bytes:
 
 
 def _py2_uint8_array(array: np.ndarray) -> bytes:
-    dtype = (b"cnumpy\ndtype\n" + _py2_string(b"u1") + _py2_int(0) + _py2_int(1) + b"\x87R"
-             + b"(" + _py2_int(3) + _py2_string(b"|") + b"NNN" + _py2_int(-1) + _py2_int(-1)
-             + _py2_int(0) + b"tb")
+    dtype = (
+        b"cnumpy\ndtype\n"
+        + _py2_string(b"u1")
+        + _py2_int(0)
+        + _py2_int(1)
+        + b"\x87R"
+        + b"("
+        + _py2_int(3)
+        + _py2_string(b"|")
+        + b"NNN"
+        + _py2_int(-1)
+        + _py2_int(-1)
+        + _py2_int(0)
+        + b"tb"
+    )
     shape = b"(" + b"".join(_py2_int(side) for side in array.shape) + b"t"
-    return (b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + _py2_int(0)
-            + b"\x85" + _py2_string(b"b") + b"\x87R" + b"(" + _py2_int(1) + shape + dtype
-            + b"\x89" + _py2_string(array.tobytes()) + b"tb")
+    return (
+        b"cnumpy.core.multiarray\n_reconstruct\n"
+        + b"cnumpy\nndarray\n"
+        + _py2_int(0)
+        + b"\x85"
+        + _py2_string(b"b")
+        + b"\x87R"
+        + b"("
+        + _py2_int(1)
+        + shape
+        + dtype
+        + b"\x89"
+        + _py2_string(array.tobytes())
+        + b"tb"
+    )
 
 
 def _dump_python2(path, entries: dict) -> None:
@@ -166,10 +189,16 @@ def write_cifar10(root, n: int = 4, python2: bool = False):
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for index, name in enumerate(names):
         data, labels = _cifar_rows(n, first_label=index)
-        dump(folder / name, {b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                             b"filenames": [f"img_{i}.png".encode() for i in range(n)]})
-    dump(folder / "batches.meta", {b"num_cases_per_batch": n, b"label_names": CIFAR10_NAMES,
-                                    b"num_vis": 3072})
+        dump(
+            folder / name,
+            {
+                b"batch_label": name.encode(),
+                b"labels": labels,
+                b"data": data,
+                b"filenames": [f"img_{i}.png".encode() for i in range(n)],
+            },
+        )
+    dump(folder / "batches.meta", {b"num_cases_per_batch": n, b"label_names": CIFAR10_NAMES, b"num_vis": 3072})
     return folder
 
 
@@ -178,11 +207,20 @@ def write_cifar100(root, n: int = 6):
     folder.mkdir(parents=True)
     for name in ("train", "test"):
         data, _ = _cifar_rows(n, 0)
-        _dump(folder / name, {b"filenames": [b"x.png"] * n, b"batch_label": b"b",
-                              b"fine_labels": [99 - i for i in range(n)],
-                              b"coarse_labels": [0] * n, b"data": data})
-    _dump(folder / "meta", {b"fine_label_names": [f"class{i}".encode() for i in range(100)],
-                            b"coarse_label_names": [b"c"] * 20})
+        _dump(
+            folder / name,
+            {
+                b"filenames": [b"x.png"] * n,
+                b"batch_label": b"b",
+                b"fine_labels": [99 - i for i in range(n)],
+                b"coarse_labels": [0] * n,
+                b"data": data,
+            },
+        )
+    _dump(
+        folder / "meta",
+        {b"fine_label_names": [f"class{i}".encode() for i in range(100)], b"coarse_label_names": [b"c"] * 20},
+    )
     return folder
 
 
@@ -278,8 +316,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, payload, victim):
     folder = write_cifar10(tmp_path)
     marker = tmp_path / "pwned"
     _dump(folder / victim, {b"data": payload(marker), b"labels": [0], b"label_names": []})
-    raises_data_error(lambda: load_dataset(str(folder)), "refusing to load",
-                      str(folder / victim), "malicious")
+    raises_data_error(lambda: load_dataset(str(folder)), "refusing to load", str(folder / victim), "malicious")
     assert not marker.exists()
 
 
@@ -287,15 +324,15 @@ def test_truncated_cifar_batch(tmp_path):
     folder = write_cifar10(tmp_path)
     raw = (folder / "test_batch").read_bytes()
     (folder / "test_batch").write_bytes(raw[: len(raw) // 2])
-    raises_data_error(lambda: load_dataset(str(folder), split="test"), "truncated or corrupt",
-                      str(folder / "test_batch"))
+    raises_data_error(
+        lambda: load_dataset(str(folder), split="test"), "truncated or corrupt", str(folder / "test_batch")
+    )
 
 
 def test_cifar_batch_with_wrong_contents(tmp_path):
     folder = write_cifar10(tmp_path)
     _dump(folder / "test_batch", {b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]})
-    raises_data_error(lambda: load_dataset(str(folder), split="test"), "(N, 3072) uint8",
-                      str(folder / "test_batch"))
+    raises_data_error(lambda: load_dataset(str(folder), split="test"), "(N, 3072) uint8", str(folder / "test_batch"))
     data, _ = _cifar_rows(2, 0)
     _dump(folder / "test_batch", {b"data": data, b"labels": [0, 10]})
     raises_data_error(lambda: load_dataset(str(folder), split="test"), "labels outside 0..9")
@@ -333,8 +370,7 @@ def test_every_image_mode_becomes_the_right_rgb(tmp_path):
     data = load_dataset(str(tmp_path), image_size=16)
     assert data.classes == ["colours", "other"] and data.labels.tolist() == [0] * 6 + [1]
     assert data.skipped == []
-    expected = [(200, 100, 50), (200, 100, 50), (12, 34, 56), (77, 77, 77), (255, 0, 0),
-                (255, 255, 255), (1, 2, 3)]
+    expected = [(200, 100, 50), (200, 100, 50), (12, 34, 56), (77, 77, 77), (255, 0, 0), (255, 255, 255), (1, 2, 3)]
     tolerance = [1, 6, 1, 1, 1, 1, 1]  # JPEG is lossy
     for image, colour, tol in zip(data.images, expected, tolerance):
         np.testing.assert_allclose(image[8, 8], colour, atol=tol)
@@ -472,22 +508,19 @@ def test_empty_folder(tmp_path):
 def test_folder_where_nothing_can_be_read(tmp_path):
     (tmp_path / "a.txt").write_text("hello")
     _save(Image.new("RGB", (2, 8)), tmp_path / "sliver.png")
-    raises_data_error(lambda: load_dataset(str(tmp_path)), "none of the files",
-                      "(2 skipped", str(tmp_path))
+    raises_data_error(lambda: load_dataset(str(tmp_path)), "none of the files", "(2 skipped", str(tmp_path))
 
 
 def test_missing_split_folder(tmp_path):
     _save(Image.new("RGB", (32, 32)), tmp_path / "train" / "a" / "0.png")
-    raises_data_error(lambda: load_dataset(str(tmp_path), split="test"),
-                      "no test/ or val/ folder", str(tmp_path))
+    raises_data_error(lambda: load_dataset(str(tmp_path), split="test"), "no test/ or val/ folder", str(tmp_path))
 
 
 def test_unknown_split_everywhere(tmp_path):
     write_cifar10(tmp_path / "cifar")
     _save(Image.new("RGB", (32, 32)), tmp_path / "images" / "0.png")
     for source in ("builtin", str(tmp_path / "cifar"), str(tmp_path / "images")):
-        raises_data_error(lambda: load_dataset(source, split="dev"), "unknown split 'dev'",
-                          "use train, test or val")
+        raises_data_error(lambda: load_dataset(source, split="dev"), "unknown split 'dev'", "use train, test or val")
 
 
 def test_bad_sizes():
@@ -507,13 +540,16 @@ def test_check_batchable_accepts_a_good_setup():
     check_batchable(make_synthetic(20), batch_size=12, bn_splits=1)
 
 
-@pytest.mark.parametrize("n, batch_size, bn_splits, phrases", [
-    (10, 16, 8, ("only 10 images, fewer than one batch of 16", "lower --batch-size")),
-    (40, 12, 8, ("--batch-size 12 is not a multiple of --bn-splits 8",)),
-    (40, 4, 8, ("--batch-size 4 is smaller than --bn-splits 8",)),
-    (40, 0, 1, ("--batch-size must be at least 1",)),
-    (40, 8, 0, ("--bn-splits must be at least 1",)),
-])
+@pytest.mark.parametrize(
+    "n, batch_size, bn_splits, phrases",
+    [
+        (10, 16, 8, ("only 10 images, fewer than one batch of 16", "lower --batch-size")),
+        (40, 12, 8, ("--batch-size 12 is not a multiple of --bn-splits 8",)),
+        (40, 4, 8, ("--batch-size 4 is smaller than --bn-splits 8",)),
+        (40, 0, 1, ("--batch-size must be at least 1",)),
+        (40, 8, 0, ("--bn-splits must be at least 1",)),
+    ],
+)
 def test_check_batchable_errors(n, batch_size, bn_splits, phrases):
     data = make_synthetic(n)
     raises_data_error(lambda: check_batchable(data, batch_size, bn_splits), *phrases)

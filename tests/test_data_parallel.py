@@ -25,8 +25,22 @@ from moco_ref.tools.gradcheck import relative_error
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small and quick: width 2, 2 000 built-in images, 16 images a step, float64 for the comparisons.
-QUICK = ["--width", "2", "-b", "16", "--moco-k", "64", "--dtype", "float64", "--knn-every", "0", "--log-every", "1",
-         "--epochs", "1"]
+QUICK = [
+    "--width",
+    "2",
+    "-b",
+    "16",
+    "--moco-k",
+    "64",
+    "--dtype",
+    "float64",
+    "--knn-every",
+    "0",
+    "--log-every",
+    "1",
+    "--epochs",
+    "1",
+]
 
 
 def train(tmp_path, name, *flags, ranks=None, timeout=300, env=None):
@@ -35,8 +49,9 @@ def train(tmp_path, name, *flags, ranks=None, timeout=300, env=None):
     command = [sys.executable, "-m", "moco_ref", "train", "--out", str(run_dir), *map(str, flags)]
     if ranks is not None:
         command = [MPIEXEC, "-n", str(ranks), *command]
-    result = subprocess.run(command, cwd=tmp_path, env=env or mpi_env(ROOT), capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env or mpi_env(ROOT), capture_output=True, text=True, timeout=timeout
+    )
     return result.returncode, result.stderr, run_dir
 
 
@@ -52,8 +67,10 @@ def assert_same_run(a: Path, b: Path, rtol: float) -> None:
         else:
             error, worst = relative_error(arrays_a[name], arrays_b[name])
             assert error <= rtol, f"{name}: relative error {error:.2e} > {rtol:.0e} at {worst}"
-    losses = [[r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
-               if r["kind"] == "step"] for run in (a, b)]
+    losses = [
+        [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "step"]
+        for run in (a, b)
+    ]
     assert len(losses[0]) == len(losses[1]) > 0
     error, _ = relative_error(losses[0], losses[1])
     assert error <= rtol, f"logged losses: relative error {error:.2e}"
@@ -108,9 +125,16 @@ def test_the_gather_puts_every_sample_back_in_its_place():
 
 # ----------------------------------------------------------------- two processes
 @needs_mpi
-@pytest.mark.parametrize("flags,splits", [([], ("1", "2")), (["--symmetric", "--aug", "v2", "--mlp"], ("1", "2")),
-                                          ([], None), (["--no-shuffle-bn"], ("1", "2"))],
-                         ids=["asymmetric", "symmetric-v2-mlp", "default-splits", "no-shuffle-bn"])
+@pytest.mark.parametrize(
+    "flags,splits",
+    [
+        ([], ("1", "2")),
+        (["--symmetric", "--aug", "v2", "--mlp"], ("1", "2")),
+        ([], None),
+        (["--no-shuffle-bn"], ("1", "2")),
+    ],
+    ids=["asymmetric", "symmetric-v2-mlp", "default-splits", "no-shuffle-bn"],
+)
 def test_two_processes_equal_one_process_with_two_bn_splits(tmp_path, flags, splits):
     """`mpiexec -n 2 moco-ref train --bn-splits 1` and `moco-ref train --bn-splits 2`: the same run (<= 1e-10).
     Without --bn-splits the default's two groups are shared out over the two processes: the default run."""
@@ -118,15 +142,21 @@ def test_two_processes_equal_one_process_with_two_bn_splits(tmp_path, flags, spl
     code, err, two = train(tmp_path, "two", *QUICK, "--max-steps", "4", *two_splits, *flags, ranks=2)
     assert code == 0, err
     shown = [line.split(" [")[0] for line in err.splitlines() if line.startswith("epoch 1/1 ")]
-    assert shown == [f"epoch 1/1 {step}/4" for step in range(1, 5)], err      # rank 0 alone shows progress
+    assert shown == [f"epoch 1/1 {step}/4" for step in range(1, 5)], err  # rank 0 alone shows progress
     if not splits:
         assert "1 group(s) on each of the 2 processes" in err
     code, err, one = train(tmp_path, "one", *QUICK, "--max-steps", "4", *one_splits, *flags)
     assert code == 0, err
     assert_same_run(two, one, rtol=1e-10)
     assert load_checkpoint(two / "checkpoint_last.npz")[1]["world_size"] == 2
-    evaluated = subprocess.run([sys.executable, "-m", "moco_ref", "eval", "knn", "--checkpoint", str(two)],
-                               cwd=tmp_path, env=mpi_env(ROOT), capture_output=True, text=True, timeout=300)
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "moco_ref", "eval", "knn", "--checkpoint", str(two)],
+        cwd=tmp_path,
+        env=mpi_env(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert evaluated.returncode == 0 and 0 <= json.loads(evaluated.stdout)["top1"] <= 100, evaluated.stderr
 
 
@@ -174,10 +204,32 @@ def test_a_killed_rank_ends_the_job_and_the_run_resumes(tmp_path):
     """SIGKILL one rank mid-run: mpiexec ends by itself within seconds, the last checkpoint loads, --resume finishes."""
     marker = f"{os.getpid()}-{time.time()}"
     run_dir = tmp_path / "run"
-    command = [MPIEXEC, "-n", "2", sys.executable, "-m", "moco_ref", "train", "--out", str(run_dir), "--width", "4",
-               "--epochs", "40", "--knn-every", "0"]
-    job = subprocess.Popen(command, cwd=tmp_path, env=mpi_env(ROOT, MOCO_TEST_MARKER=marker), text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    command = [
+        MPIEXEC,
+        "-n",
+        "2",
+        sys.executable,
+        "-m",
+        "moco_ref",
+        "train",
+        "--out",
+        str(run_dir),
+        "--width",
+        "4",
+        "--epochs",
+        "40",
+        "--knn-every",
+        "0",
+    ]
+    job = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=mpi_env(ROOT, MOCO_TEST_MARKER=marker),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (run_dir / "checkpoint_last.npz").exists() and job.poll() is None and time.monotonic() < deadline:
@@ -187,7 +239,7 @@ def test_a_killed_rank_ends_the_job_and_the_run_resumes(tmp_path):
         assert pid is not None, "rank 1 not found"
         os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
-        _, err = job.communicate(timeout=20)      # a hang would raise TimeoutExpired here
+        _, err = job.communicate(timeout=20)  # a hang would raise TimeoutExpired here
         ended_after = time.monotonic() - killed
     finally:
         if job.poll() is None:
@@ -196,8 +248,19 @@ def test_a_killed_rank_ends_the_job_and_the_run_resumes(tmp_path):
     assert job.returncode != 0
     arrays, meta = load_checkpoint(run_dir / "checkpoint_last.npz")
     assert meta["world_size"] == 2 and meta["global_step"] > 0
-    resume = [MPIEXEC, "-n", "2", sys.executable, "-m", "moco_ref", "train", "--resume", str(run_dir),
-              "--epochs", str(meta["epoch"] + 1)]
+    resume = [
+        MPIEXEC,
+        "-n",
+        "2",
+        sys.executable,
+        "-m",
+        "moco_ref",
+        "train",
+        "--resume",
+        str(run_dir),
+        "--epochs",
+        str(meta["epoch"] + 1),
+    ]
     result = subprocess.run(resume, cwd=tmp_path, env=mpi_env(ROOT), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     final = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])

@@ -41,8 +41,9 @@ def test_the_guard_refuses_what_cupy_refuses(strict_cupy):
 
 @pytest.mark.parametrize("symmetric,mlp", [(False, False), (True, True)])
 def test_moco_step_runs_on_strict_device_arrays(strict_cupy, symmetric, mlp):
-    model = MoCo(arch="resnet10", width=4, dim=8, K=20, bn_splits=2, mlp=mlp, symmetric=symmetric,
-                 backend=strict_cupy, seed=0)
+    model = MoCo(
+        arch="resnet10", width=4, dim=8, K=20, bn_splits=2, mlp=mlp, symmetric=symmetric, backend=strict_cupy, seed=0
+    )
     assert isinstance(model.encoder_q.params["conv1.weight"], DeviceArray)
     images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
     pipeline = make_pipeline("v2", 16)
@@ -72,15 +73,26 @@ def test_knn_runs_on_strict_device_arrays(strict_cupy):
     bank = rng.standard_normal((30, 4))
     bank /= np.linalg.norm(bank, axis=1, keepdims=True)
     labels = np.arange(30) % 3
-    predicted = knn_predict(strict_cupy.to_device(bank[:5]), strict_cupy.to_device(bank),
-                            strict_cupy.to_device(labels), 3, k=1)
+    predicted = knn_predict(
+        strict_cupy.to_device(bank[:5]), strict_cupy.to_device(bank), strict_cupy.to_device(labels), 3, k=1
+    )
     assert isinstance(predicted, DeviceArray)
     assert np.array_equal(strict_xp.asnumpy(predicted), labels[:5])  # each point's nearest is itself
 
 
-ARRAY_CODE = ["moco_ref/layers", "moco_ref/models", "moco_ref/loss.py", "moco_ref/queue.py", "moco_ref/momentum.py",
-              "moco_ref/shuffle.py", "moco_ref/moco.py", "moco_ref/optim.py", "moco_ref/augment",
-              "moco_ref/evaluation/knn.py", "moco_ref/evaluation/instruments.py"]
+ARRAY_CODE = [
+    "moco_ref/layers",
+    "moco_ref/models",
+    "moco_ref/loss.py",
+    "moco_ref/queue.py",
+    "moco_ref/momentum.py",
+    "moco_ref/shuffle.py",
+    "moco_ref/moco.py",
+    "moco_ref/optim.py",
+    "moco_ref/augment",
+    "moco_ref/evaluation/knn.py",
+    "moco_ref/evaluation/instruments.py",
+]
 
 
 def _array_code_files():
@@ -92,14 +104,20 @@ def _array_code_files():
         yield from sorted(path.glob("*.py")) if path.is_dir() else [path]
 
 
-@pytest.mark.parametrize("pattern,why", [
-    (".add.at(", "scatter with duplicate indices differs between NumPy and CuPy"),
-    (".item()", "a device-to-host synchronisation"),
-    ("np.random.rand", "randomness must come from the host numpy Generator passed in"),
-    ("xp.random", "device random streams differ between backends; draw on the host"),
-])
+@pytest.mark.parametrize(
+    "pattern,why",
+    [
+        (".add.at(", "scatter with duplicate indices differs between NumPy and CuPy"),
+        (".item()", "a device-to-host synchronisation"),
+        ("np.random.rand", "randomness must come from the host numpy Generator passed in"),
+        ("xp.random", "device random streams differ between backends; draw on the host"),
+    ],
+)
 def test_array_code_avoids_backend_specific_calls(pattern, why):
-    offenders = [f"{path.name}:{n}" for path in _array_code_files()
-                 for n, line in enumerate(path.read_text().splitlines(), 1)
-                 if pattern in line and not line.lstrip().startswith("#")]
+    offenders = [
+        f"{path.name}:{n}"
+        for path in _array_code_files()
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern in line and not line.lstrip().startswith("#")
+    ]
     assert not offenders, f"{pattern} ({why}) in {offenders}"

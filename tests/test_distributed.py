@@ -45,8 +45,15 @@ def launch(script, *args, ranks=2, timeout=60, env=None):
     if ranks is not None:
         command = [MPIEXEC, "-n", str(ranks), *command]
     start = time.monotonic()
-    process = subprocess.Popen(command, cwd=ROOT, env=env or _clean_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env or _clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -85,13 +92,16 @@ def test_single_process_abort_exits_with_the_code():
     assert exit_info.value.code == 3
 
 
-@pytest.mark.parametrize("arrays, what", [
-    ([np.arange(4)], "int64"),
-    ([np.zeros(2, np.int32)], "int32"),
-    ([np.zeros(2, np.float16)], "float16"),
-    ([np.zeros(2, np.float32), np.zeros(2, np.float64)], "float64"),
-    ([np.zeros(2, np.float32), [1.0, 2.0]], "list"),
-])
+@pytest.mark.parametrize(
+    "arrays, what",
+    [
+        ([np.arange(4)], "int64"),
+        ([np.zeros(2, np.int32)], "int32"),
+        ([np.zeros(2, np.float16)], "float16"),
+        ([np.zeros(2, np.float32), np.zeros(2, np.float64)], "float64"),
+        ([np.zeros(2, np.float32), [1.0, 2.0]], "list"),
+    ],
+)
 def test_allreduce_refuses_anything_but_one_float_dtype(arrays, what):
     with pytest.raises(ValueError, match=what):
         SingleProcess().allreduce_sum_(arrays)
@@ -104,10 +114,10 @@ def test_allgather_refuses_a_scalar():
 
 def test_launcher_world_size_reads_each_launchers_variable():
     assert launcher_world_size({}) == 1
-    assert launcher_world_size({"PMI_SIZE": "4"}) == 4                     # MPICH hydra, Intel MPI
-    assert launcher_world_size({"OMPI_COMM_WORLD_SIZE": "3"}) == 3         # Open MPI
+    assert launcher_world_size({"PMI_SIZE": "4"}) == 4  # MPICH hydra, Intel MPI
+    assert launcher_world_size({"OMPI_COMM_WORLD_SIZE": "3"}) == 3  # Open MPI
     assert launcher_world_size({"PMIX_SIZE": "2"}) == 2
-    assert launcher_world_size({"PMIX_RANK": "0"}) == 1                    # a rank alone says nothing
+    assert launcher_world_size({"PMIX_RANK": "0"}) == 1  # a rank alone says nothing
     assert launcher_world_size({"PMI_SIZE": "x"}) == 1
 
 
@@ -132,13 +142,19 @@ class _Recorder(Communicator):
         raise SystemExit(code)
 
 
-@pytest.mark.parametrize("error, code, first_line", [
-    (UserError("the data folder /nowhere does not exist"), 2,
-     "[rank 1] moco-ref: error: the data folder /nowhere does not exist"),
-    (RuntimeError("a bug"), 1, "[rank 1] Traceback (most recent call last):"),
-    (KeyboardInterrupt(), 130, "[rank 1] interrupted"),
-    (SystemExit(4), 4, "[rank 1] exit 4"),
-])
+@pytest.mark.parametrize(
+    "error, code, first_line",
+    [
+        (
+            UserError("the data folder /nowhere does not exist"),
+            2,
+            "[rank 1] moco-ref: error: the data folder /nowhere does not exist",
+        ),
+        (RuntimeError("a bug"), 1, "[rank 1] Traceback (most recent call last):"),
+        (KeyboardInterrupt(), 130, "[rank 1] interrupted"),
+        (SystemExit(4), 4, "[rank 1] exit 4"),
+    ],
+)
 def test_run_or_abort_reports_with_the_rank_and_aborts_with_the_code(capsys, error, code, first_line):
     comm = _Recorder()
     with pytest.raises(SystemExit):
@@ -165,8 +181,9 @@ def test_missing_mpi4py_is_one_user_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # `import mpi4py` now raises ImportError
     with pytest.raises(UserError) as error_info:
         get_communicator("numpy")
-    assert str(error_info.value) == ("launched with 2 processes but mpi4py is not installed; "
-                                     "pip install 'moco-ref[mpi]'")
+    assert str(error_info.value) == (
+        "launched with 2 processes but mpi4py is not installed; pip install 'moco-ref[mpi]'"
+    )
 
 
 def test_bad_moco_ref_comm_is_a_user_error(monkeypatch):
@@ -185,10 +202,10 @@ def test_one_process_gets_single_process_without_importing_mpi4py(size):
 
 
 def test_module_import_does_not_import_mpi4py_or_cupy():
-    code = ("import sys, moco_ref.parallel.launch; "
-            "print('mpi4py' in sys.modules, 'cupy' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_clean_env(), capture_output=True,
-                         text=True, timeout=60).stdout
+    code = "import sys, moco_ref.parallel.launch; print('mpi4py' in sys.modules, 'cupy' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=_clean_env(), capture_output=True, text=True, timeout=60
+    ).stdout
     assert out.strip() == "False False"
 
 
@@ -234,10 +251,13 @@ def test_world_size_mismatch_is_a_user_error():
 
 
 @needs_mpi
-@pytest.mark.parametrize("kind, code, message", [
-    ("user", 2, "[rank 1] moco-ref: error: the data folder /nowhere does not exist"),
-    ("bug", 1, "[rank 1] RuntimeError: a bug on rank 1"),
-])
+@pytest.mark.parametrize(
+    "kind, code, message",
+    [
+        ("user", 2, "[rank 1] moco-ref: error: the data folder /nowhere does not exist"),
+        ("bug", 1, "[rank 1] RuntimeError: a bug on rank 1"),
+    ],
+)
 def test_an_error_on_one_rank_ends_the_job(kind, code, message):
     returncode, out, err, seconds = launch("abort_on_error.py", kind, timeout=20)
     after = time.time() - _time_printed(out, "failing at")

@@ -209,20 +209,24 @@ def commands_shown(text: str):
     found = []
     for line, code in places:
         for match in COMMAND.finditer(code):
-            words = tokens_of(code[match.end():])
+            words = tokens_of(code[match.end() :])
             if words and not re.match(r"^(?:-|[a-z][a-z0-9-]*$|[A-Z][A-Z_]*$)", words[0]):
                 continue  # prose that names the program, e.g. "another moco-ref run:"
-            shown = (code[match.start():].split("  #")[0]).strip()
+            shown = (code[match.start() :].split("  #")[0]).strip()
             found.append((line, shown, words))
     return found
 
 
 def wrong_commands(path: Path, text: str) -> list[str]:
-    return [f"{name(path)}:{line}: `{shown}`: {problem}"
-            for line, shown, words in commands_shown(text) for problem in check_invocation(words)]
+    return [
+        f"{name(path)}:{line}: `{shown}`: {problem}"
+        for line, shown, words in commands_shown(text)
+        for problem in check_invocation(words)
+    ]
 
 
 # ------------------------------------------------------------------ the tests on the real files
+
 
 @pytest.mark.parametrize("page", PAGES, ids=name)
 def test_every_relative_link_and_anchor_resolves(page):
@@ -261,6 +265,7 @@ def test_the_readme_stays_a_front_door():
 
 # ------------------------------------------------------------------ the checkers, broken on purpose
 
+
 def test_slugs_follow_githubs_rules():
     assert slug("The Python API") == "the-python-api"
     assert slug("Recipes (`--preset`)") == "recipes---preset"
@@ -271,17 +276,19 @@ def test_slugs_follow_githubs_rules():
 
 def test_the_link_checker_finds_a_missing_file_and_an_unknown_anchor():
     scratch = ROOT / "docs" / "scratch.md"  # never written: the checker reads only the text given
-    text = "\n".join([
-        "# Scratch",
-        "[fine](../README.md#the-python-api) and [fine too](#scratch) and [web](https://example.org/x#y)",
-        "[gone](no-such-page.md)",
-        "[bad anchor](../README.md#no-such-heading)",
-        "[bad anchor here](#nowhere)",
-        "`[in code](not-checked.md)`",
-        "```",
-        "[in a block](not-checked-either.md)",
-        "```",
-    ])
+    text = "\n".join(
+        [
+            "# Scratch",
+            "[fine](../README.md#the-python-api) and [fine too](#scratch) and [web](https://example.org/x#y)",
+            "[gone](no-such-page.md)",
+            "[bad anchor](../README.md#no-such-heading)",
+            "[bad anchor here](#nowhere)",
+            "`[in code](not-checked.md)`",
+            "```",
+            "[in a block](not-checked-either.md)",
+            "```",
+        ]
+    )
     problems = broken_links(scratch, text)
     assert len(problems) == 3, problems
     assert problems[0].startswith("docs/scratch.md:3: ") and "no-such-page.md, which does not exist" in problems[0]
@@ -291,16 +298,18 @@ def test_the_link_checker_finds_a_missing_file_and_an_unknown_anchor():
 
 def test_the_command_checker_finds_a_made_up_command_subcommand_flag_and_choice():
     scratch = ROOT / "docs" / "scratch.md"
-    text = "\n".join([
-        "Fine: `moco-ref train --epochs 3 --mlp -b 128`, `moco-ref eval knn --checkpoint RUN -k 20`,",
-        "`moco-ref ablate queue --values 16,64`, `moco-ref --version`, and the moco-ref's prose.",
-        "Wrong: `moco-ref trian`, `moco-ref eval knnn --checkpoint RUN`,",
-        "`moco-ref train --made-up 3`, `moco-ref ablate temperature`, `moco-ref gradcheck extra`.",
-        "```bash",
-        "pip install -e . && mpiexec -n 2 moco-ref train --moco-k 4096   # fine",
-        "moco-ref eval knn --checkpoint RUN --lr 3                         # --lr is eval linear's",
-        "```",
-    ])
+    text = "\n".join(
+        [
+            "Fine: `moco-ref train --epochs 3 --mlp -b 128`, `moco-ref eval knn --checkpoint RUN -k 20`,",
+            "`moco-ref ablate queue --values 16,64`, `moco-ref --version`, and the moco-ref's prose.",
+            "Wrong: `moco-ref trian`, `moco-ref eval knnn --checkpoint RUN`,",
+            "`moco-ref train --made-up 3`, `moco-ref ablate temperature`, `moco-ref gradcheck extra`.",
+            "```bash",
+            "pip install -e . && mpiexec -n 2 moco-ref train --moco-k 4096   # fine",
+            "moco-ref eval knn --checkpoint RUN --lr 3                         # --lr is eval linear's",
+            "```",
+        ]
+    )
     problems = wrong_commands(scratch, text)
     expected = [
         ("docs/scratch.md:3:", "moco-ref has no command 'trian'"),

@@ -34,8 +34,14 @@ def load_example(name: str):
 
 
 def run_script(name: str, *args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), *map(str, args)], capture_output=True,
-                          text=True, env=ENV, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{name}.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 # ------------------------------------------------------------------------- temperature
@@ -50,7 +56,7 @@ def test_temperature_table_is_the_tutorials_figure(capsys, tmp_path):
     for row, tau in zip(p, (0.5, 1.0, 2.0)):
         expected = np.exp(z / tau) / np.exp(z / tau).sum()
         np.testing.assert_allclose(row, expected, rtol=1e-12, err_msg=f"τ = {tau}")
-    np.testing.assert_allclose(p[1], [0.0900, 0.2447, 0.6652], atol=5e-5)   # the plain softmax
+    np.testing.assert_allclose(p[1], [0.0900, 0.2447, 0.6652], atol=5e-5)  # the plain softmax
     # small τ sharpens, large τ flattens: the top probability falls and the entropy rises with τ
     assert p[0, 2] > p[1, 2] > p[2, 2] > 1 / 3
     entropy = temperature.entropy_bits(p)
@@ -112,8 +118,25 @@ def test_ema_runs_as_a_script(tmp_path):
 
 
 def test_train_builtin_reports_knn_against_the_untrained_encoder(tmp_path):
-    process = run_script("train_builtin", "--epochs", 1, "--width", 2, "-b", 16, "--image-size", 16,
-                         "--moco-k", 64, "--bn-splits", 2, "--max-steps", 2, "--out", tmp_path / "run")
+    process = run_script(
+        "train_builtin",
+        "--epochs",
+        1,
+        "--width",
+        2,
+        "-b",
+        16,
+        "--image-size",
+        16,
+        "--moco-k",
+        64,
+        "--bn-splits",
+        2,
+        "--max-steps",
+        2,
+        "--out",
+        tmp_path / "run",
+    )
     assert process.returncode == 0, process.stderr
     lines = process.stdout.splitlines()
     assert lines[0].startswith("MoCo on 2000 built-in images (1000 held out): resnet10 width 2")
@@ -142,8 +165,16 @@ def write_fake_cifar10(root: Path, per_batch: int = 16) -> Path:
         labels = [int(v) for v in rng.integers(0, 10, per_batch)]
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         with open(folder / name, "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                         b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)]}, f, protocol=2)
+            pickle.dump(
+                {
+                    b"batch_label": name.encode(),
+                    b"labels": labels,
+                    b"data": data,
+                    b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)],
+                },
+                f,
+                protocol=2,
+            )
     names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"num_cases_per_batch": per_batch, b"label_names": names, b"num_vis": 3072}, f, protocol=2)
@@ -152,8 +183,20 @@ def write_fake_cifar10(root: Path, per_batch: int = 16) -> Path:
 
 def test_train_cifar10_on_a_fake_cifar_folder(tmp_path):
     write_fake_cifar10(tmp_path / "data")
-    process = run_script("train_cifar10", tmp_path / "data", "--width", 2, "-b", 16, "--moco-k", 32,
-                         "--max-steps", 1, "--out", tmp_path / "run")
+    process = run_script(
+        "train_cifar10",
+        tmp_path / "data",
+        "--width",
+        2,
+        "-b",
+        16,
+        "--moco-k",
+        32,
+        "--max-steps",
+        1,
+        "--out",
+        tmp_path / "run",
+    )
     assert process.returncode == 0, process.stderr
     out = process.stdout
     assert "CIFAR-10 demo recipe: 80 training images, resnet18 width 2, batch 16 in 8 BN splits" in out
@@ -161,8 +204,13 @@ def test_train_cifar10_on_a_fake_cifar_folder(tmp_path):
     assert "kNN top-1 on the 16 test images" in out and "untrained encoder" in out
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["data"] == str(tmp_path / "data" / "cifar-10-batches-py")
-    assert (config["arch"], config["m"], config["T"], config["lr"], config["weight_decay"]) == \
-        ("resnet18", 0.99, 0.1, 0.06, 5e-4)
+    assert (config["arch"], config["m"], config["T"], config["lr"], config["weight_decay"]) == (
+        "resnet18",
+        0.99,
+        0.1,
+        0.06,
+        5e-4,
+    )
 
 
 def test_train_cifar10_without_the_data_says_how_to_get_it(capsys, tmp_path):
@@ -187,7 +235,7 @@ def test_train_cifar10_with_a_damaged_batch_fails_with_one_line(capsys, tmp_path
 
 
 def test_train_cifar10_script_without_data_exits_2_with_one_line(tmp_path):
-    process = run_script("train_cifar10", cwd=tmp_path)              # as-is: looks in ./data
+    process = run_script("train_cifar10", cwd=tmp_path)  # as-is: looks in ./data
     assert process.returncode == 2 and process.stdout == ""
     lines = process.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("no CIFAR-10 at data: no such folder"), process.stderr

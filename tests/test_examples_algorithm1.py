@@ -33,12 +33,26 @@ def printed_value(text, name):
 
 
 def test_example_prints_every_line_of_algorithm1(printed):
-    """Each line of the paper's pseudo-code is printed, with the shapes of l_pos (N, 1), l_neg (N, K), logits (N, 1+K)."""
-    for code in ("f_k.params = f_q.params", "x_q = aug(x)", "x_k = aug(x)", "q = f_q.forward(x_q)",
-                 "k = f_k.forward(x_k)", "k = k.detach()", "l_pos = bmm(", "l_neg = mm(", "logits = cat(",
-                 "labels = zeros(N)", "loss = CrossEntropyLoss(logits/t, labels)", "loss.backward()",
-                 "update(f_q.params)", "f_k.params = m*f_k.params+(1-m)*f_q.params", "enqueue(queue, k)",
-                 "model.step(x_q, x_k)"):
+    """Each line of the paper's pseudo-code is printed, with the shapes of l_pos (N, 1), l_neg (N, K) and
+    logits (N, 1+K)."""
+    for code in (
+        "f_k.params = f_q.params",
+        "x_q = aug(x)",
+        "x_k = aug(x)",
+        "q = f_q.forward(x_q)",
+        "k = f_k.forward(x_k)",
+        "k = k.detach()",
+        "l_pos = bmm(",
+        "l_neg = mm(",
+        "logits = cat(",
+        "labels = zeros(N)",
+        "loss = CrossEntropyLoss(logits/t, labels)",
+        "loss.backward()",
+        "update(f_q.params)",
+        "f_k.params = m*f_k.params+(1-m)*f_q.params",
+        "enqueue(queue, k)",
+        "model.step(x_q, x_k)",
+    ):
         assert f">>> {code}" in printed, f"missing the line {code!r}"
     assert re.search(r"l_pos\s+\(8, 1\)", printed)
     assert re.search(r"l_neg\s+\(8, 32\)", printed)

@@ -40,7 +40,7 @@ def make_encoder_checkpoint(path, arch, width):
             elif not name.endswith("num_batches_tracked"):
                 value = value + 0.3 * rng.standard_normal(value.shape)
         state[f"encoder_q.{name}"] = value
-    encoder.load_state_dict({k[len("encoder_q."):]: v for k, v in state.items()})
+    encoder.load_state_dict({k[len("encoder_q.") :]: v for k, v in state.items()})
     config = TrainConfig(arch=arch, width=width, dim=8, dtype="float64")
     save_checkpoint(path, state, {"config": config.to_dict()})
     return encoder
@@ -195,11 +195,14 @@ def test_cli_writes_and_prints_the_snippet(checkpoint, tmp_path, capsys):
         assert "fc.weight" not in exported.files and len(exported.files) > 0
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--checkpoint", "{tmp}/missing.npz", "--out", "{tmp}/e.npz"], "no checkpoint at"),
-    (["--checkpoint", "{ckpt}", "--out", "{tmp}/e.pt"], "must end in .npz or .safetensors"),
-    (["--checkpoint", "{ckpt}", "--out", "{tmp}/e.safetensors"], "pip install safetensors"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--checkpoint", "{tmp}/missing.npz", "--out", "{tmp}/e.npz"], "no checkpoint at"),
+        (["--checkpoint", "{ckpt}", "--out", "{tmp}/e.pt"], "must end in .npz or .safetensors"),
+        (["--checkpoint", "{ckpt}", "--out", "{tmp}/e.safetensors"], "pip install safetensors"),
+    ],
+)
 def test_cli_bad_inputs_end_in_one_line(checkpoint, tmp_path, capsys, monkeypatch, args, message):
     hide_safetensors(monkeypatch)
     args = [a.format(tmp=tmp_path, ckpt=checkpoint[0]) for a in args]

@@ -23,8 +23,9 @@ if HAVE_NUMBA:
 
     TABLES["numba_fast"] = numba_fast.FAST
 IN_PLACE = ("sgd_update_", "ema_update_")
-CASES = sorted((module, name) for module, table in TABLES.items() for name in table
-               if name not in ("im2col", "col2im") + IN_PLACE)
+CASES = sorted(
+    (module, name) for module, table in TABLES.items() for name in table if name not in ("im2col", "col2im") + IN_PLACE
+)
 # Tolerances: float64 inputs; float32 runs at float32's precision.  The inputs are of order 1 to 10, so
 # errors are measured against the outputs' largest magnitude or 1, whichever is larger (a ReLU that leaves
 # only tiny outputs must not turn float32 rounding into a large relative error).
@@ -39,25 +40,30 @@ def assert_equal_up_to_rounding(fast, plain, rtol, what):
 
 def batchnorm_arguments(rng, A, S, P, C, dtype):
     """Arguments for each primitive, on groups shaped (A, S, P, C) with per-group vectors (S, C)."""
+
     def array(*shape, scale=1.0, shift=0.0):
         return (rng.standard_normal(shape) * scale + shift).astype(dtype)
 
     x = array(A, S, P, C, scale=3.0, shift=1.0)
-    vector = lambda: array(S, C)                                 # noqa: E731
-    channel = lambda: array(C)                                   # noqa: E731
-    positive = lambda *shape: (np.abs(array(*shape)) + 0.1).astype(dtype)   # noqa: E731
+    vector = lambda: array(S, C)  # noqa: E731 (a table of input makers)
+    channel = lambda: array(C)  # noqa: E731 (a table of input makers)
+    positive = lambda *shape: (np.abs(array(*shape)) + 0.1).astype(dtype)  # noqa: E731 (a table of input makers)
     return {
         "channel_sums": [(x,), (x, array(*x.shape))],
         "channel_moments": [(x,)],
-        "batchnorm_output": [(x, vector(), positive(S, C), channel(), channel()),
-                             (x, channel(), positive(C), channel(), channel()),                  # eval mode: (C,)
-                             (x, vector(), positive(S, C), channel(), channel(), array(*x.shape), True),
-                             (x, vector(), positive(S, C), channel(), channel(), None, True)],
-        "batchnorm_grad_sums": [(array(*x.shape), x, vector(), positive(S, C)),
-                                (array(*x.shape), x, channel(), positive(C))],
+        "batchnorm_output": [
+            (x, vector(), positive(S, C), channel(), channel()),
+            (x, channel(), positive(C), channel(), channel()),  # eval mode: (C,)
+            (x, vector(), positive(S, C), channel(), channel(), array(*x.shape), True),
+            (x, vector(), positive(S, C), channel(), channel(), None, True),
+        ],
+        "batchnorm_grad_sums": [
+            (array(*x.shape), x, vector(), positive(S, C)),
+            (array(*x.shape), x, channel(), positive(C)),
+        ],
         "batchnorm_input_grad": [(array(*x.shape), x, vector(), positive(S, C), vector(), vector(), vector())],
         "relu": [(x,)],
-        "relu_backward": [(array(*x.shape), x), (array(*x.shape), x > 0)],      # the output, or the mask
+        "relu_backward": [(array(*x.shape), x), (array(*x.shape), x > 0)],  # the output, or the mask
     }
 
 
@@ -76,8 +82,14 @@ def test_every_fast_function_names_a_primitive():
 
 
 @pytest.mark.parametrize("module,name", CASES)
-@given(A=st.integers(1, 3), S=st.integers(1, 3), P=st.integers(1, 6), C=st.integers(1, 5), seed=st.integers(0, 2**16),
-       dtype=st.sampled_from([np.float64, np.float32]))
+@given(
+    A=st.integers(1, 3),
+    S=st.integers(1, 3),
+    P=st.integers(1, 6),
+    C=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+    dtype=st.sampled_from([np.float64, np.float32]),
+)
 def test_fast_function_equals_the_plain_formula(module, name, A, S, P, C, seed, dtype):
     rng = np.random.default_rng(seed)
     for args in batchnorm_arguments(rng, A, S, P, C, dtype)[name]:
@@ -91,7 +103,7 @@ def test_fast_function_equals_the_plain_formula(module, name, A, S, P, C, seed, 
                 continue
             assert f.shape == p.shape, f"{what}: output {i}: shape {f.shape} vs {p.shape}"
             assert f.dtype == p.dtype, f"{what}: output {i}: dtype {f.dtype} vs {p.dtype}"
-            if p.dtype == bool:   # a ReLU's mask: equal except where the value it masks is 0 up to rounding
+            if p.dtype == bool:  # a ReLU's mask: equal except where the value it masks is 0 up to rounding
                 y = np.maximum(np.abs(fast[0]), np.abs(plain[0]))
                 scale = max(y.max(initial=0.0), 1.0)
                 assert np.all((f == p) | (y <= TOLERANCE[dtype] * scale)), f"{what}: mask {i} differs"
@@ -99,8 +111,14 @@ def test_fast_function_equals_the_plain_formula(module, name, A, S, P, C, seed, 
                 assert_equal_up_to_rounding(f, p, TOLERANCE[dtype], f"{what}: output {i}")
 
 
-CONV_SHAPES = [((2, 5, 6, 3), 3, 1, 1), ((2, 7, 7, 2), 3, 2, 1), ((1, 6, 6, 4), 1, 2, 0), ((3, 4, 4, 1), 3, 1, 0),
-               ((2, 8, 8, 3), 3, 2, 1), ((1, 5, 5, 2), 3, 1, 2)]
+CONV_SHAPES = [
+    ((2, 5, 6, 3), 3, 1, 1),
+    ((2, 7, 7, 2), 3, 2, 1),
+    ((1, 6, 6, 4), 1, 2, 0),
+    ((3, 4, 4, 1), 3, 1, 0),
+    ((2, 8, 8, 3), 3, 2, 1),
+    ((1, 5, 5, 2), 3, 1, 2),
+]
 
 
 @pytest.mark.parametrize("shape,kernel,stride,padding", CONV_SHAPES)
@@ -110,8 +128,14 @@ def test_im2col_rows_are_the_patches_under_each_output_pixel(shape, kernel, stri
     N, H, W, C = shape
     padded = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     Ho, Wo = (H + 2 * padding - kernel) // stride + 1, (W + 2 * padding - kernel) // stride + 1
-    expected = np.stack([padded[n, i * stride:i * stride + kernel, j * stride:j * stride + kernel, :].reshape(-1)
-                         for n in range(N) for i in range(Ho) for j in range(Wo)])
+    expected = np.stack(
+        [
+            padded[n, i * stride : i * stride + kernel, j * stride : j * stride + kernel, :].reshape(-1)
+            for n in range(N)
+            for i in range(Ho)
+            for j in range(Wo)
+        ]
+    )
     assert np.array_equal(ops.im2col.plain(x, kernel, kernel, stride, padding), expected)
     for module, table in TABLES.items():
         if "im2col" in table:
@@ -126,7 +150,9 @@ def test_col2im_is_the_adjoint_of_im2col(shape, kernel, stride, padding):
     x = rng.standard_normal(shape)
     cols = ops.im2col.plain(x, kernel, kernel, stride, padding)
     G = rng.standard_normal(cols.shape)
-    for module, col2im in [("plain", ops.col2im.plain)] + [(m, t["col2im"]) for m, t in TABLES.items() if "col2im" in t]:
+    for module, col2im in [("plain", ops.col2im.plain)] + [
+        (m, t["col2im"]) for m, t in TABLES.items() if "col2im" in t
+    ]:
         dx = col2im(G, shape, kernel, kernel, stride, padding)
         assert dx.shape == shape, module
         assert abs(np.sum(cols * G) - np.sum(x * dx)) < 1e-10 * np.abs(cols * G).sum(), module
@@ -147,7 +173,7 @@ def test_sgd_and_ema_fast_paths_give_numpys_bits(module, size, dtype, momentum, 
     TABLES[module]["sgd_update_"](fast[0], g, fast[1], 0.03, momentum, weight_decay, nesterov)
     ops.sgd_update_.plain(plain[0], g, plain[1], 0.03, momentum, weight_decay, nesterov)
     assert np.array_equal(fast[0], plain[0]) and np.array_equal(fast[1], plain[1])
-    assert not np.array_equal(fast[0], p)                         # it did update
+    assert not np.array_equal(fast[0], p)  # it did update
     k_fast, k_plain = p.copy(), p.copy()
     TABLES[module]["ema_update_"](k_fast, g, 0.99)
     ops.ema_update_.plain(k_plain, g, 0.99)
@@ -184,8 +210,14 @@ def test_numba_kernels_give_the_same_bits_with_any_thread_count():
         numba_fast.set_threads(threads)
         mean, var = numba_fast.channel_moments(x)
         inv_std = 1 / np.sqrt(var + 1e-5)
-        results.append([mean, var, *numba_fast.batchnorm_grad_sums(g, x, mean, inv_std),
-                        numba_fast.im2col(x.reshape(8, 10, 5, 7), 3, 3, 1, 1)])
+        results.append(
+            [
+                mean,
+                var,
+                *numba_fast.batchnorm_grad_sums(g, x, mean, inv_std),
+                numba_fast.im2col(x.reshape(8, 10, 5, 7), 3, 3, 1, 1),
+            ]
+        )
     numba_fast.set_threads()
     for a, b in zip(*results):
         assert np.array_equal(a, b)
@@ -193,7 +225,14 @@ def test_numba_kernels_give_the_same_bits_with_any_thread_count():
 
 # Shapes for the direct 3×3 convolution: 1×1 images, batch 1, channel counts that are not multiples of the
 # vector width nor of the two output planes a step computes, non-square images.
-DIRECT_SHAPES = [(1, 1, 1, 1, 1), (2, 1, 1, 3, 2), (1, 3, 5, 2, 3), (3, 7, 4, 5, 1), (2, 6, 9, 17, 5), (4, 8, 8, 16, 16)]
+DIRECT_SHAPES = [
+    (1, 1, 1, 1, 1),
+    (2, 1, 1, 3, 2),
+    (1, 3, 5, 2, 3),
+    (3, 7, 4, 5, 1),
+    (2, 6, 9, 17, 5),
+    (4, 8, 8, 16, 16),
+]
 
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="Numba is not installed")
@@ -210,7 +249,7 @@ def test_direct_conv3x3_equals_the_im2col_formula(shape, dtype):
     x = rng.standard_normal((N, H, W, C)).astype(dtype)
     w = rng.standard_normal((O, C, 3, 3)).astype(dtype)
     dy = rng.standard_normal((N, H, W, O)).astype(dtype)
-    cols = ops.im2col.plain(x, 3, 3, 1, 1)                                    # (N·H·W, 9·C)
+    cols = ops.im2col.plain(x, 3, 3, 1, 1)  # (N·H·W, 9·C)
     w_mat = w.transpose(0, 2, 3, 1).reshape(O, 9 * C)
     G = dy.reshape(-1, O)
     y_plain = (cols @ w_mat.T).reshape(N, H, W, O)
@@ -272,9 +311,15 @@ def test_no_code_under_moco_ref_picks_a_path_by_backend_name_or_imports_cupy():
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent / "moco_ref"
-    pattern = re.compile(r"^\s*(import cupy|from cupy|import numba|from numba)|cupy_fast|numpy_fast|numba_fast|"
-                         r"xp\.__name__|backend\.name\s*[!=]=|__name__\s*==\s*[\"'](numpy|cupy)")
-    offenders = [f"{path.relative_to(root)}:{n}" for path in sorted(root.rglob("*.py"))
-                 if "bench" not in path.parts
-                 for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    pattern = re.compile(
+        r"^\s*(import cupy|from cupy|import numba|from numba)|cupy_fast|numpy_fast|numba_fast|"
+        r"xp\.__name__|backend\.name\s*[!=]=|__name__\s*==\s*[\"'](numpy|cupy)"
+    )
+    offenders = [
+        f"{path.relative_to(root)}:{n}"
+        for path in sorted(root.rglob("*.py"))
+        if "bench" not in path.parts
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert not offenders, f"backend-specific code outside backends/: {offenders}"

@@ -34,11 +34,41 @@ from moco_ref.run.directory import LAST_CHECKPOINT, METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 # The tiny recipe: width 2, 8 x 8 crops, batch 32 on the built-in shapes (a second or two an epoch).
-TINY = ["--width", "2", "-b", "32", "--moco-k", "64", "--moco-dim", "8", "--image-size", "8",
-        "--knn-every", "0", "--epochs", "1", "--seed", "3"]
+TINY = [
+    "--width",
+    "2",
+    "-b",
+    "32",
+    "--moco-k",
+    "64",
+    "--moco-dim",
+    "8",
+    "--image-size",
+    "8",
+    "--knn-every",
+    "0",
+    "--epochs",
+    "1",
+    "--seed",
+    "3",
+]
 # The same on a small image folder (24 training images, batch 8).
-TINY_FOLDER = ["--width", "2", "-b", "8", "--moco-k", "16", "--moco-dim", "8", "--image-size", "16",
-               "--knn-every", "0", "--epochs", "1"]
+TINY_FOLDER = [
+    "--width",
+    "2",
+    "-b",
+    "8",
+    "--moco-k",
+    "16",
+    "--moco-dim",
+    "8",
+    "--image-size",
+    "16",
+    "--knn-every",
+    "0",
+    "--epochs",
+    "1",
+]
 # The lines of a run's own log on stderr (its first line, the progress and epoch lines, the kNN monitor), which a
 # row that trains (exit 0) prints besides its answer to the fault.
 RUN_LOG = re.compile(r"^(training MoCo |resuming |epoch \d|kNN )")
@@ -78,11 +108,11 @@ class Fault:
     """One row: a name, what the user had and typed (setup), and what the command must answer."""
 
     name: str
-    setup: Callable[[Desk], list]            # -> the command's arguments
-    code: int = 2                            # the exit code
-    says: tuple = ()                         # phrases the answer on stderr must hold (lower case)
+    setup: Callable[[Desk], list]  # -> the command's arguments
+    code: int = 2  # the exit code
+    says: tuple = ()  # phrases the answer on stderr must hold (lower case)
     env: dict = field(default_factory=dict)  # environment variables of the user's shell
-    continues: bool = False                  # the row resumes the user's run: user/run grows, keeping its records
+    continues: bool = False  # the row resumes the user's run: user/run grows, keeping its records
 
 
 def image_folder(user: Path, size: int = 20) -> Path:
@@ -100,7 +130,7 @@ def bomb_folder(user: Path) -> Path:
     from PIL import Image
 
     root = image_folder(user)
-    Image.new("1", (10_000, 10_000)).save(root / "train" / "red" / "huge.png")   # 10^8 pixels, a few kB
+    Image.new("1", (10_000, 10_000)).save(root / "train" / "red" / "huge.png")  # 10^8 pixels, a few kB
     return root
 
 
@@ -134,105 +164,233 @@ FAULTS = [
     # --- flags
     Fault("lr is NaN", lambda d: ["train", *TINY, "--lr", "nan", "--out", d.out / "r"], says=("--lr",)),
     Fault("lr is inf", lambda d: ["train", *TINY, "--lr", "inf", "--out", d.out / "r"], says=("--lr",)),
-    Fault("temperature is NaN", lambda d: ["train", *TINY, "--moco-t", "nan", "--out", d.out / "r"],
-          says=("--moco-t",)),
-    Fault("momentum m is -inf", lambda d: ["train", *TINY, "--moco-m", "-inf", "--out", d.out / "r"],
-          says=("--moco-m",)),
+    Fault(
+        "temperature is NaN", lambda d: ["train", *TINY, "--moco-t", "nan", "--out", d.out / "r"], says=("--moco-t",)
+    ),
+    Fault(
+        "momentum m is -inf", lambda d: ["train", *TINY, "--moco-m", "-inf", "--out", d.out / "r"], says=("--moco-m",)
+    ),
     Fault("weight decay is NaN", lambda d: ["train", *TINY, "--wd", "nan", "--out", d.out / "r"], says=("--wd",)),
-    Fault("kNN temperature is inf", lambda d: ["train", *TINY, "--knn-t", "inf", "--out", d.out / "r"],
-          says=("--knn-t",)),
+    Fault(
+        "kNN temperature is inf", lambda d: ["train", *TINY, "--knn-t", "inf", "--out", d.out / "r"], says=("--knn-t",)
+    ),
     Fault("epochs is zero", lambda d: ["train", *TINY, "--epochs", "0", "--out", d.out / "r"], says=("--epochs",)),
     Fault("unknown arch", lambda d: ["train", *TINY, "--arch", "resnet50", "--out", d.out / "r"], says=("--arch",)),
     # --- data
-    Fault("data folder missing", lambda d: ["train", *TINY, "--data", d.user / "nowhere", "--out", d.out / "r"],
-          says=("nowhere",)),
-    Fault("data folder without images", lambda d: ["train", *TINY, "--data", text_file(d.user / "empty" / "a.txt")
-                                                      .parent, "--out", d.out / "r"], says=("empty",)),
-    Fault("decompression bomb among the images",
-          lambda d: ["train", *TINY_FOLDER, "--data", bomb_folder(d.user), "--out", d.out / "r"], code=0,
-          says=("huge.png",)),
-    Fault("1-pixel-high image among the images",
-          lambda d: ["train", *TINY_FOLDER, "--data", sliver_folder(d.user), "--out", d.out / "r"], code=0,
-          says=("sliver.png",)),
-    Fault("28 x 28 images at the default --image-size",
-          lambda d: ["train", "--width", "2", "-b", "8", "--moco-k", "16", "--moco-dim", "8", "--knn-every",
-                        "0", "--epochs", "1", "--data", small_image_folder(d.user), "--out", d.out / "r"], code=0,
-          says=("scaled up",)),
-    Fault("one value per channel in a BatchNorm layer",
-          lambda d: ["train", *TINY, "-b", "32", "--bn-splits", "32", "--out", d.out / "r"],
-          says=("batchnorm",)),
+    Fault(
+        "data folder missing",
+        lambda d: ["train", *TINY, "--data", d.user / "nowhere", "--out", d.out / "r"],
+        says=("nowhere",),
+    ),
+    Fault(
+        "data folder without images",
+        lambda d: ["train", *TINY, "--data", text_file(d.user / "empty" / "a.txt").parent, "--out", d.out / "r"],
+        says=("empty",),
+    ),
+    Fault(
+        "decompression bomb among the images",
+        lambda d: ["train", *TINY_FOLDER, "--data", bomb_folder(d.user), "--out", d.out / "r"],
+        code=0,
+        says=("huge.png",),
+    ),
+    Fault(
+        "1-pixel-high image among the images",
+        lambda d: ["train", *TINY_FOLDER, "--data", sliver_folder(d.user), "--out", d.out / "r"],
+        code=0,
+        says=("sliver.png",),
+    ),
+    Fault(
+        "28 x 28 images at the default --image-size",
+        lambda d: [
+            "train",
+            "--width",
+            "2",
+            "-b",
+            "8",
+            "--moco-k",
+            "16",
+            "--moco-dim",
+            "8",
+            "--knn-every",
+            "0",
+            "--epochs",
+            "1",
+            "--data",
+            small_image_folder(d.user),
+            "--out",
+            d.out / "r",
+        ],
+        code=0,
+        says=("scaled up",),
+    ),
+    Fault(
+        "one value per channel in a BatchNorm layer",
+        lambda d: ["train", *TINY, "-b", "32", "--bn-splits", "32", "--out", d.out / "r"],
+        says=("batchnorm",),
+    ),
     # --- the run directory and other paths
-    Fault("--out is a folder of the user's files",
-          lambda d: ["train", *TINY, "--out", text_file(d.user / "mine" / "config.json").parent],
-          says=("config.json",)),
-    Fault("--out name longer than 255 bytes", lambda d: ["train", *TINY, "--out", long_name(d.out)],
-          says=("name too long",)),
-    Fault("--out inside a file", lambda d: ["train", *TINY, "--out", text_file(d.user / "notes.txt") / "run"],
-          says=("notes.txt",)),
-    Fault("--out through a loop of links", lambda d: ["train", *TINY, "--out", symlink_loop(d.out)],
-          says=("symbolic links",)),
+    Fault(
+        "--out is a folder of the user's files",
+        lambda d: ["train", *TINY, "--out", text_file(d.user / "mine" / "config.json").parent],
+        says=("config.json",),
+    ),
+    Fault(
+        "--out name longer than 255 bytes",
+        lambda d: ["train", *TINY, "--out", long_name(d.out)],
+        says=("name too long",),
+    ),
+    Fault(
+        "--out inside a file",
+        lambda d: ["train", *TINY, "--out", text_file(d.user / "notes.txt") / "run"],
+        says=("notes.txt",),
+    ),
+    Fault(
+        "--out through a loop of links",
+        lambda d: ["train", *TINY, "--out", symlink_loop(d.out)],
+        says=("symbolic links",),
+    ),
     Fault("--resume of a missing run", lambda d: ["train", "--resume", d.user / "nowhere"], says=("nowhere",)),
-    Fault("--resume of a folder that is not a run",
-          lambda d: ["train", "--resume", text_file(d.user / "mine" / "a.txt").parent], says=("mine",)),
-    Fault("export to a name longer than 255 bytes",
-          lambda d: ["export", "--checkpoint", d.run(), "--out", f"{long_name(d.out)}.npz"],
-          says=("name too long",)),
-    Fault("export over a user's file",
-          lambda d: ["export", "--checkpoint", d.run(), "--out", text_file(d.user / "w.npz")],
-          says=("w.npz",)),
-    Fault("plot into a file's sub-folder",
-          lambda d: ["plot", d.run(), "--out", text_file(d.user / "notes.txt") / "c.png"],
-          says=("notes.txt",)),
-    Fault("ablate into a folder of the user's files",
-          lambda d: ["ablate", "momentum", "--out", text_file(d.user / "mine" / "table.md").parent], says=("table.md",)),
-    Fault("plot of a folder that is not a run", lambda d: ["plot", text_file(d.user / "mine" / "a.txt").parent],
-          says=("mine",)),
+    Fault(
+        "--resume of a folder that is not a run",
+        lambda d: ["train", "--resume", text_file(d.user / "mine" / "a.txt").parent],
+        says=("mine",),
+    ),
+    Fault(
+        "export to a name longer than 255 bytes",
+        lambda d: ["export", "--checkpoint", d.run(), "--out", f"{long_name(d.out)}.npz"],
+        says=("name too long",),
+    ),
+    Fault(
+        "export over a user's file",
+        lambda d: ["export", "--checkpoint", d.run(), "--out", text_file(d.user / "w.npz")],
+        says=("w.npz",),
+    ),
+    Fault(
+        "plot into a file's sub-folder",
+        lambda d: ["plot", d.run(), "--out", text_file(d.user / "notes.txt") / "c.png"],
+        says=("notes.txt",),
+    ),
+    Fault(
+        "ablate into a folder of the user's files",
+        lambda d: ["ablate", "momentum", "--out", text_file(d.user / "mine" / "table.md").parent],
+        says=("table.md",),
+    ),
+    Fault(
+        "plot of a folder that is not a run",
+        lambda d: ["plot", text_file(d.user / "mine" / "a.txt").parent],
+        says=("mine",),
+    ),
     # --- checkpoints
-    Fault("eval knn of a text file", lambda d: ["eval", "knn", "--checkpoint", text_file(d.user / "c.npz")], says=("c.npz",)),
-    Fault("eval knn of a truncated checkpoint",
-          lambda d: ["eval", "knn", "--checkpoint", truncated(d.run() / LAST_CHECKPOINT)],
-          says=(LAST_CHECKPOINT,)),
-    Fault("eval knn of a NaN checkpoint", lambda d: ["eval", "knn", "--checkpoint", d.poisoned()],
-          says=("nan or infinite", "conv1")),
-    Fault("eval linear of a NaN checkpoint",
-          lambda d: ["eval", "linear", "--checkpoint", d.poisoned(), "--epochs", "1"], says=("nan or infinite",)),
-    Fault("export of a NaN checkpoint",
-          lambda d: ["export", "--checkpoint", d.poisoned(), "--out", d.out / "w.npz"],
-          says=("nan or infinite",)),
-    Fault("resume of a NaN checkpoint", lambda d: ["train", "--resume", d.poisoned(),
-                                                      "--epochs", "2"], says=("nan or infinite",)),
-    Fault("resume of a checkpoint with a NaN queue",
-          lambda d: ["train", "--resume", d.poisoned("queue"), "--epochs", "2"],
-          says=("nan or infinite", "queue")),
-    Fault("show neighbours of a NaN checkpoint",
-          lambda d: ["show", "neighbours", d.poisoned(), "--out", d.out / "n.png"],
-          says=("nan or infinite",)),
-    Fault("eval linear's lr is NaN",
-          lambda d: ["eval", "linear", "--checkpoint", d.run(), "--lr", "nan", "--epochs", "1"], says=("--lr",)),
-    Fault("eval knn's training data missing",
-          lambda d: ["eval", "knn", "--checkpoint", d.run(), "--train-data", d.user / "nowhere"], says=("nowhere",)),
-    Fault("resume with a setting a resume cannot change",
-          lambda d: ["train", "--resume", d.run(), "--moco-k", "32"], says=("--moco-k",)),
-    Fault("resume after a kill cut metrics.jsonl's last line",
-          lambda d: ["train", "--resume", torn_metrics(d.run()), "--epochs", "2", "--max-steps", "63"], code=0,
-          says=("resuming",), continues=True),
+    Fault(
+        "eval knn of a text file",
+        lambda d: ["eval", "knn", "--checkpoint", text_file(d.user / "c.npz")],
+        says=("c.npz",),
+    ),
+    Fault(
+        "eval knn of a truncated checkpoint",
+        lambda d: ["eval", "knn", "--checkpoint", truncated(d.run() / LAST_CHECKPOINT)],
+        says=(LAST_CHECKPOINT,),
+    ),
+    Fault(
+        "eval knn of a NaN checkpoint",
+        lambda d: ["eval", "knn", "--checkpoint", d.poisoned()],
+        says=("nan or infinite", "conv1"),
+    ),
+    Fault(
+        "eval linear of a NaN checkpoint",
+        lambda d: ["eval", "linear", "--checkpoint", d.poisoned(), "--epochs", "1"],
+        says=("nan or infinite",),
+    ),
+    Fault(
+        "export of a NaN checkpoint",
+        lambda d: ["export", "--checkpoint", d.poisoned(), "--out", d.out / "w.npz"],
+        says=("nan or infinite",),
+    ),
+    Fault(
+        "resume of a NaN checkpoint",
+        lambda d: ["train", "--resume", d.poisoned(), "--epochs", "2"],
+        says=("nan or infinite",),
+    ),
+    Fault(
+        "resume of a checkpoint with a NaN queue",
+        lambda d: ["train", "--resume", d.poisoned("queue"), "--epochs", "2"],
+        says=("nan or infinite", "queue"),
+    ),
+    Fault(
+        "show neighbours of a NaN checkpoint",
+        lambda d: ["show", "neighbours", d.poisoned(), "--out", d.out / "n.png"],
+        says=("nan or infinite",),
+    ),
+    Fault(
+        "eval linear's lr is NaN",
+        lambda d: ["eval", "linear", "--checkpoint", d.run(), "--lr", "nan", "--epochs", "1"],
+        says=("--lr",),
+    ),
+    Fault(
+        "eval knn's training data missing",
+        lambda d: ["eval", "knn", "--checkpoint", d.run(), "--train-data", d.user / "nowhere"],
+        says=("nowhere",),
+    ),
+    Fault(
+        "resume with a setting a resume cannot change",
+        lambda d: ["train", "--resume", d.run(), "--moco-k", "32"],
+        says=("--moco-k",),
+    ),
+    Fault(
+        "resume after a kill cut metrics.jsonl's last line",
+        lambda d: ["train", "--resume", torn_metrics(d.run()), "--epochs", "2", "--max-steps", "63"],
+        code=0,
+        says=("resuming",),
+        continues=True,
+    ),
     # --- training that diverges
-    Fault("the loss diverges", lambda d: ["train", *TINY, "--lr", "1e30", "--log-every", "5", "--out",
-                                              d.out / "r"], says=("step",)),
+    Fault(
+        "the loss diverges",
+        lambda d: ["train", *TINY, "--lr", "1e30", "--log-every", "5", "--out", d.out / "r"],
+        says=("step",),
+    ),
     # --- other libraries' settings
-    Fault("NUMBA_NUM_THREADS is not a number", lambda d: ["train", *TINY, "--max-steps", "2", "--out", d.out / "r"],
-          code=0, says=("numba_num_threads",), env={"NUMBA_NUM_THREADS": "abc"}),
-    Fault("NUMBA_NUM_THREADS is absurd", lambda d: ["train", *TINY, "--max-steps", "2", "--out", d.out / "r"],
-          code=0, says=("numba_num_threads", "lowered"), env={"NUMBA_NUM_THREADS": "100000"}),
-    Fault("OMP_NUM_THREADS is negative", lambda d: ["train", *TINY, "--max-steps", "2", "--out", d.out / "r"],
-          code=0, says=("omp_num_threads",), env={"OMP_NUM_THREADS": "-3"}),
-    Fault("MKL_NUM_THREADS is zero", lambda d: ["train", *TINY, "--max-steps", "2", "--out", d.out / "r"],
-          code=0, says=("mkl_num_threads",), env={"MKL_NUM_THREADS": "0"}),
-    Fault("a Numba threading layer that cannot start",
-          lambda d: ["train", *TINY, "--max-steps", "2", "--out", d.out / "r"], says=("numba_threading_layer",),
-          env={"NUMBA_THREADING_LAYER": "bogus"}),
-    Fault("OPENBLAS_NUM_THREADS is a fraction", lambda d: ["train", *TINY, "--max-steps", "2", "--out", d.out / "r"],
-          code=0, says=("openblas_num_threads",), env={"OPENBLAS_NUM_THREADS": "1.5"}),
+    Fault(
+        "NUMBA_NUM_THREADS is not a number",
+        lambda d: ["train", *TINY, "--max-steps", "2", "--out", d.out / "r"],
+        code=0,
+        says=("numba_num_threads",),
+        env={"NUMBA_NUM_THREADS": "abc"},
+    ),
+    Fault(
+        "NUMBA_NUM_THREADS is absurd",
+        lambda d: ["train", *TINY, "--max-steps", "2", "--out", d.out / "r"],
+        code=0,
+        says=("numba_num_threads", "lowered"),
+        env={"NUMBA_NUM_THREADS": "100000"},
+    ),
+    Fault(
+        "OMP_NUM_THREADS is negative",
+        lambda d: ["train", *TINY, "--max-steps", "2", "--out", d.out / "r"],
+        code=0,
+        says=("omp_num_threads",),
+        env={"OMP_NUM_THREADS": "-3"},
+    ),
+    Fault(
+        "MKL_NUM_THREADS is zero",
+        lambda d: ["train", *TINY, "--max-steps", "2", "--out", d.out / "r"],
+        code=0,
+        says=("mkl_num_threads",),
+        env={"MKL_NUM_THREADS": "0"},
+    ),
+    Fault(
+        "a Numba threading layer that cannot start",
+        lambda d: ["train", *TINY, "--max-steps", "2", "--out", d.out / "r"],
+        says=("numba_threading_layer",),
+        env={"NUMBA_THREADING_LAYER": "bogus"},
+    ),
+    Fault(
+        "OPENBLAS_NUM_THREADS is a fraction",
+        lambda d: ["train", *TINY, "--max-steps", "2", "--out", d.out / "r"],
+        code=0,
+        says=("openblas_num_threads",),
+        env={"OPENBLAS_NUM_THREADS": "1.5"},
+    ),
 ]
 
 
@@ -271,15 +429,23 @@ def snapshot(folder: Path) -> dict:
 def tiny_run(tmp_path_factory) -> Path:
     """One finished tiny run on the built-in data (1 epoch), copied by the rows that need a run."""
     run = tmp_path_factory.mktemp("tiny") / "run"
-    process = subprocess.run([sys.executable, "-m", "moco_ref", "train", *TINY, "--out", str(run)],
-                             capture_output=True, text=True, env=clean_env(), timeout=300)
+    process = subprocess.run(
+        [sys.executable, "-m", "moco_ref", "train", *TINY, "--out", str(run)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=300,
+    )
     assert process.returncode == 0, process.stderr
     return run
 
 
 def clean_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MOCO_REF_", "NUMBA_", "OMP_", "OPENBLAS_NUM", "MKL_", "PYTHONWARNINGS"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MOCO_REF_", "NUMBA_", "OMP_", "OPENBLAS_NUM", "MKL_", "PYTHONWARNINGS"))
+    }
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["OPENBLAS_NUM_THREADS"] = "1"
     env.update(extra)
@@ -300,8 +466,14 @@ def test_fault(fault: Fault, tmp_path, tiny_run):
     args = [str(a) for a in fault.setup(Desk(user, tmp_path / "out", tiny_run))]
     before = snapshot(user)
     records_before = complete_lines(user / "run" / METRICS) if fault.continues else []
-    process = subprocess.run([sys.executable, "-m", "moco_ref", *args], capture_output=True, text=True,
-                             env=clean_env(**fault.env), cwd=tmp_path, timeout=300)
+    process = subprocess.run(
+        [sys.executable, "-m", "moco_ref", *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(**fault.env),
+        cwd=tmp_path,
+        timeout=300,
+    )
     err = process.stderr
     shown = f"moco-ref {' '.join(args)}\nexit {process.returncode}\nstderr:\n{err}"
     assert process.returncode == fault.code, shown

@@ -17,19 +17,19 @@ from moco_ref.run import footprint
 TINY_TRAIN = ["--width", "2", "--moco-dim", "8", "--image-size", "16", "--knn-every", "0", "--max-steps", "1"]
 
 
-@pytest.mark.parametrize("arch,width,batch,size,symmetric,mlp", [("resnet10", 8, 32, 32, False, False),
-                                                                ("resnet18", 8, 16, 32, False, True),
-                                                                ("resnet10", 8, 32, 32, True, False)])
+@pytest.mark.parametrize(
+    "arch,width,batch,size,symmetric,mlp",
+    [("resnet10", 8, 32, 32, False, False), ("resnet18", 8, 16, 32, False, True), ("resnet10", 8, 32, 32, True, False)],
+)
 def test_the_estimate_is_the_memory_a_step_holds(arch, width, batch, size, symmetric, mlp):
     """The parts' sum (before the allocator's slack) within 15 % of the peak of the arrays alive in a step."""
     model = MoCo(arch=arch, width=width, dim=32, K=512, bn_splits=1, symmetric=symmetric, mlp=mlp, dtype="float32")
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
-    model.step(x, x)                         # compiled kernels loaded and caches warmed outside the trace
+    model.step(x, x)  # compiled kernels loaded and caches warmed outside the trace
     del model
     tracemalloc.start()
     try:
-        model = MoCo(arch=arch, width=width, dim=32, K=512, bn_splits=1, symmetric=symmetric, mlp=mlp,
-                     dtype="float32")
+        model = MoCo(arch=arch, width=width, dim=32, K=512, bn_splits=1, symmetric=symmetric, mlp=mlp, dtype="float32")
         model.step(x, x + 0.1)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -41,33 +41,42 @@ def test_the_estimate_is_the_memory_a_step_holds(arch, width, batch, size, symme
 def test_the_estimate_grows_as_the_run_does():
     base = sum(footprint.step_bytes("resnet10", 8, 128, False, 4096, 64, 32, "float32").values())
     for change in ({"K": 8192}, {"batch": 128}, {"width": 16}, {"image_size": 64}, {"dtype": "float64"}):
-        args = {"arch": "resnet10", "width": 8, "dim": 128, "mlp": False, "K": 4096, "batch": 64, "image_size": 32,
-                "dtype": "float32", **change}
+        args = {
+            "arch": "resnet10",
+            "width": 8,
+            "dim": 128,
+            "mlp": False,
+            "K": 4096,
+            "batch": 64,
+            "image_size": 32,
+            "dtype": "float32",
+            **change,
+        }
         assert sum(footprint.step_bytes(**args).values()) > base, change
 
 
 def test_size_text_reads_as_a_person_would_write_it():
     assert footprint.size_text(512) == "512 B"
-    assert footprint.size_text(1.5 * 2 ** 30) == "1.5 GiB"
-    assert footprint.size_text(931 * 2 ** 40) == "931 TiB"
+    assert footprint.size_text(1.5 * 2**30) == "1.5 GiB"
+    assert footprint.size_text(931 * 2**40) == "931 TiB"
 
 
 def test_check_fits_says_what_it_needs_what_there_is_and_what_to_reduce():
     from moco_ref.errors import UserError
 
-    footprint.check_fits({"queue": 10}, None, "host", "--moco-k")           # nothing known: nothing refused
+    footprint.check_fits({"queue": 10}, None, "host", "--moco-k")  # nothing known: nothing refused
     footprint.check_fits({"queue": 10}, 100, "host", "--moco-k")
     with pytest.raises(UserError) as refused:
-        footprint.check_fits({"queue": 3 * 2 ** 40, "activations": 2 ** 30}, 2 ** 30, "host", "--moco-k")
+        footprint.check_fits({"queue": 3 * 2**40, "activations": 2**30}, 2**30, "host", "--moco-k")
     message = str(refused.value)
     assert "needs about 3.8 TiB of host memory" in message and "queue 3.8 TiB" in message
     assert "1.0 GiB is available" in message and message.endswith("reduce --moco-k")
 
 
-@pytest.mark.parametrize("flag,value,part", [("--moco-k", "1000000000000", "queue"),
-                                             ("--image-size", "1000000", "activations")])
-def test_a_run_that_cannot_fit_is_refused_in_one_line_before_anything_is_written(capsys, tmp_path, flag, value,
-                                                                                part):
+@pytest.mark.parametrize(
+    "flag,value,part", [("--moco-k", "1000000000000", "queue"), ("--image-size", "1000000", "activations")]
+)
+def test_a_run_that_cannot_fit_is_refused_in_one_line_before_anything_is_written(capsys, tmp_path, flag, value, part):
     out = tmp_path / "run"
     code, _, err = run_cli(["train", "--out", out, flag, value], capsys)
     line = error_line(code, err, "needs about", "PiB of host memory", part, "is available", "reduce --moco-k")
@@ -78,7 +87,9 @@ def test_a_run_that_cannot_fit_is_refused_in_one_line_before_anything_is_written
 def test_data_that_cannot_fit_is_refused_in_one_line(capsys, tmp_path, monkeypatch):
     import moco_ref.run.footprint as module
 
-    monkeypatch.setattr(module, "host_available_bytes", lambda: 1 << 20)   # 1 MiB: the step fits (no check), the data not
+    monkeypatch.setattr(
+        module, "host_available_bytes", lambda: 1 << 20
+    )  # 1 MiB: the step fits (no check), the data not
     monkeypatch.setattr(module, "check_step_fits", lambda *args, **kwargs: {})
     monkeypatch.setattr("moco_ref.run.trainer.check_step_fits", lambda *args, **kwargs: {})
     code, _, err = run_cli(["train", "--out", tmp_path / "run", *TINY_TRAIN], capsys)
@@ -92,7 +103,11 @@ def test_running_out_of_memory_during_training_is_one_line(capsys, tmp_path, mon
     monkeypatch.setattr(MoCo, "step", no_memory)
     code, _, err = run_cli(["train", "--out", tmp_path / "run", *TINY_TRAIN], capsys)
     assert code == 2 and "Traceback" not in err
-    last = err.strip().splitlines()[-1]       # after the line that announces the run
-    for phrase in ("moco-ref: error: out of host memory at step 0", "batch 64", "Unable to allocate",
-                   "reduce --batch-size"):
+    last = err.strip().splitlines()[-1]  # after the line that announces the run
+    for phrase in (
+        "moco-ref: error: out of host memory at step 0",
+        "batch 64",
+        "Unable to allocate",
+        "reduce --batch-size",
+    ):
         assert phrase in last, last

@@ -18,16 +18,26 @@ def test_gpu_check_script_reports_each_part_and_fails_without_a_gpu(tmp_path):
     pytest.importorskip("torch")
     helpers.skip_if_cupy_installed()
     env = dict(os.environ, PYTHON=sys.executable)
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     results = (tmp_path / "gpu_results.txt").read_text()
     assert done.returncode == 1, results
-    for header in ("## 1. GPU tests", "## 2. One short epoch on CuPy", "## 3. GPU benchmark", "## 4. Where",
-                   "## 5. Data parallel"):
+    for header in (
+        "## 1. GPU tests",
+        "## 2. One short epoch on CuPy",
+        "## 3. GPU benchmark",
+        "## 4. Where",
+        "## 5. Data parallel",
+    ):
         assert header in results
-    assert "no GPU backend here" in results or "skipped" in results      # the GPU tests skip cleanly
-    assert "pip install 'moco-ref[gpu]'" in results                      # train --backend cupy: one clear line
-    assert "Traceback" not in results.split("## 3.")[0]                 # no traceback from tests or train
+    assert "no GPU backend here" in results or "skipped" in results  # the GPU tests skip cleanly
+    assert "pip install 'moco-ref[gpu]'" in results  # train --backend cupy: one clear line
+    assert "Traceback" not in results.split("## 3.")[0]  # no traceback from tests or train
     assert "gpu_check status: 1" in results
 
 

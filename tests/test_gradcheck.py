@@ -31,8 +31,9 @@ def test_the_check_fails_for_a_wrong_gradient():
         dx, dw = conv.conv2d_backward(g, conv.conv2d_forward(x, w, 2, 1)[1])
         return {"x": dx, "w": dw * 1.001}  # a 0.1 % error
 
-    results = gradcheck.check_function("conv", lambda x, w: conv.conv2d_forward(x, w, 2, 1)[0], wrong_backward,
-                                       {"x": x, "w": w}, rng)
+    results = gradcheck.check_function(
+        "conv", lambda x, w: conv.conv2d_forward(x, w, 2, 1)[0], wrong_backward, {"x": x, "w": w}, rng
+    )
     by_name = {r.name: r for r in results}
     assert by_name["conv / dx"].passed
     assert not by_name["conv / dw"].passed
@@ -41,7 +42,16 @@ def test_the_check_fails_for_a_wrong_gradient():
 
 def test_run_all_covers_every_layer_and_passes():
     names = {r.name.split(" / ")[0] for r in gradcheck.run_all()}
-    for layer in ("conv2d 3x3 s1 p1", "batchnorm train splits=2", "batchnorm eval splits=1", "relu",
-                  "global avg pool", "linear", "mlp head", "l2 normalize", "info_nce T=0.2"):
+    for layer in (
+        "conv2d 3x3 s1 p1",
+        "batchnorm train splits=2",
+        "batchnorm eval splits=1",
+        "relu",
+        "global avg pool",
+        "linear",
+        "mlp head",
+        "l2 normalize",
+        "info_nce T=0.2",
+    ):
         assert layer in names
     assert any(n.startswith("encoder") for n in names)

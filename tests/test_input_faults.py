@@ -30,8 +30,24 @@ from moco_ref.run.config import TrainConfig
 from moco_ref.run.runtime import MOST_THREADS_PER_CORE, clean_thread_counts
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--image-size", "8", "--width", "2", "-b", "8", "--moco-k", "16", "--moco-dim", "8", "--bn-splits", "2",
-        "--epochs", "1", "--knn-every", "0"]
+TINY = [
+    "--image-size",
+    "8",
+    "--width",
+    "2",
+    "-b",
+    "8",
+    "--moco-k",
+    "16",
+    "--moco-dim",
+    "8",
+    "--bn-splits",
+    "2",
+    "--epochs",
+    "1",
+    "--knn-every",
+    "0",
+]
 THIRD_PARTY_WORDS = ("Traceback", "Warning:", "warnings.warn", "site-packages")
 
 
@@ -46,8 +62,14 @@ def run_module(args, **environment) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS",) and not k.endswith("_NUM_THREADS")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env = {"OPENBLAS_NUM_THREADS": "1", **env, **environment}
-    done = subprocess.run([sys.executable, "-m", "moco_ref", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "moco_ref", *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     return done.returncode, done.stdout, done.stderr
 
 
@@ -61,9 +83,17 @@ def test_a_batchnorm_that_would_see_one_value_per_channel_is_refused_before_the_
     """8×8 crops leave layer4 a 1×1 output; 8 images in 8 BatchNorm groups give it one value per channel."""
     run = tmp_path / "run"
     code, _out, err = helpers.run_cli(["train", "--data", data, *TINY, "--bn-splits", "8", "--out", run], capsys)
-    line = helpers.error_line(code, err, "BatchNorm layer4.0.bn1", "1 value per channel", "--batch-size 8",
-                              "--bn-splits 8", "--image-size 9 or more", "Expected more than 1 value per channel")
-    assert not run.exists(), line                                          # refused before anything is written
+    line = helpers.error_line(
+        code,
+        err,
+        "BatchNorm layer4.0.bn1",
+        "1 value per channel",
+        "--batch-size 8",
+        "--bn-splits 8",
+        "--image-size 9 or more",
+        "Expected more than 1 value per channel",
+    )
+    assert not run.exists(), line  # refused before anything is written
 
 
 def test_the_refused_configuration_is_the_one_whose_output_no_longer_depends_on_its_input():
@@ -114,15 +144,18 @@ def test_an_absurd_thread_count_is_lowered_to_a_few_threads_a_core():
     assert "NUMBA_NUM_THREADS=100000" in lines[0] and "2 cores" in lines[0]
 
 
-@pytest.mark.parametrize("variable, value, phrase", [
-    ("NUMBA_NUM_THREADS", "abc", "ignored"),
-    ("NUMBA_NUM_THREADS", "0", "ignored"),
-    ("NUMBA_NUM_THREADS", "", "ignored"),
-    ("NUMBA_NUM_THREADS", "100000", "lowered to"),
-    ("OMP_NUM_THREADS", "-3", "ignored"),
-    ("OPENBLAS_NUM_THREADS", "1.5", "ignored"),
-    ("MKL_NUM_THREADS", "0", "ignored"),
-])
+@pytest.mark.parametrize(
+    "variable, value, phrase",
+    [
+        ("NUMBA_NUM_THREADS", "abc", "ignored"),
+        ("NUMBA_NUM_THREADS", "0", "ignored"),
+        ("NUMBA_NUM_THREADS", "", "ignored"),
+        ("NUMBA_NUM_THREADS", "100000", "lowered to"),
+        ("OMP_NUM_THREADS", "-3", "ignored"),
+        ("OPENBLAS_NUM_THREADS", "1.5", "ignored"),
+        ("MKL_NUM_THREADS", "0", "ignored"),
+    ],
+)
 def test_train_with_a_bad_thread_count_says_so_in_one_line_and_trains(tmp_path, data, variable, value, phrase):
     code, out, err = run_module(["train", "--data", data, *TINY, "--out", tmp_path / "run"], **{variable: value})
     assert code == 0 and out.startswith("done: 1 epoch(s), 3 steps"), err
@@ -132,8 +165,9 @@ def test_train_with_a_bad_thread_count_says_so_in_one_line_and_trains(tmp_path, 
 
 
 def test_a_threading_layer_numba_cannot_start_is_one_error_line(tmp_path, data):
-    code, _out, err = run_module(["train", "--data", data, *TINY, "--out", tmp_path / "run"],
-                                 NUMBA_THREADING_LAYER="bogus")
+    code, _out, err = run_module(
+        ["train", "--data", data, *TINY, "--out", tmp_path / "run"], NUMBA_THREADING_LAYER="bogus"
+    )
     assert code == 2, err
     assert_no_third_party_text(err)
     lines = err.strip().splitlines()
@@ -148,7 +182,7 @@ def test_images_beyond_pillows_pixel_limit_are_skipped_with_the_loaders_line(tmp
     folder = tmp_path / "photos"
     helpers.write_image_folder(folder, train_per_class=2, val_per_class=1, size=12)
     big, bigger = folder / "train" / "red" / "big.png", folder / "train" / "green" / "bigger.png"
-    Image.new("1", (10_000, 10_000)).save(big)                       # 1 bit a pixel: a small file
+    Image.new("1", (10_000, 10_000)).save(big)  # 1 bit a pixel: a small file
     Image.new("1", (20_000, 10_000)).save(bigger)
     assert 10_000 * 10_000 > Image.MAX_IMAGE_PIXELS
     with warnings.catch_warnings(record=True) as caught:
@@ -177,9 +211,28 @@ def test_train_on_a_folder_with_a_decompression_bomb_names_the_file_and_trains(t
 def test_a_folder_of_28_pixel_images_trains_at_the_default_image_size(capsys, tmp_path):
     folder = helpers.write_image_folder(tmp_path / "mnist-like", size=28)
     assert TrainConfig().image_size == 32
-    code, out, err = helpers.run_cli(["train", "--data", folder, "--width", "2", "-b", "8", "--moco-k", "16",
-                                      "--moco-dim", "8", "--epochs", "1", "--knn-every", "0",
-                                      "--out", tmp_path / "run"], capsys)
+    code, out, err = helpers.run_cli(
+        [
+            "train",
+            "--data",
+            folder,
+            "--width",
+            "2",
+            "-b",
+            "8",
+            "--moco-k",
+            "16",
+            "--moco-dim",
+            "8",
+            "--epochs",
+            "1",
+            "--knn-every",
+            "0",
+            "--out",
+            tmp_path / "run",
+        ],
+        capsys,
+    )
     assert code == 0 and out.startswith("done: 1 epoch(s), 3 steps"), err
     assert f"note: scaled up 24 image(s) of {folder} smaller than 32x32 (--image-size 32)" in err.splitlines()
     assert "skipped" not in err
@@ -196,11 +249,14 @@ def test_a_small_image_is_scaled_up_to_the_image_size_as_torchvision_resizes():
     assert (big[:6, :6] == (255, 0, 0)).all() and (big[10:, 10:] == (255, 255, 0)).all()
 
 
-@pytest.mark.parametrize("size, reason", [
-    ((1, 40), "degenerate (1x40: a side under 3 pixels)"),
-    ((2, 2), "degenerate (2x2: a side under 3 pixels)"),
-    ((400, 10), "degenerate (400x10: one side more than 20 times the other)"),
-])
+@pytest.mark.parametrize(
+    "size, reason",
+    [
+        ((1, 40), "degenerate (1x40: a side under 3 pixels)"),
+        ((2, 2), "degenerate (2x2: a side under 3 pixels)"),
+        ((400, 10), "degenerate (400x10: one side more than 20 times the other)"),
+    ],
+)
 def test_degenerate_images_are_skipped_with_a_line_naming_each(tmp_path, size, reason):
     folder = tmp_path / "photos"
     helpers.write_image_folder(folder, train_per_class=2, val_per_class=1, size=12)

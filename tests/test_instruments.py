@@ -53,7 +53,7 @@ def test_alignment_of_identical_views_is_zero_and_of_opposite_views_is_four():
 def test_uniformity_is_the_log_mean_over_the_distinct_pairs():
     rng = np.random.default_rng(2)
     f = unit_rows(rng, 6, 3)
-    pairs = list(itertools.combinations(range(6), 2))                      # i < j: 15 pairs
+    pairs = list(itertools.combinations(range(6), 2))  # i < j: 15 pairs
     direct = math.log(np.mean([math.exp(-2.0 * float(np.sum((f[i] - f[j]) ** 2))) for i, j in pairs]))
     assert float(uniformity(f)) == pytest.approx(direct, rel=1e-12)
     t_half = math.log(np.mean([math.exp(-0.5 * float(np.sum((f[i] - f[j]) ** 2))) for i, j in pairs]))
@@ -84,8 +84,8 @@ def test_feature_std_is_the_mean_of_the_per_dimension_population_std():
 def test_feature_std_is_zero_on_collapse_and_about_one_over_root_d_when_spread():
     D = 16
     point = unit_rows(np.random.default_rng(6), 1, D)
-    assert float(feature_std(np.repeat(point, 8, axis=0))) == pytest.approx(0.0, abs=1e-15)   # rounding of the mean
-    spread = unit_rows(np.random.default_rng(7), 4000, D)                 # uniform on the sphere
+    assert float(feature_std(np.repeat(point, 8, axis=0))) == pytest.approx(0.0, abs=1e-15)  # rounding of the mean
+    spread = unit_rows(np.random.default_rng(7), 4000, D)  # uniform on the sphere
     assert float(feature_std(spread)) == pytest.approx(1 / math.sqrt(D), rel=0.05)
 
 
@@ -93,7 +93,7 @@ def test_mean_logits_are_the_means_of_the_info_nce_logits():
     """Against the logits the step computes: column 0 is q·k₊/T, the other K columns q·queue/T."""
     rng = np.random.default_rng(8)
     q, k, queue, T = unit_rows(rng, 5, 4), unit_rows(rng, 5, 4), unit_rows(rng, 11, 4), 0.2
-    _, logits, _ = info_nce_forward(q, k, queue, T)                       # (5, 1 + 11)
+    _, logits, _ = info_nce_forward(q, k, queue, T)  # (5, 1 + 11)
     positive, negative = mean_logits(q, k, queue, T)
     assert float(positive) == pytest.approx(logits[:, 0].mean(), rel=1e-12)
     assert float(negative) == pytest.approx(logits[:, 1:].mean(), rel=1e-12, abs=1e-15)
@@ -113,12 +113,12 @@ def test_oldest_key_age_follows_a_simulated_queue(K, B):
     """A queue whose keys carry the number of the step that enqueued them (0: the initial keys): the age
     of its oldest key after t steps is t minus the smallest number in it."""
     queue = KeyQueue(K, 1, seed=0, dtype="float64")
-    queue.keys[...] = 0.0                                                 # the initial keys: step 0
+    queue.keys[...] = 0.0  # the initial keys: step 0
     for t in range(1, 4 * K // B + 6):
         queue.enqueue(np.full((B, 1), float(t)))
         assert oldest_key_age(t, K, B) == t - int(queue.keys.min()), f"after step {t}"
     assert oldest_key_age(0, K, B) == 0
-    assert oldest_key_age(1000, K, B) == math.ceil(K / B) - 1             # the queue holds ⌈K/B⌉ steps' keys
+    assert oldest_key_age(1000, K, B) == math.ceil(K / B) - 1  # the queue holds ⌈K/B⌉ steps' keys
 
 
 # ------------------------------------------------------------------------ the arrays they run on
@@ -142,26 +142,38 @@ def data(tmp_path_factory):
 
 
 def tiny_config(data, **changes) -> TrainConfig:
-    values = dict(data=str(data), image_size=16, arch="resnet10", width=2, batch_size=8, K=24, dim=8,
-                  bn_splits=2, log_every=1, seed=7, epochs=2, knn_every=1)
+    values = dict(
+        data=str(data),
+        image_size=16,
+        arch="resnet10",
+        width=2,
+        batch_size=8,
+        K=24,
+        dim=8,
+        bn_splits=2,
+        log_every=1,
+        seed=7,
+        epochs=2,
+        knn_every=1,
+    )
     return TrainConfig(**{**values, **changes})
 
 
 def test_measuring_changes_nothing_and_twice_in_a_row_gives_no_drift(tmp_path, data):
     trainer = Trainer(tiny_config(data), tmp_path / "r", log=lambda message: None)
     model = trainer.model
-    model.step(*(trainer.augment(trainer.train_set.images[:8], np.random.default_rng(0), "numpy")
-                 for _ in range(2)))                                   # running statistics of their own
+    model.step(
+        *(trainer.augment(trainer.train_set.images[:8], np.random.default_rng(0), "numpy") for _ in range(2))
+    )  # running statistics of their own
     before = {name: a.copy() for name, a in model.state_dict().items()}
     first = trainer.monitor.instruments.measure(model, step=1)
     second = trainer.monitor.instruments.measure(model, step=1)
     for name, a in model.state_dict().items():
         np.testing.assert_array_equal(a, before[name], err_msg=name)
     assert first["key_drift"] is None and second["key_drift"] == pytest.approx(1.0, abs=1e-6)
-    assert {k: v for k, v in first.items() if k != "key_drift"} == {k: v for k, v in second.items()
-                                                                    if k != "key_drift"}
-    assert first["probe_images"] == 8                                  # the 8 validation images
-    assert first["queue_age"] == 1                                     # 8 keys into K = 24: initial keys left
+    assert {k: v for k, v in first.items() if k != "key_drift"} == {k: v for k, v in second.items() if k != "key_drift"}
+    assert first["probe_images"] == 8  # the 8 validation images
+    assert first["queue_age"] == 1  # 8 keys into K = 24: initial keys left
     assert 0.0 <= first["alignment"] <= 4.0 and -4.0 <= first["uniformity"] <= 0.0
     assert 0.0 < first["feature_std"] < 1.0
     assert abs(first["logit_pos"]) <= 1 / 0.2 and abs(first["logit_neg"]) <= 1 / 0.2
@@ -188,20 +200,33 @@ def test_instruments_records_follow_the_knn_monitor(tmp_path, data):
     measured = [r for r in records if r["kind"] == "instruments"]
     # before the first step, after epoch 2 (every 2) and after the last epoch, 4 steps an epoch
     assert [(r["epoch"], r["global_step"]) for r in measured] == [(0, 0), (2, 8), (3, 12)]
-    assert [r["queue_age"] for r in measured] == [0, 2, 2]             # K 24 / 8 keys a step: ⌈24/8⌉ − 1
+    assert [r["queue_age"] for r in measured] == [0, 2, 2]  # K 24 / 8 keys a step: ⌈24/8⌉ − 1
     assert measured[0]["key_drift"] is None
     assert all(-1.0 <= r["key_drift"] <= 1.0 for r in measured[1:])
     for r in measured:
-        assert set(r) == {"kind", "epoch", "global_step", "alignment", "uniformity", "feature_std", "logit_pos",
-                          "logit_neg", "key_drift", "queue_age", "probe_images", "false_negatives",
-                          "logit_same_class", "logit_other_class"}
-    assert measured[0]["false_negatives"] is None                     # before the first step: only random keys
+        assert set(r) == {
+            "kind",
+            "epoch",
+            "global_step",
+            "alignment",
+            "uniformity",
+            "feature_std",
+            "logit_pos",
+            "logit_neg",
+            "key_drift",
+            "queue_age",
+            "probe_images",
+            "false_negatives",
+            "logit_same_class",
+            "logit_other_class",
+        }
+    assert measured[0]["false_negatives"] is None  # before the first step: only random keys
     assert all(0.0 <= r["false_negatives"] <= 1.0 for r in measured[1:])
     kinds = [r["kind"] for r in records if r["kind"] != "step"]
     assert kinds == ["knn", "instruments", "epoch", "epoch", "instruments", "epoch", "instruments", "final"]
     arrays, _ = load_checkpoint(tmp_path / "r" / "checkpoint_last.npz")
     np.testing.assert_array_equal(arrays["instruments.probe_keys"], trainer.monitor.instruments.probe_keys)
-    assert arrays["instruments.probe_keys"].shape == (8, 8)            # 8 probe images, D = 8
+    assert arrays["instruments.probe_keys"].shape == (8, 8)  # 8 probe images, D = 8
 
 
 def test_a_run_with_instruments_is_bit_identical_to_one_without(tmp_path, data, monkeypatch):
@@ -210,7 +235,7 @@ def test_a_run_with_instruments_is_bit_identical_to_one_without(tmp_path, data, 
     with_them = Trainer(tiny_config(data), tmp_path / "with", log=lambda message: None)
     with_them.run()
     without = Trainer(tiny_config(data), tmp_path / "without", log=lambda message: None)
-    without.monitor.instruments = None                                 # the same run, not measured
+    without.monitor.instruments = None  # the same run, not measured
     without.run()
 
     arrays_a, meta_a = load_checkpoint(tmp_path / "with" / "checkpoint_last.npz")
@@ -221,9 +246,12 @@ def test_a_run_with_instruments_is_bit_identical_to_one_without(tmp_path, data, 
     assert meta_a["rng"] == meta_b["rng"]
 
     def logged(run):
-        return [(r["kind"], r["global_step"], r.get("loss"), r.get("knn_top1"))
-                for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())
-                if r["kind"] != "instruments"]
+        return [
+            (r["kind"], r["global_step"], r.get("loss"), r.get("knn_top1"))
+            for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())
+            if r["kind"] != "instruments"
+        ]
+
     assert logged("with") == logged("without")
 
 
@@ -243,7 +271,7 @@ def test_false_negatives_equal_a_direct_count_on_a_tiny_labelled_queue():
         for k in known:
             (same if queue_labels[k] == labels[i] else other).append(q[i] @ queue[k] / T)
     share, logit_same, logit_other = false_negatives(q, queue, queue_labels, labels, T)
-    assert float(share) == pytest.approx(np.mean(shares), rel=1e-12)            # (2/5 + 2/5 + 1/5 + 0) / 4
+    assert float(share) == pytest.approx(np.mean(shares), rel=1e-12)  # (2/5 + 2/5 + 1/5 + 0) / 4
     assert float(logit_same) == pytest.approx(np.mean(same), rel=1e-12)
     assert float(logit_other) == pytest.approx(np.mean(other), rel=1e-12)
     assert all(np.isnan(float(v)) for v in false_negatives(q, queue, np.full(6, -1), labels, T))
@@ -260,7 +288,7 @@ def test_the_queue_labels_stay_in_step_with_the_key_queue(K, batches, seed):
     written = np.zeros(K, dtype=bool)
     for B in batches:
         classes = rng.integers(0, 5, B)
-        keys = np.stack([classes.astype(float), np.ones(B)], axis=1)             # a key that carries its class
+        keys = np.stack([classes.astype(float), np.ones(B)], axis=1)  # a key that carries its class
         queue.enqueue(keys)
         labels.enqueue(classes)
         written[(labels.ptr - np.arange(1, min(B, K) + 1)) % K] = True

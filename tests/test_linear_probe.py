@@ -93,9 +93,10 @@ def test_probe_reaches_high_accuracy_on_separable_features(augment):
 
 def test_probe_follows_the_step_schedule_and_is_reproducible():
     train, val = colour_dataset(64, 0), colour_dataset(32, 1)
-    shown = io.StringIO()                                 # not a terminal: a plain line every epoch (10 epochs)
-    first = linear_probe(MeanColourEncoder(), train, val, "numpy", epochs=10, batch_size=16,
-                         progress=partial(Progress, stream=shown))
+    shown = io.StringIO()  # not a terminal: a plain line every epoch (10 epochs)
+    first = linear_probe(
+        MeanColourEncoder(), train, val, "numpy", epochs=10, batch_size=16, progress=partial(Progress, stream=shown)
+    )
     lrs = [float(line.split(", lr ")[1].split(",")[0]) for line in shown.getvalue().splitlines()]
     assert lrs == pytest.approx([30.0] * 6 + [3.0] * 2 + [0.3] * 2)
     second = linear_probe(MeanColourEncoder(), train, val, "numpy", epochs=10, batch_size=16)
@@ -172,14 +173,32 @@ def run_dir(tmp_path_factory):
     from moco_ref.run.trainer import Trainer
 
     path = tmp_path_factory.mktemp("linear") / "run"
-    Trainer(TrainConfig(arch="resnet10", width=2, batch_size=16, epochs=1, max_steps=2, K=64,
-                        knn_every=0, bn_splits=2), path, log=lambda *a, **k: None).run()
+    Trainer(
+        TrainConfig(arch="resnet10", width=2, batch_size=16, epochs=1, max_steps=2, K=64, knn_every=0, bn_splits=2),
+        path,
+        log=lambda *a, **k: None,
+    ).run()
     return path
 
 
 def test_cli_prints_one_json_object(run_dir, capsys):
-    code, out, err = run_cli(["eval", "linear", "--checkpoint", str(run_dir), "--epochs", "3",
-                              "--train-size", "64", "--val-size", "32", "-b", "32"], capsys)
+    code, out, err = run_cli(
+        [
+            "eval",
+            "linear",
+            "--checkpoint",
+            str(run_dir),
+            "--epochs",
+            "3",
+            "--train-size",
+            "64",
+            "--val-size",
+            "32",
+            "-b",
+            "32",
+        ],
+        capsys,
+    )
     assert code == 0, err
     result = json.loads(out)
     assert set(result) >= {"top1", "top5", "epochs", "train_images", "val_images"}
@@ -190,17 +209,37 @@ def test_cli_prints_one_json_object(run_dir, capsys):
 
 
 def test_cli_augment_flag(run_dir, capsys):
-    code, out, err = run_cli(["eval", "linear", "--checkpoint", str(run_dir / "checkpoint_last.npz"),
-                              "--epochs", "1", "--train-size", "16", "--val-size", "16", "--augment"], capsys)
+    code, out, err = run_cli(
+        [
+            "eval",
+            "linear",
+            "--checkpoint",
+            str(run_dir / "checkpoint_last.npz"),
+            "--epochs",
+            "1",
+            "--train-size",
+            "16",
+            "--val-size",
+            "16",
+            "--augment",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert json.loads(out)["augment"] is True
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--checkpoint", "{tmp}/missing"], "no checkpoint at"),
-    (["--checkpoint", "{tmp}/garbled.npz"], "garbled.npz"),
-    (["--checkpoint", "{run}", "--train-size", "16", "--val-data", "{tmp}/no-such-folder"], "no such file or folder"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--checkpoint", "{tmp}/missing"], "no checkpoint at"),
+        (["--checkpoint", "{tmp}/garbled.npz"], "garbled.npz"),
+        (
+            ["--checkpoint", "{run}", "--train-size", "16", "--val-data", "{tmp}/no-such-folder"],
+            "no such file or folder",
+        ),
+    ],
+)
 def test_cli_bad_inputs_end_in_one_line(run_dir, tmp_path, capsys, args, message):
     (tmp_path / "garbled.npz").write_bytes(b"not a zip file")
     args = [a.format(tmp=tmp_path, run=run_dir) for a in args]

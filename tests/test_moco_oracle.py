@@ -9,23 +9,48 @@ from helpers import assert_close
 from moco_ref.moco import MoCo
 
 torch = pytest.importorskip("torch")
-from moco_ref.bench.torch_twin import TorchMoCo, torch_encoder_like  # noqa: E402
+from moco_ref.bench.torch_twin import TorchMoCo, torch_encoder_like  # noqa: E402 (after the skip without torch)
 
 RTOL = 1e-9
 
 
-@pytest.mark.parametrize("symmetric,mlp,bn_splits", [(False, False, 1), (True, False, 1), (False, True, 1),
-                                                     (True, True, 2), (False, False, 4)])
+@pytest.mark.parametrize(
+    "symmetric,mlp,bn_splits",
+    [(False, False, 1), (True, False, 1), (False, True, 1), (True, True, 2), (False, False, 4)],
+)
 def test_moco_steps_match_torch(symmetric, mlp, bn_splits):
-    model = MoCo(arch="resnet10", width=4, dim=8, K=32, m=0.9, T=0.2, mlp=mlp, symmetric=symmetric,
-                 bn_splits=bn_splits, lr=0.5, momentum=0.9, weight_decay=1e-3, seed=3, dtype="float64")
+    model = MoCo(
+        arch="resnet10",
+        width=4,
+        dim=8,
+        K=32,
+        m=0.9,
+        T=0.2,
+        mlp=mlp,
+        symmetric=symmetric,
+        bn_splits=bn_splits,
+        lr=0.5,
+        momentum=0.9,
+        weight_decay=1e-3,
+        seed=3,
+        dtype="float64",
+    )
     # Make the key encoder differ from the query encoder, so the momentum update is exercised.
     rng = np.random.default_rng(0)
     for p in model.encoder_k.params.values():
         p += 0.01 * rng.standard_normal(p.shape)
-    reference = TorchMoCo(torch_encoder_like(model.encoder_q).train(), torch_encoder_like(model.encoder_k).train(),
-                          torch.from_numpy(model.queue.state_dict()["queue"].copy()), model.queue.ptr,
-                          m=0.9, T=0.2, lr=0.5, momentum=0.9, weight_decay=1e-3, symmetric=symmetric)
+    reference = TorchMoCo(
+        torch_encoder_like(model.encoder_q).train(),
+        torch_encoder_like(model.encoder_k).train(),
+        torch.from_numpy(model.queue.state_dict()["queue"].copy()),
+        model.queue.ptr,
+        m=0.9,
+        T=0.2,
+        lr=0.5,
+        momentum=0.9,
+        weight_decay=1e-3,
+        symmetric=symmetric,
+    )
 
     for step in range(3):
         x_q = rng.standard_normal((8, 3, 10, 10))
@@ -37,8 +62,10 @@ def test_moco_steps_match_torch(symmetric, mlp, bn_splits):
         expected = reference.step(torch.from_numpy(x_q), torch.from_numpy(x_k), perms)
         assert_close(float(stats["loss"]), expected, RTOL, f"loss at step {step}")
 
-    for prefix, ours, theirs in (("encoder_q", model.encoder_q, reference.encoder_q),
-                                 ("encoder_k", model.encoder_k, reference.encoder_k)):
+    for prefix, ours, theirs in (
+        ("encoder_q", model.encoder_q, reference.encoder_q),
+        ("encoder_k", model.encoder_k, reference.encoder_k),
+    ):
         torch_state = theirs.state_dict()
         for name, value in ours.state_dict().items():
             assert_close(value, torch_state[name].numpy(), RTOL, f"{prefix}.{name} after 3 steps")

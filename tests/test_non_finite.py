@@ -29,19 +29,52 @@ from moco_ref.run.config import OPTIONS, TrainConfig
 from moco_ref.run.finite import finite_flags, first_non_finite
 
 STEPS_PER_EPOCH = 4
-TINY = ["--image-size", "16", "--width", "2", "-b", "8", "--moco-k", "24", "--moco-dim", "8", "--bn-splits", "2",
-        "--seed", "7", "--knn-every", "0"]
-BUILTIN = ["--width", "2", "-b", "32", "--moco-k", "64", "--moco-dim", "8", "--image-size", "8", "--knn-every", "0",
-           "--epochs", "1"]
-ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}   # warnings left on, as a user has them
+TINY = [
+    "--image-size",
+    "16",
+    "--width",
+    "2",
+    "-b",
+    "8",
+    "--moco-k",
+    "24",
+    "--moco-dim",
+    "8",
+    "--bn-splits",
+    "2",
+    "--seed",
+    "7",
+    "--knn-every",
+    "0",
+]
+BUILTIN = [
+    "--width",
+    "2",
+    "-b",
+    "32",
+    "--moco-k",
+    "64",
+    "--moco-dim",
+    "8",
+    "--image-size",
+    "8",
+    "--knn-every",
+    "0",
+    "--epochs",
+    "1",
+]
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # warnings left on, as a user has them
 ENV.pop("PYTHONWARNINGS", None)
 
 
 # ----------------------------------------------------------------------------- helpers
 def digest(folder: Path) -> dict:
     """{relative path: sha256} of every file under ``folder``."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def poison(checkpoint: Path, name: str, value: float) -> None:
@@ -49,9 +82,9 @@ def poison(checkpoint: Path, name: str, value: float) -> None:
     or the metadata's ``meta.X``)."""
     arrays, meta = load_checkpoint(checkpoint)
     if name.startswith("config."):
-        meta["config"][name[len("config."):]] = value
+        meta["config"][name[len("config.") :]] = value
     elif name.startswith("meta."):
-        meta[name[len("meta."):]] = value
+        meta[name[len("meta.") :]] = value
     else:
         arrays[name] = arrays[name].copy()
         arrays[name].flat[0] = value
@@ -162,8 +195,7 @@ READERS = {
 
 
 @pytest.mark.parametrize("reader", READERS)
-def test_every_reader_refuses_a_nan_checkpoint_naming_the_array_and_touches_nothing(reader, trained, tmp_path,
-                                                                                  capsys):
+def test_every_reader_refuses_a_nan_checkpoint_naming_the_array_and_touches_nothing(reader, trained, tmp_path, capsys):
     run = copy_of(trained, tmp_path)
     poison(run / "checkpoint_last.npz", "encoder_q.conv1.weight", np.nan)
     before = digest(run)
@@ -173,10 +205,16 @@ def test_every_reader_refuses_a_nan_checkpoint_naming_the_array_and_touches_noth
     assert not any(tmp_path.glob("*.npz")) and not any(tmp_path.glob("*.png"))
 
 
-@pytest.mark.parametrize("name, value", [("encoder_k.conv1.weight", np.nan), ("queue", np.nan),
-                                         ("encoder_q.bn1.running_var", np.inf),
-                                         ("encoder_k.layer1.0.bn1.running_mean", -np.inf),
-                                         ("optimizer.momentum_buffer.fc.weight", np.nan)])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("encoder_k.conv1.weight", np.nan),
+        ("queue", np.nan),
+        ("encoder_q.bn1.running_var", np.inf),
+        ("encoder_k.layer1.0.bn1.running_mean", -np.inf),
+        ("optimizer.momentum_buffer.fc.weight", np.nan),
+    ],
+)
 def test_a_resume_refuses_non_finite_state_anywhere_and_touches_nothing(name, value, trained, tmp_path, capsys):
     run = copy_of(trained, tmp_path)
     poison(run / "checkpoint_last.npz", name, value)
@@ -207,8 +245,21 @@ def test_a_nan_in_the_metadata_is_refused_by_name(reader, trained, tmp_path, cap
 
 
 def test_the_ablation_read_back_refuses_a_nan_checkpoint_and_touches_nothing(data, tmp_path, capsys):
-    args = ["ablate", "momentum", "--values", "0.9", "--data", data, *TINY, "--epochs", "1", "--probe-epochs", "1",
-            "--out", tmp_path / "a"]
+    args = [
+        "ablate",
+        "momentum",
+        "--values",
+        "0.9",
+        "--data",
+        data,
+        *TINY,
+        "--epochs",
+        "1",
+        "--probe-epochs",
+        "1",
+        "--out",
+        tmp_path / "a",
+    ]
     code, _, err = run_cli(args, capsys)
     assert code == 0, err
     poison(tmp_path / "a" / "m-0.9" / "checkpoint_last.npz", "encoder_q.fc.weight", np.nan)
@@ -221,18 +272,20 @@ def test_the_ablation_read_back_refuses_a_nan_checkpoint_and_touches_nothing(dat
 # ----------------------------------------------------------------------------- divergence
 def test_a_nan_loss_between_two_reads_is_named_at_its_own_step(data, tmp_path, capsys, monkeypatch):
     break_step(monkeypatch, at_call=3, how="loss")
-    code, _, err = run_cli(["train", "--data", data, *TINY, "--epochs", "1", "--log-every", "4",
-                            "--out", tmp_path / "run"], capsys)
+    code, _, err = run_cli(
+        ["train", "--data", data, *TINY, "--epochs", "1", "--log-every", "4", "--out", tmp_path / "run"], capsys
+    )
     stop_line(code, err, "the loss became nan at step 3 (epoch 1)", "before any checkpoint was written")
 
 
 def test_a_resumed_run_that_diverges_names_the_step_and_keeps_checkpoint_metrics_and_config(
-        trained, tmp_path, capsys, monkeypatch):
+    trained, tmp_path, capsys, monkeypatch
+):
     """Inf in a BatchNorm statistic at step 6, read at step 8: the line names step 6 and the array; the run
     directory is as the finished first epoch left it (its final record too), the lock's holder record aside."""
     run = copy_of(trained, tmp_path)
     before = digest(run)
-    break_step(monkeypatch, at_call=2, how="weights")                    # the 2nd step after the resume: step 6
+    break_step(monkeypatch, at_call=2, how="weights")  # the 2nd step after the resume: step 6
     code, _, err = run_cli(["train", "--resume", run, "--epochs", "2", "--log-every", "4"], capsys)
     line = stop_line(code, err, f"last good checkpoint is kept in {run} (step {STEPS_PER_EPOCH})")
     assert re.search(r"encoder_q\.\S+\.running_var became inf or nan at step 6 \(epoch 2\)", line), line
@@ -245,9 +298,26 @@ def test_a_resumed_run_that_diverges_names_the_step_and_keeps_checkpoint_metrics
 def test_divergence_names_the_first_bad_step_whatever_log_every_and_prints_no_numpy_warning(tmp_path):
     lines = {}
     for log_every in (1, 10):
-        process = subprocess.run([sys.executable, "-m", "moco_ref", "train", *BUILTIN, "--lr", "1e30",
-                                  "--log-every", str(log_every), "--out", str(tmp_path / f"r{log_every}")],
-                                 capture_output=True, text=True, env=ENV, timeout=300, check=False)
+        process = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "moco_ref",
+                "train",
+                *BUILTIN,
+                "--lr",
+                "1e30",
+                "--log-every",
+                str(log_every),
+                "--out",
+                str(tmp_path / f"r{log_every}"),
+            ],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=300,
+            check=False,
+        )
         lines[log_every] = stop_line(process.returncode, process.stderr)
         assert not (tmp_path / f"r{log_every}" / "checkpoint_last.npz").exists()
     step = re.search(r"became .* at step (\d+) \(epoch 1\)", lines[1])
@@ -257,14 +327,26 @@ def test_divergence_names_the_first_bad_step_whatever_log_every_and_prints_no_nu
 
 def test_a_huge_but_finite_checkpoint_that_diverges_on_resume_leaves_the_run_as_it_was(tmp_path):
     run = tmp_path / "run"
-    subprocess.run([sys.executable, "-m", "moco_ref", "train", *BUILTIN, "--max-steps", "3", "--out", str(run)],
-                   capture_output=True, text=True, env=ENV, timeout=300, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "moco_ref", "train", *BUILTIN, "--max-steps", "3", "--out", str(run)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+        check=True,
+    )
     arrays, meta = load_checkpoint(run / "checkpoint_last.npz")
-    arrays["encoder_q.conv1.weight"] = np.full_like(arrays["encoder_q.conv1.weight"], 1e30)    # finite, diverges
+    arrays["encoder_q.conv1.weight"] = np.full_like(arrays["encoder_q.conv1.weight"], 1e30)  # finite, diverges
     save_checkpoint(run / "checkpoint_last.npz", arrays, meta)
     before = digest(run)
-    process = subprocess.run([sys.executable, "-m", "moco_ref", "train", "--resume", str(run), "--log-every", "5"],
-                             capture_output=True, text=True, env=ENV, timeout=300, check=False)
+    process = subprocess.run(
+        [sys.executable, "-m", "moco_ref", "train", "--resume", str(run), "--log-every", "5"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+        check=False,
+    )
     line = stop_line(process.returncode, process.stderr)
     assert re.search(r"became .* at step 4 \(epoch 1\); training stopped and the last good checkpoint is kept", line)
     after = digest(run)

@@ -13,7 +13,7 @@ from moco_ref.optim import SGD
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
-from moco_ref.bench.torch_twin import SplitBatchNorm, torch_encoder_like  # noqa: E402
+from moco_ref.bench.torch_twin import SplitBatchNorm, torch_encoder_like  # noqa: E402 (after the skip without torch)
 
 RTOL = 1e-9
 
@@ -106,7 +106,11 @@ def test_batchnorm_eval_matches_torch():
     assert running is None
     g = rng.standard_normal(y.shape)
     dx, dgamma, dbeta, _ = batchnorm.batchnorm_backward(g, cache)
-    xt, gt, bt = nchw(x).requires_grad_(), torch.from_numpy(gamma).requires_grad_(), torch.from_numpy(beta).requires_grad_()
+    xt, gt, bt = (
+        nchw(x).requires_grad_(),
+        torch.from_numpy(gamma).requires_grad_(),
+        torch.from_numpy(beta).requires_grad_(),
+    )
     yt = F.batch_norm(xt, torch.from_numpy(mean), torch.from_numpy(var), gt, bt, False, 0.1, 1e-5)
     yt.backward(nchw(g))
     assert_close(y, nhwc(yt), RTOL, "eval bn output")
@@ -172,7 +176,7 @@ def test_sgd_matches_torch(nesterov):
     theirs = torch.optim.SGD(torch_params, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=nesterov)
     for step in range(4):
         grads = {n: rng.standard_normal(p.shape) for n, p in params.items()}
-        lr = 0.1 if step < 2 else 0.03   # the learning rate changes between epochs
+        lr = 0.1 if step < 2 else 0.03  # the learning rate changes between epochs
         for group in theirs.param_groups:
             group["lr"] = lr
         ours.step_(grads, lr=lr if step >= 2 else None)

@@ -20,8 +20,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Build outputs and caches of the working tree: never part of a wheel, and stale egg-info would mislead setuptools.
-NOT_SOURCES = shutil.ignore_patterns(".git", "build", "dist", "runs", "*.egg-info", "__pycache__", ".pytest_cache",
-                                     ".hypothesis", ".venv*", "venv*")
+NOT_SOURCES = shutil.ignore_patterns(
+    ".git", "build", "dist", "runs", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", ".venv*", "venv*"
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,24 @@ def wheel(tmp_path_factory) -> Path:
     source = tmp_path_factory.mktemp("source") / "moco-ref"
     shutil.copytree(ROOT, source, ignore=NOT_SOURCES)
     out = tmp_path_factory.mktemp("wheel")
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
-                           "--no-index", "-q", "-w", str(out)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(source),
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     (path,) = out.glob("moco_ref-*.whl")
     return path
@@ -68,22 +85,28 @@ def venv_seeing_these_packages(venv: Path) -> Path:
     base interpreter's packages, not the venv's.  The folders' own .pth files are not run, so an editable
     moco-ref installed here does not stand in for the wheel.
     """
-    made = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], capture_output=True, text=True,
-                          timeout=120)
+    made = subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], capture_output=True, text=True, timeout=120
+    )
     if made.returncode != 0:
         pytest.skip(f"cannot create a venv here: {made.stderr.strip().splitlines()[-1:]}")
     python = venv / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                             capture_output=True, text=True, timeout=60, check=True).stdout.strip()
-    (Path(purelib) / "parent_site_packages.pth").write_text("".join(f"{folder}\n" for folder in
-                                                                    parent_site_packages()))
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    (Path(purelib) / "parent_site_packages.pth").write_text("".join(f"{folder}\n" for folder in parent_site_packages()))
     return python
 
 
 @pytest.mark.slow
 def test_installed_wheel_runs_moco_ref_bench_help_outside_the_clone(wheel, tmp_path):
-    pip_version = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, text=True,
-                                 timeout=60).stdout.split()[1:2]
+    pip_version = subprocess.run(
+        [sys.executable, "-m", "pip", "--version"], capture_output=True, text=True, timeout=60
+    ).stdout.split()[1:2]
     if not pip_version or tuple(int(part) for part in pip_version[0].split(".")[:2]) < (22, 3):
         pytest.skip(f"pip {pip_version} has no --python (pip 22.3 and later): `python -m pip install -U pip`")
     venv = tmp_path / "venv"
@@ -91,19 +114,28 @@ def test_installed_wheel_runs_moco_ref_bench_help_outside_the_clone(wheel, tmp_p
     env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
     # This interpreter's pip installs into the venv (--python): the venv needs no pip of its own.  pip leaves the
     # editable moco-ref installed here alone ("outside environment"); the wheel goes first on the venv's path.
-    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
-                                "--no-index", str(wheel)], capture_output=True, text=True, env=env, timeout=120)
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert installed.returncode == 0, installed.stdout + installed.stderr
 
-    helped = subprocess.run([str(moco_ref), "bench", "--help"], cwd=tmp_path, capture_output=True, text=True,
-                            env=env, timeout=60)
+    helped = subprocess.run(
+        [str(moco_ref), "bench", "--help"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60
+    )
     assert helped.returncode == 0, helped.stdout + helped.stderr
     assert "SUITE" in helped.stdout
 
-    check = ("import sys, moco_ref.cli.main, moco_ref.bench.cli_entry as entry; "
-             "print(entry.__file__); print('torch' in sys.modules)")
-    imported = subprocess.run([str(python), "-c", check], cwd=tmp_path, capture_output=True, text=True, env=env,
-                              timeout=60)
+    check = (
+        "import sys, moco_ref.cli.main, moco_ref.bench.cli_entry as entry; "
+        "print(entry.__file__); print('torch' in sys.modules)"
+    )
+    imported = subprocess.run(
+        [str(python), "-c", check], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60
+    )
     assert imported.returncode == 0, imported.stderr
     location, torch_imported = imported.stdout.split()
     assert Path(location).is_relative_to(venv), f"moco_ref.bench came from {location}, not the installed wheel"

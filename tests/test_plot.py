@@ -1,4 +1,5 @@
-"""``moco-ref plot``: reading metrics.jsonl, the series drawn, the PNG, one-line errors (with and without matplotlib)."""
+"""``moco-ref plot``: reading metrics.jsonl, the series drawn, the PNG, one-line errors (with and without
+matplotlib)."""
 
 import json
 import sys
@@ -17,9 +18,19 @@ from moco_ref.tools.plot import (
 
 
 def instruments(epoch, global_step, drift):
-    return {"kind": "instruments", "epoch": epoch, "global_step": global_step, "alignment": 1.0 - 0.1 * epoch,
-            "uniformity": -1.0 - 0.2 * epoch, "feature_std": 0.05 + 0.01 * epoch, "logit_pos": 4.0 + epoch,
-            "logit_neg": 0.5 - 0.1 * epoch, "key_drift": drift, "queue_age": min(global_step, 3), "probe_images": 256}
+    return {
+        "kind": "instruments",
+        "epoch": epoch,
+        "global_step": global_step,
+        "alignment": 1.0 - 0.1 * epoch,
+        "uniformity": -1.0 - 0.2 * epoch,
+        "feature_std": 0.05 + 0.01 * epoch,
+        "logit_pos": 4.0 + epoch,
+        "logit_neg": 0.5 - 0.1 * epoch,
+        "key_drift": drift,
+        "queue_age": min(global_step, 3),
+        "probe_images": 256,
+    }
 
 
 def write_run(run_dir, epochs=3, steps_per_epoch=4, knn_every=1, K=64, with_instruments=False):
@@ -31,20 +42,44 @@ def write_run(run_dir, epochs=3, steps_per_epoch=4, knn_every=1, K=64, with_inst
     if with_instruments:
         records.append(instruments(0, 0, None))
     for epoch in range(epochs):
-        lr = 0.06 * (0.5 ** epoch)
+        lr = 0.06 * (0.5**epoch)
         for step in range(1, steps_per_epoch + 1):
             g = epoch * steps_per_epoch + step
-            records.append({"kind": "step", "epoch": epoch, "global_step": g, "loss": 4.0 - 0.1 * g,
-                            "acc1": 5.0 * g, "lr": lr, "images_per_s": 100.0})
-        record = {"kind": "epoch", "epoch": epoch, "global_step": (epoch + 1) * steps_per_epoch,
-                  "loss": 3.0, "acc1": 40.0, "lr": lr, "seconds": 1.0, "complete": True}
+            records.append(
+                {
+                    "kind": "step",
+                    "epoch": epoch,
+                    "global_step": g,
+                    "loss": 4.0 - 0.1 * g,
+                    "acc1": 5.0 * g,
+                    "lr": lr,
+                    "images_per_s": 100.0,
+                }
+            )
+        record = {
+            "kind": "epoch",
+            "epoch": epoch,
+            "global_step": (epoch + 1) * steps_per_epoch,
+            "loss": 3.0,
+            "acc1": 40.0,
+            "lr": lr,
+            "seconds": 1.0,
+            "complete": True,
+        }
         if knn_every and (epoch + 1) % knn_every == 0:
             record["knn_top1"] = 20.0 + 10 * epoch
         records.append(record)
         if with_instruments:
             records.append(instruments(epoch + 1, (epoch + 1) * steps_per_epoch, 0.9 + 0.02 * epoch))
-    records.append({"kind": "final", "epoch": epochs, "global_step": epochs * steps_per_epoch,
-                    "knn_top1": records[-1].get("knn_top1"), "knn_top1_untrained": 12.5})
+    records.append(
+        {
+            "kind": "final",
+            "epoch": epochs,
+            "global_step": epochs * steps_per_epoch,
+            "knn_top1": records[-1].get("knn_top1"),
+            "knn_top1_untrained": 12.5,
+        }
+    )
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return run_dir
 
@@ -57,7 +92,7 @@ def hide_matplotlib(monkeypatch):
 # ------------------------------------------------------------------ reading
 def test_series_follow_the_training_log(tmp_path):
     series = curves(read_metrics(write_run(tmp_path / "run")))
-    assert series["loss"][0] == list(range(1, 13))                   # against the global step
+    assert series["loss"][0] == list(range(1, 13))  # against the global step
     assert series["lr"][1][:4] == [0.06] * 4 and series["lr"][1][-1] == 0.015
     assert series["acc1"][1][-1] == 60.0
     # kNN against epochs completed: 0 = untrained, the record of epoch index e counts e + 1
@@ -68,9 +103,9 @@ def test_instruments_series_follow_their_records(tmp_path):
     series = curves(read_metrics(write_run(tmp_path / "run", with_instruments=True)))
     assert series["alignment"] == ([0, 4, 8, 12], pytest.approx([1.0, 0.9, 0.8, 0.7]))
     assert series["logit_neg"][1] == pytest.approx([0.5, 0.4, 0.3, 0.2])
-    assert series["key_drift"] == ([4, 8, 12], pytest.approx([0.9, 0.92, 0.94]))   # none at the first measurement
+    assert series["key_drift"] == ([4, 8, 12], pytest.approx([0.9, 0.92, 0.94]))  # none at the first measurement
     assert series["queue_age"] == ([0, 4, 8, 12], [0, 3, 3, 3])
-    assert series["knn"] == ([0, 1, 2, 3], [12.5, 20.0, 30.0, 40.0])               # the other series as before
+    assert series["knn"] == ([0, 1, 2, 3], [12.5, 20.0, 30.0, 40.0])  # the other series as before
 
 
 def test_without_instruments_records_their_series_are_empty(tmp_path):
@@ -85,12 +120,15 @@ def test_final_knn_fills_in_when_no_epoch_record_has_it(tmp_path):
     assert curves(records)["knn"] == ([0, 2], [12.5, 33.0])
 
 
-@pytest.mark.parametrize("setup,message", [
-    (lambda d: None, "no run directory"),
-    (lambda d: d.mkdir(), "holds no metrics"),
-    (lambda d: (d.mkdir(), (d / "metrics.jsonl").write_text("")), "holds no metrics"),
-    (lambda d: (d.mkdir(), (d / "metrics.jsonl").write_text("[1, 2]\n")), "holds no metrics"),
-])
+@pytest.mark.parametrize(
+    "setup,message",
+    [
+        (lambda d: None, "no run directory"),
+        (lambda d: d.mkdir(), "holds no metrics"),
+        (lambda d: (d.mkdir(), (d / "metrics.jsonl").write_text("")), "holds no metrics"),
+        (lambda d: (d.mkdir(), (d / "metrics.jsonl").write_text("[1, 2]\n")), "holds no metrics"),
+    ],
+)
 def test_bad_run_directories_raise_one_line(tmp_path, setup, message):
     run = tmp_path / "run"
     setup(run)

@@ -43,8 +43,11 @@ def test_the_fields_given_last_are_shown_until_new_ones_come():
     progress.show(1, ["loss 9.000"])
     progress.show(2)
     progress.show(3, ["loss 7.000"])
-    assert [line.rsplit(", ", 1)[1] for line in stream.getvalue().splitlines()] == ["loss 9.000", "loss 9.000",
-                                                                                     "loss 7.000"]
+    assert [line.rsplit(", ", 1)[1] for line in stream.getvalue().splitlines()] == [
+        "loss 9.000",
+        "loss 9.000",
+        "loss 7.000",
+    ]
 
 
 def test_time_left_for_the_run_is_shown_only_when_the_steps_after_are_known():
@@ -62,8 +65,11 @@ def test_on_a_terminal_tqdm_draws_the_bar_with_time_left_for_the_epoch_and_the_r
         progress.show(step, ["loss 8.412", "640 img/s", "data 12 %"])
     progress.close()
     last = stream.getvalue().split("\r")[-1].strip()
-    assert re.match(r"^epoch 2/5 100%\|[█#]+\| 10/10 \[\d\d:\d\d<\d\d:\d\d\], run left \d\d:\d\d, loss 8\.412, "
-                    r"640 img/s, data 12 %$", last), repr(last)
+    assert re.match(
+        r"^epoch 2/5 100%\|[█#]+\| 10/10 \[\d\d:\d\d<\d\d:\d\d\], run left \d\d:\d\d, loss 8\.412, "
+        r"640 img/s, data 12 %$",
+        last,
+    ), repr(last)
 
 
 def test_nothing_is_shown_before_the_delay():

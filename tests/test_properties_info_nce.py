@@ -59,7 +59,9 @@ def test_info_nce_is_log_K_plus_one_when_all_logits_are_equal(data):
     queue[:, key_part] = unit_rows(rng, K, D - split)
     loss, logits, _ = info_nce_forward(q, k, queue, T)
     assert (logits == 0).all()
-    assert math.isclose(float(loss), chance_loss(K), rel_tol=1e-12), f"loss {float(loss)!r}, ln(K + 1) = {chance_loss(K)!r}"
+    assert math.isclose(float(loss), chance_loss(K), rel_tol=1e-12), (
+        f"loss {float(loss)!r}, ln(K + 1) = {chance_loss(K)!r}"
+    )
 
 
 @given(data=st.data())
@@ -106,20 +108,22 @@ def test_info_nce_logit_gradient_sums_to_zero_per_row(data):
     D = N + K + data.draw(st.integers(0, 2), label="D − N − K")
     T = data.draw(st.floats(0.05, 10.0), label="T")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
-    basis, _ = np.linalg.qr(rng.standard_normal((D, D)))    # orthonormal columns
-    queue, k = basis[:, :K].T, basis[:, K:K + N].T           # (K, D), (N, D)
+    basis, _ = np.linalg.qr(rng.standard_normal((D, D)))  # orthonormal columns
+    queue, k = basis[:, :K].T, basis[:, K : K + N].T  # (K, D), (N, D)
     q = unit_rows(rng, N, D)
     loss, logits, cache = info_nce_forward(q, k, queue, T)
     dq, _ = info_nce_backward(cache)
-    d_logits = np.stack([T * (dq[n] @ np.concatenate([k[n:n + 1], queue]).T) for n in range(N)])  # (N, 1 + K)
-    np.testing.assert_allclose(d_logits.sum(axis=1), 0.0, rtol=0, atol=1e-14 * (K + 1),
-                               err_msg="rows of ∂L/∂logits do not sum to zero")
+    d_logits = np.stack([T * (dq[n] @ np.concatenate([k[n : n + 1], queue]).T) for n in range(N)])  # (N, 1 + K)
+    np.testing.assert_allclose(
+        d_logits.sum(axis=1), 0.0, rtol=0, atol=1e-14 * (K + 1), err_msg="rows of ∂L/∂logits do not sum to zero"
+    )
     one_hot = np.zeros_like(logits)
     one_hot[:, 0] = 1.0
     p = np.exp(logits - logits.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(d_logits, (p - one_hot) / N, rtol=1e-10, atol=1e-14,
-                               err_msg="∂L/∂logits is not (softmax − onehot)/N")
+    np.testing.assert_allclose(
+        d_logits, (p - one_hot) / N, rtol=1e-10, atol=1e-14, err_msg="∂L/∂logits is not (softmax − onehot)/N"
+    )
 
 
 @pytest.mark.parametrize("wrt", ["q", "k"])

@@ -21,8 +21,7 @@ NAMES = ("conv1.weight", "bn1.weight", "bn1.bias", "fc.weight")
 
 def draw_parameters(data, dtype, bound=1e3):
     """Draws θ_k and θ_q: {name: array} with the same names, shapes and dtype."""
-    names = data.draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3, unique=True),
-                      label="parameter names")
+    names = data.draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3, unique=True), label="parameter names")
     elements = st.floats(-bound, bound, width=np.finfo(dtype).bits, allow_subnormal=False)
     theta_k, theta_q = {}, {}
     for name in names:
@@ -79,7 +78,8 @@ def test_momentum_result_lies_between_key_and_query(data):
         outside = (result < low) | (result > high)
         assert not outside.any(), (
             f"{name}, m={m!r}: {int(outside.sum())} elements outside [θ_k, θ_q], e.g. "
-            f"θ_k={old[outside][0]!r}, θ_q={query[outside][0]!r}, result={result[outside][0]!r}")
+            f"θ_k={old[outside][0]!r}, θ_q={query[outside][0]!r}, result={result[outside][0]!r}"
+        )
 
 
 @given(data=st.data())
@@ -97,9 +97,13 @@ def test_momentum_n_updates_shrink_the_gap_by_m_to_the_n(data):
         momentum_update_(theta_k, theta_q, m)
     for name in theta_k:
         scale = max(np.abs(initial[name]).max(), np.abs(theta_q[name]).max())
-        np.testing.assert_allclose(theta_k[name] - theta_q[name], m ** n * (initial[name] - theta_q[name]),
-                                   rtol=1e-12, atol=4 * n * np.finfo(np.float64).eps * scale,
-                                   err_msg=f"{name}, m={m!r}, n={n}")
+        np.testing.assert_allclose(
+            theta_k[name] - theta_q[name],
+            m**n * (initial[name] - theta_q[name]),
+            rtol=1e-12,
+            atol=4 * n * np.finfo(np.float64).eps * scale,
+            err_msg=f"{name}, m={m!r}, n={n}",
+        )
 
 
 @given(data=st.data())
@@ -116,8 +120,10 @@ def test_momentum_update_does_not_mutate_query(data):
 
 # ------------------------------------------------------------- the two encoders of MoCo
 def encoder_arrays(encoder):
-    return {**{f"params.{n}": a for n, a in encoder.params.items()},
-            **{f"buffers.{n}": a for n, a in encoder.buffers.items()}}
+    return {
+        **{f"params.{n}": a for n, a in encoder.params.items()},
+        **{f"buffers.{n}": a for n, a in encoder.buffers.items()},
+    }
 
 
 def shared_pairs(model):

@@ -33,9 +33,10 @@ def test_queue_holds_the_last_K_keys_oldest_first(data):
     for batch in batches:
         queue.enqueue(batch)
         history.append(batch)
-    expected = np.concatenate(history, axis=0)[-queue.K:]
-    np.testing.assert_array_equal(queue.ordered(), expected,
-                                  err_msg=f"K={queue.K}, batch sizes {[len(b) for b in batches]}")
+    expected = np.concatenate(history, axis=0)[-queue.K :]
+    np.testing.assert_array_equal(
+        queue.ordered(), expected, err_msg=f"K={queue.K}, batch sizes {[len(b) for b in batches]}"
+    )
 
 
 @given(data=st.data())
@@ -62,8 +63,9 @@ def test_queue_state_dict_round_trip_restores_keys_and_pointer(data):
     K, D = queue.keys.shape
     assert state["queue"].shape == (D, K)
     assert state["queue_ptr"].dtype == np.int64 and state["queue_ptr"].shape == (1,)
-    restored = KeyQueue(K, D, seed=data.draw(st.integers(0, 2**16), label="seed of the fresh queue"),
-                        dtype=queue.keys.dtype)
+    restored = KeyQueue(
+        K, D, seed=data.draw(st.integers(0, 2**16), label="seed of the fresh queue"), dtype=queue.keys.dtype
+    )
     restored.load_state_dict(state)
     assert restored.ptr == queue.ptr
     np.testing.assert_array_equal(restored.ordered(), queue.ordered())
@@ -75,7 +77,8 @@ def test_queue_state_dict_round_trip_restores_keys_and_pointer(data):
 
 
 def test_loaded_queue_does_not_share_memory_with_its_source():
-    """A queue loaded from another queue's state_dict() owns its keys: enqueueing into one leaves the other unchanged."""
+    """A queue loaded from another queue's state_dict() owns its keys: enqueueing into one leaves the other
+    unchanged."""
     source, restored = KeyQueue(8, 4, seed=0, dtype=np.float64), KeyQueue(8, 4, seed=1, dtype=np.float64)
     restored.load_state_dict(source.state_dict())
     before = restored.ordered().copy()
@@ -90,12 +93,14 @@ def test_queue_keys_have_unit_norm(data):
     dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
     queue, batches = draw_queue_and_batches(data, dtype)
     tolerance = (queue.keys.shape[1] + 2) * np.finfo(dtype).eps
-    np.testing.assert_allclose(np.linalg.norm(queue.keys.astype(np.float64), axis=1), 1.0, rtol=0,
-                               atol=tolerance, err_msg="initial keys")
+    np.testing.assert_allclose(
+        np.linalg.norm(queue.keys.astype(np.float64), axis=1), 1.0, rtol=0, atol=tolerance, err_msg="initial keys"
+    )
     for batch in batches:
         queue.enqueue(normalize_forward(batch)[0])
-    np.testing.assert_allclose(np.linalg.norm(queue.keys.astype(np.float64), axis=1), 1.0, rtol=0,
-                               atol=tolerance, err_msg="after enqueues")
+    np.testing.assert_allclose(
+        np.linalg.norm(queue.keys.astype(np.float64), axis=1), 1.0, rtol=0, atol=tolerance, err_msg="after enqueues"
+    )
 
 
 @given(seed=st.integers(0, 2**16), bn_splits=st.sampled_from([1, 2]))

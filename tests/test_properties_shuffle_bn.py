@@ -22,9 +22,9 @@ from moco_ref.models import build_encoder
 from moco_ref.parallel.communicator import SingleProcess
 from moco_ref.shuffle import batch_shuffle, batch_unshuffle
 
-RTOL = 1e-12        # float64: summing a group in another order changes only the last bits
+RTOL = 1e-12  # float64: summing a group in another order changes only the last bits
 IMAGE_SIDE = 16
-MOCO_EXAMPLES = settings(max_examples=20, deadline=None)   # each example runs the key encoder a few times
+MOCO_EXAMPLES = settings(max_examples=20, deadline=None)  # each example runs the key encoder a few times
 
 
 def draw_batch(data):
@@ -51,8 +51,9 @@ def draw_images(data, S):
 
 def plain_bn_twin(encoder_k):
     """An encoder with encoder_k's parameters and buffers and one BatchNorm group (bn_splits = 1)."""
-    twin = build_encoder(encoder_k.arch, dim=encoder_k.dim, width=encoder_k.width, mlp=encoder_k.mlp, bn_splits=1,
-                         dtype=encoder_k.dtype)
+    twin = build_encoder(
+        encoder_k.arch, dim=encoder_k.dim, width=encoder_k.width, mlp=encoder_k.mlp, bn_splits=1, dtype=encoder_k.dtype
+    )
     twin.load_state_dict(encoder_k.state_dict())
     return twin
 
@@ -119,7 +120,7 @@ def test_keys_with_several_bn_groups_are_each_group_normalised_on_its_own(data, 
     twin = plain_bn_twin(model.encoder_k)
     expected_keys, group_buffers = np.empty((N, model.encoder_k.dim)), []
     for g in range(S):
-        members = perm[g::S]                                  # the original samples in group g
+        members = perm[g::S]  # the original samples in group g
         group = twin.forward(x_k[members], training=True, keep_cache=False)
         expected_keys[members] = normalize_forward(group.out)[0]
         group_buffers.append(group.buffers)
@@ -140,7 +141,7 @@ def test_keys_with_several_bn_groups_change_with_the_grouping(small_moco):
         groupings.append({frozenset(perm[g::2].tolist()) for g in range(2)})
         keys.append(model.encode_keys(x_k)[0])
     assert groupings[0] != groupings[1], f"the two permutations group the samples alike: {groupings}"
-    difference = float(np.abs(keys[0] - keys[1]).max())          # keys have unit norm: an absolute scale
+    difference = float(np.abs(keys[0] - keys[1]).max())  # keys have unit norm: an absolute scale
     assert difference > 1e-3, f"keys of groupings {groupings} differ by only {difference:.2e}"
 
 
@@ -157,6 +158,6 @@ def test_without_shuffle_bn_each_key_is_normalised_in_its_querys_group(data, sma
     direct = model.encoder_k.copy().forward(x_k, training=True, keep_cache=False)
     keys, keys_all = model.encode_keys(x_k)
     np.testing.assert_array_equal(keys, normalize_forward(direct.out)[0])
-    np.testing.assert_array_equal(keys_all, keys)                                  # one process: the whole batch
+    np.testing.assert_array_equal(keys_all, keys)  # one process: the whole batch
     assert_buffers_close(model.encoder_k.buffers, direct.buffers, "running statistics")
     assert model.shuffle_rng.bit_generator.state == state, "no permutation may be drawn without shuffle BN"

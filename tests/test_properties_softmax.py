@@ -33,8 +33,9 @@ def test_softmax_rows_sum_to_one(data):
     p = softmax(logits, T)
     assert p.dtype == dtype
     assert (p >= 0).all()
-    np.testing.assert_allclose(p.astype(np.float64).sum(axis=-1), 1.0, rtol=0,
-                               atol=2 * logits.shape[-1] * np.finfo(dtype).eps)
+    np.testing.assert_allclose(
+        p.astype(np.float64).sum(axis=-1), 1.0, rtol=0, atol=2 * logits.shape[-1] * np.finfo(dtype).eps
+    )
 
 
 @given(data=st.data())
@@ -44,8 +45,9 @@ def test_softmax_ignores_a_constant_added_to_a_row(data):
     The tolerance covers the rounding of z + c, which moves z/T by up to ε·|z + c|/T ≤ 1e-11 here.
     """
     logits = draw_logits(data)
-    shift = data.draw(hnp.arrays(np.float64, (logits.shape[0], 1), elements=st.floats(-100.0, 100.0)),
-                      label="constant per row")
+    shift = data.draw(
+        hnp.arrays(np.float64, (logits.shape[0], 1), elements=st.floats(-100.0, 100.0)), label="constant per row"
+    )
     T = data.draw(st.floats(0.05, 20.0), label="T")
     np.testing.assert_allclose(softmax(logits + shift, T), softmax(logits, T), rtol=1e-9, atol=1e-300)
 
@@ -57,8 +59,9 @@ def test_softmax_entropy_falls_as_T_falls(data):
     dH/dT = Var_p(z)/T³ > 0.  Logits in [−1, 1] with a spread of at least 0.1 and T in
     [0.5, 80], each T at least 5 % above the previous, keep every difference far above rounding.
     """
-    row = data.draw(hnp.arrays(np.float64, data.draw(st.integers(2, 8), label="n"),
-                               elements=st.floats(-1.0, 1.0)), label="logits")
+    row = data.draw(
+        hnp.arrays(np.float64, data.draw(st.integers(2, 8), label="n"), elements=st.floats(-1.0, 1.0)), label="logits"
+    )
     assume(np.ptp(row) >= 0.1)
     T = data.draw(st.floats(0.5, 5.0), label="smallest T")
     ratios = data.draw(st.lists(st.floats(1.05, 2.0), min_size=1, max_size=4), label="ratios between Ts")
@@ -74,8 +77,9 @@ def test_softmax_tends_to_one_hot_argmax_as_T_falls(data):
 
     So it tends to the one-hot argmax as T → 0; T is drawn as gap/f for f in [5, 200].
     """
-    row = data.draw(hnp.arrays(np.float64, data.draw(st.integers(2, 8), label="n"),
-                               elements=st.floats(-10.0, 10.0)), label="logits")
+    row = data.draw(
+        hnp.arrays(np.float64, data.draw(st.integers(2, 8), label="n"), elements=st.floats(-10.0, 10.0)), label="logits"
+    )
     top_two = np.sort(row)[-2:]
     gap = top_two[1] - top_two[0]
     assume(gap >= 1e-3)
@@ -94,8 +98,9 @@ def test_softmax_tends_to_uniform_as_T_grows(data):
 
     T is drawn as r·f for f in [10, 1e6].
     """
-    row = data.draw(hnp.arrays(np.float64, data.draw(st.integers(2, 8), label="n"),
-                               elements=st.floats(-10.0, 10.0)), label="logits")
+    row = data.draw(
+        hnp.arrays(np.float64, data.draw(st.integers(2, 8), label="n"), elements=st.floats(-10.0, 10.0)), label="logits"
+    )
     spread = max(float(np.ptp(row)), 1e-3)
     f = data.draw(st.floats(10.0, 1e6), label="T / spread")
     T = spread * f
@@ -115,5 +120,6 @@ def test_softmax_is_finite_for_extreme_logits(data):
     log_p = log_softmax(logits / T)
     assert np.isfinite(p).all(), f"non-finite softmax for T={T!r}, logits {logits!r}"
     assert np.isfinite(log_p).all(), f"non-finite log_softmax for T={T!r}, logits {logits!r}"
-    np.testing.assert_allclose(p.astype(np.float64).sum(axis=-1), 1.0, rtol=0,
-                               atol=2 * logits.shape[-1] * np.finfo(np.float32).eps)
+    np.testing.assert_allclose(
+        p.astype(np.float64).sum(axis=-1), 1.0, rtol=0, atol=2 * logits.shape[-1] * np.finfo(np.float32).eps
+    )

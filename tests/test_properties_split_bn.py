@@ -40,12 +40,15 @@ def test_split_bn_running_stats_are_mean_of_per_group_updates(data):
     """Split BN's new running mean and variance are the means over groups of plain BN's updates on each x[g::S]."""
     S, x, gamma, beta, running_mean, running_var = draw_batch(data)
     _, (new_mean, new_var), _ = batchnorm_forward(x, gamma, beta, running_mean, running_var, training=True, splits=S)
-    updates = [batchnorm_forward(x[g::S], gamma, beta, running_mean, running_var, training=True, splits=1)[1]
-               for g in range(S)]
-    np.testing.assert_allclose(new_mean, np.mean([u[0] for u in updates], axis=0), rtol=1e-10, atol=1e-12,
-                               err_msg=f"running mean, S={S}")
-    np.testing.assert_allclose(new_var, np.mean([u[1] for u in updates], axis=0), rtol=1e-10, atol=1e-12,
-                               err_msg=f"running variance, S={S}")
+    updates = [
+        batchnorm_forward(x[g::S], gamma, beta, running_mean, running_var, training=True, splits=1)[1] for g in range(S)
+    ]
+    np.testing.assert_allclose(
+        new_mean, np.mean([u[0] for u in updates], axis=0), rtol=1e-10, atol=1e-12, err_msg=f"running mean, S={S}"
+    )
+    np.testing.assert_allclose(
+        new_var, np.mean([u[1] for u in updates], axis=0), rtol=1e-10, atol=1e-12, err_msg=f"running variance, S={S}"
+    )
 
 
 @given(data=st.data())
@@ -65,7 +68,7 @@ def test_channel_sums_are_per_group_per_channel_totals(data):
     S, x, _, _, _, _ = draw_batch(data)
     N, H, W, C = x.shape
     groups = x.reshape(N // S, S, H * W, C)
-    expected = np.stack([x[g::S].sum(axis=(0, 1, 2)) for g in range(S)])            # (S, C)
+    expected = np.stack([x[g::S].sum(axis=(0, 1, 2)) for g in range(S)])  # (S, C)
     expected_sq = np.stack([(x[g::S] ** 2).sum(axis=(0, 1, 2)) for g in range(S)])
     tolerance = dict(rtol=1e-10, atol=1e-10 * float(np.abs(x).max() ** 2 + 1))
     for channel_sums in (ops.channel_sums, ops.channel_sums.plain):

@@ -46,14 +46,20 @@ def test_every_path_in_the_readme_layout_exists():
     missing = [f"{written} (read as {path})" for written, path in paths if not (root / path).exists()]
     assert not missing, f"the README's layout names what is not there: {missing}"
     named = {path.rstrip("/") for _, path in paths}
-    folders = sorted(f"moco_ref/{d.name}" for d in (root / "moco_ref").iterdir()
-                     if d.is_dir() and (d / "__init__.py").exists())
+    folders = sorted(
+        f"moco_ref/{d.name}" for d in (root / "moco_ref").iterdir() if d.is_dir() and (d / "__init__.py").exists()
+    )
     unnamed = [folder for folder in folders if folder not in named]
     assert not unnamed, f"the README's layout does not name these folders of moco_ref: {unnamed}"
 
 
 def test_the_layout_reader_reads_bare_names_in_the_folder_named_before_them():
     section = "- `moco_ref/`: `moco.py`, `MoCo.step`; `moco_ref/run/`: `trainer.py`\n- `tests/` and `conftest.py`\n"
-    assert layout_paths(section) == [("moco_ref/", "moco_ref/"), ("moco.py", "moco_ref/moco.py"),
-                                     ("moco_ref/run/", "moco_ref/run/"), ("trainer.py", "moco_ref/run/trainer.py"),
-                                     ("tests/", "tests/"), ("conftest.py", "tests/conftest.py")]
+    assert layout_paths(section) == [
+        ("moco_ref/", "moco_ref/"),
+        ("moco.py", "moco_ref/moco.py"),
+        ("moco_ref/run/", "moco_ref/run/"),
+        ("trainer.py", "moco_ref/run/trainer.py"),
+        ("tests/", "tests/"),
+        ("conftest.py", "tests/conftest.py"),
+    ]

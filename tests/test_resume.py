@@ -30,8 +30,26 @@ from moco_ref.run.config import LEGACY_NAMES, TrainConfig
 from moco_ref.run.trainer import Trainer
 
 STEPS_PER_EPOCH = 4
-TINY = ["--image-size", "16", "--arch", "resnet10", "--width", "2", "-b", "8", "--moco-k", "24",
-        "--moco-dim", "8", "--bn-splits", "2", "--log-every", "1", "--seed", "7"]
+TINY = [
+    "--image-size",
+    "16",
+    "--arch",
+    "resnet10",
+    "--width",
+    "2",
+    "-b",
+    "8",
+    "--moco-k",
+    "24",
+    "--moco-dim",
+    "8",
+    "--bn-splits",
+    "2",
+    "--log-every",
+    "1",
+    "--seed",
+    "7",
+]
 
 
 def write_image_folder(root: Path, train_per_class: int = 16, val_per_class: int = 4, size: int = 20) -> Path:
@@ -43,8 +61,18 @@ ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # fas
 
 
 def train_command(data, run_dir, *extra) -> list[str]:
-    return [sys.executable, "-m", "moco_ref.cli.main", "train", "--data", str(data), *TINY, "--out", str(run_dir),
-            *map(str, extra)]
+    return [
+        sys.executable,
+        "-m",
+        "moco_ref.cli.main",
+        "train",
+        "--data",
+        str(data),
+        *TINY,
+        "--out",
+        str(run_dir),
+        *map(str, extra),
+    ]
 
 
 def resume_command(run_dir, *extra) -> list[str]:
@@ -57,17 +85,39 @@ def run(command) -> subprocess.CompletedProcess:
     return process
 
 
-INSTRUMENTS = ("alignment", "uniformity", "feature_std", "logit_pos", "logit_neg", "key_drift", "queue_age",
-               "false_negatives", "logit_same_class", "logit_other_class")
+INSTRUMENTS = (
+    "alignment",
+    "uniformity",
+    "feature_std",
+    "logit_pos",
+    "logit_neg",
+    "key_drift",
+    "queue_age",
+    "false_negatives",
+    "logit_same_class",
+    "logit_other_class",
+)
 
 
 def metrics(run_dir: Path) -> list[tuple]:
     """metrics.jsonl without the timings: (kind, epoch, global_step, loss, acc1, lr, m, kNN top-1, untrained kNN,
     and the instruments)."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["kind"], r["epoch"], r["global_step"], r.get("loss"), r.get("acc1"), r.get("lr"), r.get("m"),
-             r.get("knn_top1"), r.get("knn_top1_untrained"), *(r.get(name) for name in INSTRUMENTS))
-            for r in records]
+    return [
+        (
+            r["kind"],
+            r["epoch"],
+            r["global_step"],
+            r.get("loss"),
+            r.get("acc1"),
+            r.get("lr"),
+            r.get("m"),
+            r.get("knn_top1"),
+            r.get("knn_top1_untrained"),
+            *(r.get(name) for name in INSTRUMENTS),
+        )
+        for r in records
+    ]
 
 
 def done_line(process: subprocess.CompletedProcess) -> str:
@@ -90,8 +140,11 @@ def assert_same_final_state(run_a: Path, run_b: Path) -> None:
     arrays_a, meta_a = load_checkpoint(run_a / "checkpoint_last.npz")
     arrays_b, meta_b = load_checkpoint(run_b / "checkpoint_last.npz")
     assert sorted(arrays_a) == sorted(arrays_b)
-    different = [name for name in arrays_a
-                 if arrays_a[name].dtype != arrays_b[name].dtype or not np.array_equal(arrays_a[name], arrays_b[name])]
+    different = [
+        name
+        for name in arrays_a
+        if arrays_a[name].dtype != arrays_b[name].dtype or not np.array_equal(arrays_a[name], arrays_b[name])
+    ]
     assert not different, f"{len(different)} arrays differ after resume, e.g. {different[:5]}"
     assert int(arrays_a["queue_ptr"][0]) == int(arrays_b["queue_ptr"][0])
     for key in ("epoch", "step_in_epoch", "global_step", "rng"):
@@ -135,7 +188,7 @@ def test_stop_and_resume_is_bit_identical(tmp_path, data, uninterrupted, stop_af
     assert resumed.stdout.startswith("done: 2 epoch(s), 8 steps")
 
     assert_same_final_state(uninterrupted, run_b)
-    assert_same_metrics(uninterrupted, run_b)                   # the same losses, step by step
+    assert_same_metrics(uninterrupted, run_b)  # the same losses, step by step
 
 
 def test_resuming_twice_in_one_epoch_is_bit_identical(tmp_path, data, uninterrupted):
@@ -154,14 +207,14 @@ def test_the_instruments_resume_exactly(tmp_path, data, uninterrupted):
     run_b = tmp_path / "b"
     run(train_command(data, run_b, "--epochs", 2, "--knn-every", 1, "--max-steps", 6))
     arrays, _ = load_checkpoint(run_b / "checkpoint_last.npz")
-    assert arrays["instruments.probe_keys"].shape == (8, 8)             # 8 validation images, D = 8
+    assert arrays["instruments.probe_keys"].shape == (8, 8)  # 8 validation images, D = 8
     run(resume_command(run_b, "--max-steps", 0))
     measured = [r for r in metrics(run_b) if r[0] == "instruments"]
-    assert [r[2] for r in measured] == [0, 4, 8]                         # before training, after each epoch
-    drifts = [dict(zip(INSTRUMENTS, r[-len(INSTRUMENTS):]))["key_drift"] for r in measured]
+    assert [r[2] for r in measured] == [0, 4, 8]  # before training, after each epoch
+    drifts = [dict(zip(INSTRUMENTS, r[-len(INSTRUMENTS) :]))["key_drift"] for r in measured]
     assert drifts[0] is None and None not in drifts[1:]
     assert measured == [r for r in metrics(uninterrupted) if r[0] == "instruments"]
-    assert_same_final_state(uninterrupted, run_b)                        # instruments.probe_keys included
+    assert_same_final_state(uninterrupted, run_b)  # instruments.probe_keys included
 
 
 @pytest.mark.parametrize("stop_after", [3, 4], ids=["mid-epoch-1", "epoch-boundary"])
@@ -175,7 +228,7 @@ def test_stop_and_resume_with_the_momentum_schedule_is_bit_identical(tmp_path, d
     run(resume_command(run_b, "--max-steps", 0))
     assert_same_final_state(run_a, run_b)
     assert_same_metrics(run_a, run_b)
-    logged_m = [r[6] for r in metrics(run_b) if r[0] == "step"]          # --log-every 1: the m of each step
+    logged_m = [r[6] for r in metrics(run_b) if r[0] == "step"]  # --log-every 1: the m of each step
     assert logged_m == [momentum_at_step(0.99, t, 2 * STEPS_PER_EPOCH, cos=True) for t in range(8)]
     assert logged_m[0] == 0.99 and logged_m == sorted(logged_m) and logged_m[-1] < 1.0
 
@@ -185,7 +238,7 @@ def test_a_checkpoint_file_can_be_resumed_into_another_folder(tmp_path, data, un
     run(train_command(data, run_b, "--epochs", 2, "--knn-every", 1, "--max-steps", 3))
     run([*resume_command(run_b / "checkpoint_last.npz", "--max-steps", 0), "--out", str(tmp_path / "c")])
     assert_same_final_state(uninterrupted, tmp_path / "c")
-    assert load_checkpoint(run_b / "checkpoint_last.npz")[1]["global_step"] == 3   # the source is untouched
+    assert load_checkpoint(run_b / "checkpoint_last.npz")[1]["global_step"] == 3  # the source is untouched
 
 
 # ------------------------------------------------------- the checkpoint alone is the state
@@ -195,14 +248,14 @@ def test_resume_without_metrics_jsonl_gives_the_same_epoch_record_and_final_line
     """The epoch's logged sums and the untrained kNN come from the checkpoint, not from metrics.jsonl."""
     run_a, process_a = uninterrupted_run
     run_b = tmp_path / "b"
-    run(train_command(data, run_b, "--epochs", 2, "--knn-every", 1, "--max-steps", 6))   # stops mid-epoch 2
+    run(train_command(data, run_b, "--epochs", 2, "--knn-every", 1, "--max-steps", 6))  # stops mid-epoch 2
     (run_b / "metrics.jsonl").unlink()
 
     resumed = run(resume_command(run_b, "--max-steps", 0))
     assert done_line(resumed) == done_line(process_a)
     assert "(untrained encoder: " in done_line(resumed)
-    assert [r[0] for r in metrics(run_b)] == ["step", "step", "epoch", "instruments", "final"]   # steps 7, 8 only
-    assert metrics(run_b)[-3:] == metrics(run_a)[-3:]             # the epoch record averages steps 5 to 8
+    assert [r[0] for r in metrics(run_b)] == ["step", "step", "epoch", "instruments", "final"]  # steps 7, 8 only
+    assert metrics(run_b)[-3:] == metrics(run_a)[-3:]  # the epoch record averages steps 5 to 8
     assert_same_final_state(run_a, run_b)
 
 
@@ -236,8 +289,12 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, data):
 
     run_b = tmp_path / "b"
     checkpoint = run_b / "checkpoint_last.npz"
-    process = subprocess.Popen(train_command(data, run_b, "--epochs", 4, "--knn-every", 0),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    process = subprocess.Popen(
+        train_command(data, run_b, "--epochs", 4, "--knn-every", 0),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
     try:
         deadline = time.monotonic() + 120
         while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -264,8 +321,20 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, data):
 
 
 def tiny_config(data, **changes) -> TrainConfig:
-    values = dict(data=str(data), image_size=16, arch="resnet10", width=2, batch_size=8, K=24, dim=8,
-                  bn_splits=2, log_every=1, seed=7, epochs=2, knn_every=0)
+    values = dict(
+        data=str(data),
+        image_size=16,
+        arch="resnet10",
+        width=2,
+        batch_size=8,
+        K=24,
+        dim=8,
+        bn_splits=2,
+        log_every=1,
+        seed=7,
+        epochs=2,
+        knn_every=0,
+    )
     return TrainConfig(**{**values, **changes})
 
 
@@ -290,7 +359,7 @@ def break_step(monkeypatch, at_call: int, how: str) -> None:
 
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(capsys, monkeypatch, tmp_path, data):
     run_dir = tmp_path / "r"
-    break_step(monkeypatch, at_call=STEPS_PER_EPOCH + 2, how="loss")          # step 6, in epoch 2
+    break_step(monkeypatch, at_call=STEPS_PER_EPOCH + 2, how="loss")  # step 6, in epoch 2
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--data", str(data), *TINY, "--epochs", "2", "--knn-every", "0", "--out", str(run_dir)])
@@ -305,7 +374,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(capsys,
     assert (meta["epoch"], meta["global_step"]) == (1, STEPS_PER_EPOCH)
     assert all(np.isfinite(a).all() for a in arrays.values() if a.dtype.kind == "f")
 
-    monkeypatch.undo()                                  # the checkpoint resumes to the end
+    monkeypatch.undo()  # the checkpoint resumes to the end
     trainer = Trainer(tiny_config(data), run_dir, log=lambda message: None)
     trainer.restore(run_dir / "checkpoint_last.npz")
     assert trainer.run()["global_step"] == 2 * STEPS_PER_EPOCH
@@ -315,7 +384,7 @@ def test_non_finite_weights_are_never_saved_over_the_last_good_checkpoint(monkey
     """A finite loss can still leave inf in the weights or BatchNorm statistics: the step that does is named, and
     nothing of it is saved."""
     run_dir = tmp_path / "r"
-    break_step(monkeypatch, at_call=2 * STEPS_PER_EPOCH, how="weights")      # the last step of epoch 2
+    break_step(monkeypatch, at_call=2 * STEPS_PER_EPOCH, how="weights")  # the last step of epoch 2
     trainer = Trainer(tiny_config(data), run_dir, log=lambda message: None)
     with pytest.raises(UserError, match=r"running_var became inf or nan at step 8 \(epoch 2\)") as info:
         trainer.run()
@@ -327,8 +396,13 @@ def test_non_finite_weights_are_never_saved_over_the_last_good_checkpoint(monkey
 
 def test_a_huge_learning_rate_fails_with_one_line_and_no_checkpoint(tmp_path, data):
     run_dir = tmp_path / "r"
-    process = subprocess.run(train_command(data, run_dir, "--epochs", 2, "--knn-every", 0, "--lr", "1e30"),
-                             capture_output=True, text=True, env=ENV, timeout=120)
+    process = subprocess.run(
+        train_command(data, run_dir, "--epochs", 2, "--knn-every", 0, "--lr", "1e30"),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert process.returncode == 2 and "Traceback" not in process.stderr and process.stdout == ""
     errors = [line for line in process.stderr.splitlines() if line.startswith("moco-ref: error:")]
     assert len(errors) == 1, process.stderr

@@ -40,13 +40,47 @@ from moco_ref.run.stopping import agreed_signal
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-STEPS_PER_EPOCH = 62                                  # 2000 built-in images // batch 32
+STEPS_PER_EPOCH = 62  # 2000 built-in images // batch 32
 EPOCHS = 3
-BUILTIN = ["--width", "2", "-b", "32", "--moco-k", "64", "--moco-dim", "8", "--image-size", "8",
-           "--knn-every", "0", "--log-every", "1", "--epochs", str(EPOCHS), "--seed", "5"]
+BUILTIN = [
+    "--width",
+    "2",
+    "-b",
+    "32",
+    "--moco-k",
+    "64",
+    "--moco-dim",
+    "8",
+    "--image-size",
+    "8",
+    "--knn-every",
+    "0",
+    "--log-every",
+    "1",
+    "--epochs",
+    str(EPOCHS),
+    "--seed",
+    "5",
+]
 # In-process runs: the tiny folder (24 training images, batch 8: 3 steps an epoch).
-TINY = ["--image-size", "16", "--width", "2", "-b", "8", "--moco-k", "20", "--moco-dim", "8", "--bn-splits", "2",
-        "--log-every", "1", "--knn-every", "0"]
+TINY = [
+    "--image-size",
+    "16",
+    "--width",
+    "2",
+    "-b",
+    "8",
+    "--moco-k",
+    "20",
+    "--moco-dim",
+    "8",
+    "--bn-splits",
+    "2",
+    "--log-every",
+    "1",
+    "--knn-every",
+    "0",
+]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -61,8 +95,13 @@ def resume_command(run_dir, *extra) -> list[str]:
 def start(command, log: Path) -> subprocess.Popen:
     """A training subprocess with stdout and stderr in ``log`` (a pipe nobody reads could fill and stall it).
     SIGINT is reset to its default in the child, in case this test runs where it is ignored (``&``)."""
-    return subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=ENV,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        command,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        env=ENV,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def run(command, expect: int = 0) -> subprocess.CompletedProcess:
@@ -81,7 +120,7 @@ def logged_step(run_dir: Path) -> int:
         try:
             return json.loads(line)["global_step"]
         except (ValueError, KeyError):
-            continue                  # a line being written right now
+            continue  # a line being written right now
     return 0
 
 
@@ -111,8 +150,9 @@ def assert_same_run(expected: Path, actual: Path) -> None:
     arrays_a, meta_a = load_checkpoint(expected / "checkpoint_last.npz")
     arrays_b, meta_b = load_checkpoint(actual / "checkpoint_last.npz")
     assert sorted(arrays_a) == sorted(arrays_b)
-    different = [n for n in arrays_a if arrays_a[n].dtype != arrays_b[n].dtype
-                 or not np.array_equal(arrays_a[n], arrays_b[n])]
+    different = [
+        n for n in arrays_a if arrays_a[n].dtype != arrays_b[n].dtype or not np.array_equal(arrays_a[n], arrays_b[n])
+    ]
     assert not different, f"{len(different)} arrays differ, e.g. {different[:5]}"
     for key in ("epoch", "step_in_epoch", "global_step", "rng", "config", "logged_this_epoch"):
         assert meta_a[key] == meta_b[key], key
@@ -126,8 +166,9 @@ def assert_same_run(expected: Path, actual: Path) -> None:
 
 def snapshot(run_dir: Path) -> dict:
     """Every file of a run directory: name -> (sha256, modification time)."""
-    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(run_dir.iterdir())}
+    return {
+        p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in sorted(run_dir.iterdir())
+    }
 
 
 def temporary_files(folder: Path) -> list[str]:
@@ -138,8 +179,9 @@ def error_line(code: int, err: str, *phrases) -> str:
     """Exit code 2 and exactly one line on stderr, "moco-ref: error: …", holding every phrase."""
     progress = ("epoch ", "training MoCo", "resuming ")
     assert "Traceback" not in err
-    return helpers.error_line(code, "\n".join(line for line in err.strip().splitlines()
-                                               if not line.startswith(progress)), *phrases)
+    return helpers.error_line(
+        code, "\n".join(line for line in err.strip().splitlines() if not line.startswith(progress)), *phrases
+    )
 
 
 def mount(*arguments) -> None:
@@ -203,7 +245,7 @@ def test_a_run_killed_at_random_steps_and_resumed_ends_bit_identical(tmp_path, u
     each followed by --resume: the final checkpoint's every array and every metrics record equal the
     uninterrupted run's."""
     run_dir, log = tmp_path / "run", tmp_path / "log.txt"
-    rng = np.random.default_rng(2024)          # one kill point drawn in each sixth of steps 64..165
+    rng = np.random.default_rng(2024)  # one kill point drawn in each sixth of steps 64..165
     bins = np.linspace(STEPS_PER_EPOCH + 2, EPOCHS * STEPS_PER_EPOCH - 20, 7).astype(int)
     targets = [int(rng.integers(low, high)) for low, high in zip(bins[:-1], bins[1:])]
     killed_at, resumed_from = [], []
@@ -231,17 +273,21 @@ def test_a_run_killed_at_random_steps_and_resumed_ends_bit_identical(tmp_path, u
     print(f"killed at steps {killed_at}; resumed from {resumed_from}")
     assert len(set(killed_at)) == len(killed_at) >= 5, killed_at
     assert any(step % STEPS_PER_EPOCH for step in killed_at), "no kill landed mid-epoch"
-    assert len(resumed_from) == len(killed_at)                    # each kill was followed by --resume
+    assert len(resumed_from) == len(killed_at)  # each kill was followed by --resume
     assert len(set(resumed_from)) >= 2, "every resume started from the same checkpoint"
     assert_same_run(uninterrupted, run_dir)
     assert temporary_files(run_dir) == []
 
 
 # ------------------------------------------------------------------------------ signals
-@pytest.mark.parametrize("signum, target", [(signal.SIGTERM, 20), (signal.SIGINT, STEPS_PER_EPOCH + 30)],
-                         ids=["SIGTERM-epoch-1", "SIGINT-epoch-2"])
-def test_a_signal_mid_epoch_saves_that_step_and_the_printed_resume_ends_bit_identical(tmp_path, uninterrupted,
-                                                                                      signum, target):
+@pytest.mark.parametrize(
+    "signum, target",
+    [(signal.SIGTERM, 20), (signal.SIGINT, STEPS_PER_EPOCH + 30)],
+    ids=["SIGTERM-epoch-1", "SIGINT-epoch-2"],
+)
+def test_a_signal_mid_epoch_saves_that_step_and_the_printed_resume_ends_bit_identical(
+    tmp_path, uninterrupted, signum, target
+):
     run_dir, log = tmp_path / "run", tmp_path / "log.txt"
     process = start(train_command(run_dir), log)
     try:
@@ -250,7 +296,7 @@ def test_a_signal_mid_epoch_saves_that_step_and_the_printed_resume_ends_bit_iden
         process.wait(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 128 + signum, log.read_text()      # 143 for SIGTERM, 130 for SIGINT
+    assert process.returncode == 128 + signum, log.read_text()  # 143 for SIGTERM, 130 for SIGINT
 
     # The checkpoint is of the step the run stopped at: the last one it logged, in the middle of an epoch.
     _, meta = load_checkpoint(run_dir / "checkpoint_last.npz")
@@ -277,16 +323,16 @@ def test_further_signals_while_saving_tear_nothing(capsys, monkeypatch, tmp_path
     def step(self, x_q, x_k, **schedule):
         steps.append(1)
         if len(steps) == 2:
-            os.kill(os.getpid(), signal.SIGTERM)          # the handler runs here, before the step goes on
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, before the step goes on
         return real_step(self, x_q, x_k, **schedule)
 
     def savez(file, **arrays):
         saves.append(1)
-        file.write(b"PK")                               # half way into the temporary file ...
-        os.kill(os.getpid(), signal.SIGINT)             # ... two more signals ...
+        file.write(b"PK")  # half way into the temporary file ...
+        os.kill(os.getpid(), signal.SIGINT)  # ... two more signals ...
         os.kill(os.getpid(), signal.SIGTERM)
         file.seek(0)
-        real_savez(file, **arrays)                      # ... and the write goes on to the end
+        real_savez(file, **arrays)  # ... and the write goes on to the end
 
     monkeypatch.setattr(MoCo, "step", step)
     monkeypatch.setattr(np, "savez", savez)
@@ -296,12 +342,13 @@ def test_further_signals_while_saving_tear_nothing(capsys, monkeypatch, tmp_path
     assert code == 143 and out == "", err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
         f"moco-ref: stopped by SIGTERM at step 2 (step 2 of 3 in epoch 1), its checkpoint saved in {run_dir}; "
-        f"continue with: moco-ref train --resume {run_dir}")
+        f"continue with: moco-ref train --resume {run_dir}"
+    )
     assert len(saves) == 1
     _, meta = load_checkpoint(run_dir / "checkpoint_last.npz")
     assert (meta["global_step"], meta["step_in_epoch"]) == (2, 2)
     assert temporary_files(run_dir) == []
-    assert [signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)] == handlers   # put back
+    assert [signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)] == handlers  # put back
 
 
 class _TwoProcesses:
@@ -317,9 +364,15 @@ class _TwoProcesses:
         return [(mine + other) / 2 for mine, other in zip(values, theirs)]
 
 
-@pytest.mark.parametrize("mine, other, agreed", [
-    (None, None, None), (signal.SIGINT, None, signal.SIGINT), (None, signal.SIGTERM, signal.SIGTERM),
-    (signal.SIGINT, signal.SIGTERM, signal.SIGTERM)])
+@pytest.mark.parametrize(
+    "mine, other, agreed",
+    [
+        (None, None, None),
+        (signal.SIGINT, None, signal.SIGINT),
+        (None, signal.SIGTERM, signal.SIGTERM),
+        (signal.SIGINT, signal.SIGTERM, signal.SIGTERM),
+    ],
+)
 def test_all_processes_agree_on_the_stop_when_any_got_a_signal(mine, other, agreed):
     assert agreed_signal(_TwoProcesses(other), mine) == agreed
 
@@ -328,8 +381,28 @@ def test_all_processes_agree_on_the_stop_when_any_got_a_signal(mine, other, agre
 def test_sigterm_to_mpiexec_stops_every_process_at_one_step_and_resumes_bit_identically(tmp_path):
     """mpiexec forwards SIGTERM to both ranks; they stop after the same step, rank 0 saves, the job exits 143,
     and the printed `mpiexec -n 2 … --resume` continues to the uninterrupted 2-process run, bit for bit."""
-    quick = ["--width", "2", "-b", "16", "--moco-k", "32", "--moco-dim", "8", "--image-size", "8", "--dtype",
-             "float64", "--knn-every", "0", "--log-every", "1", "--epochs", "1", "--max-steps", "40"]
+    quick = [
+        "--width",
+        "2",
+        "-b",
+        "16",
+        "--moco-k",
+        "32",
+        "--moco-dim",
+        "8",
+        "--image-size",
+        "8",
+        "--dtype",
+        "float64",
+        "--knn-every",
+        "0",
+        "--log-every",
+        "1",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "40",
+    ]
     env = mpi_env(ROOT)
 
     def job(*arguments):
@@ -340,8 +413,9 @@ def test_sigterm_to_mpiexec_stops_every_process_at_one_step_and_resumes_bit_iden
     assert result.returncode == 0, result.stderr
 
     run_dir, log = tmp_path / "stopped", tmp_path / "log.txt"
-    process = subprocess.Popen(job(*quick, "--out", run_dir), env=env, stdout=open(log, "w"),
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        job(*quick, "--out", run_dir), env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         wait_for_step(process, run_dir, 10, log)
         process.send_signal(signal.SIGTERM)
@@ -366,7 +440,7 @@ def test_sigterm_to_mpiexec_stops_every_process_at_one_step_and_resumes_bit_iden
 def test_a_second_run_on_a_locked_directory_is_refused_and_changes_nothing(capsys, tmp_path, data):
     run_dir = tmp_path / "r"
     assert tiny_run(capsys, data, run_dir, "--epochs", "1")[0] == 0
-    lock = RunLock.acquire(run_dir)                      # this process plays the run that is training there
+    lock = RunLock.acquire(run_dir)  # this process plays the run that is training there
     try:
         before = snapshot(run_dir)
         holder = f"{run_dir} is in use by another moco-ref run: pid {os.getpid()} on host {socket.gethostname()}"
@@ -382,20 +456,21 @@ def test_a_second_run_on_a_locked_directory_is_refused_and_changes_nothing(capsy
 
 def test_a_running_trainer_is_named_and_once_sigkilled_leaves_no_stale_lock(tmp_path):
     run_dir, log = tmp_path / "run", tmp_path / "log.txt"
-    process = start(train_command(run_dir, "--epochs", 20), log)          # still running when the other tries
+    process = start(train_command(run_dir, "--epochs", 20), log)  # still running when the other tries
     try:
         wait_for_step(process, run_dir, 2, log)
         refused = run(train_command(run_dir), expect=2)
         assert refused.stderr.strip().splitlines() == [
             f"moco-ref: error: {run_dir} is in use by another moco-ref run: pid {process.pid} on host "
             f"{socket.gethostname()}, since {json.loads((run_dir / '.lock').read_text())['since']}; wait "
-            f"for it to end, or stop it (SIGTERM saves a checkpoint) and continue with --resume {run_dir}"]
+            f"for it to end, or stop it (SIGTERM saves a checkpoint) and continue with --resume {run_dir}"
+        ]
         assert process.poll() is None, "the first run ended before the second tried"
     finally:
         process.kill()
         process.wait(timeout=60)
-    assert json.loads((run_dir / ".lock").read_text())["pid"] == process.pid    # the record stays ...
-    again = run(train_command(run_dir, "--max-steps", 2))                       # ... but the lock is free
+    assert json.loads((run_dir / ".lock").read_text())["pid"] == process.pid  # the record stays ...
+    again = run(train_command(run_dir, "--max-steps", 2))  # ... but the lock is free
     assert again.stdout.startswith("done: 0 epoch(s), 2 steps")
 
 
@@ -404,8 +479,25 @@ def test_a_data_parallel_job_on_a_locked_directory_ends_at_once(tmp_path):
     run_dir = tmp_path / "r"
     lock = RunLock.acquire(run_dir)
     try:
-        command = [MPIEXEC, "-n", "2", sys.executable, "-m", "moco_ref", "train", "--out", str(run_dir),
-                   "--width", "2", "-b", "16", "--knn-every", "0", "--epochs", "1"]
+        command = [
+            MPIEXEC,
+            "-n",
+            "2",
+            sys.executable,
+            "-m",
+            "moco_ref",
+            "train",
+            "--out",
+            str(run_dir),
+            "--width",
+            "2",
+            "-b",
+            "16",
+            "--knn-every",
+            "0",
+            "--epochs",
+            "1",
+        ]
         result = subprocess.run(command, env=mpi_env(ROOT), capture_output=True, text=True, timeout=120)
     finally:
         lock.release()
@@ -446,6 +538,7 @@ def _refuse_second_checkpoint_with_no_permission(monkeypatch, run_dir: Path, kep
 
 def _fill_disk_before_metrics_of_step_5(monkeypatch, run_dir: Path, kept: dict) -> None:
     """The run directory's open(metrics.jsonl, "a") for the record of step 5 fails with ENOSPC."""
+
     def open_(path, mode="r", *args, **kwargs):
         if str(path).endswith("metrics.jsonl") and "a" in mode and logged_step(run_dir) == 4:
             kept["checkpoint"] = (run_dir / "checkpoint_last.npz").read_bytes()
@@ -456,24 +549,37 @@ def _fill_disk_before_metrics_of_step_5(monkeypatch, run_dir: Path, kept: dict) 
 
 
 FAULTS = {  # name: (injection, the file named, the cause named, the step training stopped at)
-    "no-space-in-checkpoint": (_fail_second_checkpoint_with_no_space, "checkpoint_last.npz",
-                               "no space left on the device", 6),
-    "no-permission-in-checkpoint": (_refuse_second_checkpoint_with_no_permission, "checkpoint_last.npz",
-                                    "permission denied", 6),
+    "no-space-in-checkpoint": (
+        _fail_second_checkpoint_with_no_space,
+        "checkpoint_last.npz",
+        "no space left on the device",
+        6,
+    ),
+    "no-permission-in-checkpoint": (
+        _refuse_second_checkpoint_with_no_permission,
+        "checkpoint_last.npz",
+        "permission denied",
+        6,
+    ),
     "no-space-in-metrics": (_fill_disk_before_metrics_of_step_5, "metrics.jsonl", "no space left on the device", 5),
 }
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_a_write_that_fails_in_epoch_2_is_one_line_and_keeps_the_previous_checkpoint(capsys, monkeypatch, tmp_path,
-                                                                                    data, fault):
+def test_a_write_that_fails_in_epoch_2_is_one_line_and_keeps_the_previous_checkpoint(
+    capsys, monkeypatch, tmp_path, data, fault
+):
     inject, name, cause, step = FAULTS[fault]
     run_dir, kept = tmp_path / "r", {}
     inject(monkeypatch, run_dir, kept)
     code, out, err = tiny_run(capsys, data, run_dir, "--epochs", "3")
-    error_line(code, err, f"cannot write {run_dir / name}: {cause}; training stopped at step {step} and the last "
-                          f"good checkpoint is kept in {run_dir} (step 3); once that is fixed, continue with "
-                          f"--resume {run_dir}")
+    error_line(
+        code,
+        err,
+        f"cannot write {run_dir / name}: {cause}; training stopped at step {step} and the last "
+        f"good checkpoint is kept in {run_dir} (step 3); once that is fixed, continue with "
+        f"--resume {run_dir}",
+    )
     assert out == ""
     assert (run_dir / "checkpoint_last.npz").read_bytes() == kept["checkpoint"], "the previous checkpoint changed"
     assert load_checkpoint(run_dir / "checkpoint_last.npz")[1]["global_step"] == 3
@@ -494,29 +600,43 @@ def test_a_real_file_system_that_fills_up_mid_run_is_one_line(tmp_path, mounts):
     finally:
         process.kill()
     output = log.read_text()
-    error_line(process.returncode, output, f"cannot write {run_dir}/", "no space left on the device",
-               f"the last good checkpoint is kept in {run_dir} (step {STEPS_PER_EPOCH})")
+    error_line(
+        process.returncode,
+        output,
+        f"cannot write {run_dir}/",
+        "no space left on the device",
+        f"the last good checkpoint is kept in {run_dir} (step {STEPS_PER_EPOCH})",
+    )
     _, meta = load_checkpoint(run_dir / "checkpoint_last.npz")
     assert meta["global_step"] == STEPS_PER_EPOCH
     assert temporary_files(run_dir) == []
 
 
 @pytest.mark.parametrize("where", ["tmpfs", "statvfs"])
-def test_too_little_room_for_two_checkpoints_is_refused_before_the_first_step(capsys, monkeypatch, tmp_path, mounts,
-                                                                             data, where):
+def test_too_little_room_for_two_checkpoints_is_refused_before_the_first_step(
+    capsys, monkeypatch, tmp_path, mounts, data, where
+):
     """A real 64 kB tmpfs, or a file system whose statvfs reports 64 kB free (the checkpoint takes ~100 kB)."""
     if where == "tmpfs":
         run_dir = tmpfs(mounts, tmp_path / "disk", "64k") / "r"
     else:
         run_dir = tmp_path / "r"
         real_statvfs = os.statvfs
-        monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result(
-            (4096, 4096, 10**6, 16, 16, 10**6, 10**6, 10**6, 0, 255)) if Path(path) == run_dir else real_statvfs(path))
+        monkeypatch.setattr(
+            os,
+            "statvfs",
+            lambda path: (
+                os.statvfs_result((4096, 4096, 10**6, 16, 16, 10**6, 10**6, 10**6, 0, 255))
+                if Path(path) == run_dir
+                else real_statvfs(path)
+            ),
+        )
     code, out, err = tiny_run(capsys, data, run_dir, "--epochs", "1")
     line = error_line(code, err, f"{run_dir} has ", "free some space or choose another --out")
-    assert re.search(r"has 0\.0[67] MB free, too little for two checkpoints of this model \(about 0\.1\d MB each",
-                     line), line
-    assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]          # nothing written but the lock
+    assert re.search(
+        r"has 0\.0[67] MB free, too little for two checkpoints of this model \(about 0\.1\d MB each", line
+    ), line
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]  # nothing written but the lock
 
 
 def _read_only_by_bind_mount(run_dir: Path, mounts: list, monkeypatch) -> Path:
@@ -549,11 +669,18 @@ def _read_only_by_injection(run_dir: Path, mounts: list, monkeypatch) -> Path:
     return run_dir
 
 
-@pytest.mark.parametrize("make_read_only, cause", [
-    (_read_only_by_bind_mount, "the file system is read-only"), (_read_only_by_chmod, "permission denied"),
-    (_read_only_by_injection, "the file system is read-only")], ids=["bind-mount", "chmod", "injected"])
-def test_resuming_into_a_read_only_run_directory_is_one_line_and_changes_nothing(capsys, monkeypatch, tmp_path, mounts,
-                                                                              data, make_read_only, cause):
+@pytest.mark.parametrize(
+    "make_read_only, cause",
+    [
+        (_read_only_by_bind_mount, "the file system is read-only"),
+        (_read_only_by_chmod, "permission denied"),
+        (_read_only_by_injection, "the file system is read-only"),
+    ],
+    ids=["bind-mount", "chmod", "injected"],
+)
+def test_resuming_into_a_read_only_run_directory_is_one_line_and_changes_nothing(
+    capsys, monkeypatch, tmp_path, mounts, data, make_read_only, cause
+):
     source = tmp_path / "r"
     assert tiny_run(capsys, data, source, "--epochs", "1")[0] == 0
     before = snapshot(source)
@@ -570,22 +697,26 @@ def test_a_run_directory_deleted_mid_run_is_one_line_and_not_made_again(tmp_path
     run_dir, log = tmp_path / "run", tmp_path / "log.txt"
     process = start(train_command(run_dir), log)
     try:
-        wait_for_step(process, run_dir, STEPS_PER_EPOCH + 2, log)         # a checkpoint is there, and goes too
-        os.rename(run_dir, tmp_path / "deleted")          # gone at once: rmtree alone races with the next write
+        wait_for_step(process, run_dir, STEPS_PER_EPOCH + 2, log)  # a checkpoint is there, and goes too
+        os.rename(run_dir, tmp_path / "deleted")  # gone at once: rmtree alone races with the next write
         shutil.rmtree(tmp_path / "deleted")
         process.wait(timeout=120)
     finally:
         process.kill()
-    error_line(process.returncode, log.read_text(), f"cannot write {run_dir}/",
-               f"the run directory {run_dir} no longer exists (deleted while the run was writing it)",
-               "with nothing kept")
+    error_line(
+        process.returncode,
+        log.read_text(),
+        f"cannot write {run_dir}/",
+        f"the run directory {run_dir} no longer exists (deleted while the run was writing it)",
+        "with nothing kept",
+    )
     assert not run_dir.exists()
 
 
 def test_the_temporary_file_of_a_killed_save_is_removed_when_the_run_resumes(capsys, tmp_path, data):
     run_dir = tmp_path / "r"
     assert tiny_run(capsys, data, run_dir, "--epochs", "1")[0] == 0
-    leftover = run_dir / "checkpoint_last.npz.x7k2q9.tmp"         # what SIGKILL during a save leaves
+    leftover = run_dir / "checkpoint_last.npz.x7k2q9.tmp"  # what SIGKILL during a save leaves
     leftover.write_bytes(b"PK\x03\x04 half a checkpoint")
     code, out, err = helpers.run_cli(["train", "--resume", run_dir, "--epochs", "2"], capsys)
     assert code == 0, err
@@ -611,6 +742,9 @@ def test_the_docs_survival_table_names_only_tests_that_exist():
     table = re.search(r"## What a run survives\n(.*?)\n\nThe limits", text, re.S).group(1)
     named = re.findall(r"`(?:(test_\w+\.py)::)?(test_\w+)(?:\[[^\]]*\])?`", table)
     assert len(named) >= 15, named
-    missing = [f"{file or 'test_run_survival.py'}::{name}" for file, name in named
-               if f"def {name}(" not in (ROOT / "tests" / (file or "test_run_survival.py")).read_text()]
+    missing = [
+        f"{file or 'test_run_survival.py'}::{name}"
+        for file, name in named
+        if f"def {name}(" not in (ROOT / "tests" / (file or "test_run_survival.py")).read_text()
+    ]
     assert not missing, f"docs/run-directory.md names tests that do not exist: {missing}"

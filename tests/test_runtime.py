@@ -14,7 +14,7 @@ def test_reuse_freed_memory_reports_whether_it_applied():
     assert isinstance(applied, bool)
     if sys.platform.startswith("linux") and ctypes.util.find_library("c"):
         assert applied  # glibc accepts both thresholds
-    a = np.ones((1 << 22,), dtype=np.float32)   # big arrays still allocate, compute and free normally
+    a = np.ones((1 << 22,), dtype=np.float32)  # big arrays still allocate, compute and free normally
     assert float(a.sum()) == float(1 << 22)
 
 
@@ -29,9 +29,9 @@ def test_processes_on_one_host_share_its_cores_between_their_blas():
     env = {"PMI_SIZE": "4", "MPI_LOCALNRANKS": "2"}
     assert share_cores_between_processes(env, cores=8) == 4
     assert env["OPENBLAS_NUM_THREADS"] == env["OMP_NUM_THREADS"] == "4"
-    assert share_cores_between_processes({"PMI_SIZE": "2"}, cores=2) == 1       # no local size: the world's
-    assert share_cores_between_processes({"PMI_SIZE": "3"}, cores=2) == 1       # never below one thread
-    assert share_cores_between_processes({}, cores=8) is None                   # one process: untouched
+    assert share_cores_between_processes({"PMI_SIZE": "2"}, cores=2) == 1  # no local size: the world's
+    assert share_cores_between_processes({"PMI_SIZE": "3"}, cores=2) == 1  # never below one thread
+    assert share_cores_between_processes({}, cores=8) is None  # one process: untouched
     chosen = {"PMI_SIZE": "2", "OMP_NUM_THREADS": "3"}
     assert share_cores_between_processes(chosen, cores=8) is None and "OPENBLAS_NUM_THREADS" not in chosen
 
@@ -44,9 +44,14 @@ def test_importing_moco_ref_first_lets_idle_blas_threads_sleep():
     code = "import moco_ref, os, sys; print(os.environ['OPENBLAS_THREAD_TIMEOUT'], 'numpy' in sys.modules)"
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["4", "False"]          # set, and NumPy not yet loaded: OpenBLAS will read it
-    out = subprocess.run([sys.executable, "-c", code], env=dict(env, OPENBLAS_THREAD_TIMEOUT="20"),
-                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["4", "False"]  # set, and NumPy not yet loaded: OpenBLAS will read it
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(env, OPENBLAS_THREAD_TIMEOUT="20"),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.split()[0] == "20"
 
 
@@ -54,7 +59,7 @@ def test_quiet_idle_blas_threads_says_whether_it_can_still_take_effect():
     from moco_ref.run.runtime import quiet_idle_blas_threads
 
     env = {}
-    assert quiet_idle_blas_threads(env) is False   # NumPy is loaded in this process: too late for OpenBLAS
+    assert quiet_idle_blas_threads(env) is False  # NumPy is loaded in this process: too late for OpenBLAS
     assert env == {"OPENBLAS_THREAD_TIMEOUT": "4"}
 
 
@@ -62,7 +67,9 @@ def test_numpy_fast_path_applies_the_allocator_setting_for_api_users():
     """A user of the Python API gets the command's allocator setting: NumPy's fast path applies it on import."""
     import subprocess
 
-    code = ("import ctypes, backends.cpu as c; calls = []; c.reuse_freed_memory = lambda: calls.append(1) or True; "
-            "import backends.numpy_fast; print(len(calls))")
+    code = (
+        "import ctypes, backends.cpu as c; calls = []; c.reuse_freed_memory = lambda: calls.append(1) or True; "
+        "import backends.numpy_fast; print(len(calls))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "1"

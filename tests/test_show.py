@@ -27,8 +27,24 @@ from moco_ref.tools.show import (
     views_size,
 )
 
-TINY = ["--image-size", "16", "--width", "2", "-b", "8", "--moco-k", "20", "--moco-dim", "16",
-        "--bn-splits", "2", "--log-every", "1", "--knn-every", "0"]
+TINY = [
+    "--image-size",
+    "16",
+    "--width",
+    "2",
+    "-b",
+    "8",
+    "--moco-k",
+    "20",
+    "--moco-dim",
+    "16",
+    "--bn-splits",
+    "2",
+    "--log-every",
+    "1",
+    "--knn-every",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +61,11 @@ def run_dir(tmp_path_factory, data):
     from moco_ref.cli.main import main
 
     run = tmp_path_factory.mktemp("runs") / "run"
-    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()), \
-            pytest.raises(SystemExit) as exit_:
+    with (
+        contextlib.redirect_stderr(io.StringIO()),
+        contextlib.redirect_stdout(io.StringIO()),
+        pytest.raises(SystemExit) as exit_,
+    ):
         main(["train", "--data", str(data), *TINY, "--epochs", "2", "--seed", "3", "--out", str(run)])
     assert exit_.value.code == 0
     return run
@@ -78,7 +97,7 @@ def encoders_of(run_dir):
     config = TrainConfig.from_dict(json.loads(stored.pop("__meta__").tobytes().decode())["config"])
     untrained = MoCo(**config.model_arguments()).encoder_q
     trained = MoCo(**config.model_arguments()).encoder_q
-    trained.load_state_dict({k[len("encoder_q."):]: v for k, v in stored.items() if k.startswith("encoder_q.")})
+    trained.load_state_dict({k[len("encoder_q.") :]: v for k, v in stored.items() if k.startswith("encoder_q.")})
     return untrained, trained
 
 
@@ -96,21 +115,22 @@ def test_views_are_the_pipelines_output_for_the_seed(tmp_path, data):
     path, drawn = show_views(str(data), "v2", count=3, image_size=16, seed=5, out=tmp_path / "views.png")
     assert png_size(path) == views_size(3) == (450, 375)
     dataset = load_dataset(str(data), "train", 16, 5)
-    assert list(dataset.labels[drawn["index"]]) == [0, 1, 0]              # each class in turn
+    assert list(dataset.labels[drawn["index"]]) == [0, 1, 0]  # each class in turn
     assert drawn["names"] == ["green", "red", "green"]
     images = dataset.images[drawn["index"]]
     np.testing.assert_array_equal(drawn["originals"], images)
     rng, pipeline = np.random.default_rng(5), make_pipeline("v2", 16)
-    for name in ("view_q", "view_k"):                                       # x_q first, then x_k, one generator
+    for name in ("view_q", "view_k"):  # x_q first, then x_k, one generator
         expected = np.clip(denormalize(pipeline(images, rng, "numpy")).transpose(0, 2, 3, 1), 0, 1)
         np.testing.assert_array_equal(drawn[name], expected, err_msg=name)
-    assert not np.array_equal(drawn["view_q"], drawn["view_k"])           # two different augmentations
+    assert not np.array_equal(drawn["view_q"], drawn["view_k"])  # two different augmentations
 
 
 def test_show_views_command_writes_the_png(tmp_path, data, capsys):
     out = tmp_path / "pairs.png"
-    code, stdout, err = run_cli(["show", "views", "--data", data, "--image-size", "16", "--images", "4",
-                                 "--aug", "cifar", "--out", out], capsys)
+    code, stdout, err = run_cli(
+        ["show", "views", "--data", data, "--image-size", "16", "--images", "4", "--aug", "cifar", "--out", out], capsys
+    )
     assert code == 0, err
     assert stdout.startswith(f"wrote {out}") and png_size(out) == views_size(4)
 
@@ -146,11 +166,12 @@ def test_neighbours_are_the_true_top_k_by_cosine(tmp_path, run_dir, data):
         bank = unit_features(encoder, train.images)
         queries = unit_features(encoder, test.images[drawn["query_index"]])
         cosine = queries @ bank.T
-        expected = np.argsort(-cosine, axis=1)[:, :4]                    # the brute-force top 4
+        expected = np.argsort(-cosine, axis=1)[:, :4]  # the brute-force top 4
         np.testing.assert_array_equal(drawn[name]["index"], expected, err_msg=name)
         np.testing.assert_allclose(drawn[name]["similarity"], np.take_along_axis(cosine, expected, 1), atol=1e-5)
-        np.testing.assert_array_equal(drawn[name]["same_class"],
-                                      train.labels[expected] == test.labels[drawn["query_index"]][:, None])
+        np.testing.assert_array_equal(
+            drawn[name]["same_class"], train.labels[expected] == test.labels[drawn["query_index"]][:, None]
+        )
     assert not np.array_equal(drawn["untrained"]["index"], drawn["trained"]["index"])
 
 
@@ -170,8 +191,8 @@ def test_pca_equals_an_independent_svd_up_to_sign():
     u, s, vt = np.linalg.svd(centred, full_matrices=False)
     same_columns_up_to_sign(projection, u[:, :2] * s[:2], 1e-9)
     same_columns_up_to_sign(components.T, vt[:2].T, 1e-9)
-    np.testing.assert_allclose(explained, s[:2] ** 2 / (s ** 2).sum(), rtol=1e-9)
-    assert (components[np.arange(2), np.abs(components).argmax(axis=1)] > 0).all()   # the sign convention
+    np.testing.assert_allclose(explained, s[:2] ** 2 / (s**2).sum(), rtol=1e-9)
+    assert (components[np.arange(2), np.abs(components).argmax(axis=1)] > 0).all()  # the sign convention
 
 
 def test_embedding_projects_each_encoders_test_features(tmp_path, run_dir, data):

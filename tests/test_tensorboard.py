@@ -16,8 +16,27 @@ from moco_ref.run.tensorboard import scalars
 pytest.importorskip("tensorboardX")
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
-TINY = ["--image-size", "16", "--width", "2", "-b", "8", "--moco-k", "20", "--moco-dim", "16", "--bn-splits", "2",
-        "--log-every", "1", "--knn-every", "1", "--epochs", "3", "--tensorboard"]
+TINY = [
+    "--image-size",
+    "16",
+    "--width",
+    "2",
+    "-b",
+    "8",
+    "--moco-k",
+    "20",
+    "--moco-dim",
+    "16",
+    "--bn-splits",
+    "2",
+    "--log-every",
+    "1",
+    "--knn-every",
+    "1",
+    "--epochs",
+    "3",
+    "--tensorboard",
+]
 STEP_FIELDS = ("loss", "acc1", "lr", "m", "images_per_s", "data_share")
 EPOCH_FIELDS = ("loss", "acc1", "lr", "seconds")
 
@@ -59,7 +78,9 @@ def assert_tensorboard_holds_the_metrics(run_dir) -> dict:
     expected = expected_series(records)
     accumulator = read_back(run_dir / "tb")
     tags = set(accumulator.Tags()["scalars"])
-    assert tags == set(expected) | {"chance/loss", "chance/acc1"}, tags ^ (set(expected) | {"chance/loss", "chance/acc1"})
+    assert tags == set(expected) | {"chance/loss", "chance/acc1"}, tags ^ (
+        set(expected) | {"chance/loss", "chance/acc1"}
+    )
     shown = {}
     for tag, points in expected.items():
         events = accumulator.Scalars(tag)
@@ -68,7 +89,7 @@ def assert_tensorboard_holds_the_metrics(run_dir) -> dict:
             assert event.value == pytest.approx(value, rel=1e-6, abs=1e-6), f"{tag} at step {step}"
         shown[tag] = [e.step for e in events]
     steps = [step for step, _ in expected["step/loss"]]
-    for tag, level in (("chance/loss", math.log(21)), ("chance/acc1", 100 / 21)):        # K = 20
+    for tag, level in (("chance/loss", math.log(21)), ("chance/acc1", 100 / 21)):  # K = 20
         events = accumulator.Scalars(tag)
         assert [e.step for e in events] == steps and all(e.value == pytest.approx(level) for e in events), tag
     return shown
@@ -76,7 +97,7 @@ def assert_tensorboard_holds_the_metrics(run_dir) -> dict:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return write_image_folder(tmp_path_factory.mktemp("images"), size=20)      # 24 training images: 3 steps an epoch
+    return write_image_folder(tmp_path_factory.mktemp("images"), size=20)  # 24 training images: 3 steps an epoch
 
 
 def test_a_run_writes_every_number_of_its_metrics_once_at_its_step(tmp_path, data, capsys):
@@ -112,8 +133,8 @@ def test_the_probe_set_is_written_for_the_projector_with_its_labels_and_images(t
     assert 'tensor_name: "probe_set:00002"' in projector and "sprite.png" in projector, projector
     folder = run_dir / "tb" / "00002" / "probe_set"
     rows = [[float(x) for x in line.split("\t")] for line in (folder / "tensors.tsv").read_text().splitlines()]
-    assert len(rows) == 8 and all(len(row) == 16 for row in rows)          # the 8 held-out images, dim 16
-    assert all(sum(x * x for x in row) == pytest.approx(1, abs=1e-4) for row in rows)      # normalised outputs
+    assert len(rows) == 8 and all(len(row) == 16 for row in rows)  # the 8 held-out images, dim 16
+    assert all(sum(x * x for x in row) == pytest.approx(1, abs=1e-4) for row in rows)  # normalised outputs
     assert sorted(set((folder / "metadata.tsv").read_text().split())) == ["0", "1"]
     assert (folder / "sprite.png").stat().st_size > 0
 
@@ -133,7 +154,7 @@ def test_a_resumed_run_appends_and_no_step_appears_twice(tmp_path, data, capsys,
     run_dir = tmp_path / "run"
     started_at(monkeypatch, 1800000000)
     assert run_cli(["train", "--data", str(data), *TINY, "--max-steps", "4", "--out", str(run_dir)], capsys)[0] == 0
-    at_step_4 = shutil.copy(run_dir / "checkpoint_last.npz", run_dir / "step4.npz")   # kept in the run's folder
+    at_step_4 = shutil.copy(run_dir / "checkpoint_last.npz", run_dir / "step4.npz")  # kept in the run's folder
     started_at(monkeypatch, 1800000010)
     assert run_cli(["train", "--resume", str(run_dir), "--max-steps", "7"], capsys)[0] == 0
     started_at(monkeypatch, 1800000020)
@@ -161,6 +182,8 @@ def test_records_that_are_not_time_series_give_no_scalars():
     assert scalars({"kind": "final", "global_step": 9, "loss": 1.0, "knn_top1": 50.0}) == []
     assert scalars({"kind": "epoch", "global_step": 4, "loss": 1.0, "complete": False}) == []
     assert scalars({"kind": "knn", "epoch": 0, "global_step": 0, "knn_top1": 12.5, "untrained": True}) == [
-        ("knn/top1", 12.5)]
-    assert scalars({"kind": "instruments", "global_step": 3, "key_drift": None, "uniformity": -1.5,
-                    "logit_pos": float("nan")}) == [("instruments/uniformity", -1.5)]
+        ("knn/top1", 12.5)
+    ]
+    assert scalars(
+        {"kind": "instruments", "global_step": 3, "key_drift": None, "uniformity": -1.5, "logit_pos": float("nan")}
+    ) == [("instruments/uniformity", -1.5)]

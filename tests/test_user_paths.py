@@ -25,10 +25,28 @@ from helpers import error_line, run_cli, write_image_folder
 
 from moco_ref.paths import check_output
 
-TINY = ["--image-size", "16", "--width", "2", "-b", "8", "--moco-k", "20", "--moco-dim", "8", "--bn-splits", "2",
-        "--log-every", "1", "--knn-every", "0", "--max-steps", "1"]
-LONG_NAME = "n" * 300                                      # one name beyond the file system's 255 bytes
-DEEP = "/".join(["d" * 200] * 21)                           # names that fit, a whole path beyond PATH_MAX
+TINY = [
+    "--image-size",
+    "16",
+    "--width",
+    "2",
+    "-b",
+    "8",
+    "--moco-k",
+    "20",
+    "--moco-dim",
+    "8",
+    "--bn-splits",
+    "2",
+    "--log-every",
+    "1",
+    "--knn-every",
+    "0",
+    "--max-steps",
+    "1",
+]
+LONG_NAME = "n" * 300  # one name beyond the file system's 255 bytes
+DEEP = "/".join(["d" * 200] * 21)  # names that fit, a whole path beyond PATH_MAX
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +60,11 @@ def run(tmp_path_factory, data):
     from moco_ref.cli.main import main
 
     run_dir = tmp_path_factory.mktemp("runs") / "run"
-    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()), \
-            pytest.raises(SystemExit) as exit_:
+    with (
+        contextlib.redirect_stderr(io.StringIO()),
+        contextlib.redirect_stdout(io.StringIO()),
+        pytest.raises(SystemExit) as exit_,
+    ):
         main(["train", "--data", str(data), *TINY, "--epochs", "1", "--out", str(run_dir)])
     assert exit_.value.code == 0
     return run_dir
@@ -66,9 +87,19 @@ def places(tmp_path, data, run):
     shutil.copy(run / "checkpoint_last.npz", user / "downloaded.npz")
     for name in ("mine.npz", "mine.png", "mine.json"):
         (tmp_path / name).write_bytes(b"the user's " + name.encode())
-    return {"tmp": tmp_path, "data": data, "run": run, "file": tmp_path / "a_file", "loop": tmp_path / "loop_a",
-            "dangling": tmp_path / "dangling", "fifo": tmp_path / "fifo", "almost": tmp_path / ("x" * 250),
-            "user": user, "long": tmp_path / LONG_NAME, "deep": tmp_path / DEEP}
+    return {
+        "tmp": tmp_path,
+        "data": data,
+        "run": run,
+        "file": tmp_path / "a_file",
+        "loop": tmp_path / "loop_a",
+        "dangling": tmp_path / "dangling",
+        "fifo": tmp_path / "fifo",
+        "almost": tmp_path / ("x" * 250),
+        "user": user,
+        "long": tmp_path / LONG_NAME,
+        "deep": tmp_path / DEEP,
+    }
 
 
 def tree(*roots) -> dict:
@@ -88,70 +119,146 @@ def tree(*roots) -> dict:
 
 # (the command line, with {places}; the path the line must name; a phrase of the reason)
 FAULTS = {
-    "train --out: a name of 300 bytes": (["train", *TINY, "--data", "{data}", "--out", "{long}"], "{long}",
-                                         "File name too long"),
-    "train --out: beyond PATH_MAX": (["train", *TINY, "--data", "{data}", "--out", "{deep}"], "{deep}",
-                                     "File name too long"),
-    "train --out: below a file": (["train", *TINY, "--data", "{data}", "--out", "{file}/run"], "{file}/run",
-                                  "Not a directory"),
-    "train --out: a loop of links": (["train", *TINY, "--data", "{data}", "--out", "{loop}/run"], "{loop}/run",
-                                     "Too many levels of symbolic links"),
-    "train --out: a link to nothing": (["train", *TINY, "--data", "{data}", "--out", "{dangling}"], "{dangling}",
-                                       "does not exist"),
+    "train --out: a name of 300 bytes": (
+        ["train", *TINY, "--data", "{data}", "--out", "{long}"],
+        "{long}",
+        "File name too long",
+    ),
+    "train --out: beyond PATH_MAX": (
+        ["train", *TINY, "--data", "{data}", "--out", "{deep}"],
+        "{deep}",
+        "File name too long",
+    ),
+    "train --out: below a file": (
+        ["train", *TINY, "--data", "{data}", "--out", "{file}/run"],
+        "{file}/run",
+        "Not a directory",
+    ),
+    "train --out: a loop of links": (
+        ["train", *TINY, "--data", "{data}", "--out", "{loop}/run"],
+        "{loop}/run",
+        "Too many levels of symbolic links",
+    ),
+    "train --out: a link to nothing": (
+        ["train", *TINY, "--data", "{data}", "--out", "{dangling}"],
+        "{dangling}",
+        "does not exist",
+    ),
     "train --out: a FIFO": (["train", *TINY, "--data", "{data}", "--out", "{fifo}"], "{fifo}", "Not a directory"),
-    "train --out: below /dev/null": (["train", *TINY, "--data", "{data}", "--out", "/dev/null/run"], "/dev/null/run",
-                                     "Not a directory"),
-    "train --out: the user's folder": (["train", *TINY, "--data", "{data}", "--out", "{user}"], "{user}",
-                                       "config.json"),
+    "train --out: below /dev/null": (
+        ["train", *TINY, "--data", "{data}", "--out", "/dev/null/run"],
+        "/dev/null/run",
+        "Not a directory",
+    ),
+    "train --out: the user's folder": (
+        ["train", *TINY, "--data", "{data}", "--out", "{user}"],
+        "{user}",
+        "config.json",
+    ),
     "train --out: a run": (["train", *TINY, "--data", "{data}", "--out", "{run}"], "{run}", "--resume"),
-    "train --resume into the user's folder": (["train", "--resume", "{run}", "--out", "{user}"], "{user}",
-                                              "no run wrote"),
-    "train --resume: a checkpoint in the user's folder": (["train", "--resume", "{user}/downloaded.npz"], "{user}",
-                                                          "config.json"),
+    "train --resume into the user's folder": (
+        ["train", "--resume", "{run}", "--out", "{user}"],
+        "{user}",
+        "no run wrote",
+    ),
+    "train --resume: a checkpoint in the user's folder": (
+        ["train", "--resume", "{user}/downloaded.npz"],
+        "{user}",
+        "config.json",
+    ),
     "train --resume: a name of 300 bytes": (["train", "--resume", "{long}"], "{long}", "File name too long"),
     "train --resume: below a file": (["train", "--resume", "{file}/run"], "{file}/run", "Not a directory"),
-    "train --data: a name of 300 bytes": (["train", *TINY, "--data", "{long}", "--out", "{tmp}/new"], "{long}",
-                                          "File name too long"),
-    "train --data: a loop of links": (["train", *TINY, "--data", "{loop}", "--out", "{tmp}/new"], "{loop}",
-                                      "Too many levels of symbolic links"),
+    "train --data: a name of 300 bytes": (
+        ["train", *TINY, "--data", "{long}", "--out", "{tmp}/new"],
+        "{long}",
+        "File name too long",
+    ),
+    "train --data: a loop of links": (
+        ["train", *TINY, "--data", "{loop}", "--out", "{tmp}/new"],
+        "{loop}",
+        "Too many levels of symbolic links",
+    ),
     "eval knn --checkpoint: too long": (["eval", "knn", "--checkpoint", "{long}"], "{long}", "File name too long"),
-    "eval linear --checkpoint: below a file": (["eval", "linear", "--checkpoint", "{file}/run"], "{file}/run",
-                                               "Not a directory"),
-    "export --out: too long": (["export", "--checkpoint", "{run}", "--out", "{long}.npz"], "{long}.npz",
-                               "File name too long"),
-    "export --out: below a file": (["export", "--checkpoint", "{run}", "--out", "{file}/e.npz"], "{file}/e.npz",
-                                   "Not a directory"),
-    "export --out: a loop of links": (["export", "--checkpoint", "{run}", "--out", "{loop}/e.npz"],
-                                      "{loop}/e.npz", "Too many levels of symbolic links"),
-    "export --out: a name that fits, its temporary file's does not": (["export", "--checkpoint", "{run}", "--out",
-                                                                      "{almost}.npz"], "{almost}.npz",
-                                                                     "File name too long"),
-    "export --out: the user's file": (["export", "--checkpoint", "{run}", "--out", "{tmp}/mine.npz"],
-                                      "{tmp}/mine.npz", "--force"),
+    "eval linear --checkpoint: below a file": (
+        ["eval", "linear", "--checkpoint", "{file}/run"],
+        "{file}/run",
+        "Not a directory",
+    ),
+    "export --out: too long": (
+        ["export", "--checkpoint", "{run}", "--out", "{long}.npz"],
+        "{long}.npz",
+        "File name too long",
+    ),
+    "export --out: below a file": (
+        ["export", "--checkpoint", "{run}", "--out", "{file}/e.npz"],
+        "{file}/e.npz",
+        "Not a directory",
+    ),
+    "export --out: a loop of links": (
+        ["export", "--checkpoint", "{run}", "--out", "{loop}/e.npz"],
+        "{loop}/e.npz",
+        "Too many levels of symbolic links",
+    ),
+    "export --out: a name that fits, its temporary file's does not": (
+        ["export", "--checkpoint", "{run}", "--out", "{almost}.npz"],
+        "{almost}.npz",
+        "File name too long",
+    ),
+    "export --out: the user's file": (
+        ["export", "--checkpoint", "{run}", "--out", "{tmp}/mine.npz"],
+        "{tmp}/mine.npz",
+        "--force",
+    ),
     "plot RUN_DIR: too long": (["plot", "{long}"], "{long}", "File name too long"),
     "plot --out: below a file": (["plot", "{run}", "--out", "{file}/c.png"], "{file}/c.png", "Not a directory"),
     "plot --out: the user's file": (["plot", "{run}", "--out", "{tmp}/mine.png"], "{tmp}/mine.png", "--force"),
-    "show embedding --out: too long": (["show", "embedding", "{run}", "--out", "{long}.png"], "{long}.png",
-                                       "File name too long"),
-    "show neighbours RUN: a loop of links": (["show", "neighbours", "{loop}"], "{loop}",
-                                             "Too many levels of symbolic links"),
-    "show views --out: the user's file": (["show", "views", "--out", "{tmp}/mine.png"], "{tmp}/mine.png",
-                                          "--force"),
-    "ablate --out: too long": (["ablate", "momentum", *TINY, "--data", "{data}", "--values", "0", "--out",
-                                "{long}"], "{long}", "File name too long"),
-    "ablate --out: below a file": (["ablate", "momentum", *TINY, "--data", "{data}", "--values", "0", "--out",
-                                    "{file}/a"], "{file}/a", "Not a directory"),
-    "ablate --out: a FIFO": (["ablate", "momentum", *TINY, "--data", "{data}", "--values", "0", "--out", "{fifo}"],
-                             "{fifo}", "Not a directory"),
-    "ablate --out: the user's folder": (["ablate", "momentum", *TINY, "--data", "{data}", "--values", "0",
-                                         "--out", "{user}"], "{user}", "config.json"),
-    "bench step --out: below a file": (["bench", "step", "--quick", "--out", "{file}/b.json"], "{file}/b.json",
-                                       "Not a directory"),
-    "bench step --out: the user's file": (["bench", "step", "--quick", "--out", "{tmp}/mine.json"],
-                                          "{tmp}/mine.json", "--force"),
+    "show embedding --out: too long": (
+        ["show", "embedding", "{run}", "--out", "{long}.png"],
+        "{long}.png",
+        "File name too long",
+    ),
+    "show neighbours RUN: a loop of links": (
+        ["show", "neighbours", "{loop}"],
+        "{loop}",
+        "Too many levels of symbolic links",
+    ),
+    "show views --out: the user's file": (["show", "views", "--out", "{tmp}/mine.png"], "{tmp}/mine.png", "--force"),
+    "ablate --out: too long": (
+        ["ablate", "momentum", *TINY, "--data", "{data}", "--values", "0", "--out", "{long}"],
+        "{long}",
+        "File name too long",
+    ),
+    "ablate --out: below a file": (
+        ["ablate", "momentum", *TINY, "--data", "{data}", "--values", "0", "--out", "{file}/a"],
+        "{file}/a",
+        "Not a directory",
+    ),
+    "ablate --out: a FIFO": (
+        ["ablate", "momentum", *TINY, "--data", "{data}", "--values", "0", "--out", "{fifo}"],
+        "{fifo}",
+        "Not a directory",
+    ),
+    "ablate --out: the user's folder": (
+        ["ablate", "momentum", *TINY, "--data", "{data}", "--values", "0", "--out", "{user}"],
+        "{user}",
+        "config.json",
+    ),
+    "bench step --out: below a file": (
+        ["bench", "step", "--quick", "--out", "{file}/b.json"],
+        "{file}/b.json",
+        "Not a directory",
+    ),
+    "bench step --out: the user's file": (
+        ["bench", "step", "--quick", "--out", "{tmp}/mine.json"],
+        "{tmp}/mine.json",
+        "--force",
+    ),
     "bench gpu --out: too long": (["bench", "gpu", "--out", "{long}.json"], "{long}.json", "File name too long"),
-    "bench learn --out: a loop of links": (["bench", "learn", "--out", "{loop}/r.json"], "{loop}/r.json",
-                                           "Too many levels of symbolic links"),
+    "bench learn --out: a loop of links": (
+        ["bench", "learn", "--out", "{loop}/r.json"],
+        "{loop}/r.json",
+        "Too many levels of symbolic links",
+    ),
 }
 
 
@@ -165,10 +272,15 @@ def test_a_path_the_os_refuses_or_a_users_file_is_one_line_naming_it_and_nothing
     assert tree(places["tmp"], places["run"], places["data"]) == before
 
 
-@pytest.mark.parametrize("words", [["train", *TINY, "--data", "{data}", "--out", "{tmp}/locked/run"],
-                                   ["export", "--checkpoint", "{run}", "--out", "{tmp}/locked/e.npz"],
-                                   ["eval", "knn", "--checkpoint", "{tmp}/locked/run"]],
-                         ids=["train --out", "export --out", "eval --checkpoint"])
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["train", *TINY, "--data", "{data}", "--out", "{tmp}/locked/run"],
+        ["export", "--checkpoint", "{run}", "--out", "{tmp}/locked/e.npz"],
+        ["eval", "knn", "--checkpoint", "{tmp}/locked/run"],
+    ],
+    ids=["train --out", "export --out", "eval --checkpoint"],
+)
 def test_no_permission_is_one_line_naming_the_path(words, places, capsys, monkeypatch):
     locked = places["tmp"] / "locked"
     locked.mkdir()
@@ -187,12 +299,16 @@ def test_no_permission_is_one_line_naming_the_path(words, places, capsys, monkey
     assert tree(places["tmp"], places["run"]) == before
 
 
-@pytest.mark.parametrize("words", [["train", *TINY, "--data", "{data}", "--out", "{read_only}/run"],
-                                   ["export", "--checkpoint", "{run}", "--out", "{read_only}/e.npz"],
-                                   ["show", "views", "--out", "{read_only}/v.png"],
-                                   ["ablate", "momentum", *TINY, "--data", "{data}", "--values", "0", "--out",
-                                    "{read_only}/a"]],
-                         ids=["train --out", "export --out", "show views --out", "ablate --out"])
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["train", *TINY, "--data", "{data}", "--out", "{read_only}/run"],
+        ["export", "--checkpoint", "{run}", "--out", "{read_only}/e.npz"],
+        ["show", "views", "--out", "{read_only}/v.png"],
+        ["ablate", "momentum", *TINY, "--data", "{data}", "--values", "0", "--out", "{read_only}/a"],
+    ],
+    ids=["train --out", "export --out", "show views --out", "ablate --out"],
+)
 def test_a_read_only_file_system_is_one_line_naming_the_path(words, places, capsys):
     """A real read-only bind mount (skipped where this machine does not allow mounting)."""
     source, view = places["tmp"] / "source", places["tmp"] / "read_only"
@@ -244,8 +360,18 @@ def test_a_trainer_built_in_python_refuses_the_users_folder_before_it_writes(pla
     from moco_ref.run.config import TrainConfig
     from moco_ref.run.trainer import Trainer
 
-    config = TrainConfig(data=str(places["data"]), image_size=16, width=2, batch_size=8, K=20, dim=8, bn_splits=2,
-                         epochs=1, knn_every=0, max_steps=1)
+    config = TrainConfig(
+        data=str(places["data"]),
+        image_size=16,
+        width=2,
+        batch_size=8,
+        K=20,
+        dim=8,
+        bn_splits=2,
+        epochs=1,
+        knn_every=0,
+        max_steps=1,
+    )
     before = tree(places["tmp"])
     with pytest.raises(RunDirectoryError, match="config.json"):
         Trainer(config, places["user"], log=lambda line: None).run()

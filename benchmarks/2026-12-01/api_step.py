@@ -1,4 +1,5 @@
 """The reference step through the Python API, as the README shows it; prints the median step time."""
+
 import sys
 
 if sys.argv[1] == "numpy-first":
@@ -8,7 +9,7 @@ import time
 
 import numpy as np
 
-import moco_ref  # noqa: F401
+import moco_ref  # noqa: F401 (before NumPy: OpenBLAS's idle threads sleep)
 from moco_ref.moco import MoCo
 
 model = MoCo(arch="resnet10", width=16, dim=128, K=4096, m=0.99, T=0.1, bn_splits=1, dtype="float32")

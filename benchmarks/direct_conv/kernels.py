@@ -11,11 +11,11 @@ LLVM vectorises from Numba:
   scalar: a loop of a constant 16 trips is unrolled before the vectoriser sees it and its accumulators
   become 16 scalar registers; with the trip count a runtime value the vectoriser's body is 32 or 64
   channels wide (vector width × interleave) and a 16-channel row never enters it.
-* Padded planes (``make_stencil``, ``make_weight_grad``, ``weight_grad_by_output``; ``make_fused`` does
-  the same one sample per task, its planes in buffers of the task): each (sample, channel) image stored as a zero-bordered Hp×Wp plane,
-  flattened, so that the 3×3 stencil at flat position p reads p + (a−1)·Wp + (b−1).  The innermost loop
-  runs over ~H·Wp contiguous positions with nine scalar weights: LLVM vectorises it (8 or 16 lanes).
-  Rows are computed whole, their two border columns included (junk, never read back).
+* Padded planes (``make_stencil``, ``make_weight_grad``, ``weight_grad_by_output``; ``make_fused`` does the same
+  one sample per task, its planes in buffers of the task): each (sample, channel) image stored as a zero-bordered
+  Hp×Wp plane, flattened, so that the 3×3 stencil at flat position p reads p + (a−1)·Wp + (b−1).  The innermost loop
+  runs over ~H·Wp contiguous positions with nine scalar weights: LLVM vectorises it (8 or 16 lanes). Rows are
+  computed whole, their two border columns included (junk, never read back).
 
     forward     y_o = Σ_c Σ_t W[o, c, t] · shift_t(x_c)
     ∂L/∂x       dx_c = Σ_o Σ_t W[o, c, 8 − t] · shift_t(dy_o)        (the same stencil, kernel flipped and transposed)
@@ -48,9 +48,9 @@ def to_planes(x, planes):
         target = planes[n]
         for c in range(C):
             plane = target[c]
-            for p in range(Wp):                            # top border row
+            for p in range(Wp):  # top border row
                 plane[p] = zero
-            for p in range((H + 1) * Wp, (H + 2) * Wp):    # bottom border row
+            for p in range((H + 1) * Wp, (H + 2) * Wp):  # bottom border row
                 plane[p] = zero
         for i in range(H):
             row = (i + 1) * Wp
@@ -94,24 +94,36 @@ def _stencil_source(block: int) -> str:
         f"        o = {block} * (task - n * tasks)",
     ]
     for i in k:
-        lines += [f"        plane{i} = yp[n, o + {i}]",
-                  f"        for p in range(P):",
-                  f"            plane{i}[p] = zero",
-                  f"        out{i} = plane{i}[Wp + 1:]"]
-    lines += ["        for c in range(C):",
-              "            x = xp[n, c]",
-              "            r0, r1, r2 = x[0:], x[Wp:], x[Wp + Wp:]"]
+        lines += [
+            f"        plane{i} = yp[n, o + {i}]",
+            "        for p in range(P):",
+            f"            plane{i}[p] = zero",
+            f"        out{i} = plane{i}[Wp + 1:]",
+        ]
+    lines += [
+        "        for c in range(C):",
+        "            x = xp[n, c]",
+        "            r0, r1, r2 = x[0:], x[Wp:], x[Wp + Wp:]",
+    ]
     for i in k:
-        lines.append("            " + ", ".join(f"w{i}_{t}" for t in range(9)) + " = "
-                     + ", ".join(f"w9[o + {i}, c, {t}]" for t in range(9)))
-    lines += ["            for q in range(L):",
-              "                x0, x1, x2 = r0[q], r0[q + 1], r0[q + 2]",
-              "                x3, x4, x5 = r1[q], r1[q + 1], r1[q + 2]",
-              "                x6, x7, x8 = r2[q], r2[q + 1], r2[q + 2]"]
+        lines.append(
+            "            "
+            + ", ".join(f"w{i}_{t}" for t in range(9))
+            + " = "
+            + ", ".join(f"w9[o + {i}, c, {t}]" for t in range(9))
+        )
+    lines += [
+        "            for q in range(L):",
+        "                x0, x1, x2 = r0[q], r0[q + 1], r0[q + 2]",
+        "                x3, x4, x5 = r1[q], r1[q + 1], r1[q + 2]",
+        "                x6, x7, x8 = r2[q], r2[q + 1], r2[q + 2]",
+    ]
     for i in k:
-        lines.append(f"                out{i}[q] += ((w{i}_0 * x0 + w{i}_1 * x1 + w{i}_2 * x2)"
-                     f" + (w{i}_3 * x3 + w{i}_4 * x4 + w{i}_5 * x5)"
-                     f" + (w{i}_6 * x6 + w{i}_7 * x7 + w{i}_8 * x8))")
+        lines.append(
+            f"                out{i}[q] += ((w{i}_0 * x0 + w{i}_1 * x1 + w{i}_2 * x2)"
+            f" + (w{i}_3 * x3 + w{i}_4 * x4 + w{i}_5 * x5)"
+            f" + (w{i}_6 * x6 + w{i}_7 * x7 + w{i}_8 * x8))"
+        )
     return "\n".join(lines)
 
 
@@ -125,38 +137,52 @@ def make_stencil(block: int):
 def _sample_stencil_source(block: int) -> str:
     """Source of a serial kernel: one sample's C input planes -> its O output planes, ``block`` outputs at a
     time (the nine input loads shared), the remaining O mod block one at a time."""
-    lines = ["def sample_stencil(xin, w9, yout, Wp, H):",
-             "    C, P = xin.shape",
-             "    O = yout.shape[0]",
-             "    L = H * Wp - 2",
-             "    zero = yout.dtype.type(0)",
-             f"    whole = O - O % {block}",
-             "    o = 0",
-             "    while o < O:",
-             f"        if o < whole:"]
+    lines = [
+        "def sample_stencil(xin, w9, yout, Wp, H):",
+        "    C, P = xin.shape",
+        "    O = yout.shape[0]",
+        "    L = H * Wp - 2",
+        "    zero = yout.dtype.type(0)",
+        f"    whole = O - O % {block}",
+        "    o = 0",
+        "    while o < O:",
+        "        if o < whole:",
+    ]
     for branch, width in (("if", block), ("else", 1)):
         pad = "            "
         if branch == "else":
             lines.append("        else:")
         for i in range(width):
-            lines += [f"{pad}plane{i} = yout[o + {i}]",
-                      f"{pad}for p in range(P):",
-                      f"{pad}    plane{i}[p] = zero",
-                      f"{pad}out{i} = plane{i}[Wp + 1:]"]
-        lines += [f"{pad}for c in range(C):",
-                  f"{pad}    x = xin[c]",
-                  f"{pad}    r0, r1, r2 = x[0:], x[Wp:], x[Wp + Wp:]"]
+            lines += [
+                f"{pad}plane{i} = yout[o + {i}]",
+                f"{pad}for p in range(P):",
+                f"{pad}    plane{i}[p] = zero",
+                f"{pad}out{i} = plane{i}[Wp + 1:]",
+            ]
+        lines += [
+            f"{pad}for c in range(C):",
+            f"{pad}    x = xin[c]",
+            f"{pad}    r0, r1, r2 = x[0:], x[Wp:], x[Wp + Wp:]",
+        ]
         for i in range(width):
-            lines.append(f"{pad}    " + ", ".join(f"w{i}_{t}" for t in range(9)) + " = "
-                         + ", ".join(f"w9[o + {i}, c, {t}]" for t in range(9)))
-        lines += [f"{pad}    for q in range(L):",
-                  f"{pad}        x0, x1, x2 = r0[q], r0[q + 1], r0[q + 2]",
-                  f"{pad}        x3, x4, x5 = r1[q], r1[q + 1], r1[q + 2]",
-                  f"{pad}        x6, x7, x8 = r2[q], r2[q + 1], r2[q + 2]"]
+            lines.append(
+                f"{pad}    "
+                + ", ".join(f"w{i}_{t}" for t in range(9))
+                + " = "
+                + ", ".join(f"w9[o + {i}, c, {t}]" for t in range(9))
+            )
+        lines += [
+            f"{pad}    for q in range(L):",
+            f"{pad}        x0, x1, x2 = r0[q], r0[q + 1], r0[q + 2]",
+            f"{pad}        x3, x4, x5 = r1[q], r1[q + 1], r1[q + 2]",
+            f"{pad}        x6, x7, x8 = r2[q], r2[q + 1], r2[q + 2]",
+        ]
         for i in range(width):
-            lines.append(f"{pad}        out{i}[q] += ((w{i}_0 * x0 + w{i}_1 * x1 + w{i}_2 * x2)"
-                         f" + (w{i}_3 * x3 + w{i}_4 * x4 + w{i}_5 * x5)"
-                         f" + (w{i}_6 * x6 + w{i}_7 * x7 + w{i}_8 * x8))")
+            lines.append(
+                f"{pad}        out{i}[q] += ((w{i}_0 * x0 + w{i}_1 * x1 + w{i}_2 * x2)"
+                f" + (w{i}_3 * x3 + w{i}_4 * x4 + w{i}_5 * x5)"
+                f" + (w{i}_6 * x6 + w{i}_7 * x7 + w{i}_8 * x8))"
+            )
         lines.append(f"{pad}o += {width}")
     return "\n".join(lines)
 
@@ -212,9 +238,9 @@ def sample_weight_grad(xin, dyin, partial, Wp, H):
     zero = partial.dtype.type(0)
     for c in range(C):
         x = xin[c]
-        r0, r1, r2 = x[0:], x[Wp:], x[Wp + Wp:]
+        r0, r1, r2 = x[0:], x[Wp:], x[Wp + Wp :]
         for o in range(O):
-            d = dyin[o][Wp + 1:]
+            d = dyin[o][Wp + 1 :]
             s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = s8 = zero
             for q in range(L):
                 g = d[q]
@@ -238,7 +264,7 @@ def make_fused(block: int):
     stencil = make_sample_stencil(block)
 
     @njit(parallel=True, **FLAGS)
-    def forward(x, w9, y):                      # x (N, H, W, C), w9 (O, C, 9), y (N, H, W, O)
+    def forward(x, w9, y):  # x (N, H, W, C), w9 (O, C, 9), y (N, H, W, O)
         N, H, W, C = x.shape
         O = y.shape[3]
         Wp = W + 2
@@ -309,13 +335,15 @@ def _weight_grad_source(block: int) -> str:
         f"        c = {block} * (task - n * tasks)",
     ]
     for i in k:
-        lines += [f"        x{i} = xp[n, c + {i}]",
-                  f"        a{i}, b{i}, e{i} = x{i}[0:], x{i}[Wp:], x{i}[Wp + Wp:]"]
-    lines += ["        for o in range(O):",
-              "            d = dyp[n, o][Wp + 1:]"]
+        lines += [f"        x{i} = xp[n, c + {i}]", f"        a{i}, b{i}, e{i} = x{i}[0:], x{i}[Wp:], x{i}[Wp + Wp:]"]
+    lines += ["        for o in range(O):", "            d = dyp[n, o][Wp + 1:]"]
     for i in k:
-        lines.append("            " + ", ".join(f"s{i}_{t}" for t in range(9)) + " = "
-                     + ", ".join("partial.dtype.type(0)" for _ in range(9)))
+        lines.append(
+            "            "
+            + ", ".join(f"s{i}_{t}" for t in range(9))
+            + " = "
+            + ", ".join("partial.dtype.type(0)" for _ in range(9))
+        )
     lines.append("            for q in range(L):")
     lines.append("                g = d[q]")
     for i in k:
@@ -344,10 +372,10 @@ def weight_grad_by_output(xp, dyp, partial, Wp, H):
     for task in prange(N * O):
         n = task // O
         o = task - n * O
-        d = dyp[n, o][Wp + 1:]
+        d = dyp[n, o][Wp + 1 :]
         for c in range(C):
             x = xp[n, c]
-            r0, r1, r2 = x[0:], x[Wp:], x[Wp + Wp:]
+            r0, r1, r2 = x[0:], x[Wp:], x[Wp + Wp :]
             s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = s8 = zero
             for q in range(L):
                 g = d[q]
@@ -400,7 +428,7 @@ def nhwc_tile8(xp, wt, y):
             for a in range(3):
                 row = xp[n, i + a]
                 for b in range(3):
-                    pixels = row[j0 + b:]
+                    pixels = row[j0 + b :]
                     wab = wt[a, b]
                     for c in range(C):
                         wc = wab[c]
@@ -414,7 +442,7 @@ def nhwc_tile8(xp, wt, y):
 
 
 @njit(**FLAGS)
-def _row_runtime_channels(out, pixels, wab, W):     # out (W, O) += pixels[j, :] @ wab (C, O), O a runtime count
+def _row_runtime_channels(out, pixels, wab, W):  # out (W, O) += pixels[j, :] @ wab (C, O), O a runtime count
     C, O = wab.shape
     for j in range(W):
         target = out[j]

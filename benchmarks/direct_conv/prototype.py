@@ -25,7 +25,7 @@ import os
 import re
 import sys
 
-if "--prefer-512" in sys.argv:                       # before Numba is imported
+if "--prefer-512" in sys.argv:  # before Numba is imported
     import llvmlite.binding as llvm
 
     os.environ["NUMBA_CPU_NAME"] = llvm.get_host_cpu_name()
@@ -33,18 +33,18 @@ if "--prefer-512" in sys.argv:                       # before Numba is imported
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import moco_ref  # noqa: E402,F401  (before NumPy: OpenBLAS's idle threads sleep)
-import numba  # noqa: E402
-import numpy as np  # noqa: E402
+import kernels as K  # noqa: E402 (after the CPU features are set)
+import numba  # noqa: E402 (after the CPU features are set)
+import numpy as np  # noqa: E402 (after the CPU features are set)
 
-import kernels as K  # noqa: E402
-from backends.numba_fast import set_threads  # noqa: E402
-from moco_ref.bench.common import cpu_model, interleaved, median, vector_extensions  # noqa: E402
-from moco_ref.layers.conv import conv2d_backward, conv2d_forward  # noqa: E402
+import moco_ref  # noqa: E402,F401  (before NumPy: OpenBLAS's idle threads sleep)
+from backends.numba_fast import set_threads  # noqa: E402 (after the CPU features are set)
+from moco_ref.bench.common import cpu_model, interleaved, median, vector_extensions  # noqa: E402 (after the CPU features are set)
+from moco_ref.layers.conv import conv2d_backward, conv2d_forward  # noqa: E402 (after the CPU features are set)
 
 N, H, W, C, O = 64, 32, 32, 16, 16
 Hp, Wp = H + 2, W + 2
-FLOPS = 2 * N * O * C * 9 * H * W                    # one pass (forward, ∂X or ∂W)
+FLOPS = 2 * N * O * C * 9 * H * W  # one pass (forward, ∂X or ∂W)
 THREADS = 2
 FUSED = {"fused per sample, 2 planes/step": 2, "fused per sample, 4 planes/step": 4}
 
@@ -111,7 +111,7 @@ class Fused:
     def __init__(self, x, w, dy, block: int):
         self.x, self.w, self.dy = x, w, dy
         self.forward, self.backward, self.input_grad, self.weight_grad = K.make_fused(block)
-        self.stencil = self.forward                  # for the assembly count
+        self.stencil = self.forward  # for the assembly count
         self.w9, self.w9_flip = K.weights_forward(w), K.weights_input_grad(w)
 
     def pass_forward(self):
@@ -176,7 +176,7 @@ def correctness(variants) -> bool:
             y = np.empty((N, H, W, O), dtype)
             f(xp, wt, y)
             ok &= check(name, y, y_ref, dtype)
-        if dtype == np.float32:                      # ∂W's bits with 1 and 2 threads
+        if dtype == np.float32:  # ∂W's bits with 1 and 2 threads
             for name, (block, grad_block) in variants.items():
                 p = Planes(x, w, dy, block, grad_block)
                 bits = []
@@ -216,6 +216,7 @@ def fused_multiply_adds(function) -> dict:
 def torch_runners(torch, x, w, dy, channels_last: bool):
     """Forward, ∂X, ∂W and forward + backward of F.conv2d, autograd for the backward."""
     import torch.nn.functional as F
+
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=fmt).requires_grad_(True)
     wt = torch.from_numpy(w).contiguous(memory_format=fmt).requires_grad_(True)
@@ -247,8 +248,12 @@ def im2col_runners(x, w, dy):
         _, c = conv2d_forward(x, w, 1, 1)
         conv2d_backward(dy, c)
 
-    return {"fwd": lambda: conv2d_forward(x, w, 1, 1), "backward": lambda: conv2d_backward(dy, cache),
-            "dW": lambda: conv2d_backward(dy, cache, need_dx=False), "total": total}
+    return {
+        "fwd": lambda: conv2d_forward(x, w, 1, 1),
+        "backward": lambda: conv2d_backward(dy, cache),
+        "dW": lambda: conv2d_backward(dy, cache, need_dx=False),
+        "total": total,
+    }
 
 
 def planes_runners(p: Planes):
@@ -257,8 +262,15 @@ def planes_runners(p: Planes):
         p.pass_input_grad()
         p.pass_weight_grad()
 
-    return {"fwd": p.pass_forward, "dX": p.pass_input_grad, "dW": p.pass_weight_grad, "total": total,
-            "fwd kernel": p.kernel_forward, "dX kernel": p.kernel_input_grad, "dW kernel": p.kernel_weight_grad}
+    return {
+        "fwd": p.pass_forward,
+        "dX": p.pass_input_grad,
+        "dW": p.pass_weight_grad,
+        "total": total,
+        "fwd kernel": p.kernel_forward,
+        "dX kernel": p.kernel_input_grad,
+        "dW kernel": p.kernel_weight_grad,
+    }
 
 
 def main():
@@ -270,14 +282,19 @@ def main():
 
     set_threads(THREADS)
     import torch
+
     torch.set_num_threads(THREADS)
-    variants = {"planes 1 plane/task, dW per (n,o)": (1, None),
-                "planes 2 planes/task, dW per (n,c)": (2, 1),
-                "planes 4 planes/task, dW per (n,2c)": (4, 2)}
+    variants = {
+        "planes 1 plane/task, dW per (n,o)": (1, None),
+        "planes 2 planes/task, dW per (n,c)": (2, 1),
+        "planes 4 planes/task, dW per (n,2c)": (4, 2),
+    }
 
     print(f"# {cpu_model()}; vector extensions {', '.join(vector_extensions())}")
-    print(f"# numba {numba.__version__} ({numba.get_num_threads()} threads, layer {numba.threading_layer()}), "
-          f"numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    print(
+        f"# numba {numba.__version__} ({numba.get_num_threads()} threads, layer {numba.threading_layer()}), "
+        f"numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    )
     print(f"# NUMBA_CPU_FEATURES {'host + -prefer-256-bit' if args.prefer_512 else 'default (host)'}")
     print("# correctness")
     if not correctness(variants):
@@ -310,8 +327,9 @@ def main():
         runners[(name, "dX")] = f.pass_input_grad
         runners[(name, "dW")] = f.pass_weight_grad
         runners[(name, "dX + dW in one pass")] = f.pass_backward
-        runners[(name, "total")] = (lambda f=f: (f.pass_forward(), f.pass_backward()))
+        runners[(name, "total")] = lambda f=f: (f.pass_forward(), f.pass_backward())
     from backends import numba_direct_conv as direct
+
     module = "backends/numba_direct_conv.py"
     runners[(module, "fwd")] = lambda: direct.conv3x3_forward(x, w)
     runners[(module, "dX + dW in one pass")] = lambda: direct.conv3x3_backward(dy, x, w)
@@ -322,9 +340,9 @@ def main():
 
     a, b = (rng.standard_normal((2048, 2048), dtype=np.float32) for _ in range(2))
     product = np.empty((2048, 2048), np.float32)
-    runners[("GEMM peak", "2048³")] = lambda: np.matmul(a, b, out=product)     # timed in the same rounds
+    runners[("GEMM peak", "2048³")] = lambda: np.matmul(a, b, out=product)  # timed in the same rounds
     times = interleaved({k: (fn, lambda: None) for k, fn in runners.items()}, args.reps, args.warmup)
-    peak = 2 * 2048 ** 3 / median(times.pop(("GEMM peak", "2048³"))) / 1e9
+    peak = 2 * 2048**3 / median(times.pop(("GEMM peak", "2048³"))) / 1e9
     ms = {k: 1e3 * median(v) for k, v in times.items()}
     im2col_bwd = ms[("im2col + GEMM", "backward")]
     ms[("im2col + GEMM", "dX")] = im2col_bwd - ms[("im2col + GEMM", "dW")]
@@ -334,8 +352,10 @@ def main():
     reference = {key: ms[("im2col + GEMM", key)] for key in ("fwd", "dX", "dW", "total")}
     torch_nchw = {key: ms[("torch NCHW", key)] for key in ("fwd", "dX", "dW", "total")}
     torch_cl = {key: ms[("torch channels_last", key)] for key in ("fwd", "dX", "dW", "total")}
-    header = ("| candidate | pass | ms | GFLOP/s | % GEMM peak | im2col ÷ this | this ÷ torch NCHW | this ÷ torch CL |\n"
-              "| --- | --- | --: | --: | --: | --: | --: | --: |")
+    header = (
+        "| candidate | pass | ms | GFLOP/s | % GEMM peak | im2col ÷ this | this ÷ torch NCHW | this ÷ torch CL |\n"
+        "| --- | --- | --: | --: | --: | --: | --: | --: |"
+    )
     print(header)
     for (name, key), value in ms.items():
         if key == "backward":
@@ -348,17 +368,29 @@ def main():
             torch_nchw["backward"] = torch_nchw["dX"] + torch_nchw["dW"]
             torch_cl["backward"] = torch_cl["dX"] + torch_cl["dW"]
         gflops = flops / value / 1e6
-        cells = [f"{value:.2f}", f"{gflops:.1f}", f"{100 * gflops / peak:.0f}",
-                 f"{reference[base] / value:.2f}", f"{value / torch_nchw[base]:.2f}", f"{value / torch_cl[base]:.2f}"]
+        cells = [
+            f"{value:.2f}",
+            f"{gflops:.1f}",
+            f"{100 * gflops / peak:.0f}",
+            f"{reference[base] / value:.2f}",
+            f"{value / torch_nchw[base]:.2f}",
+            f"{value / torch_cl[base]:.2f}",
+        ]
         print(f"| {name} | {key} | " + " | ".join(cells) + " |")
 
-    print("\n# per round: im2col + GEMM total ÷ candidate total, and candidate ÷ torch (medians of the per-round ratios)")
+    print(
+        "\n# per round: im2col + GEMM total ÷ candidate total, and candidate ÷ torch (medians of the per-round ratios)"
+    )
     for name in [k[0] for k in times if k[1] == "total"]:
         ours = times[(name, "total")]
-        per_round = [median([r / o for r, o in zip(times[(other, "total")], ours)])
-                     for other in ("im2col + GEMM", "torch NCHW", "torch channels_last")]
-        print(f"  {name:40} im2col ÷ this {per_round[0]:.2f}   this ÷ torch NCHW {1 / per_round[1]:.2f}"
-              f"   this ÷ torch CL {1 / per_round[2]:.2f}")
+        per_round = [
+            median([r / o for r, o in zip(times[(other, "total")], ours)])
+            for other in ("im2col + GEMM", "torch NCHW", "torch channels_last")
+        ]
+        print(
+            f"  {name:40} im2col ÷ this {per_round[0]:.2f}   this ÷ torch NCHW {1 / per_round[1]:.2f}"
+            f"   this ÷ torch CL {1 / per_round[2]:.2f}"
+        )
     print("\n# per round: im2col total ÷ best direct total (median of the per-round ratios)")
     best = min([*variants, *FUSED, "backends/numba_direct_conv.py"], key=lambda name: ms[(name, "total")])
     ratios = [a / b for a, b in zip(times[("im2col + GEMM", "total")], times[(best, "total")])]
@@ -367,19 +399,22 @@ def main():
     print(f"gate (≥ 1.5× forward + backward over im2col + GEMM): {'MET' if gate else 'NOT MET'}")
 
     print("\n# fused multiply-adds in the compiled kernels (vfmadd…ps by register; scalar vfmadd…ss/sd)")
-    for label, fn in [("stencil 1 plane/task", planes[list(variants)[0]].stencil),
-                      ("stencil 2 planes/task", planes[list(variants)[1]].stencil),
-                      ("stencil 4 planes/task", planes[list(variants)[2]].stencil),
-                      ("∂W per (n,o)", K.weight_grad_by_output),
-                      ("∂W per (n,c)", planes[list(variants)[1]].weight_grad),
-                      ("∂W per (n,2c)", planes[list(variants)[2]].weight_grad),
-                      ("fused forward (2 planes/step)", fused[list(FUSED)[0]].forward),
-                      ("fused backward (2 planes/step)", fused[list(FUSED)[0]].backward),
-                      ("fused forward (4 planes/step)", fused[list(FUSED)[1]].forward),
-                      ("fused backward (4 planes/step)", fused[list(FUSED)[1]].backward),
-                      ("numba_direct_conv forward", direct._forward),
-                      ("numba_direct_conv backward", direct._backward),
-                      ("nhwc tile 8×16", K.nhwc_tile8), ("nhwc runtime O (row kernel)", K._row_runtime_channels)]:
+    for label, fn in [
+        ("stencil 1 plane/task", planes[list(variants)[0]].stencil),
+        ("stencil 2 planes/task", planes[list(variants)[1]].stencil),
+        ("stencil 4 planes/task", planes[list(variants)[2]].stencil),
+        ("∂W per (n,o)", K.weight_grad_by_output),
+        ("∂W per (n,c)", planes[list(variants)[1]].weight_grad),
+        ("∂W per (n,2c)", planes[list(variants)[2]].weight_grad),
+        ("fused forward (2 planes/step)", fused[list(FUSED)[0]].forward),
+        ("fused backward (2 planes/step)", fused[list(FUSED)[0]].backward),
+        ("fused forward (4 planes/step)", fused[list(FUSED)[1]].forward),
+        ("fused backward (4 planes/step)", fused[list(FUSED)[1]].backward),
+        ("numba_direct_conv forward", direct._forward),
+        ("numba_direct_conv backward", direct._backward),
+        ("nhwc tile 8×16", K.nhwc_tile8),
+        ("nhwc runtime O (row kernel)", K._row_runtime_channels),
+    ]:
         print(f"{label:30} {fused_multiply_adds(fn)}")
 
 

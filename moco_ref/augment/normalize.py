@@ -1,8 +1,8 @@
 """Pixel scaling and per-channel normalisation (torchvision's ToTensor and Normalize).
 
-    to_unit_float(x) = x / 255                  (uint8 -> float32 in [0, 1])
-    normalize(x)     = (x − mean_c) / std_c     per channel c
-    denormalize(y)   = y·std_c + mean_c         (its inverse, for looking at views)
+to_unit_float(x) = x / 255                  (uint8 -> float32 in [0, 1])
+normalize(x)     = (x − mean_c) / std_c     per channel c
+denormalize(y)   = y·std_c + mean_c         (its inverse, for looking at views)
 """
 
 from __future__ import annotations

@@ -150,4 +150,10 @@ def make_pipeline(
         transforms = (Resize(image_size),)
     else:
         raise ValueError(f"unknown augmentation pipeline {name!r}; choose one of {', '.join(PIPELINES)}")
-    return Pipeline(name=name, image_size=image_size, transforms=transforms, mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]))
+    return Pipeline(
+        name=name,
+        image_size=image_size,
+        transforms=transforms,
+        mean=(mean[0], mean[1], mean[2]),
+        std=(std[0], std[1], std[2]),
+    )

@@ -74,7 +74,7 @@ class Resize(Transform):
     size: int
 
     def draw(self, rng: np.random.Generator, n: int, height: int, width: int):
-        return np.zeros(n, dtype=bool)               # nothing random: one placeholder per sample
+        return np.zeros(n, dtype=bool)  # nothing random: one placeholder per sample
 
     def apply(self, images, params):
         return resize(images, self.size)

@@ -27,12 +27,20 @@ from moco_ref.bench.common import (
 def plan(quick: bool, tiny: bool = False) -> dict:
     if tiny:
         return dict(pipelines=("cifar", "v2"), batch=8, size=8, reps=1, warmup=0, step_config=TINY)
-    return dict(pipelines=("cifar", "v2"), batch=256, size=32, reps=3 if quick else 5, warmup=1,
-                step_config=REFERENCE)
+    return dict(pipelines=("cifar", "v2"), batch=256, size=32, reps=3 if quick else 5, warmup=1, step_config=REFERENCE)
 
 
-def run_augment(backend_name: str, echo, pipelines, batch: int, size: int, reps: int, warmup: int,
-                step_config, training_images_per_s: float | None = None) -> dict:
+def run_augment(
+    backend_name: str,
+    echo,
+    pipelines,
+    batch: int,
+    size: int,
+    reps: int,
+    warmup: int,
+    step_config,
+    training_images_per_s: float | None = None,
+) -> dict:
     """Two views of a batch per repetition, for each pipeline; the step's rate measured unless given."""
     banner(f"augment: two views of {batch} {size}×{size} images vs training throughput", echo)
     backend = get_backend(backend_name)
@@ -41,9 +49,13 @@ def run_augment(backend_name: str, echo, pipelines, batch: int, size: int, reps:
     results = {}
     for name in pipelines:
         pipe = make_pipeline(name, size)
-        seconds = median(interleaved(
-            {name: (lambda: (pipe(images, rng, backend), pipe(images, rng, backend)), backend.synchronize)},
-            reps, warmup)[name])
+        seconds = median(
+            interleaved(
+                {name: (lambda: (pipe(images, rng, backend), pipe(images, rng, backend)), backend.synchronize)},
+                reps,
+                warmup,
+            )[name]
+        )
         results[name] = {"median_s_two_views": seconds, "images_per_s": batch / seconds}
 
     source = "step suite"
@@ -54,9 +66,19 @@ def run_augment(backend_name: str, echo, pipelines, batch: int, size: int, reps:
         del model
     for figures in results.values():
         figures["ratio_augment_over_training"] = figures["images_per_s"] / training_images_per_s
-    table(["pipeline", "s per 2 views", "images/s", "× training rate"],
-          [[name, f["median_s_two_views"], f["images_per_s"], f["ratio_augment_over_training"]]
-           for name, f in results.items()], echo)
+    table(
+        ["pipeline", "s per 2 views", "images/s", "× training rate"],
+        [
+            [name, f["median_s_two_views"], f["images_per_s"], f["ratio_augment_over_training"]]
+            for name, f in results.items()
+        ],
+        echo,
+    )
     echo(f"training: {training_images_per_s:.1f} images/s ({source}); medians of {reps} after {warmup} warm-up.")
-    return {"batch": batch, "size": size, "pipelines": results,
-            "training_images_per_s": training_images_per_s, "training_source": source}
+    return {
+        "batch": batch,
+        "size": size,
+        "pipelines": results,
+        "training_images_per_s": training_images_per_s,
+        "training_source": source,
+    }

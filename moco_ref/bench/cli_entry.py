@@ -26,12 +26,20 @@ from moco_ref.bench.common import (
 )
 from moco_ref.paths import refused
 
-SUITES = ("step", "parts", "scaling", "memory", "augment")   # what "all" runs
+SUITES = ("step", "parts", "scaling", "memory", "augment")  # what "all" runs
 CHOICES = SUITES + ("all", "dp")
 
 
-def run(suite: str, backend: str = "numpy", quick: bool = False, out: str | None = None, echo=print, *,
-        tiny: bool = False, command: str | None = None) -> dict:
+def run(
+    suite: str,
+    backend: str = "numpy",
+    quick: bool = False,
+    out: str | None = None,
+    echo=print,
+    *,
+    tiny: bool = False,
+    command: str | None = None,
+) -> dict:
     """Runs one suite (or "all"), printing human-readable tables through ``echo``.
 
     Args:
@@ -71,8 +79,11 @@ def run(suite: str, backend: str = "numpy", quick: bool = False, out: str | None
         elif name == "augment":
             settings = augment.plan(quick, tiny)
             results["augment"] = augment.run_augment(
-                backend, echo, **settings,
-                training_images_per_s=_training_rate(results.get("step"), settings["step_config"]))
+                backend,
+                echo,
+                **settings,
+                training_images_per_s=_training_rate(results.get("step"), settings["step_config"]),
+            )
         results[name]["load_average_end"] = load_average()
     header["load_average_end"] = load_average()
     echo("")

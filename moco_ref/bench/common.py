@@ -33,12 +33,12 @@ class Config:
     """One MoCo step to measure (float32; PyTorch's twin uses the same BatchNorm splits, so it does the same work)."""
 
     arch: str = "resnet10"
-    width: int = 16      # w: stage widths w, 2w, 4w, 8w
-    batch: int = 64      # N
-    K: int = 4096        # queue size
-    dim: int = 128       # D
-    size: int = 32       # S: images are S×S
-    bn_splits: int = 1   # 1 = plain BatchNorm (nn.BatchNorm2d in PyTorch's twin)
+    width: int = 16  # w: stage widths w, 2w, 4w, 8w
+    batch: int = 64  # N
+    K: int = 4096  # queue size
+    dim: int = 128  # D
+    size: int = 32  # S: images are S×S
+    bn_splits: int = 1  # 1 = plain BatchNorm (nn.BatchNorm2d in PyTorch's twin)
 
     @property
     def label(self) -> str:
@@ -48,8 +48,8 @@ class Config:
         return dict(asdict(self), label=self.label)
 
 
-REFERENCE = Config()                                       # the CPU reference configuration
-TINY = Config(width=2, batch=8, K=64, dim=16, size=8)      # for the smoke tests only
+REFERENCE = Config()  # the CPU reference configuration
+TINY = Config(width=2, batch=8, K=64, dim=16, size=8)  # for the smoke tests only
 
 
 # ------------------------------------------------------------------ optional libraries
@@ -63,7 +63,7 @@ def import_torch():
 
 
 def torch_device(backend_name: str):
-    """"cpu" for the NumPy backend; "cuda" for CuPy when torch sees a GPU; None when no fair comparison exists."""
+    """ "cpu" for the NumPy backend; "cuda" for CuPy when torch sees a GPU; None when no fair comparison exists."""
     torch = import_torch()
     if torch is None:
         return None
@@ -85,14 +85,23 @@ def blas_info() -> dict:
 
         for pool in threadpool_info():
             if pool.get("user_api") == "blas":
-                return {"name": pool.get("internal_api"), "version": pool.get("version"),
-                        "threads": int(pool["num_threads"]), "architecture": pool.get("architecture"),
-                        "source": "threadpoolctl"}
+                return {
+                    "name": pool.get("internal_api"),
+                    "version": pool.get("version"),
+                    "threads": int(pool["num_threads"]),
+                    "architecture": pool.get("architecture"),
+                    "source": "threadpoolctl",
+                }
     except ImportError:
         pass
     config = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
-    info = {"name": config.get("name"), "version": config.get("version"),
-            "architecture": None, "threads": os.cpu_count() or 1, "source": "os.cpu_count()"}
+    info = {
+        "name": config.get("name"),
+        "version": config.get("version"),
+        "architecture": None,
+        "threads": os.cpu_count() or 1,
+        "source": "os.cpu_count()",
+    }
     library, names = loaded_openblas()
     if library is not None:
         prefix, suffix = names
@@ -119,8 +128,16 @@ def cpu_model() -> str:
 
 def vector_extensions() -> list[str]:
     """The CPU's vector extensions that matter for float32 products (from /proc/cpuinfo's flags)."""
-    names = {"avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512", "avx512_bf16": "AVX-512 BF16",
-             "amx_tile": "AMX", "neon": "NEON", "asimd": "ASIMD", "sve": "SVE"}
+    names = {
+        "avx2": "AVX2",
+        "fma": "FMA",
+        "avx512f": "AVX-512",
+        "avx512_bf16": "AVX-512 BF16",
+        "amx_tile": "AMX",
+        "neon": "NEON",
+        "asimd": "ASIMD",
+        "sve": "SVE",
+    }
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
@@ -149,13 +166,20 @@ def machine_header(backend_name: str, command: str) -> dict:
         torch_version = None
     torch = sys.modules.get("torch")
     header = {
-        "cpu": cpu_model(), "vector_extensions": vector_extensions(), "cores": os.cpu_count(),
+        "cpu": cpu_model(),
+        "vector_extensions": vector_extensions(),
+        "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": platform.python_version(), "numpy": np.__version__,
-        "torch": torch_version, "blas": blas_info(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch_version,
+        "blas": blas_info(),
         "torch_threads": torch.get_num_threads() if torch else None,
-        "backend": backend_name, "fast_paths": ops.fast_path_modules(get_backend(backend_name).xp),
-        "numba": _version("numba"), "command": command, "load_average_start": load_average(),
+        "backend": backend_name,
+        "fast_paths": ops.fast_path_modules(get_backend(backend_name).xp),
+        "numba": _version("numba"),
+        "command": command,
+        "load_average_start": load_average(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     if backend_name == "cupy":
@@ -247,8 +271,17 @@ def make_inputs(config: Config, backend, seed: int = 0):
 def make_ours(config: Config, backend_name: str):
     """Our MoCo and a zero-argument callable running one step."""
     backend = get_backend(backend_name)
-    model = MoCo(arch=config.arch, width=config.width, dim=config.dim, K=config.K, m=0.99, T=0.1,
-                 bn_splits=config.bn_splits, backend=backend, dtype="float32")
+    model = MoCo(
+        arch=config.arch,
+        width=config.width,
+        dim=config.dim,
+        K=config.K,
+        m=0.99,
+        T=0.1,
+        bn_splits=config.bn_splits,
+        backend=backend,
+        dtype="float32",
+    )
     x_q, x_k = make_inputs(config, backend)
     return model, (lambda: model.step(x_q, x_k)), backend.synchronize
 
@@ -257,8 +290,10 @@ def make_torch(config: Config, device: str):
     """PyTorch's MoCo step (same architecture, batch and dtype) and a callable running one step."""
     torch = import_torch()
     from moco_ref.bench.torch_twin import TorchMoCo
-    model = TorchMoCo.build(ARCHS[config.arch], config.width, config.dim, config.K, m=0.99, T=0.1,
-                            bn_splits=config.bn_splits, device=device)
+
+    model = TorchMoCo.build(
+        ARCHS[config.arch], config.width, config.dim, config.K, m=0.99, T=0.1, bn_splits=config.bn_splits, device=device
+    )
     x_q, x_k = make_inputs(config, get_backend("numpy"))
     x_q, x_k = torch.from_numpy(x_q).to(device), torch.from_numpy(x_k).to(device)
     return model, (lambda: model.step(x_q, x_k)), (lambda: torch_synchronize(device))
@@ -268,8 +303,17 @@ def make_torch(config: Config, device: str):
 def conv_layers(encoder, size: int) -> list[dict]:
     """Every convolution of the encoder with its output side, walked from its table of layers
     (``encoder.layout``, models/resnet.py) for size×size inputs."""
-    return [{"name": layer.conv, "C": layer.c_in, "O": layer.c_out, "k": (layer.kernel, layer.kernel),
-             "stride": layer.stride, "out": side_out} for layer, _, side_out in conv_sides(encoder.layout, size)]
+    return [
+        {
+            "name": layer.conv,
+            "C": layer.c_in,
+            "O": layer.c_out,
+            "k": (layer.kernel, layer.kernel),
+            "stride": layer.stride,
+            "out": side_out,
+        }
+        for layer, _, side_out in conv_sides(encoder.layout, size)
+    ]
 
 
 def step_flops(encoder, batch: int, K: int, size: int) -> dict:
@@ -289,8 +333,13 @@ def step_flops(encoder, batch: int, K: int, size: int) -> dict:
     head_forward = sum(2 * N * layer.d_in * layer.d_out for layer in encoder.layout.head)
     info_nce = 2 * (2 * N * K * D)
     total = 4 * conv_forward - first_conv_dx + 4 * head_forward + info_nce
-    return {"conv_forward": conv_forward, "conv_step": 4 * conv_forward - first_conv_dx,
-            "head_step": 4 * head_forward, "info_nce_step": info_nce, "total": total}
+    return {
+        "conv_forward": conv_forward,
+        "conv_step": 4 * conv_forward - first_conv_dx,
+        "head_step": 4 * head_forward,
+        "info_nce_step": info_nce,
+        "total": total,
+    }
 
 
 def memory_bandwidth(megabytes: int, threads: int, reps: int = 5) -> float:
@@ -303,8 +352,10 @@ def memory_bandwidth(megabytes: int, threads: int, reps: int = 5) -> float:
     bounds = np.linspace(0, n, threads + 1).astype(int)
     pieces = [(target[a:b], source[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
     with ThreadPoolExecutor(threads) as pool:
+
         def copy():
             list(pool.map(lambda pair: np.copyto(*pair), pieces))
+
         times = interleaved({"copy": (copy, lambda: None)}, reps, 1)["copy"]
     return 2 * source.nbytes / median(times) / 1e9
 
@@ -318,7 +369,7 @@ def gemm_peak(backend, n: int, reps: int) -> dict:
     out = xp.empty((n, n), dtype=xp.float32)
     times = interleaved({"gemm": (lambda: xp.matmul(a, b, out=out), backend.synchronize)}, reps, 1)["gemm"]
     seconds = median(times)
-    return {"n": n, "median_s": seconds, "gflops": 2 * n ** 3 / seconds / 1e9, "reps": reps}
+    return {"n": n, "median_s": seconds, "gflops": 2 * n**3 / seconds / 1e9, "reps": reps}
 
 
 # ------------------------------------------------------------------------------ output
@@ -328,8 +379,9 @@ def table(headers: list[str], rows: list[list], echo) -> None:
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
 
     def line(values, raw):
-        return "  ".join(v.rjust(w) if isinstance(r, (int, float)) else v.ljust(w)
-                         for v, w, r in zip(values, widths, raw))
+        return "  ".join(
+            v.rjust(w) if isinstance(r, (int, float)) else v.ljust(w) for v, w, r in zip(values, widths, raw)
+        )
 
     echo(line(headers, headers))
     echo("  ".join("-" * w for w in widths))

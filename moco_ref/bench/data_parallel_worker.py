@@ -40,10 +40,10 @@ class CommTimers:
     def __init__(self, comm):
         self.comm = comm
         self.start_step()
-        self._current = None                      # the kind being timed, for the wire clocks
+        self._current = None  # the kind being timed, for the wire clocks
         for name in ("allreduce_sum_", "allgather", "bcast_host"):
             setattr(comm, name, self._wrap(name, getattr(comm, name)))
-        self._mpi = getattr(comm, "comm", None)   # MPICommunicator's mpi4py communicator
+        self._mpi = getattr(comm, "comm", None)  # MPICommunicator's mpi4py communicator
         if self._mpi is not None:
             comm.comm = _TimedMPI(self._mpi, self)
 
@@ -56,7 +56,7 @@ class CommTimers:
 
     def remove(self) -> None:
         for name in ("allreduce_sum_", "allgather", "bcast_host"):
-            del self.comm.__dict__[name]          # the class's method shows through again
+            del self.comm.__dict__[name]  # the class's method shows through again
         if self._mpi is not None:
             self.comm.comm = self._mpi
 
@@ -116,29 +116,46 @@ def measure(comm, args) -> dict | None:
     W, rank = comm.size, comm.rank
     if W < 2 or args.batch % W:
         raise SystemExit(f"data_parallel_worker: needs W >= 2 processes dividing the batch {args.batch}; got W = {W}")
-    config = Config(arch=args.arch, width=args.width, batch=args.batch, K=args.K, dim=args.dim, size=args.size,
-                    bn_splits=1)
+    config = Config(
+        arch=args.arch, width=args.width, batch=args.batch, K=args.K, dim=args.dim, size=args.size, bn_splits=1
+    )
     backend = get_backend("numpy")
-    model = MoCo(arch=config.arch, width=config.width, dim=config.dim, K=config.K, m=0.99, T=0.1, bn_splits=1,
-                 backend=backend, dtype="float32", comm=comm)
-    x_q, x_k = make_inputs(config, backend)                                   # (N, 3, S, S), as one process
-    x_q, x_k = np.ascontiguousarray(x_q[rank::W]), np.ascontiguousarray(x_k[rank::W])   # (n, 3, S, S)
+    model = MoCo(
+        arch=config.arch,
+        width=config.width,
+        dim=config.dim,
+        K=config.K,
+        m=0.99,
+        T=0.1,
+        bn_splits=1,
+        backend=backend,
+        dtype="float32",
+        comm=comm,
+    )
+    x_q, x_k = make_inputs(config, backend)  # (N, 3, S, S), as one process
+    x_q, x_k = np.ascontiguousarray(x_q[rank::W]), np.ascontiguousarray(x_k[rank::W])  # (n, 3, S, S)
     timers = CommTimers(comm)
-    rows = []                                     # per timed step: [step s, then per kind: s, wire s]
+    rows = []  # per timed step: [step s, then per kind: s, wire s]
     for step in range(args.warmup + args.steps):
-        comm.barrier()                            # every rank starts the step together (not timed)
+        comm.barrier()  # every rank starts the step together (not timed)
         timers.start_step()
         start = time.perf_counter()
         model.step(x_q, x_k)
         seconds = time.perf_counter() - start
         if step >= args.warmup:
             rows.append([seconds] + [t for kind in KINDS for t in (timers.seconds[kind], timers.wire[kind])])
-    traffic = {kind: {"calls": timers.calls[kind], "bytes_sent": timers.bytes_sent[kind],
-                      "bytes_received": timers.bytes_received[kind]} for kind in KINDS}
+    traffic = {
+        kind: {
+            "calls": timers.calls[kind],
+            "bytes_sent": timers.bytes_sent[kind],
+            "bytes_received": timers.bytes_received[kind],
+        }
+        for kind in KINDS
+    }
     timers.remove()
     threads = blas_info()["threads"]
-    gathered = comm.allgather(np.array(rows, dtype=np.float64)[None])         # (W, steps, 1 + 2·kinds)
-    thread_counts = comm.allgather(np.array([threads]))                       # (W,)
+    gathered = comm.allgather(np.array(rows, dtype=np.float64)[None])  # (W, steps, 1 + 2·kinds)
+    thread_counts = comm.allgather(np.array([threads]))  # (W,)
     if rank != 0:
         return None
     return summarise(gathered, traffic, config, W, args, [int(t) for t in thread_counts])
@@ -146,28 +163,38 @@ def measure(comm, args) -> dict | None:
 
 def summarise(gathered, traffic: dict, config, W: int, args, thread_counts: list) -> dict:
     """Maximum over ranks per step, then medians over steps; the traffic of one step."""
-    worst = gathered.max(axis=0)                                              # (steps, 1 + 2·kinds)
+    worst = gathered.max(axis=0)  # (steps, 1 + 2·kinds)
     step_s = worst[:, 0]
-    comm_per_rank = gathered[:, :, 1::2].sum(axis=2)                          # (W, steps): time in the comm
+    comm_per_rank = gathered[:, :, 1::2].sum(axis=2)  # (W, steps): time in the comm
     wire_per_rank = gathered[:, :, 2::2].sum(axis=2)
     comm = {}
     for i, kind in enumerate(KINDS):
-        comm[kind] = dict(traffic[kind],
-                          median_s=statistics.median(gathered[:, :, 1 + 2 * i].max(axis=0)),
-                          wire_median_s=statistics.median(gathered[:, :, 2 + 2 * i].max(axis=0)))
+        comm[kind] = dict(
+            traffic[kind],
+            median_s=statistics.median(gathered[:, :, 1 + 2 * i].max(axis=0)),
+            wire_median_s=statistics.median(gathered[:, :, 2 + 2 * i].max(axis=0)),
+        )
     median_s = statistics.median(step_s)
     from mpi4py import MPI
 
     return {
-        "processes": W, "blas_threads_per_rank": thread_counts, "config": config.as_dict(),
-        "batch_per_rank": config.batch // W, "bn_splits_per_rank": 1, "steps": args.steps, "warmup": args.warmup,
-        "median_s": median_s, "images_per_s": config.batch / median_s,
-        "step_s_max_over_ranks": step_s.tolist(), "step_s_per_rank": gathered[:, :, 0].tolist(),
-        "comm_median_s": statistics.median(comm_per_rank.max(axis=0)),         # the rank that waited longest
+        "processes": W,
+        "blas_threads_per_rank": thread_counts,
+        "config": config.as_dict(),
+        "batch_per_rank": config.batch // W,
+        "bn_splits_per_rank": 1,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "median_s": median_s,
+        "images_per_s": config.batch / median_s,
+        "step_s_max_over_ranks": step_s.tolist(),
+        "step_s_per_rank": gathered[:, :, 0].tolist(),
+        "comm_median_s": statistics.median(comm_per_rank.max(axis=0)),  # the rank that waited longest
         "comm_last_rank_median_s": statistics.median(comm_per_rank.min(axis=0)),  # the rank that came last
         "wire_median_s": statistics.median(wire_per_rank.max(axis=0)),
         "compute_median_s": statistics.median((gathered[:, :, 0] - comm_per_rank).max(axis=0)),
-        "comm_s_per_rank": comm_per_rank.tolist(), "comm": comm,
+        "comm_s_per_rank": comm_per_rank.tolist(),
+        "comm": comm,
         "bytes_per_rank_per_step": sum(t["bytes_sent"] for t in traffic.values()),
         "mpi": " ".join(MPI.Get_library_version().split("\n")[0].split()),
     }

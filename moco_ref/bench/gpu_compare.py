@@ -37,8 +37,15 @@ def _measure(tf32: bool, steps: int, warmup: int, config: dict) -> dict:
     torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cudnn.benchmark = True
     c = config
-    ours = MoCo(arch=c["arch"], width=c["width"], dim=c["dim"], K=c["K"], bn_splits=c["bn_splits"],
-                backend="cupy", dtype="float32")
+    ours = MoCo(
+        arch=c["arch"],
+        width=c["width"],
+        dim=c["dim"],
+        K=c["K"],
+        bn_splits=c["bn_splits"],
+        backend="cupy",
+        dtype="float32",
+    )
     theirs = TorchMoCo.build(ARCHS[c["arch"]], c["width"], c["dim"], c["K"], bn_splits=c["bn_splits"], device="cuda")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((c["batch"], 3, c["image"], c["image"])).astype(np.float32)
@@ -67,12 +74,19 @@ def _measure(tf32: bool, steps: int, warmup: int, config: dict) -> dict:
         ours_times.append(time_ours())
         torch_times.append(time_torch())
     ours_s, torch_s = float(np.median(ours_times)), float(np.median(torch_times))
-    return {"tf32": tf32, "device": torch.cuda.get_device_name(), "config": c, "steps": steps,
-            "ours_step_s": ours_s, "torch_step_s": torch_s,
-            "ours_images_per_s": c["batch"] / ours_s, "torch_images_per_s": c["batch"] / torch_s,
-            "throughput_ratio_ours_over_torch": torch_s / ours_s,
-            "peak_gpu_bytes_ours": int(cupy_backend.xp.get_default_memory_pool().total_bytes()),
-            "peak_gpu_bytes_torch": int(torch.cuda.max_memory_allocated())}
+    return {
+        "tf32": tf32,
+        "device": torch.cuda.get_device_name(),
+        "config": c,
+        "steps": steps,
+        "ours_step_s": ours_s,
+        "torch_step_s": torch_s,
+        "ours_images_per_s": c["batch"] / ours_s,
+        "torch_images_per_s": c["batch"] / torch_s,
+        "throughput_ratio_ours_over_torch": torch_s / ours_s,
+        "peak_gpu_bytes_ours": int(cupy_backend.xp.get_default_memory_pool().total_bytes()),
+        "peak_gpu_bytes_torch": int(torch.cuda.max_memory_allocated()),
+    }
 
 
 def parts(steps: int = 5, warmup: int = 2, config: dict | None = None, echo=print) -> dict:
@@ -83,8 +97,15 @@ def parts(steps: int = 5, warmup: int = 2, config: dict | None = None, echo=prin
 
     get_backend("cupy")  # fails first, before the banner, where there is no GPU
     c = config or CONFIG
-    bench_config = Config(arch=c["arch"], width=c["width"], batch=c["batch"], K=c["K"], dim=c["dim"],
-                          size=c["image"], bn_splits=c["bn_splits"])
+    bench_config = Config(
+        arch=c["arch"],
+        width=c["width"],
+        batch=c["batch"],
+        K=c["K"],
+        dim=c["dim"],
+        size=c["image"],
+        bn_splits=c["bn_splits"],
+    )
     return run_parts("cupy", echo, bench_config, steps, warmup, "cifar")
 
 
@@ -109,8 +130,10 @@ def run(steps: int = 10, warmup: int = 3, config: dict | None = None, echo=print
     records = []
     for tf32 in (False, True):
         env = dict(os.environ, CUPY_TF32="1" if tf32 else "0")
-        code = ("import json, sys; from moco_ref.bench.gpu_compare import _measure; "
-                f"print(json.dumps(_measure({tf32}, {steps}, {warmup}, {config!r})))")
+        code = (
+            "import json, sys; from moco_ref.bench.gpu_compare import _measure; "
+            f"print(json.dumps(_measure({tf32}, {steps}, {warmup}, {config!r})))"
+        )
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
         if done.returncode != 0:
             echo(f"{'TF32' if tf32 else 'float32'}: failed\n{done.stderr[-3000:]}")
@@ -118,12 +141,16 @@ def run(steps: int = 10, warmup: int = 3, config: dict | None = None, echo=print
         records.append(json.loads(done.stdout.strip().splitlines()[-1]))
     if records:
         echo(f"GPU: {records[0]['device']}; config {records[0]['config']}")
-        echo(f"{'precision':10s} {'ours img/s':>11s} {'torch img/s':>12s} {'ours/torch':>11s} "
-             f"{'ours GiB':>9s} {'torch GiB':>10s}")
+        echo(
+            f"{'precision':10s} {'ours img/s':>11s} {'torch img/s':>12s} {'ours/torch':>11s} "
+            f"{'ours GiB':>9s} {'torch GiB':>10s}"
+        )
         for r in records:
-            echo(f"{'TF32' if r['tf32'] else 'float32':10s} {r['ours_images_per_s']:11.0f} "
-                 f"{r['torch_images_per_s']:12.0f} {r['throughput_ratio_ours_over_torch']:11.2f} "
-                 f"{r['peak_gpu_bytes_ours'] / 2**30:9.2f} {r['peak_gpu_bytes_torch'] / 2**30:10.2f}")
+            echo(
+                f"{'TF32' if r['tf32'] else 'float32':10s} {r['ours_images_per_s']:11.0f} "
+                f"{r['torch_images_per_s']:12.0f} {r['throughput_ratio_ours_over_torch']:11.2f} "
+                f"{r['peak_gpu_bytes_ours'] / 2**30:9.2f} {r['peak_gpu_bytes_torch'] / 2**30:10.2f}"
+            )
     return records
 
 

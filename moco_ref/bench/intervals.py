@@ -41,8 +41,10 @@ def _beta_fraction(a: float, b: float, x: float, iterations: int = 300, eps: flo
     d = 1.0 / (d if abs(d) > tiny else tiny)
     fraction = d
     for m in range(1, iterations + 1):
-        for term in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),                  # d_{2m}
-                     -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):     # d_{2m+1}
+        for term in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),  # d_{2m}
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):  # d_{2m+1}
             d = 1.0 + term * d
             d = 1.0 / (d if abs(d) > tiny else tiny)
             c = 1.0 + term / c
@@ -57,7 +59,7 @@ def t_cdf(t: float, dof: int) -> float:
     """P(T ≤ t) for Student's t with ``dof`` ≥ 1 degrees of freedom."""
     if dof < 1:
         raise ValueError(f"Student's t needs at least 1 degree of freedom, got {dof}")
-    tail = 0.5 * incomplete_beta(0.5 * dof, 0.5, dof / (dof + t * t))      # P(T > |t|)
+    tail = 0.5 * incomplete_beta(0.5 * dof, 0.5, dof / (dof + t * t))  # P(T > |t|)
     return 1.0 - tail if t >= 0 else tail
 
 
@@ -68,7 +70,7 @@ def t_quantile(p: float, dof: int) -> float:
     if p < 0.5:
         return -t_quantile(1.0 - p, dof)
     low, high = 0.0, 1.0
-    while t_cdf(high, dof) < p:                      # bracket the quantile: [0, 2^j]
+    while t_cdf(high, dof) < p:  # bracket the quantile: [0, 2^j]
         low, high = high, 2.0 * high
     for _ in range(200):
         middle = 0.5 * (low + high)
@@ -104,8 +106,15 @@ def paired_interval(ours, theirs, level: float = 0.95) -> dict:
     differences = [float(a) - float(b) for a, b in zip(ours, theirs)]
     spread = mean_and_std(differences)
     n, mean, std = spread["n"], spread["mean"], spread["std"]
-    result = {**spread, "level": level, "t": None, "low": None, "high": None, "contains_zero": None,
-              "differences": differences}
+    result = {
+        **spread,
+        "level": level,
+        "t": None,
+        "low": None,
+        "high": None,
+        "contains_zero": None,
+        "differences": differences,
+    }
     if n > 1:
         t = t_quantile(0.5 + 0.5 * level, n - 1)
         half = t * std / math.sqrt(n)

@@ -68,7 +68,7 @@ from moco_ref.run.trainer import two_views
 TORCH_INSTALL = "pip install torch"
 IMPLEMENTATIONS = ("ours", "pytorch")
 METRICS = {"knn_top1": "kNN top-1", "linear_top1": "linear top-1"}
-PROBE_EPOCHS = 100                                      # main_lincls's
+PROBE_EPOCHS = 100  # main_lincls's
 
 
 def require_torch():
@@ -76,8 +76,9 @@ def require_torch():
     try:
         import torch
     except ImportError:
-        raise UserError(f"moco-ref bench learn trains a PyTorch twin beside moco-ref and needs PyTorch: "
-                        f"{TORCH_INSTALL}") from None
+        raise UserError(
+            f"moco-ref bench learn trains a PyTorch twin beside moco-ref and needs PyTorch: {TORCH_INSTALL}"
+        ) from None
     return torch
 
 
@@ -111,11 +112,20 @@ class PairedTraining:
         self.augment = make_pipeline(config.aug, config.image_size)
         self.model = model = MoCo(**config.model_arguments())
         dtype, sgd = getattr(torch, config.dtype), model.optimizer
-        queue = torch.from_numpy(to_numpy(model.queue.state_dict()["queue"]).copy())          # (D, K)
-        self.twin = TorchMoCo(torch_encoder_like(model.encoder_q, dtype).train(),
-                              torch_encoder_like(model.encoder_k, dtype).train(), queue.to(dtype), model.queue.ptr,
-                              m=model.m, T=model.T, lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay,
-                              symmetric=model.symmetric, nesterov=sgd.nesterov)
+        queue = torch.from_numpy(to_numpy(model.queue.state_dict()["queue"]).copy())  # (D, K)
+        self.twin = TorchMoCo(
+            torch_encoder_like(model.encoder_q, dtype).train(),
+            torch_encoder_like(model.encoder_k, dtype).train(),
+            queue.to(dtype),
+            model.queue.ptr,
+            m=model.m,
+            T=model.T,
+            lr=sgd.lr,
+            momentum=sgd.momentum,
+            weight_decay=sgd.weight_decay,
+            symmetric=model.symmetric,
+            nesterov=sgd.nesterov,
+        )
         self.dtype = dtype
         # The trainer's generators: epoch orders and augmentation parameters (the model holds the shuffles').
         self.data_rng = np.random.default_rng([config.seed, 10])
@@ -155,9 +165,10 @@ class PairedTraining:
         started, data_seconds = time.perf_counter(), 0.0
         for step_in_epoch in range(steps):
             data_started = time.perf_counter()
-            index = order[step_in_epoch * c.batch_size:(step_in_epoch + 1) * c.batch_size]
-            x_q, x_k = two_views(self.train_set.images, index, self.augment, self.aug_rng, self.backend,
-                                 SingleProcess())
+            index = order[step_in_epoch * c.batch_size : (step_in_epoch + 1) * c.batch_size]
+            x_q, x_k = two_views(
+                self.train_set.images, index, self.augment, self.aug_rng, self.backend, SingleProcess()
+            )
             data_seconds += time.perf_counter() - data_started
             m = momentum_at_step(c.m, self.global_step, self.total_steps, c.m_cos)
             perms = self.shuffle_permutations(len(index))
@@ -168,10 +179,15 @@ class PairedTraining:
             losses["pytorch"].append(float(theirs))
             self.global_step += 1
             seconds = time.perf_counter() - started
-            bar.show(step_in_epoch + 1, [f"loss ours {losses['ours'][-1]:.3f}",
-                                         f"PyTorch {losses['pytorch'][-1]:.3f}",
-                                         f"{(step_in_epoch + 1) * c.batch_size / seconds:.0f} img/s (both)",
-                                         f"data {100 * data_seconds / seconds:.0f} %"])
+            bar.show(
+                step_in_epoch + 1,
+                [
+                    f"loss ours {losses['ours'][-1]:.3f}",
+                    f"PyTorch {losses['pytorch'][-1]:.3f}",
+                    f"{(step_in_epoch + 1) * c.batch_size / seconds:.0f} img/s (both)",
+                    f"data {100 * data_seconds / seconds:.0f} %",
+                ],
+            )
         bar.close()
         if len(losses["ours"]) == self.steps_per_epoch:
             self.epoch += 1
@@ -183,7 +199,7 @@ class PairedTraining:
         directions = 2 if self.model.symmetric else 1
         if not getattr(self.config, "shuffle_bn", True):
             return [self.torch.arange(n) for _ in range(directions)]
-        rng = copy.deepcopy(self.model.shuffle_rng)                    # the same state: the same draws
+        rng = copy.deepcopy(self.model.shuffle_rng)  # the same state: the same draws
         return [self.torch.from_numpy(rng.permutation(n)) for _ in range(directions)]
 
     def twin_encoder(self):
@@ -204,11 +220,14 @@ def labelled_splits(config: TrainConfig):
     train = load_dataset(config.data, "train", config.image_size, config.seed)
     test = load_dataset(config.data, "test", config.image_size, config.seed)
     if train.labels is None or test.labels is None:
-        raise UserError(f"moco-ref bench learn measures kNN and linear top-1 and needs labelled data; "
-                        f"{train.name} has no labels (put images in class sub-folders)")
+        raise UserError(
+            f"moco-ref bench learn measures kNN and linear top-1 and needs labelled data; "
+            f"{train.name} has no labels (put images in class sub-folders)"
+        )
     if len(test) == len(train) and np.array_equal(test.images, train.images):
-        raise UserError(f"moco-ref bench learn measures on a held-out split; {train.name} has no separate "
-                        f"test/val split")
+        raise UserError(
+            f"moco-ref bench learn measures on a held-out split; {train.name} has no separate test/val split"
+        )
     return train, test
 
 
@@ -222,16 +241,20 @@ def run_seed(config: TrainConfig, probe_epochs: int = PROBE_EPOCHS, log=None, pr
     pair = PairedTraining(config, train)
     test_transform = make_pipeline("test", config.image_size)
     due = knn_epochs(config)
-    record: dict[str, Any] = {"seed": config.seed, "steps": 0, "steps_per_epoch": pair.steps_per_epoch,
-              **{name: {"knn_curve": [], "loss": []} for name in IMPLEMENTATIONS}}
+    record: dict[str, Any] = {
+        "seed": config.seed,
+        "steps": 0,
+        "steps_per_epoch": pair.steps_per_epoch,
+        **{name: {"knn_curve": [], "loss": []} for name in IMPLEMENTATIONS},
+    }
 
     def measure_knn() -> dict:
         top1 = {}
         for name, encoder in pair.encoders().items():
-            top1[name] = knn_accuracy(encoder, train, test, test_transform, pair.backend, config.knn_k,
-                                      config.knn_t, progress=progress)["top1"]
-            record[name]["knn_curve"].append({"epoch": pair.epoch, "global_step": pair.global_step,
-                                              "top1": top1[name]})
+            top1[name] = knn_accuracy(
+                encoder, train, test, test_transform, pair.backend, config.knn_k, config.knn_t, progress=progress
+            )["top1"]
+            record[name]["knn_curve"].append({"epoch": pair.epoch, "global_step": pair.global_step, "top1": top1[name]})
         return top1
 
     top1 = measure_knn()
@@ -241,21 +264,32 @@ def run_seed(config: TrainConfig, probe_epochs: int = PROBE_EPOCHS, log=None, pr
         losses = pair.run_epoch(progress)
         for name in IMPLEMENTATIONS:
             record[name]["loss"].append(losses[name])
-        line = (f"seed {config.seed} epoch {started + 1}/{config.epochs}: loss ours {losses['ours']:.4f}, "
-                f"PyTorch {losses['pytorch']:.4f}")
-        if pair.epoch > started and pair.epoch in due:                           # a whole epoch, and due
+        line = (
+            f"seed {config.seed} epoch {started + 1}/{config.epochs}: loss ours {losses['ours']:.4f}, "
+            f"PyTorch {losses['pytorch']:.4f}"
+        )
+        if pair.epoch > started and pair.epoch in due:  # a whole epoch, and due
             top1 = measure_knn()
             line += f"; kNN top-1 ours {top1['ours']:.2f}%, PyTorch {top1['pytorch']:.2f}%"
         log(line)
-    if record["ours"]["knn_curve"][-1]["global_step"] != pair.global_step:          # stopped by --max-steps
+    if record["ours"]["knn_curve"][-1]["global_step"] != pair.global_step:  # stopped by --max-steps
         measure_knn()
     record["steps"] = pair.global_step
     for name, encoder in pair.encoders().items():
         record[name]["knn_top1"] = record[name]["knn_curve"][-1]["top1"]
-        record[name]["linear_top1"] = linear_probe(encoder, train, test, pair.backend, epochs=probe_epochs,
-                                                   augment=False, progress=partial(progress, delay=SLOW_S))["top1"]
-    log(f"seed {config.seed}: linear top-1 ours {record['ours']['linear_top1']:.2f}%, "
-        f"PyTorch {record['pytorch']['linear_top1']:.2f}%")
+        record[name]["linear_top1"] = linear_probe(
+            encoder,
+            train,
+            test,
+            pair.backend,
+            epochs=probe_epochs,
+            augment=False,
+            progress=partial(progress, delay=SLOW_S),
+        )["top1"]
+    log(
+        f"seed {config.seed}: linear top-1 ours {record['ours']['linear_top1']:.2f}%, "
+        f"PyTorch {record['pytorch']['linear_top1']:.2f}%"
+    )
     return record
 
 
@@ -264,13 +298,23 @@ def summarise(runs: list) -> dict:
     summary = {}
     for metric in METRICS:
         values = {name: [run[name][metric] for run in runs] for name in IMPLEMENTATIONS}
-        summary[metric] = {**{name: mean_and_std(v) for name, v in values.items()},
-                           "difference": paired_interval(values["ours"], values["pytorch"])}
+        summary[metric] = {
+            **{name: mean_and_std(v) for name, v in values.items()},
+            "difference": paired_interval(values["ours"], values["pytorch"]),
+        }
     return summary
 
 
-def run_learn(values: dict, seeds: int = 3, first_seed: int = 0, probe_epochs: int = PROBE_EPOCHS, out=None,
-              command: str | None = None, log=None, progress=NoProgress) -> dict:
+def run_learn(
+    values: dict,
+    seeds: int = 3,
+    first_seed: int = 0,
+    probe_epochs: int = PROBE_EPOCHS,
+    out=None,
+    command: str | None = None,
+    log=None,
+    progress=NoProgress,
+) -> dict:
     """Trains and measures every seed; returns the report, also written to ``out`` (JSON) after each seed.
 
     Args:
@@ -287,14 +331,20 @@ def run_learn(values: dict, seeds: int = 3, first_seed: int = 0, probe_epochs: i
     configs = seed_configs(values, first_seed, seeds)
     finished = finished_runs(out, configs[0], probe_epochs) if out else {}
     require_torch()
-    get_backend(configs[0].backend)                   # no GPU: one line now, not after loading the data
+    get_backend(configs[0].backend)  # no GPU: one line now, not after loading the data
     from backends.cpu import reuse_freed_memory
 
-    reuse_freed_memory()                              # as `moco-ref train` does
-    set_torch_threads_like_blas()                     # as the speed suites: PyTorch gets NumPy's BLAS threads
-    report: dict[str, Any] = {"header": machine_header(configs[0].backend, command or python_command()), "config": configs[0].to_dict(),
-              "seeds": [], "probe_epochs": probe_epochs, "runs": [], "summary": None}
-    runs = dict(finished)                       # every seed the report at ``out`` held stays in it
+    reuse_freed_memory()  # as `moco-ref train` does
+    set_torch_threads_like_blas()  # as the speed suites: PyTorch gets NumPy's BLAS threads
+    report: dict[str, Any] = {
+        "header": machine_header(configs[0].backend, command or python_command()),
+        "config": configs[0].to_dict(),
+        "seeds": [],
+        "probe_epochs": probe_epochs,
+        "runs": [],
+        "summary": None,
+    }
+    runs = dict(finished)  # every seed the report at ``out`` held stays in it
     for config in configs:
         if config.seed in runs:
             (log or (lambda line: None))(f"seed {config.seed}: read back from {out}")
@@ -321,16 +371,19 @@ def finished_runs(out, config: TrainConfig, probe_epochs: int) -> dict:
         written, runs = dict(report["config"]), report["runs"]
         seeds = {run["seed"]: run for run in runs}
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UserError(f"{out} is there but is not a report of moco-ref bench learn ({error}); give another "
-                        f"--out or remove it") from None
+        raise UserError(
+            f"{out} is there but is not a report of moco-ref bench learn ({error}); give another --out or remove it"
+        ) from None
     wanted = {**config.to_dict(), "seed": None}
     written["seed"] = None
     changed = sorted(name for name in wanted.keys() | written.keys() if wanted.get(name) != written.get(name))
     if report.get("probe_epochs") != probe_epochs:
         changed.append("probe_epochs")
     if changed:
-        raise UserError(f"{out} holds the seeds of another configuration (it differs in {', '.join(changed)}); "
-                        f"run with its settings to add seeds to it, or give another --out")
+        raise UserError(
+            f"{out} holds the seeds of another configuration (it differs in {', '.join(changed)}); "
+            f"run with its settings to add seeds to it, or give another --out"
+        )
     return seeds
 
 
@@ -354,15 +407,18 @@ def interval_line(metric: str, difference: dict) -> str:
         return f"{name}, ours − PyTorch: {difference['mean']:+.2f} points (one seed: no interval)"
     verdict = "contains 0" if difference["contains_zero"] else "does not contain 0"
     degrees = f"{n - 1} degree{'s' if n > 2 else ''} of freedom"
-    return (f"{name}, ours − PyTorch: {difference['mean']:+.2f} points, {100 * difference['level']:.0f} % interval "
-            f"[{difference['low']:+.2f}, {difference['high']:+.2f}] (Student's t, {degrees}, "
-            f"t = {difference['t']:.3f}; width {difference['high'] - difference['low']:.2f}): {verdict}")
+    return (
+        f"{name}, ours − PyTorch: {difference['mean']:+.2f} points, {100 * difference['level']:.0f} % interval "
+        f"[{difference['low']:+.2f}, {difference['high']:+.2f}] (Student's t, {degrees}, "
+        f"t = {difference['t']:.3f}; width {difference['high'] - difference['low']:.2f}): {verdict}"
+    )
 
 
 def table_lines(report: dict) -> list[str]:
     """The per-seed table (markdown), mean ± std, and the interval lines."""
-    header = ("| seed | kNN ours | kNN PyTorch | kNN ours − PyTorch | linear ours | linear PyTorch "
-              "| linear ours − PyTorch |")
+    header = (
+        "| seed | kNN ours | kNN PyTorch | kNN ours − PyTorch | linear ours | linear PyTorch | linear ours − PyTorch |"
+    )
     lines = [header, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for run in report["runs"]:
         cells = []
@@ -401,20 +457,27 @@ def draw_curves(report: dict, out) -> Path:
         ends = []
         for name, style, colour, label in (("ours", "-", "C0", "moco-ref"), ("pytorch", "--", "C1", "PyTorch")):
             curve = run[name]["knn_curve"]
-            epochs = [p["global_step"] / run["steps_per_epoch"] for p in curve]          # whole at each epoch's end
-            ax.plot(epochs, [p["top1"] for p in curve], style, color=colour, marker="o", markersize=3,
-                    linewidth=1.4, label=label)
+            epochs = [p["global_step"] / run["steps_per_epoch"] for p in curve]  # whole at each epoch's end
+            ax.plot(
+                epochs,
+                [p["top1"] for p in curve],
+                style,
+                color=colour,
+                marker="o",
+                markersize=3,
+                linewidth=1.4,
+                label=label,
+            )
             ends.append(f"{curve[-1]['top1']:.1f}")
         ax.set_title(f"seed {run['seed']}: {' vs '.join(ends)} %", fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
     for i, ax in enumerate(axes):
         ax.set_visible(i < len(runs))
-        ax.tick_params(labelbottom=i + columns >= len(runs))      # epochs under the lowest panel of each column
+        ax.tick_params(labelbottom=i + columns >= len(runs))  # epochs under the lowest panel of each column
     axes[0].legend(loc="lower right", fontsize=8)
     figure.supxlabel("epochs", fontsize=9)
     figure.supylabel("kNN top-1 on the held-out split (%)", fontsize=9)
-    figure.suptitle("moco-ref bench learn: moco-ref (solid) and its PyTorch twin (dashed), the same steps",
-                    fontsize=10)
+    figure.suptitle("moco-ref bench learn: moco-ref (solid) and its PyTorch twin (dashed), the same steps", fontsize=10)
     figure.savefig(out, dpi=100)
     return Path(out)

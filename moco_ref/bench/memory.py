@@ -40,10 +40,28 @@ def plan(quick: bool, tiny: bool = False) -> dict:
 
 def probe(which: str, config, steps: int, backend_name: str, threads: int | None) -> dict:
     """Runs the probe in a fresh interpreter and returns its JSON record."""
-    command = [sys.executable, "-m", "moco_ref.bench.memory_probe", which, "--arch", config.arch,
-               "--width", str(config.width), "--batch", str(config.batch), "--K", str(config.K),
-               "--dim", str(config.dim), "--size", str(config.size), "--steps", str(steps),
-               "--backend", backend_name]
+    command = [
+        sys.executable,
+        "-m",
+        "moco_ref.bench.memory_probe",
+        which,
+        "--arch",
+        config.arch,
+        "--width",
+        str(config.width),
+        "--batch",
+        str(config.batch),
+        "--K",
+        str(config.K),
+        "--dim",
+        str(config.dim),
+        "--size",
+        str(config.size),
+        "--steps",
+        str(steps),
+        "--backend",
+        backend_name,
+    ]
     if threads:
         command += ["--threads", str(threads)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(IMPORT_ROOT), os.environ.get("PYTHONPATH")])))
@@ -62,18 +80,38 @@ def run_memory(backend_name: str, echo, config, steps: int, implementations=("ou
         else:
             echo("PyTorch: left out (not installed, or no CUDA build for a GPU comparison)")
     ratio = records["ours"]["added_bytes"] / records["torch"]["added_bytes"] if "torch" in records else None
-    mib = 2 ** 20
+    mib = 2**20
     ours = records["ours"]
     estimate_ratio = ours["estimate_bytes"] / ours["added_bytes"] if ours["added_bytes"] > 0 else None
-    table(["implementation", "RSS after imports MiB", "peak RSS MiB", "added MiB", "estimated MiB"],
-          [[name, r["baseline_rss_bytes"] / mib, r["peak_rss_bytes"] / mib, r["added_bytes"] / mib,
-            r.get("estimate_bytes", 0) / mib or None] for name, r in records.items()], echo)
+    table(
+        ["implementation", "RSS after imports MiB", "peak RSS MiB", "added MiB", "estimated MiB"],
+        [
+            [
+                name,
+                r["baseline_rss_bytes"] / mib,
+                r["peak_rss_bytes"] / mib,
+                r["added_bytes"] / mib,
+                r.get("estimate_bytes", 0) / mib or None,
+            ]
+            for name, r in records.items()
+        ],
+        echo,
+    )
     if estimate_ratio is not None:
-        echo(f"estimate (moco_ref/run/footprint.py, what `moco-ref train` checks before the first step) / "
-             f"measured: {estimate_ratio:.2f} ({'within' if abs(estimate_ratio - 1) <= 0.25 else 'NOT within'} 25 %)")
+        echo(
+            f"estimate (moco_ref/run/footprint.py, what `moco-ref train` checks before the first step) / "
+            f"measured: {estimate_ratio:.2f} ({'within' if abs(estimate_ratio - 1) <= 0.25 else 'NOT within'} 25 %)"
+        )
     if ratio is not None:
         echo(f"added memory ours/PyTorch: {ratio:.2f}")
-    echo("Each in a fresh process: peak RSS (VmHWM — the process's own ru_maxrss; Linux's ru_maxrss would "
-         "carry the parent's peak across fork+exec) less the RSS after imports.")
-    return dict(records, config=config.as_dict(), steps=steps, ratio_added_ours_over_torch=ratio,
-                ratio_estimate_over_measured=estimate_ratio)
+    echo(
+        "Each in a fresh process: peak RSS (VmHWM — the process's own ru_maxrss; Linux's ru_maxrss would "
+        "carry the parent's peak across fork+exec) less the RSS after imports."
+    )
+    return dict(
+        records,
+        config=config.as_dict(),
+        steps=steps,
+        ratio_added_ours_over_torch=ratio,
+        ratio_estimate_over_measured=estimate_ratio,
+    )

@@ -74,12 +74,12 @@ def main(argv=None) -> dict:
     if args.which == "torch":
         import torch
 
-        import moco_ref.bench.torch_twin  # noqa: F401
+        import moco_ref.bench.torch_twin  # noqa: F401 (its import is part of the baseline measured)
 
         if args.threads:
             torch.set_num_threads(args.threads)
     config = Config(args.arch, args.width, args.batch, args.K, args.dim, args.size)
-    if args.which == "ours":   # load the compiled kernels (a fixed cost, like an import) before the baseline
+    if args.which == "ours":  # load the compiled kernels (a fixed cost, like an import) before the baseline
         make_ours(Config("resnet10", width=1, batch=2, K=4, dim=4, size=8), args.backend)[1]()
     baseline = current_rss_bytes()
     if args.which == "ours":
@@ -95,12 +95,19 @@ def main(argv=None) -> dict:
     peak = peak_rss_bytes()
     from moco_ref.run.footprint import estimate_bytes, step_bytes
 
-    record = {"which": args.which, "config": config.as_dict(), "steps": args.steps,
-              "baseline_rss_bytes": baseline, "peak_rss_bytes": peak, "added_bytes": peak - baseline,
-              "ru_maxrss_bytes": ru_maxrss_bytes()}
+    record = {
+        "which": args.which,
+        "config": config.as_dict(),
+        "steps": args.steps,
+        "baseline_rss_bytes": baseline,
+        "peak_rss_bytes": peak,
+        "added_bytes": peak - baseline,
+        "ru_maxrss_bytes": ru_maxrss_bytes(),
+    }
     if args.which == "ours":
-        record["estimate_bytes"] = estimate_bytes(step_bytes(config.arch, config.width, config.dim, False, config.K,
-                                                             config.batch, config.size, "float32"))
+        record["estimate_bytes"] = estimate_bytes(
+            step_bytes(config.arch, config.width, config.dim, False, config.K, config.batch, config.size, "float32")
+        )
     if args.backend == "cupy":
         if args.which == "ours":
             record["device_pool_bytes"] = get_backend("cupy").pool_bytes()

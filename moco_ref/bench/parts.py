@@ -94,9 +94,9 @@ def _conv_flops(name: str, args, result) -> tuple:
         N, Ho, Wo, O = result[0].shape
         M, K = N * Ho * Wo, w.shape[1] * w.shape[2] * w.shape[3]
         return 2 * M * K * O, (M, K, O)
-    cols, _, _, (O, _, _, _) = args[1][:4]                     # the cache: X, Wm, x's shape, w's shape
+    cols, _, _, (O, _, _, _) = args[1][:4]  # the cache: X, Wm, x's shape, w's shape
     M, K = cols.shape
-    products = 2 if result[0] is not None else 1               # ∂W, and ∂x unless skipped
+    products = 2 if result[0] is not None else 1  # ∂W, and ∂x unless skipped
     return products * 2 * M * K * O, (M, K, O)
 
 
@@ -136,6 +136,7 @@ class PartTimer:
                     self.shapes[(part, key)].append((own, flops))
                 elif part not in PASS_THROUGH:
                     self.bytes[part] += sum(a.nbytes for a in _arrays((args, kwargs, result)))
+
         return timed
 
 
@@ -176,9 +177,13 @@ def plan(quick: bool, tiny: bool = False) -> dict:
 def machine_rates(backend, bandwidth_mb: int, gemm_n: int, reps: int) -> dict:
     """The roofline's ceilings: copy bandwidth on one thread and on the BLAS's threads, and the GEMM rate."""
     threads = blas_threads()
-    return {"bandwidth_one_thread_gb_s": memory_bandwidth(bandwidth_mb, 1, reps),
-            "bandwidth_all_threads_gb_s": memory_bandwidth(bandwidth_mb, threads, reps),
-            "threads": threads, "bandwidth_array_mb": bandwidth_mb, "gemm_peak": gemm_peak(backend, gemm_n, reps)}
+    return {
+        "bandwidth_one_thread_gb_s": memory_bandwidth(bandwidth_mb, 1, reps),
+        "bandwidth_all_threads_gb_s": memory_bandwidth(bandwidth_mb, threads, reps),
+        "threads": threads,
+        "bandwidth_array_mb": bandwidth_mb,
+        "gemm_peak": gemm_peak(backend, gemm_n, reps),
+    }
 
 
 def isolated_gemm_rates(shapes, reps: int) -> dict:
@@ -190,24 +195,38 @@ def isolated_gemm_rates(shapes, reps: int) -> dict:
         X = rng.standard_normal((M, K), dtype=np.float32)
         W_t = rng.standard_normal((K, O), dtype=np.float32)
         G = rng.standard_normal((M, O), dtype=np.float32)
-        products = {"forward": lambda: X @ W_t, "dW": (lambda: X.T @ G) if K >= O else (lambda: G.T @ X),
-                    "dX": lambda: G @ W_t.T}
+        products = {
+            "forward": lambda: X @ W_t,
+            "dW": (lambda: X.T @ G) if K >= O else (lambda: G.T @ X),
+            "dX": lambda: G @ W_t.T,
+        }
         times = interleaved({k: (f, lambda: None) for k, f in products.items()}, reps, 1)
         rates[(M, K, O)] = {k: 2 * M * K * O / median(t) / 1e9 for k, t in times.items()}
     return rates
 
 
-def run_parts(backend_name: str, echo, config, steps: int, warmup: int, pipeline: str, bandwidth_mb: int = 256,
-              gemm_n: int = 2048, reps: int = 5) -> dict:
+def run_parts(
+    backend_name: str,
+    echo,
+    config,
+    steps: int,
+    warmup: int,
+    pipeline: str,
+    bandwidth_mb: int = 256,
+    gemm_n: int = 2048,
+    reps: int = 5,
+) -> dict:
     """Per-part medians over ``steps`` instrumented steps with their traffic and rates, the machine's
     ceilings, every GEMM shape, and the augmentation of the batch's two views."""
     banner(f"parts: where one step goes, against the machine ({config.label})", echo)
     backend = get_backend(backend_name)
     machine = machine_rates(backend, bandwidth_mb, gemm_n, reps)
     peak = machine["gemm_peak"]["gflops"]
-    echo(f"ceilings: copy bandwidth {machine['bandwidth_one_thread_gb_s']:.1f} GB/s on 1 thread, "
-         f"{machine['bandwidth_all_threads_gb_s']:.1f} GB/s on {machine['threads']} (arrays of {bandwidth_mb} MB, "
-         f"read + write); float32 GEMM {peak:.1f} GFLOP/s ({gemm_n}³)")
+    echo(
+        f"ceilings: copy bandwidth {machine['bandwidth_one_thread_gb_s']:.1f} GB/s on 1 thread, "
+        f"{machine['bandwidth_all_threads_gb_s']:.1f} GB/s on {machine['threads']} (arrays of {bandwidth_mb} MB, "
+        f"read + write); float32 GEMM {peak:.1f} GFLOP/s ({gemm_n}³)"
+    )
     model, step, sync = make_ours(config, backend_name)
     interleaved({"step": (step, sync)}, 0, warmup)
 
@@ -229,12 +248,17 @@ def run_parts(backend_name: str, echo, config, steps: int, warmup: int, pipeline
         per_step["other"].append(total - sum(timer.seconds.values()))
 
     step_s = median(instrumented_totals)
-    last = timers[-1]            # bytes, FLOPs and calls are the same in every step
+    last = timers[-1]  # bytes, FLOPs and calls are the same in every step
     parts = {}
     for part in PART_ORDER:
         seconds = median(per_step[part])
-        record = {"median_s": seconds, "percent_of_step": 100 * seconds / step_s, "calls": last.calls.get(part, 0),
-                  "bytes": last.bytes.get(part, 0), "flops": last.flops.get(part, 0)}
+        record = {
+            "median_s": seconds,
+            "percent_of_step": 100 * seconds / step_s,
+            "calls": last.calls.get(part, 0),
+            "bytes": last.bytes.get(part, 0),
+            "flops": last.flops.get(part, 0),
+        }
         if seconds > 0 and record["bytes"]:
             record["gb_s"] = record["bytes"] / seconds / 1e9
             record["percent_of_bandwidth"] = 100 * record["gb_s"] / machine["bandwidth_all_threads_gb_s"]
@@ -243,29 +267,70 @@ def run_parts(backend_name: str, echo, config, steps: int, warmup: int, pipeline
             record["percent_of_gemm_peak"] = 100 * record["gflops"] / peak
         parts[part] = record
 
-    rows = [[part, f["calls"], 1e3 * f["median_s"], f["percent_of_step"], f["bytes"] / 1e6 or None, f.get("gb_s"),
-             f.get("percent_of_bandwidth"), f["flops"] / 1e9 or None, f.get("gflops"), f.get("percent_of_gemm_peak")]
-            for part, f in parts.items()]
-    table(["part", "calls", "ms", "% of step", "MB moved", "GB/s", "% of bandwidth", "GFLOP", "GFLOP/s",
-           "% of GEMM peak"], rows, echo)
-    echo(f"instrumented step {step_s:.3f} s vs uninstrumented {median(plain):.3f} s (medians of {steps}, "
-         f"alternating; {100 * (step_s / median(plain) - 1):+.1f}%).  MB moved: the sizes of the arrays each call "
-         "reads and writes (its least traffic); % of bandwidth: of the copy bandwidth on all threads.")
+    rows = [
+        [
+            part,
+            f["calls"],
+            1e3 * f["median_s"],
+            f["percent_of_step"],
+            f["bytes"] / 1e6 or None,
+            f.get("gb_s"),
+            f.get("percent_of_bandwidth"),
+            f["flops"] / 1e9 or None,
+            f.get("gflops"),
+            f.get("percent_of_gemm_peak"),
+        ]
+        for part, f in parts.items()
+    ]
+    table(
+        [
+            "part",
+            "calls",
+            "ms",
+            "% of step",
+            "MB moved",
+            "GB/s",
+            "% of bandwidth",
+            "GFLOP",
+            "GFLOP/s",
+            "% of GEMM peak",
+        ],
+        rows,
+        echo,
+    )
+    echo(
+        f"instrumented step {step_s:.3f} s vs uninstrumented {median(plain):.3f} s (medians of {steps}, "
+        f"alternating; {100 * (step_s / median(plain) - 1):+.1f}%).  MB moved: the sizes of the arrays each call "
+        "reads and writes (its least traffic); % of bandwidth: of the copy bandwidth on all threads."
+    )
 
     gemms = _gemm_table(timers, isolated_gemm_rates(sorted({key for _, key in last.shapes}), reps), peak, echo)
 
     augment = make_pipeline(pipeline, config.size)
     images = np.random.default_rng(0).integers(0, 256, (config.batch, config.size, config.size, 3), dtype=np.uint8)
     rng = np.random.default_rng(1)
-    two_views = interleaved({"augment": (lambda: (augment(images, rng, backend), augment(images, rng, backend)),
-                                         sync)}, steps, warmup)["augment"]
-    parts_augment = {"median_s": median(two_views), "percent_of_step": 100 * median(two_views) / step_s,
-                     "pipeline": pipeline}
-    echo(f"augmentation of the batch's two views ({pipeline}, outside the step): {parts_augment['median_s']:.4f} s, "
-         f"{parts_augment['percent_of_step']:.1f}% of a step")
-    return {"config": config.as_dict(), "steps": steps, "machine": machine, "instrumented_step_s": step_s,
-            "uninstrumented_step_s": median(plain), "parts": parts, "gemm_shapes": gemms,
-            "augmentation": parts_augment}
+    two_views = interleaved(
+        {"augment": (lambda: (augment(images, rng, backend), augment(images, rng, backend)), sync)}, steps, warmup
+    )["augment"]
+    parts_augment = {
+        "median_s": median(two_views),
+        "percent_of_step": 100 * median(two_views) / step_s,
+        "pipeline": pipeline,
+    }
+    echo(
+        f"augmentation of the batch's two views ({pipeline}, outside the step): {parts_augment['median_s']:.4f} s, "
+        f"{parts_augment['percent_of_step']:.1f}% of a step"
+    )
+    return {
+        "config": config.as_dict(),
+        "steps": steps,
+        "machine": machine,
+        "instrumented_step_s": step_s,
+        "uninstrumented_step_s": median(plain),
+        "parts": parts,
+        "gemm_shapes": gemms,
+        "augmentation": parts_augment,
+    }
 
 
 def _gemm_table(timers, isolated: dict, peak: float, echo) -> list:
@@ -281,10 +346,28 @@ def _gemm_table(timers, isolated: dict, peak: float, echo) -> list:
                 record[f"{label}_gflops"] = sums[0][1] / median([s for s, _ in sums]) / 1e9
         records.append(record)
     echo("")
-    echo(f"GEMMs of every convolution shape (M = N·Ho·Wo rows, K = kh·kw·C, O outputs); in the step: forward X·Wmᵀ, "
-         f"backward ∂W and ∂X together; alone: each product on random matrices.  GEMM peak {peak:.0f} GFLOP/s.")
-    table(["M", "K", "O", "fwd calls", "fwd ms", "fwd GFLOP/s", "bwd ms", "bwd GFLOP/s", "alone: fwd", "dW", "dX"],
-          [[r["M"], r["K"], r["O"], r.get("forward_calls"), r.get("forward_ms"), r.get("forward_gflops"),
-            r.get("backward_ms"), r.get("backward_gflops"), r["isolated_gflops"]["forward"],
-            r["isolated_gflops"]["dW"], r["isolated_gflops"]["dX"]] for r in records], echo)
+    echo(
+        f"GEMMs of every convolution shape (M = N·Ho·Wo rows, K = kh·kw·C, O outputs); in the step: forward X·Wmᵀ, "
+        f"backward ∂W and ∂X together; alone: each product on random matrices.  GEMM peak {peak:.0f} GFLOP/s."
+    )
+    table(
+        ["M", "K", "O", "fwd calls", "fwd ms", "fwd GFLOP/s", "bwd ms", "bwd GFLOP/s", "alone: fwd", "dW", "dX"],
+        [
+            [
+                r["M"],
+                r["K"],
+                r["O"],
+                r.get("forward_calls"),
+                r.get("forward_ms"),
+                r.get("forward_gflops"),
+                r.get("backward_ms"),
+                r.get("backward_gflops"),
+                r["isolated_gflops"]["forward"],
+                r["isolated_gflops"]["dW"],
+                r["isolated_gflops"]["dX"],
+            ]
+            for r in records
+        ],
+        echo,
+    )
     return records

@@ -63,13 +63,22 @@ def run_scaling(backend_name: str, echo, base, axes: dict, reps: int, warmup: in
         points = []
         for value, config in zip(values, configs):
             seconds = median(times[config])
-            points.append({axis: value, "median_s": seconds, "s_per_image": seconds / config.batch,
-                           "images_per_s": config.batch / seconds})
+            points.append(
+                {
+                    axis: value,
+                    "median_s": seconds,
+                    "s_per_image": seconds / config.batch,
+                    "images_per_s": config.batch / seconds,
+                }
+            )
         exponent = fitted_exponent(values, [p["median_s"] for p in points])
         results[axis] = {"points": points, "exponent": exponent, "verdict": _verdict(axis, exponent)}
         echo("")
-        table([axis, "s/step", "ms/image", "img/s"],
-              [[p[axis], p["median_s"], 1e3 * p["s_per_image"], p["images_per_s"]] for p in points], echo)
+        table(
+            [axis, "s/step", "ms/image", "img/s"],
+            [[p[axis], p["median_s"], 1e3 * p["s_per_image"], p["images_per_s"]] for p in points],
+            echo,
+        )
         echo(f"fit t ∝ {axis}^b: b = {exponent:.2f} — {results[axis]['verdict']}")
     echo(f"medians of {reps} repetitions after {warmup} warm-up; the points of an axis alternate.")
     return {"base": base.as_dict(), "reps": reps, "axes": results}

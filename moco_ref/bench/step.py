@@ -40,12 +40,17 @@ def plan(quick: bool, tiny: bool = False) -> dict:
 
 def _figures(seconds: float, batch: int, flops: int, peak_gflops: float) -> dict:
     gflops = flops / seconds / 1e9
-    return {"median_s": seconds, "images_per_s": batch / seconds, "gflops": gflops,
-            "fraction_of_gemm_peak": gflops / peak_gflops}
+    return {
+        "median_s": seconds,
+        "images_per_s": batch / seconds,
+        "gflops": gflops,
+        "fraction_of_gemm_peak": gflops / peak_gflops,
+    }
 
 
-def run_step(backend_name: str, echo, configs, reps: int, warmup: int, gemm_n: int, gemm_reps: int,
-             compare_torch: bool = True) -> dict:
+def run_step(
+    backend_name: str, echo, configs, reps: int, warmup: int, gemm_n: int, gemm_reps: int, compare_torch: bool = True
+) -> dict:
     """Measures every configuration; prints a table; returns the figures."""
     banner("step: the full MoCo step, ours vs PyTorch", echo)
     backend = get_backend(backend_name)
@@ -56,7 +61,9 @@ def run_step(backend_name: str, echo, configs, reps: int, warmup: int, gemm_n: i
     if device is None:
         echo("PyTorch: left out (not asked for, not installed, or no CUDA build for a GPU comparison)")
     else:
-        echo(f"PyTorch on {device}, {torch_threads or 'its own'} threads; NumPy's BLAS {blas_info()['threads']} threads")
+        echo(
+            f"PyTorch on {device}, {torch_threads or 'its own'} threads; NumPy's BLAS {blas_info()['threads']} threads"
+        )
     records = []
     for config in configs:
         model, ours, sync = make_ours(config, backend_name)
@@ -68,22 +75,49 @@ def run_step(backend_name: str, echo, configs, reps: int, warmup: int, gemm_n: i
         flops = step_flops(model.encoder_q, config.batch, config.K, config.size)
         record = {"config": config.as_dict(), "flops": flops, "reps": reps, "warmup": warmup}
         for name, series in times.items():
-            record[name] = dict(_figures(median(series), config.batch, flops["total"], peak["gflops"]),
-                                times_s=series)
+            record[name] = dict(_figures(median(series), config.batch, flops["total"], peak["gflops"]), times_s=series)
         record["ratio_time_ours_over_torch"] = (
-            record["ours"]["median_s"] / record["torch"]["median_s"] if "torch" in record else None)
+            record["ours"]["median_s"] / record["torch"]["median_s"] if "torch" in record else None
+        )
         records.append(record)
         del model, runners
 
     rows = []
     for r in records:
         o, t = r["ours"], r.get("torch")
-        rows.append([r["config"]["label"], r["flops"]["total"] / 1e9, o["median_s"], o["images_per_s"],
-                     t and t["median_s"], t and t["images_per_s"], r["ratio_time_ours_over_torch"],
-                     o["gflops"], 100 * o["fraction_of_gemm_peak"], t and 100 * t["fraction_of_gemm_peak"]])
-    table(["config", "GFLOP/step", "ours s", "ours img/s", "torch s", "torch img/s", "time ours/torch",
-           "ours GFLOP/s", "ours %peak", "torch %peak"], rows, echo)
+        rows.append(
+            [
+                r["config"]["label"],
+                r["flops"]["total"] / 1e9,
+                o["median_s"],
+                o["images_per_s"],
+                t and t["median_s"],
+                t and t["images_per_s"],
+                r["ratio_time_ours_over_torch"],
+                o["gflops"],
+                100 * o["fraction_of_gemm_peak"],
+                t and 100 * t["fraction_of_gemm_peak"],
+            ]
+        )
+    table(
+        [
+            "config",
+            "GFLOP/step",
+            "ours s",
+            "ours img/s",
+            "torch s",
+            "torch img/s",
+            "time ours/torch",
+            "ours GFLOP/s",
+            "ours %peak",
+            "torch %peak",
+        ],
+        rows,
+        echo,
+    )
     echo(f"medians of {reps} interleaved repetitions after {warmup} warm-up; ratio < 1 means ours is faster.")
-    echo("FLOPs: matrix products only — conv MACs N·Ho·Wo·O·C·kh·kw ×4 (q forward, ∂x, ∂w, k forward) "
-         "less the first conv's ∂x, fc ×4, InfoNCE N·K·D ×2 (logits and ∂q); 1 MAC = 2 FLOPs.")
+    echo(
+        "FLOPs: matrix products only — conv MACs N·Ho·Wo·O·C·kh·kw ×4 (q forward, ∂x, ∂w, k forward) "
+        "less the first conv's ∂x, fc ×4, InfoNCE N·K·D ×2 (logits and ∂q); 1 MAC = 2 FLOPs."
+    )
     return {"gemm_peak": peak, "torch_threads": torch_threads, "torch_device": device, "configs": records}

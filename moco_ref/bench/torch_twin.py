@@ -39,8 +39,16 @@ class SplitBatchNorm(nn.BatchNorm2d):
             S = self.num_splits
             mean_split = self.running_mean.repeat(S)
             var_split = self.running_var.repeat(S)
-            out = F.batch_norm(x.view(-1, C * S, H, W), mean_split, var_split,      # (N/S, S·C, H, W)
-                               self.weight.repeat(S), self.bias.repeat(S), True, self.momentum, self.eps)
+            out = F.batch_norm(
+                x.view(-1, C * S, H, W),
+                mean_split,
+                var_split,  # (N/S, S·C, H, W)
+                self.weight.repeat(S),
+                self.bias.repeat(S),
+                True,
+                self.momentum,
+                self.eps,
+            )
             self.running_mean.data.copy_(mean_split.view(S, C).mean(dim=0))
             self.running_var.data.copy_(var_split.view(S, C).mean(dim=0))
             self.num_batches_tracked += 1
@@ -60,8 +68,9 @@ class BasicBlock(nn.Module):
         self.bn2 = SplitBatchNorm(c_out, splits)
         self.downsample = None
         if stride != 1 or c_in != c_out:
-            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                                            SplitBatchNorm(c_out, splits))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), SplitBatchNorm(c_out, splits)
+            )
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
@@ -81,7 +90,7 @@ class CifarResNet(nn.Module):
         self.relu = nn.ReLU()
         c_in = width
         for stage, (count, stride) in enumerate(zip(blocks, (1, 2, 2, 2))):
-            c_out = width * 2 ** stage
+            c_out = width * 2**stage
             layers = []
             for b in range(count):
                 layers.append(BasicBlock(c_in, c_out, stride if b == 0 else 1, splits))
@@ -90,7 +99,7 @@ class CifarResNet(nn.Module):
         fc = nn.Linear(8 * width, dim)
         self.fc = nn.Sequential(nn.Linear(8 * width, 8 * width), nn.ReLU(), fc) if mlp else fc
 
-    def forward(self, x):                                                    # (N, 3, H, W) -> (N, D)
+    def forward(self, x):  # (N, 3, H, W) -> (N, D)
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
@@ -123,26 +132,52 @@ class TorchMoCo:
         symmetric: the demo's symmetric loss.
     """
 
-    def __init__(self, encoder_q, encoder_k, queue, ptr=0, *, m, T, lr, momentum, weight_decay, symmetric=False,
-                 nesterov=False):
+    def __init__(
+        self, encoder_q, encoder_k, queue, ptr=0, *, m, T, lr, momentum, weight_decay, symmetric=False, nesterov=False
+    ):
         self.encoder_q, self.encoder_k = encoder_q, encoder_k
         for p in self.encoder_k.parameters():
             p.requires_grad_(False)
-        self.queue = queue.clone()                                           # (D, K)
+        self.queue = queue.clone()  # (D, K)
         self.ptr, self.m, self.T, self.symmetric = ptr, m, T, symmetric
-        self.optimizer = torch.optim.SGD(encoder_q.parameters(), lr, momentum=momentum, weight_decay=weight_decay,
-                                         nesterov=nesterov)
+        self.optimizer = torch.optim.SGD(
+            encoder_q.parameters(), lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+        )
 
     @classmethod
-    def build(cls, blocks, width, dim=128, K=4096, *, m=0.99, T=0.1, lr=0.06, momentum=0.9, weight_decay=5e-4,
-              bn_splits=1, symmetric=False, device="cpu", dtype=torch.float32) -> TorchMoCo:
+    def build(
+        cls,
+        blocks,
+        width,
+        dim=128,
+        K=4096,
+        *,
+        m=0.99,
+        T=0.1,
+        lr=0.06,
+        momentum=0.9,
+        weight_decay=5e-4,
+        bn_splits=1,
+        symmetric=False,
+        device="cpu",
+        dtype=torch.float32,
+    ) -> TorchMoCo:
         """A fresh MoCo for timing: PyTorch's default initialisation, encoder_k a copy of encoder_q, a random
         unit-column queue, all on ``device`` in ``dtype``."""
         encoder_q = CifarResNet(blocks, width, dim, splits=bn_splits).to(device=device, dtype=dtype)
         encoder_k = copy.deepcopy(encoder_q)
         queue = F.normalize(torch.randn(dim, K, device=device, dtype=dtype), dim=0)
-        return cls(encoder_q, encoder_k, queue, m=m, T=T, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                   symmetric=symmetric)
+        return cls(
+            encoder_q,
+            encoder_k,
+            queue,
+            m=m,
+            T=T,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            symmetric=symmetric,
+        )
 
     @torch.no_grad()
     def _momentum_update(self):
@@ -161,12 +196,12 @@ class TorchMoCo:
 
     def _loss(self, im_q, im_k, perm):
         """InfoNCE of queries from im_q against keys from im_k; returns (loss, keys (N, D))."""
-        q = F.normalize(self.encoder_q(im_q), dim=1)                        # (N, D)
+        q = F.normalize(self.encoder_q(im_q), dim=1)  # (N, D)
         with torch.no_grad():
-            k = F.normalize(self.encoder_k(im_k[perm]), dim=1)[torch.argsort(perm)]   # (N, D), unshuffled
-        l_pos = (q * k).sum(dim=1, keepdim=True)                            # (N, 1)
-        l_neg = q @ self.queue                                              # (N, K)
-        logits = torch.cat([l_pos, l_neg], dim=1) / self.T                  # (N, 1 + K)
+            k = F.normalize(self.encoder_k(im_k[perm]), dim=1)[torch.argsort(perm)]  # (N, D), unshuffled
+        l_pos = (q * k).sum(dim=1, keepdim=True)  # (N, 1)
+        l_neg = q @ self.queue  # (N, K)
+        logits = torch.cat([l_pos, l_neg], dim=1) / self.T  # (N, 1 + K)
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         return F.cross_entropy(logits, labels), k
 

@@ -91,7 +91,9 @@ def _encoder_from_checkpoint(checkpoint, backend):
 @click.option("--train-data", help="Labelled data for the memory bank. [default: the run's data]")
 @click.option("--val-data", help="Labelled data to classify. [default: the test split of --train-data]")
 @click.option("-k", "k", default=200, show_default=True, type=click.IntRange(1), help="Neighbours.")
-@click.option("-t", "t", default=0.1, show_default=True, type=FiniteFloatRange(0, min_open=True), help="Temperature of the votes.")
+@click.option(
+    "-t", "t", default=0.1, show_default=True, type=FiniteFloatRange(0, min_open=True), help="Temperature of the votes."
+)
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), help="[default: the run's]")
 def knn_command(checkpoint, train_data, val_data, k, t, backend):
     """kNN top-1 of encoder_q (the CIFAR demo's monitor); prints one JSON object."""
@@ -102,8 +104,9 @@ def knn_command(checkpoint, train_data, val_data, k, t, backend):
     for name, dataset in (("--train-data", train_set), ("--val-data", val_set)):
         if dataset.labels is None:
             raise UserError(f"{name} {dataset.name} has no labels (put images in class sub-folders)")
-    result = knn_accuracy(encoder, train_set, val_set, make_pipeline("test", config.image_size),
-                          encoder.backend, k, t, progress=Progress)
+    result = knn_accuracy(
+        encoder, train_set, val_set, make_pipeline("test", config.image_size), encoder.backend, k, t, progress=Progress
+    )
     click.echo(json.dumps(result))
 
 
@@ -114,19 +117,37 @@ def knn_command(checkpoint, train_data, val_data, k, t, backend):
 @click.option("--train-size", type=click.IntRange(1), help="Use a seeded random subset of N training images.")
 @click.option("--val-size", type=click.IntRange(1), help="Use a seeded random subset of N validation images.")
 @click.option("--epochs", default=100, show_default=True, type=click.IntRange(1), help="Epochs of the classifier.")
-@click.option("--lr", default=30.0, show_default=True, type=FiniteFloatRange(0, min_open=True),
-              help="Base learning rate.")
+@click.option(
+    "--lr", default=30.0, show_default=True, type=FiniteFloatRange(0, min_open=True), help="Base learning rate."
+)
 @click.option("--momentum", default=0.9, show_default=True, type=FiniteFloatRange(0, 1), help="SGD momentum.")
 @click.option("--wd", default=0.0, show_default=True, type=FiniteFloatRange(0), help="Weight decay.")
 @click.option("--schedule", callback=parse_schedule, help="Epochs where lr ×0.1. [default: 60% and 80% of --epochs]")
 @click.option("-b", "--batch-size", default=256, show_default=True, type=click.IntRange(1), help="Images per step.")
-@click.option("--augment/--no-augment", default=None,
-              help="Crop+flip the training images, features recomputed each epoch (the protocol), or encode "
-                   "them once (fast). [default: --no-augment on numpy, --augment on cupy]")
+@click.option(
+    "--augment/--no-augment",
+    default=None,
+    help="Crop+flip the training images, features recomputed each epoch (the protocol), or encode "
+    "them once (fast). [default: --no-augment on numpy, --augment on cupy]",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the classifier, batch order and crops.")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), help="[default: the run's]")
-def linear_command(checkpoint, train_data, val_data, train_size, val_size, epochs, lr, momentum, wd, schedule,
-                   batch_size, augment, seed, backend):
+def linear_command(
+    checkpoint,
+    train_data,
+    val_data,
+    train_size,
+    val_size,
+    epochs,
+    lr,
+    momentum,
+    wd,
+    schedule,
+    batch_size,
+    augment,
+    seed,
+    backend,
+):
     """Linear probe of encoder_q (main_lincls): a new fc on the frozen features; prints one JSON object.
 
     The protocol: encoder without fc, frozen, BatchNorm in eval mode; fc initialised N(0, 0.01);
@@ -139,17 +160,33 @@ def linear_command(checkpoint, train_data, val_data, train_size, val_size, epoch
     encoder, config = _encoder_from_checkpoint(checkpoint, backend)
     train_source = train_data or config.data
     train_set = load_dataset(train_source, "train", config.image_size, config.seed, train_size)
-    val_set = load_dataset(val_data or train_source, "train" if val_data else "test", config.image_size,
-                           config.seed, val_size)
+    val_set = load_dataset(
+        val_data or train_source, "train" if val_data else "test", config.image_size, config.seed, val_size
+    )
     if augment is None:
-        augment = encoder.backend.accelerated    # the protocol where it is cheap, features once on a CPU
-    click.echo(f"linear probe of {config.arch} width {config.width} ({encoder.feature_dim}-d features) on "
-               f"{train_set.name}: {len(train_set)} training, {len(val_set)} validation images, {epochs} "
-               f"epochs, {'augmented' if augment else 'features encoded once (--no-augment)'}, backend "
-               f"{encoder.backend.name}", err=True)
-    result = linear_probe(encoder, train_set, val_set, encoder.backend, epochs=epochs, lr=lr, momentum=momentum,
-                          weight_decay=wd, schedule=schedule, batch_size=batch_size, seed=seed, augment=augment,
-                          progress=Progress)
+        augment = encoder.backend.accelerated  # the protocol where it is cheap, features once on a CPU
+    click.echo(
+        f"linear probe of {config.arch} width {config.width} ({encoder.feature_dim}-d features) on "
+        f"{train_set.name}: {len(train_set)} training, {len(val_set)} validation images, {epochs} "
+        f"epochs, {'augmented' if augment else 'features encoded once (--no-augment)'}, backend "
+        f"{encoder.backend.name}",
+        err=True,
+    )
+    result = linear_probe(
+        encoder,
+        train_set,
+        val_set,
+        encoder.backend,
+        epochs=epochs,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=wd,
+        schedule=schedule,
+        batch_size=batch_size,
+        seed=seed,
+        augment=augment,
+        progress=Progress,
+    )
     result["checkpoint"] = str(checkpoint_of(checkpoint))
     click.echo(json.dumps(result))
 
@@ -157,8 +194,12 @@ def linear_command(checkpoint, train_data, val_data, train_size, val_size, epoch
 # ------------------------------------------------------------------ export
 @cli.command(short_help="Write encoder_q as a PyTorch state_dict (.npz, .safetensors).")
 @click.option("--checkpoint", required=True, type=click.Path(), help="A checkpoint file or run directory.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="FILE.npz, or FILE.safetensors (also writes FILE.npz; needs the safetensors package).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="FILE.npz, or FILE.safetensors (also writes FILE.npz; needs the safetensors package).",
+)
 @click.option("--keep-fc", is_flag=True, help="Keep the fc head (default: dropped, as the official recipe).")
 @force_option
 def export(checkpoint, out, keep_fc, force):
@@ -172,8 +213,11 @@ def export(checkpoint, out, keep_fc, force):
         click.echo(f"wrote {path}")
     click.echo(f"{result['arrays']} arrays of {result['arch']} width {result['width']}{dropped}")
     click.echo("load it into PyTorch with:\n")
-    click.echo(loading_snippet(result["files"][0], result["arch"], result["width"], result["dim"],
-                               bool(result["mlp"]), keep_fc))
+    click.echo(
+        loading_snippet(
+            result["files"][0], result["arch"], result["width"], result["dim"], bool(result["mlp"]), keep_fc
+        )
+    )
 
 
 # -------------------------------------------------------------------- plot
@@ -190,7 +234,7 @@ def plot(run_dir, out, force):
 
 
 # ------------------------------------------------------------------- bench
-SPEED_SUITES = {   # the speed suites of moco_ref/bench/cli_entry.py, and what each measures
+SPEED_SUITES = {  # the speed suites of moco_ref/bench/cli_entry.py, and what each measures
     "step": "the full MoCo step, images/s, ratio to PyTorch, GFLOP/s, % of GEMM peak",
     "parts": "where a step's time goes (conv GEMMs, im2col, BatchNorm, ...)",
     "scaling": "step time against batch, K and width",
@@ -198,7 +242,7 @@ SPEED_SUITES = {   # the speed suites of moco_ref/bench/cli_entry.py, and what e
     "augment": "augmentation throughput against training throughput",
     "all": "all of the above",
     "dp": "one process against mpiexec -n 2 (data parallel) and PyTorch, with the time in communication "
-          "(needs mpi4py and mpiexec; not part of \"all\")",
+    '(needs mpi4py and mpiexec; not part of "all")',
 }
 
 
@@ -236,16 +280,24 @@ def _speed_suite(suite: str, summary: str) -> click.Command:
     """The command of one speed suite of moco_ref/bench/cli_entry.py."""
 
     @click.command(name=suite, short_help=summary, help=f"Measure {summary}.")
-    @click.option("--backend", type=click.Choice(BACKEND_NAMES), default="numpy", show_default=True,
-                  help="Backend of our step (PyTorch runs on the matching device).")
+    @click.option(
+        "--backend",
+        type=click.Choice(BACKEND_NAMES),
+        default="numpy",
+        show_default=True,
+        help="Backend of our step (PyTorch runs on the matching device).",
+    )
     @click.option("--quick", is_flag=True, help="Fewer configurations and repetitions.")
     @click.option("--out", type=click.Path(dir_okay=False), help="Also write the figures as JSON here.")
     @force_option
     def command(backend, quick, out, force):
         if out:
-            check_output_file(out, "--out", force)          # before the figures, not after them
-        words = ["moco-ref", "bench", suite, "--backend", backend] + (["--quick"] if quick else []) + \
-            (["--out", out] if out else [])
+            check_output_file(out, "--out", force)  # before the figures, not after them
+        words = (
+            ["moco-ref", "bench", suite, "--backend", backend]
+            + (["--quick"] if quick else [])
+            + (["--out", out] if out else [])
+        )
         cli_entry.run(suite, backend=backend, quick=quick, out=out, echo=click.echo, command=shlex.join(words))
 
     return command
@@ -270,18 +322,33 @@ def bench_gpu(out, force):
     sys.exit(0 if len(records) == 2 else 1)
 
 
-@bench.command(name="learn", short_help="moco-ref and its PyTorch twin trained side by side over seeds: "
-                                        "kNN and linear top-1, paired difference with its 95 % interval")
+@bench.command(
+    name="learn",
+    short_help="moco-ref and its PyTorch twin trained side by side over seeds: "
+    "kNN and linear top-1, paired difference with its 95 % interval",
+)
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Start from a documented recipe; flags override it.")
 @config_options()
-@click.option("--seeds", default=3, show_default=True, type=click.IntRange(1),
-              help="How many seeds: --seed, --seed + 1, ...")
-@click.option("--probe-epochs", default=learn.PROBE_EPOCHS, show_default=True, type=click.IntRange(1),
-              help="Epochs of each linear probe (features encoded once).")
-@click.option("--out", type=click.Path(dir_okay=False),
-              help="Write the report as JSON here (after every seed); the seeds it already holds are read back.")
-@click.option("--png", type=click.Path(dir_okay=False),
-              help="The picture of the kNN curves. [default: --out with .png, else bench-learn.png]")
+@click.option(
+    "--seeds", default=3, show_default=True, type=click.IntRange(1), help="How many seeds: --seed, --seed + 1, ..."
+)
+@click.option(
+    "--probe-epochs",
+    default=learn.PROBE_EPOCHS,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Epochs of each linear probe (features encoded once).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="Write the report as JSON here (after every seed); the seeds it already holds are read back.",
+)
+@click.option(
+    "--png",
+    type=click.Path(dir_okay=False),
+    help="The picture of the kNN curves. [default: --out with .png, else bench-learn.png]",
+)
 def bench_learn(preset, seeds, probe_epochs, out, png, **flags):
     """Does moco-ref learn what PyTorch learns?  Train both on the same steps, over seeds.
 
@@ -305,18 +372,28 @@ def bench_learn(preset, seeds, probe_epochs, out, png, **flags):
     """
     given = {k: v for k, v in flags.items() if v is not None}
     values = {**TrainConfig().to_dict(), **PRESETS.get(preset, {}), **given}
-    for path, flag in ((out, "--out"), (png, "--png")):    # both read back or redrawn by the next run
+    for path, flag in ((out, "--out"), (png, "--png")):  # both read back or redrawn by the next run
         if path:
             check_output(path, flag)
     learn.require_torch()
     picture = Path(png) if png else (Path(out).with_suffix(".png") if out else Path("bench-learn.png"))
     plotting = learn.can_draw()
     if not plotting:
-        click.echo(f"note: matplotlib is not installed: the table is printed (and --out written), the picture "
-                   f"needs {PLOT_NOTE}", err=True)
+        click.echo(
+            f"note: matplotlib is not installed: the table is printed (and --out written), the picture "
+            f"needs {PLOT_NOTE}",
+            err=True,
+        )
     try:
-        report = learn.run_learn(values, seeds=seeds, first_seed=values["seed"], probe_epochs=probe_epochs,
-                                 out=out, log=lambda line: click.echo(line, err=True), progress=Progress)
+        report = learn.run_learn(
+            values,
+            seeds=seeds,
+            first_seed=values["seed"],
+            probe_epochs=probe_epochs,
+            out=out,
+            log=lambda line: click.echo(line, err=True),
+            progress=Progress,
+        )
     except KeyboardInterrupt:
         kept = f"the seeds finished so far are in {out}" if out else "nothing was written (no --out)"
         click.echo(f"moco-ref bench learn: interrupted; {kept}", err=True)
@@ -344,7 +421,7 @@ def main(argv=None) -> None:
     except (UserError, BackendUnavailable) as error:
         click.echo(f"moco-ref: error: {error}", err=True)
         sys.exit(2)
-    except OSError as error:             # a path the OS refused where no entry point looked first
+    except OSError as error:  # a path the OS refused where no entry point looked first
         if error.filename is None:
             raise
         click.echo(f"moco-ref: error: {refusal(error.filename, error)}", err=True)

@@ -62,7 +62,7 @@ def config_options(defaults: dict | None = None):
     helped = {**TrainConfig().to_dict(), **(defaults or {})}
 
     def decorate(command):
-        for name, declared in reversed(OPTIONS.items()):   # click lists options in the reverse order of decoration
+        for name, declared in reversed(OPTIONS.items()):  # click lists options in the reverse order of decoration
             command = _option(name, declared, helped[name])(command)
         return command
 

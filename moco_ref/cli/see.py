@@ -35,7 +35,7 @@ PLOT_NOTE = "pip install 'moco-ref[plot]'"
 
 def _have_matplotlib() -> bool:
     try:
-        from matplotlib.figure import Figure  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401 (imported only to see whether matplotlib is there)
     except ImportError:
         return False
     return True
@@ -48,15 +48,25 @@ def _minutes(seconds: float) -> str:
 # ------------------------------------------------------------------ ablate
 @click.command(short_help="Short runs that differ in one setting (m, K, BN groups): a table and kNN curves.")
 @click.argument("study", type=click.Choice(list(STUDIES)))
-@click.option("--preset", type=click.Choice(sorted(PRESETS)),
-              help="Start from a documented recipe; flags override it.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Start from a documented recipe; flags override it.")
 @config_options(ABLATION_DEFAULTS)
-@click.option("--values", help="The settings to run, comma-separated, e.g. 0,0.9,0.99 (momentum), 64,256 "
-                               "(queue), 8,1 (shuffle-bn: BatchNorm groups). [default: see above]")
-@click.option("--probe-epochs", default=PROBE_EPOCHS, show_default=True, type=click.IntRange(0),
-              help="Epochs of the linear probe of each run (0 = no probe).")
-@click.option("--out", type=click.Path(file_okay=False),
-              help="Folder of the runs, the table and the picture. [default: runs/ablate-STUDY]")
+@click.option(
+    "--values",
+    help="The settings to run, comma-separated, e.g. 0,0.9,0.99 (momentum), 64,256 "
+    "(queue), 8,1 (shuffle-bn: BatchNorm groups). [default: see above]",
+)
+@click.option(
+    "--probe-epochs",
+    default=PROBE_EPOCHS,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Epochs of the linear probe of each run (0 = no probe).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Folder of the runs, the table and the picture. [default: runs/ablate-STUDY]",
+)
 def ablate(study, preset, values, probe_epochs, out, **flags):
     """Reproduce one of the paper's ablations: short runs of one recipe that differ in one setting.
 
@@ -83,30 +93,36 @@ def ablate(study, preset, values, probe_epochs, out, **flags):
     """
     chosen = STUDIES[study]
     given = {k: v for k, v in flags.items() if v is not None}
-    varied = [name for name in chosen.fields if name in given and name != "bn_splits"]   # --bn-splits: S groups
+    varied = [name for name in chosen.fields if name in given and name != "bn_splits"]  # --bn-splits: S groups
     if study != "shuffle-bn" and "bn_splits" in chosen.fields and "bn_splits" in given:
         varied.append("bn_splits")
     if varied:
         example = {"momentum": "0,0.9,0.99", "queue": "64,256", "shuffle-bn": "8,1"}[study]
-        raise UserError(f"moco-ref ablate {study} varies {OPTIONS[varied[0]].flag.split('/')[0]} itself; give the "
-                        f"settings with --values (e.g. --values {example})")
+        raise UserError(
+            f"moco-ref ablate {study} varies {OPTIONS[varied[0]].flag.split('/')[0]} itself; give the "
+            f"settings with --values (e.g. --values {example})"
+        )
     base = base_config(given, PRESETS.get(preset, {}))
-    get_backend(base.backend)                          # no GPU: one line now, not after the first run
+    get_backend(base.backend)  # no GPU: one line now, not after the first run
     if values is None and study == "shuffle-bn" and "bn_splits" in given:
-        values = f"{given['bn_splits']},1"                 # S = --bn-splits groups, and plain BN
+        values = f"{given['bn_splits']},1"  # S = --bn-splits groups, and plain BN
     parsed = chosen.parse(values) if values else None
     out_dir = Path(out) if out else Path("runs") / f"ablate-{study}"
     plotting = _have_matplotlib()
     if not plotting:
-        click.echo(f"note: matplotlib is not installed: the table will be written, the picture needs "
-                   f"{PLOT_NOTE}", err=True)
+        click.echo(
+            f"note: matplotlib is not installed: the table will be written, the picture needs {PLOT_NOTE}", err=True
+        )
     started = time.perf_counter()
-    with StopSignals() as signals:              # Ctrl-C: the run in progress stops after a step, saved
+    with StopSignals() as signals:  # Ctrl-C: the run in progress stops after a step, saved
         try:
             report = run_ablation(study, base, out_dir, parsed, probe_epochs, stop=signals)
         except StoppedBySignal as stopped:
-            click.echo(f"ablate {study}: stopped by {stopped.name}; the runs so far are kept in {out_dir}: "
-                       f"run the same command again to continue", err=True)
+            click.echo(
+                f"ablate {study}: stopped by {stopped.name}; the runs so far are kept in {out_dir}: "
+                f"run the same command again to continue",
+                err=True,
+            )
             sys.exit(stopped.exit_code)
     written = write_report(report, out_dir)
     click.echo(markdown(report), nl=False)
@@ -115,10 +131,13 @@ def ablate(study, preset, values, probe_epochs, out, **flags):
         written.append(draw_curves(report, out_dir / REPORT_PNG))
         click.echo(f"wrote {', '.join(map(str, written))}")
     else:
-        click.echo(f"wrote {written[0]} and {written[1]}; the picture {out_dir / REPORT_PNG} needs "
-                   f"matplotlib: {PLOT_NOTE}")
-    click.echo(f"ablate {study}: {len(report['rows'])} runs, {_minutes(time.perf_counter() - started)} "
-               f"in this command", err=True)
+        click.echo(
+            f"wrote {written[0]} and {written[1]}; the picture {out_dir / REPORT_PNG} needs matplotlib: {PLOT_NOTE}"
+        )
+    click.echo(
+        f"ablate {study}: {len(report['rows'])} runs, {_minutes(time.perf_counter() - started)} in this command",
+        err=True,
+    )
 
 
 # ------------------------------------------------------------------ show
@@ -134,13 +153,23 @@ def show():
 
 
 @show.command(name="views", short_help="Pairs of augmented views of the same images (the positive pairs).")
-@click.option("--aug", type=click.Choice(AUGMENTATIONS), default="cifar", show_default=True,
-              help="The recipe: v1, v2 (MoCo v2, --aug-plus) or cifar (the CIFAR demo's).")
-@click.option("--data", default="builtin", show_default=True,
-              help="'builtin', a folder of images or a CIFAR folder.")
+@click.option(
+    "--aug",
+    type=click.Choice(AUGMENTATIONS),
+    default="cifar",
+    show_default=True,
+    help="The recipe: v1, v2 (MoCo v2, --aug-plus) or cifar (the CIFAR demo's).",
+)
+@click.option("--data", default="builtin", show_default=True, help="'builtin', a folder of images or a CIFAR folder.")
 @click.option("--image-size", default=32, show_default=True, type=click.IntRange(8), help="Side of the views.")
-@click.option("--images", "count", default=8, show_default=True, type=click.IntRange(1, 32),
-              help="How many images (one of each class in turn).")
+@click.option(
+    "--images",
+    "count",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 32),
+    help="How many images (one of each class in turn).",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the data and the augmentation.")
 @click.option("--out", type=click.Path(dir_okay=False), help="The PNG to write. [default: views-AUG.png]")
 @force_option
@@ -156,8 +185,13 @@ def views_command(aug, data, image_size, count, seed, out, force):
 
 @show.command(name="neighbours", short_help="Nearest training images of test images, before and after training.")
 @click.argument("run", type=click.Path())
-@click.option("--queries", default=6, show_default=True, type=click.IntRange(1, 30),
-              help="Test images to query (one of each class in turn).")
+@click.option(
+    "--queries",
+    default=6,
+    show_default=True,
+    type=click.IntRange(1, 30),
+    help="Test images to query (one of each class in turn).",
+)
 @click.option("-k", "k", default=5, show_default=True, type=click.IntRange(1, 20), help="Neighbours shown.")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), help="[default: the run's]")
 @click.option("--out", type=click.Path(dir_okay=False), help="The PNG to write. [default: RUN/neighbours.png]")
@@ -168,8 +202,11 @@ def neighbours_command(run, queries, k, backend, out, force):
     seed's weights) and for RUN's learned encoder_q. RUN: a run directory or a checkpoint file.
     """
     path, drawn = show_neighbours(run, queries, k, backend, out, force)
-    counts = [f"{name} {int(drawn[name]['same_class'].sum())}/{drawn[name]['same_class'].size}"
-              for name in ("untrained", "trained") if drawn[name]["same_class"] is not None]
+    counts = [
+        f"{name} {int(drawn[name]['same_class'].sum())}/{drawn[name]['same_class'].size}"
+        for name in ("untrained", "trained")
+        if drawn[name]["same_class"] is not None
+    ]
     click.echo(f"wrote {path}" + (f"; neighbours of the query's class: {', '.join(counts)}" if counts else ""))
 
 
@@ -186,4 +223,3 @@ def embedding_command(run, backend, out, force):
     path, drawn = show_embedding(run, backend, out, force)
     shares = ", ".join(f"{name} {100 * drawn[name]['explained'].sum():.0f} %" for name in ("untrained", "trained"))
     click.echo(f"wrote {path}; variance on the two components: {shares}")
-

@@ -37,8 +37,11 @@ from moco_ref.run.trainer import Trainer
 @config_options()
 @click.option("--aug-plus", is_flag=True, default=None, help="MoCo v2 augmentation (same as --aug v2).")
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory. [default: runs/moco-<time>]")
-@click.option("--resume", type=click.Path(),
-              help=f"Continue a run: its directory or a checkpoint file; only {resumable_flags()} may change.")
+@click.option(
+    "--resume",
+    type=click.Path(),
+    help=f"Continue a run: its directory or a checkpoint file; only {resumable_flags()} may change.",
+)
 def train(preset, out, resume, aug_plus, **flags):
     """Train MoCo and report the kNN accuracy of the learned encoder.
 
@@ -83,7 +86,7 @@ def _train(comm, preset, out, resume, given: dict) -> int:
         else:
             trainer = _new_trainer(preset, out, given, comm, echo)
         return _run(trainer, comm, echo)
-    except MemoryError as error:       # NumPy's, or CuPy's OutOfMemoryError (a MemoryError too)
+    except MemoryError as error:  # NumPy's, or CuPy's OutOfMemoryError (a MemoryError too)
         config = trainer.config if trainer else TrainConfig.from_dict({**TrainConfig().to_dict(), **given})
         raise UserError(memory_error_line(error, config, trainer.global_step if trainer else 0)) from None
 
@@ -94,20 +97,25 @@ def _new_trainer(preset, out, given: dict, comm, echo):
     shared_out = _splits_per_process(values["bn_splits"], comm.size)
     if "bn_splits" not in given and shared_out != values["bn_splits"]:
         values["bn_splits"] = shared_out
-        echo(f"BatchNorm: {shared_out} group(s) on each of the {comm.size} processes "
-             f"(--bn-splits sets the groups per process)", err=True)
+        echo(
+            f"BatchNorm: {shared_out} group(s) on each of the {comm.size} processes "
+            f"(--bn-splits sets the groups per process)",
+            err=True,
+        )
     run_dir = check_run_folder(Path(out) if out else Path("runs") / _started_at(comm))
     if comm.rank == 0:
         refuse_if_in_use(run_dir)
     if RunDirectory(run_dir).last_checkpoint.exists():
-        raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
-                        f"or choose another --out")
+        raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or choose another --out")
     trainer = Trainer(TrainConfig.from_dict(values), run_dir, comm=comm)
     c = trainer.config
     processes = f", {comm.size} processes" if launcher_words(comm) else ""
-    echo(f"training MoCo {c.arch} width {c.width} on {trainer.train_set.name} "
-         f"({len(trainer.train_set)} images), backend {c.backend}{processes}, {c.epochs} epochs of "
-         f"{trainer.steps_per_epoch} steps; run directory {run_dir}", err=True)
+    echo(
+        f"training MoCo {c.arch} width {c.width} on {trainer.train_set.name} "
+        f"({len(trainer.train_set)} images), backend {c.backend}{processes}, {c.epochs} epochs of "
+        f"{trainer.steps_per_epoch} steps; run directory {run_dir}",
+        err=True,
+    )
     return trainer
 
 
@@ -116,16 +124,20 @@ def _resumed_trainer(resume, given: dict, preset, out, comm, echo):
     when the checkpoint is already where that configuration would stop (said in one line, nothing written)."""
     checkpoint = checkpoint_of(resume, "--resume")
     if preset:
-        raise UserError(f"--preset cannot be given with --resume: the run's settings come from {checkpoint}; "
-                        f"only {resumable_flags()} may change")
+        raise UserError(
+            f"--preset cannot be given with --resume: the run's settings come from {checkpoint}; "
+            f"only {resumable_flags()} may change"
+        )
     meta = read_meta(checkpoint)
     config = resumed_config(checkpoint, meta, given)
     run_dir = check_run_folder(Path(out) if out else checkpoint.parent, "--out" if out else "--resume", checkpoint)
     if comm.rank == 0:
         refuse_if_in_use(run_dir)
     if out and RunDirectory(run_dir).last_checkpoint.exists() and not _same_folder(run_dir, checkpoint.parent):
-        raise UserError(f"--out {run_dir} already holds another run; continue that one with --resume {run_dir}, "
-                        f"or give a new or empty --out")
+        raise UserError(
+            f"--out {run_dir} already holds another run; continue that one with --resume {run_dir}, "
+            f"or give a new or empty --out"
+        )
     done = nothing_to_do(checkpoint, meta, config)
     if done:
         echo(done)
@@ -153,7 +165,7 @@ def _run(trainer, comm, echo) -> int:
 
 
 def _done_line(final: dict, run_dir: Path) -> str:
-    """"done: 20 epoch(s), 620 steps, loss …, kNN top-1 …% (untrained encoder: …%); saved in RUN"."""
+    """ "done: 20 epoch(s), 620 steps, loss …, kNN top-1 …% (untrained encoder: …%); saved in RUN"."""
     line = f"done: {final['epoch']} epoch(s), {final['global_step']} steps"
     if final.get("loss") is not None:
         line += f", loss {final['loss']:.4f}"
@@ -167,16 +179,20 @@ def _done_line(final: dict, run_dir: Path) -> str:
 def _stopped_line(stopped, trainer, comm) -> str:
     """The one line of a run a signal stopped: where, and the exact command that continues it."""
     if trainer.step_in_epoch:
-        where = (f"step {trainer.global_step} (step {trainer.step_in_epoch} of {trainer.steps_per_epoch} in "
-                 f"epoch {trainer.epoch + 1})")
+        where = (
+            f"step {trainer.global_step} (step {trainer.step_in_epoch} of {trainer.steps_per_epoch} in "
+            f"epoch {trainer.epoch + 1})"
+        )
     else:
         where = f"step {trainer.global_step} (the end of epoch {trainer.epoch})"
     words = ["moco-ref", "train", "--resume", str(trainer.run_dir)]
-    if trainer.config.max_steps:                      # a --max-steps limit does not carry over by itself
+    if trainer.config.max_steps:  # a --max-steps limit does not carry over by itself
         words += ["--max-steps", str(trainer.config.max_steps)]
     words = launcher_words(comm) + words
-    return (f"moco-ref: stopped by {stopped.name} at {where}, its checkpoint saved in {trainer.run_dir}; "
-            f"continue with: {shlex.join(words)}")
+    return (
+        f"moco-ref: stopped by {stopped.name} at {where}, its checkpoint saved in {trainer.run_dir}; "
+        f"continue with: {shlex.join(words)}"
+    )
 
 
 def _splits_per_process(splits: int, processes: int) -> int:

@@ -24,14 +24,14 @@ from moco_ref.data.synthetic import SYNTHETIC_CLASSES, load_builtin, make_synthe
 from moco_ref.errors import DataError
 from moco_ref.paths import check_input
 
-__all__ = ["Dataset", "SPLITS", "SYNTHETIC_CLASSES", "check_batchable", "load_dataset",
-           "make_synthetic"]
+__all__ = ["Dataset", "SPLITS", "SYNTHETIC_CLASSES", "check_batchable", "load_dataset", "make_synthetic"]
 
 _ARCHIVE_ENDINGS = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
-def load_dataset(source: str, split: str = "train", image_size: int = 32, seed: int = 0,
-                 size: int | None = None) -> Dataset:
+def load_dataset(
+    source: str, split: str = "train", image_size: int = 32, seed: int = 0, size: int | None = None
+) -> Dataset:
     """Load one split of a dataset.
 
     Args:
@@ -53,13 +53,11 @@ def load_dataset(source: str, split: str = "train", image_size: int = 32, seed: 
     root = check_input(source)
     split_number(split, str(root))
     if not root.exists():
-        raise DataError(f"no such file or folder: {root} (give 'builtin', a CIFAR folder or a folder "
-                        f"of images)")
+        raise DataError(f"no such file or folder: {root} (give 'builtin', a CIFAR folder or a folder of images)")
     if not root.is_dir():
         if root.name.lower().endswith(_ARCHIVE_ENDINGS):
             raise DataError(f"{root} is an archive; extract it and give the folder")
-        raise DataError(f"{root} is a file, not a folder; give 'builtin', a CIFAR folder or a folder "
-                        f"of images")
+        raise DataError(f"{root} is a file, not a folder; give 'builtin', a CIFAR folder or a folder of images")
     cifar = find_cifar(root)
     if cifar is not None:
         layout, directory = cifar
@@ -80,16 +78,22 @@ def check_batchable(dataset: Dataset, batch_size: int, bn_splits: int, processes
     if bn_splits < 1:
         raise DataError(f"--bn-splits must be at least 1, got {bn_splits}")
     if batch_size % processes:
-        raise DataError(f"--batch-size {batch_size} (the global batch) does not split evenly over {processes} "
-                        f"processes; choose a multiple of {processes}")
+        raise DataError(
+            f"--batch-size {batch_size} (the global batch) does not split evenly over {processes} "
+            f"processes; choose a multiple of {processes}"
+        )
     per_process = batch_size // processes
     where = "" if processes == 1 else f" ({per_process} images on each of {processes} processes)"
     if per_process < bn_splits:
-        raise DataError(f"--batch-size {batch_size}{where} is smaller than --bn-splits {bn_splits}; "
-                        f"each split needs at least one image")
+        raise DataError(
+            f"--batch-size {batch_size}{where} is smaller than --bn-splits {bn_splits}; "
+            f"each split needs at least one image"
+        )
     if per_process % bn_splits != 0:
-        raise DataError(f"--batch-size {batch_size}{where} is not a multiple of --bn-splits {bn_splits}; "
-                        f"change one of them")
+        raise DataError(
+            f"--batch-size {batch_size}{where} is not a multiple of --bn-splits {bn_splits}; change one of them"
+        )
     if len(dataset) < batch_size:
-        raise DataError(f"{dataset.name} has only {len(dataset)} images, fewer than one batch of "
-                        f"{batch_size}; lower --batch-size")
+        raise DataError(
+            f"{dataset.name} has only {len(dataset)} images, fewer than one batch of {batch_size}; lower --batch-size"
+        )

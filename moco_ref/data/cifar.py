@@ -45,11 +45,18 @@ class CifarLayout:
     names_key: bytes
 
 
-CIFAR10 = CifarLayout("cifar10", "cifar-10-batches-py",
-                      tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
-                      "batches.meta", b"labels", b"label_names")
-CIFAR100 = CifarLayout("cifar100", "cifar-100-python", ("train",), ("test",),
-                       "meta", b"fine_labels", b"fine_label_names")
+CIFAR10 = CifarLayout(
+    "cifar10",
+    "cifar-10-batches-py",
+    tuple(f"data_batch_{i}" for i in range(1, 6)),
+    ("test_batch",),
+    "batches.meta",
+    b"labels",
+    b"label_names",
+)
+CIFAR100 = CifarLayout(
+    "cifar100", "cifar-100-python", ("train",), ("test",), "meta", b"fine_labels", b"fine_label_names"
+)
 
 
 class RefusedGlobal(pickle.UnpicklingError):
@@ -65,8 +72,7 @@ def _encode_latin1(text, encoding):
 
 def _allowed_globals() -> dict[tuple[str, str], object]:
     reconstruct = np.zeros(1).__reduce__()[0]  # numpy's _reconstruct, whatever its module path
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
-               ("_codecs", "encode"): _encode_latin1}
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _encode_latin1}
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         allowed[(module, "_reconstruct")] = reconstruct
     return allowed
@@ -92,12 +98,16 @@ def restricted_load(path: Path) -> object:
     except FileNotFoundError:
         raise DataError(f"missing {path.name} in {path.parent}; is the CIFAR download complete?") from None
     except RefusedGlobal as refused:
-        raise DataError(f"refusing to load {path}: it asks for '{refused}', which a CIFAR batch never "
-                        f"needs (a pickle can run code; this file may be malicious)") from None
+        raise DataError(
+            f"refusing to load {path}: it asks for '{refused}', which a CIFAR batch never "
+            f"needs (a pickle can run code; this file may be malicious)"
+        ) from None
     except Exception as error:  # noqa: BLE001 - a damaged pickle can fail in many ways
         detail = str(error).splitlines()[0] if str(error) else ""
-        raise DataError(f"{path} is truncated or corrupt ({type(error).__name__}"
-                        f"{': ' + detail if detail else ''}); download it again") from None
+        raise DataError(
+            f"{path} is truncated or corrupt ({type(error).__name__}"
+            f"{': ' + detail if detail else ''}); download it again"
+        ) from None
 
 
 def _get(batch: dict, key: bytes, path: Path):
@@ -130,18 +140,21 @@ def read_batch(path: Path, layout: CifarLayout, num_classes: int) -> tuple[np.nd
     if not isinstance(batch, dict):
         raise DataError(f"{path} is not a CIFAR batch (expected a dict, got {type(batch).__name__})")
     data = _get(batch, b"data", path)
-    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
-            and data.shape[1] == 3072):
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
         shape = getattr(data, "shape", None)
-        raise DataError(f"{path} is not a CIFAR batch: b'data' should be an (N, 3072) uint8 array, "
-                        f"got {type(data).__name__} {shape} {getattr(data, 'dtype', '')}".rstrip())
+        raise DataError(
+            f"{path} is not a CIFAR batch: b'data' should be an (N, 3072) uint8 array, "
+            f"got {type(data).__name__} {shape} {getattr(data, 'dtype', '')}".rstrip()
+        )
     raw_labels = _get(batch, layout.labels_key, path)
     if not isinstance(raw_labels, (list, np.ndarray)):
         raise DataError(f"{path} is not a CIFAR batch: {layout.labels_key!r} is not a list")
     labels = np.asarray(raw_labels)
     if labels.shape != (len(data),) or labels.dtype.kind not in "iu":
-        raise DataError(f"{path} is not a CIFAR batch: {layout.labels_key!r} should be {len(data)} "
-                        f"integers, got shape {labels.shape} of {labels.dtype}")
+        raise DataError(
+            f"{path} is not a CIFAR batch: {layout.labels_key!r} should be {len(data)} "
+            f"integers, got shape {labels.shape} of {labels.dtype}"
+        )
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise DataError(f"{path} has labels outside 0..{num_classes - 1}")
     return data, labels.astype(np.int64)
@@ -157,16 +170,15 @@ def find_cifar(root: Path) -> tuple[CifarLayout, Path] | None:
     for layout in (CIFAR10, CIFAR100):
         if root.name == layout.folder or _looks_like(root, layout):
             return layout, root
-    found = [(layout, root / layout.folder) for layout in (CIFAR10, CIFAR100)
-             if (root / layout.folder).is_dir()]
+    found = [(layout, root / layout.folder) for layout in (CIFAR10, CIFAR100) if (root / layout.folder).is_dir()]
     if len(found) > 1:
-        raise DataError(f"{root} holds both {CIFAR10.folder} and {CIFAR100.folder}; "
-                        f"give the path of the one to use")
+        raise DataError(f"{root} holds both {CIFAR10.folder} and {CIFAR100.folder}; give the path of the one to use")
     return found[0] if found else None
 
 
-def load_cifar(layout: CifarLayout, directory: Path, split: str, image_size: int, seed: int,
-               size: int | None) -> Dataset:
+def load_cifar(
+    layout: CifarLayout, directory: Path, split: str, image_size: int, seed: int, size: int | None
+) -> Dataset:
     """Read one split of a CIFAR folder.
 
     Returns:

@@ -48,8 +48,7 @@ class Dataset:
             raise ValueError(f"images must be uint8, got {images.dtype}")
         if self.labels is not None:
             if self.labels.shape != (len(images),) or self.labels.dtype != np.int64:
-                raise ValueError(f"labels must be ({len(images)},) int64, got "
-                                 f"{self.labels.shape} {self.labels.dtype}")
+                raise ValueError(f"labels must be ({len(images)},) int64, got {self.labels.shape} {self.labels.dtype}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -65,11 +64,15 @@ class Dataset:
         notes = [f"warning: skipped {path}: {reason}" for path, reason in self.skipped[:shown]]
         if self.skipped:
             more = len(self.skipped) - shown
-            notes.append(f"warning: skipped {len(self.skipped)} file(s) in {self.name}"
-                         + (f" ({more} not listed)" if more > 0 else ""))
+            notes.append(
+                f"warning: skipped {len(self.skipped)} file(s) in {self.name}"
+                + (f" ({more} not listed)" if more > 0 else "")
+            )
         if self.scaled_up:
-            notes.append(f"note: scaled up {self.scaled_up} image(s) of {self.name} smaller than "
-                         f"{self.image_size}x{self.image_size} (--image-size {self.image_size})")
+            notes.append(
+                f"note: scaled up {self.scaled_up} image(s) of {self.name} smaller than "
+                f"{self.image_size}x{self.image_size} (--image-size {self.image_size})"
+            )
         return notes
 
 

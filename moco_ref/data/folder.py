@@ -38,8 +38,8 @@ from moco_ref.data.images import resize_center_crop, to_rgb
 from moco_ref.errors import DataError
 
 SPLIT_FOLDERS = ("train", "val", "test")
-MIN_SIDE = 3          # pixels: a side of 1 or 2 is degenerate
-MAX_ASPECT = 20       # the longer side at most 20 times the shorter
+MIN_SIDE = 3  # pixels: a side of 1 or 2 is degenerate
+MAX_ASPECT = 20  # the longer side at most 20 times the shorter
 
 
 def _visible(entries):
@@ -56,8 +56,10 @@ def pick_split_folder(root: Path, split: str) -> Path:
     for name in wanted:
         if name in present:
             return root / name
-    raise DataError(f"no {' or '.join(n + '/' for n in wanted)} folder for split '{split}' in {root} "
-                    f"(found {', '.join(n + '/' for n in present)})")
+    raise DataError(
+        f"no {' or '.join(n + '/' for n in wanted)} folder for split '{split}' in {root} "
+        f"(found {', '.join(n + '/' for n in present)})"
+    )
 
 
 def _files_under(folder: Path) -> list[Path]:
@@ -65,8 +67,11 @@ def _files_under(folder: Path) -> list[Path]:
     found = []
     for directory, subdirs, names in os.walk(folder):
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        found += [Path(directory) / n for n in sorted(names)
-                  if not n.startswith(".") and os.path.isfile(os.path.join(directory, n))]
+        found += [
+            Path(directory) / n
+            for n in sorted(names)
+            if not n.startswith(".") and os.path.isfile(os.path.join(directory, n))
+        ]
     return found
 
 
@@ -124,7 +129,7 @@ def read_image(path: Path, image_size: int) -> tuple[np.ndarray, tuple[int, int]
     Raises SkipFile(reason) when it must be skipped."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")                                    # Pillow speaks through SkipFile
+            warnings.simplefilter("ignore")  # Pillow speaks through SkipFile
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 width, height = image.size
@@ -146,8 +151,7 @@ def read_image(path: Path, image_size: int) -> tuple[np.ndarray, tuple[int, int]
         raise SkipFile(f"corrupt, truncated or unreadable ({first_line})") from None
 
 
-def load_image_folder(root: Path, split: str, image_size: int, seed: int,
-                      size: int | None) -> Dataset:
+def load_image_folder(root: Path, split: str, image_size: int, seed: int, size: int | None) -> Dataset:
     """Read a folder of images (see the module docstring for layouts and rules).
 
     Returns:
@@ -175,7 +179,14 @@ def load_image_folder(root: Path, split: str, image_size: int, seed: int,
 
     if not read.any():
         first_path, first_reason = skipped[0]
-        raise DataError(f"none of the files in {folder} could be read ({len(skipped)} skipped; "
-                        f"first: {first_path}: {first_reason})")
-    return Dataset(images=images[read], labels=labels[read] if labels is not None else None,
-                   classes=classes, name=str(root), skipped=skipped, scaled_up=scaled_up)
+        raise DataError(
+            f"none of the files in {folder} could be read ({len(skipped)} skipped; first: {first_path}: {first_reason})"
+        )
+    return Dataset(
+        images=images[read],
+        labels=labels[read] if labels is not None else None,
+        classes=classes,
+        name=str(root),
+        skipped=skipped,
+        scaled_up=scaled_up,
+    )

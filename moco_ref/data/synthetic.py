@@ -27,8 +27,7 @@ from PIL import Image, ImageDraw
 
 from moco_ref.data.dataset import SPLITS, Dataset, check_size, split_number
 
-SYNTHETIC_CLASSES = ("circle", "square", "triangle", "star", "cross",
-                     "ring", "diamond", "crescent", "hexagon", "arrow")
+SYNTHETIC_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring", "diamond", "crescent", "hexagon", "arrow")
 
 DEFAULT_SIZES = {"train": 2000, "test": 1000, "val": 1000}
 
@@ -51,12 +50,25 @@ _POLYGONS = {
     "square": np.array([[-0.72, -0.72], [0.72, -0.72], [0.72, 0.72], [-0.72, 0.72]]),
     "triangle": _regular_polygon(3, 1.0),
     "star": _star(),
-    "cross": np.array([[0.3, 1], [0.3, 0.3], [1, 0.3], [1, -0.3], [0.3, -0.3], [0.3, -1],
-                       [-0.3, -1], [-0.3, -0.3], [-1, -0.3], [-1, 0.3], [-0.3, 0.3], [-0.3, 1]]),
+    "cross": np.array(
+        [
+            [0.3, 1],
+            [0.3, 0.3],
+            [1, 0.3],
+            [1, -0.3],
+            [0.3, -0.3],
+            [0.3, -1],
+            [-0.3, -1],
+            [-0.3, -0.3],
+            [-1, -0.3],
+            [-1, 0.3],
+            [-0.3, 0.3],
+            [-0.3, 1],
+        ]
+    ),
     "diamond": np.array([[0.0, 1.0], [0.5, 0.0], [0.0, -1.0], [-0.5, 0.0]]),
     "hexagon": _regular_polygon(6, 0.9),
-    "arrow": np.array([[-1.0, -0.2], [0.1, -0.2], [0.1, -0.6], [1.0, 0.0],
-                       [0.1, 0.6], [0.1, 0.2], [-1.0, 0.2]]),
+    "arrow": np.array([[-1.0, -0.2], [0.1, -0.2], [0.1, -0.6], [1.0, 0.0], [0.1, 0.6], [0.1, 0.2], [-1.0, 0.2]]),
 }
 
 
@@ -79,8 +91,7 @@ def draw_mask(label: int, rng: np.random.Generator, draw_size: int) -> Image.Ima
     radius = rng.uniform(0.25, 0.42) * draw_size
     centre = rng.uniform(radius, draw_size - radius, size=2)
     angle = rng.uniform(0.0, 2.0 * math.pi)
-    rotation = np.array([[math.cos(angle), -math.sin(angle)],
-                         [math.sin(angle), math.cos(angle)]])
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
 
     mask = Image.new("L", (draw_size, draw_size), 0)
     draw = ImageDraw.Draw(mask)
@@ -111,8 +122,9 @@ def _upsample_matrix(coarse: int, fine: int) -> np.ndarray:
     return matrix
 
 
-def _draw_image(label: int, rng: np.random.Generator, image_size: int, factor: int,
-                blotch_matrix: np.ndarray) -> np.ndarray:
+def _draw_image(
+    label: int, rng: np.random.Generator, image_size: int, factor: int, blotch_matrix: np.ndarray
+) -> np.ndarray:
     """One (S, S, 3) uint8 image of class `label`: the same grey image in all three channels."""
     size = image_size
     background_level = rng.uniform(0.0, 90.0)

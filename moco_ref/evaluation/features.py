@@ -8,8 +8,18 @@ from backends import get_backend
 from moco_ref.run.progress import SLOW_S, NoProgress
 
 
-def encode_dataset(encoder, images, pipeline, backend, *, head: bool, rng=None, batch_size: int = 256,
-                   progress=NoProgress, label: str = "features"):
+def encode_dataset(
+    encoder,
+    images,
+    pipeline,
+    backend,
+    *,
+    head: bool,
+    rng=None,
+    batch_size: int = 256,
+    progress=NoProgress,
+    label: str = "features",
+):
     """Features of every image, in eval mode (BatchNorm on its running statistics), not normalised.
 
     Args:
@@ -30,7 +40,7 @@ def encode_dataset(encoder, images, pipeline, backend, *, head: bool, rng=None, 
     chunks = []
     bar = progress(len(images), label, every=max(1, len(images) // 4), delay=SLOW_S, leave=False)
     for start in range(0, len(images), batch_size):
-        x = pipeline(images[start:start + batch_size], rng, backend)
+        x = pipeline(images[start : start + batch_size], rng, backend)
         chunks.append(encoder.forward(x, training=False).out if head else encoder.features(x))
         bar.show(min(start + batch_size, len(images)))
     bar.close()

@@ -48,14 +48,14 @@ from backends import get_array_module, get_backend, to_numpy
 from moco_ref.evaluation.features import encode_dataset
 from moco_ref.loss import normalize_forward
 
-PROBE_SIZE = 256            # images in the probe set
-VIEW_SEED = 12              # the views' generators: default_rng([seed, 12, 1]) and ([seed, 12, 2])
-UNIFORMITY_T = 2.0          # the t of exp(−t‖·‖²), Wang & Isola's default
+PROBE_SIZE = 256  # images in the probe set
+VIEW_SEED = 12  # the views' generators: default_rng([seed, 12, 1]) and ([seed, 12, 2])
+UNIFORMITY_T = 2.0  # the t of exp(−t‖·‖²), Wang & Isola's default
 
 
 def alignment(f, f_pos):
     """mean_i ‖f_i − f⁺_i‖²: how close the two views of an image are; f, f_pos (n, D) unit rows."""
-    d = f - f_pos                                                    # (n, D)
+    d = f - f_pos  # (n, D)
     return (d * d).sum(axis=1).mean()
 
 
@@ -70,9 +70,9 @@ def uniformity(f, t: float = UNIFORMITY_T):
     n = f.shape[0]
     if n < 2:
         raise ValueError(f"uniformity needs at least 2 rows, got {n}")
-    squared = (f * f).sum(axis=1)                                                        # (n,)
-    distance2 = xp.maximum(squared[:, None] + squared[None, :] - 2.0 * (f @ f.T), 0.0)   # (n, n)
-    exponent = xp.where(xp.eye(n, dtype=bool), -xp.inf, -t * distance2)                 # (n, n), −∞ on the diagonal
+    squared = (f * f).sum(axis=1)  # (n,)
+    distance2 = xp.maximum(squared[:, None] + squared[None, :] - 2.0 * (f @ f.T), 0.0)  # (n, n)
+    exponent = xp.where(xp.eye(n, dtype=bool), -xp.inf, -t * distance2)  # (n, n), −∞ on the diagonal
     top = exponent.max()
     return top + xp.log(xp.exp(exponent - top).sum() / (n * (n - 1)))
 
@@ -101,10 +101,10 @@ def false_negatives(q, queue, queue_labels, labels, T: float):
     Returns 0-d arrays; NaN where a mean has nothing to average (no known key, no key of a query's class).
     """
     xp = get_array_module(q)
-    known = queue_labels >= 0                                                      # (K,)
-    same = (labels[:, None] == queue_labels[None, :]) & known[None, :]              # (n, K)
+    known = queue_labels >= 0  # (K,)
+    same = (labels[:, None] == queue_labels[None, :]) & known[None, :]  # (n, K)
     other = ~same & known[None, :]
-    logits = (q @ queue.T) / T                                                     # (n, K)
+    logits = (q @ queue.T) / T  # (n, K)
     count, n_same, n_other = known.sum(), same.sum(), other.sum()
     share = xp.where(count > 0, (same.sum(axis=1) / xp.maximum(count, 1)).mean(), xp.nan)
     same_mean = xp.where(n_same > 0, (logits * same).sum() / xp.maximum(n_same, 1), xp.nan)
@@ -115,7 +115,7 @@ def false_negatives(q, queue, queue_labels, labels, T: float):
 def mean_cosine(a, b):
     """mean_i cos(a_i, b_i) = mean_i a_i·b_i / (‖a_i‖‖b_i‖); a, b (n, D)."""
     xp = get_array_module(a)
-    norms = xp.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))     # (n,)
+    norms = xp.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))  # (n,)
     return ((a * b).sum(axis=1) / norms).mean()
 
 
@@ -157,8 +157,7 @@ class Instruments:
 
     STATE_KEY = "instruments.probe_keys"
 
-    def __init__(self, images, augment, test_transform, backend, seed: int, keys_per_step: int, K: int,
-                 labels=None):
+    def __init__(self, images, augment, test_transform, backend, seed: int, keys_per_step: int, K: int, labels=None):
         if len(images) < 2:
             raise ValueError(f"the probe set needs at least 2 images, got {len(images)}")
         self.images, self.augment, self.test_transform = images, augment, test_transform
@@ -170,7 +169,7 @@ class Instruments:
     def _encode(self, encoder, pipeline, view: int | None = None):
         rng = None if view is None else np.random.default_rng([self.seed, VIEW_SEED, view])
         out = encode_dataset(encoder, self.images, pipeline, self.backend, head=True, rng=rng)
-        return normalize_forward(out)[0]                                            # (n, D), unit rows
+        return normalize_forward(out)[0]  # (n, D), unit rows
 
     def measure(self, model, step: int, queue_labels=None) -> dict:
         """The instruments of ``model`` (a MoCo) after ``step`` steps, as host floats; updates probe_keys.
@@ -180,20 +179,28 @@ class Instruments:
         ``queue_labels`` (K,) host ints, the class behind each queue slot (−1 unknown): with the probe's
         labels, the false-negative instruments too (None otherwise).
         """
-        f = self._encode(model.encoder_q, self.test_transform)                    # f(x_i), (n, D)
-        f_1 = self._encode(model.encoder_q, self.augment, view=1)                 # f(x_i), (n, D)
-        f_2 = self._encode(model.encoder_q, self.augment, view=2)                 # f(x_i⁺), (n, D)
-        k_2 = self._encode(model.encoder_k, self.augment, view=2)                 # g(x_i⁺), (n, D)
-        keys = self._encode(model.encoder_k, self.test_transform)                 # g(x_i), (n, D)
+        f = self._encode(model.encoder_q, self.test_transform)  # f(x_i), (n, D)
+        f_1 = self._encode(model.encoder_q, self.augment, view=1)  # f(x_i), (n, D)
+        f_2 = self._encode(model.encoder_q, self.augment, view=2)  # f(x_i⁺), (n, D)
+        k_2 = self._encode(model.encoder_k, self.augment, view=2)  # g(x_i⁺), (n, D)
+        keys = self._encode(model.encoder_k, self.test_transform)  # g(x_i), (n, D)
         positive, negative = mean_logits(f_1, k_2, model.queue.keys, model.T)
-        values = {"alignment": alignment(f_1, f_2), "uniformity": uniformity(f), "feature_std": feature_std(f),
-                  "logit_pos": positive, "logit_neg": negative,
-                  "key_drift": None if self.probe_keys is None else mean_cosine(keys, self.probe_keys),
-                  "false_negatives": None, "logit_same_class": None, "logit_other_class": None}
+        values = {
+            "alignment": alignment(f_1, f_2),
+            "uniformity": uniformity(f),
+            "feature_std": feature_std(f),
+            "logit_pos": positive,
+            "logit_neg": negative,
+            "key_drift": None if self.probe_keys is None else mean_cosine(keys, self.probe_keys),
+            "false_negatives": None,
+            "logit_same_class": None,
+            "logit_other_class": None,
+        }
         if self.labels is not None and queue_labels is not None:
             to_device = self.backend.to_device
             values["false_negatives"], values["logit_same_class"], values["logit_other_class"] = false_negatives(
-                f, model.queue.keys, to_device(np.asarray(queue_labels)), to_device(np.asarray(self.labels)), model.T)
+                f, model.queue.keys, to_device(np.asarray(queue_labels)), to_device(np.asarray(self.labels)), model.T
+            )
         record = {name: None if v is None else _finite_or_none(float(to_numpy(v))) for name, v in values.items()}
         record["queue_age"] = oldest_key_age(step, self.K, self.keys_per_step)
         record["probe_images"] = len(self.images)

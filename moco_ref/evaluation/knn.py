@@ -19,8 +19,7 @@ from moco_ref.loss import normalize_forward
 from moco_ref.run.progress import NoProgress
 
 
-def knn_predict(features, bank, bank_labels, num_classes: int, k: int = 200, t: float = 0.1,
-                chunk: int = 512):
+def knn_predict(features, bank, bank_labels, num_classes: int, k: int = 200, t: float = 0.1, chunk: int = 512):
     """Weighted kNN votes; returns predicted labels (Nq,) on the backend.
 
     Args:
@@ -28,20 +27,21 @@ def knn_predict(features, bank, bank_labels, num_classes: int, k: int = 200, t: 
     """
     xp = get_array_module(features)
     k = min(k, bank.shape[0])
-    one_hot = xp.eye(num_classes, dtype=features.dtype)[bank_labels]          # (Nb, C)
+    one_hot = xp.eye(num_classes, dtype=features.dtype)[bank_labels]  # (Nb, C)
     predictions = []
     for start in range(0, features.shape[0], chunk):
-        sim = features[start:start + chunk] @ bank.T                            # (B, Nb)
-        top = xp.argpartition(-sim, k - 1, axis=1)[:, :k]                      # (B, k) indices, unordered
-        top_sim = xp.take_along_axis(sim, top, axis=1)                          # (B, k)
-        weights = xp.exp(top_sim * (1.0 / t))                                   # (B, k)
-        scores = (weights[:, :, None] * one_hot[top]).sum(axis=1)               # (B, C)
+        sim = features[start : start + chunk] @ bank.T  # (B, Nb)
+        top = xp.argpartition(-sim, k - 1, axis=1)[:, :k]  # (B, k) indices, unordered
+        top_sim = xp.take_along_axis(sim, top, axis=1)  # (B, k)
+        weights = xp.exp(top_sim * (1.0 / t))  # (B, k)
+        scores = (weights[:, :, None] * one_hot[top]).sum(axis=1)  # (B, C)
         predictions.append(scores.argmax(axis=1))
     return xp.concatenate(predictions)
 
 
-def knn_accuracy(encoder, train, test, pipeline, backend, k: int = 200, t: float = 0.1,
-                 batch_size: int = 256, progress=NoProgress) -> dict:
+def knn_accuracy(
+    encoder, train, test, pipeline, backend, k: int = 200, t: float = 0.1, batch_size: int = 256, progress=NoProgress
+) -> dict:
     """kNN top-1 accuracy (in %) of ``encoder`` with ``train`` as the bank, measured on ``test``.
 
     ``train`` and ``test`` are :class:`moco_ref.data.Dataset` objects with labels; ``progress`` shows the
@@ -49,12 +49,20 @@ def knn_accuracy(encoder, train, test, pipeline, backend, k: int = 200, t: float
     """
     backend = get_backend(backend)
     passes = dict(head=True, batch_size=batch_size, progress=progress)
-    bank = normalize_forward(encode_dataset(encoder, train.images, pipeline, backend, label="kNN bank",
-                                            **passes))[0]                                 # (Nb, D), unit rows
-    queries = normalize_forward(encode_dataset(encoder, test.images, pipeline, backend, label="kNN queries",
-                                               **passes))[0]                              # (Nq, D)
+    bank = normalize_forward(encode_dataset(encoder, train.images, pipeline, backend, label="kNN bank", **passes))[
+        0
+    ]  # (Nb, D), unit rows
+    queries = normalize_forward(encode_dataset(encoder, test.images, pipeline, backend, label="kNN queries", **passes))[
+        0
+    ]  # (Nq, D)
     num_classes = max(len(train.classes), int(train.labels.max()) + 1)
     predicted = knn_predict(queries, bank, backend.to_device(train.labels), num_classes, k, t)
     correct = int((to_numpy(predicted) == test.labels).sum())
-    return {"top1": 100.0 * correct / len(test.labels), "k": k, "t": t, "correct": correct,
-            "test_images": len(test.labels), "bank_images": len(train.labels)}
+    return {
+        "top1": 100.0 * correct / len(test.labels),
+        "k": k,
+        "t": t,
+        "correct": correct,
+        "test_images": len(test.labels),
+        "bank_images": len(train.labels),
+    }

@@ -57,8 +57,8 @@ from moco_ref.run.progress import NoProgress
 def topk_correct(logits, labels, k: int):
     """Number of rows whose true class is among the k largest logits (0-d int array on the backend)."""
     xp = get_array_module(logits)
-    true_logit = xp.take_along_axis(logits, labels[:, None], axis=1)       # (N, 1)
-    rank = (logits > true_logit).sum(axis=1)                               # (N,) classes above the truth
+    true_logit = xp.take_along_axis(logits, labels[:, None], axis=1)  # (N, 1)
+    rank = (logits > true_logit).sum(axis=1)  # (N,) classes above the truth
     return (rank < k).sum()
 
 
@@ -67,22 +67,27 @@ def topk_correct(logits, labels, k: int):
 
 def encoder_fingerprint(encoder) -> dict:
     """{name: sha256 of the bytes} of every parameter and buffer of the encoder."""
-    return {name: hashlib.sha256(np.asarray(to_numpy(a), order="C").tobytes()).hexdigest()
-            for name, a in encoder.state_dict().items()}
+    return {
+        name: hashlib.sha256(np.asarray(to_numpy(a), order="C").tobytes()).hexdigest()
+        for name, a in encoder.state_dict().items()
+    }
 
 
 def check_unchanged(before: dict, after: dict) -> None:
     """RuntimeError naming the arrays that changed (main_lincls's sanity check)."""
     changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
     if changed:
-        raise RuntimeError(f"the frozen encoder changed during the linear probe: {', '.join(changed[:5])}"
-                           + (f" and {len(changed) - 5} more" if len(changed) > 5 else ""))
+        raise RuntimeError(
+            f"the frozen encoder changed during the linear probe: {', '.join(changed[:5])}"
+            + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        )
 
 
 def lincls_train_pipeline(image_size: int) -> Pipeline:
     """main_lincls's train transform: RandomResizedCrop(S, scale 0.08–1) → flip → normalise."""
-    return Pipeline(name="lincls", image_size=image_size,
-                    transforms=(RandomResizedCrop(image_size), RandomHorizontalFlip()))
+    return Pipeline(
+        name="lincls", image_size=image_size, transforms=(RandomResizedCrop(image_size), RandomHorizontalFlip())
+    )
 
 
 def default_schedule(epochs: int) -> tuple:
@@ -100,12 +105,16 @@ def _check_datasets(train, val) -> int:
         if len(dataset) == 0:
             raise UserError(f"the {name} data {dataset.name} has no images")
     if train.classes and val.classes and list(train.classes) != list(val.classes):
-        raise UserError(f"the training data ({len(train.classes)} classes) and the validation data "
-                        f"({len(val.classes)} classes) name different classes; labels would not match")
+        raise UserError(
+            f"the training data ({len(train.classes)} classes) and the validation data "
+            f"({len(val.classes)} classes) name different classes; labels would not match"
+        )
     num_classes = max(len(train.classes), int(train.labels.max()) + 1)
     if int(val.labels.max()) >= num_classes:
-        raise UserError(f"the validation data has label {int(val.labels.max())}, but the training data "
-                        f"has only {num_classes} classes")
+        raise UserError(
+            f"the validation data has label {int(val.labels.max())}, but the training data "
+            f"has only {num_classes} classes"
+        )
     return num_classes
 
 
@@ -113,17 +122,29 @@ def evaluate_classifier(features, labels, weight, bias, num_classes: int, batch_
     """Top-1 and top-5 (in %) of the classifier on precomputed features (N, D) and labels (N,)."""
     correct1 = correct5 = 0
     for start in range(0, features.shape[0], batch_size):
-        logits, _ = linear_forward(features[start:start + batch_size], weight, bias)    # (B, C)
-        target = labels[start:start + batch_size]
+        logits, _ = linear_forward(features[start : start + batch_size], weight, bias)  # (B, C)
+        target = labels[start : start + batch_size]
         correct1 = correct1 + topk_correct(logits, target, 1)
         correct5 = correct5 + topk_correct(logits, target, min(5, num_classes))
     n = features.shape[0]
     return {"top1": 100.0 * int(to_numpy(correct1)) / n, "top5": 100.0 * int(to_numpy(correct5)) / n}
 
 
-def linear_probe(encoder, train, val, backend, epochs: int = 100, lr: float = 30.0, momentum: float = 0.9,
-                 weight_decay: float = 0.0, schedule=None, batch_size: int = 256, seed: int = 0,
-                 augment: bool = True, progress=NoProgress) -> dict:
+def linear_probe(
+    encoder,
+    train,
+    val,
+    backend,
+    epochs: int = 100,
+    lr: float = 30.0,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    schedule=None,
+    batch_size: int = 256,
+    seed: int = 0,
+    augment: bool = True,
+    progress=NoProgress,
+) -> dict:
     """Trains a linear classifier on the frozen encoder and measures it on ``val``.
 
     Args:
@@ -162,19 +183,40 @@ def linear_probe(encoder, train, val, backend, epochs: int = 100, lr: float = 30
     rng = np.random.default_rng(seed)
     before = encoder_fingerprint(encoder)
 
-    val_features = encode_dataset(encoder, val.images, test_pipeline, backend, head=False, rng=rng,
-                                  progress=progress, label="linear probe: validation features")        # (N_val, D)
+    val_features = encode_dataset(
+        encoder,
+        val.images,
+        test_pipeline,
+        backend,
+        head=False,
+        rng=rng,
+        progress=progress,
+        label="linear probe: validation features",
+    )  # (N_val, D)
     feature_dim = int(val_features.shape[1])
     dtype = val_features.dtype
     val_labels = backend.to_device(val.labels)
     train_labels = backend.to_device(train.labels)
-    train_features = (None if augment else
-                      encode_dataset(encoder, train.images, test_pipeline, backend, head=False, rng=rng,
-                                     progress=progress, label="linear probe: training features"))
+    train_features = (
+        None
+        if augment
+        else encode_dataset(
+            encoder,
+            train.images,
+            test_pipeline,
+            backend,
+            head=False,
+            rng=rng,
+            progress=progress,
+            label="linear probe: training features",
+        )
+    )
 
     # main_lincls: fc.weight ~ N(0, 0.01), fc.bias = 0; drawn on the host
-    params = {"weight": backend.to_device(rng.normal(0.0, 0.01, (num_classes, feature_dim)).astype(dtype)),
-              "bias": xp.zeros(num_classes, dtype=dtype)}
+    params = {
+        "weight": backend.to_device(rng.normal(0.0, 0.01, (num_classes, feature_dim)).astype(dtype)),
+        "bias": xp.zeros(num_classes, dtype=dtype),
+    }
     optimizer = SGD(params, lr, momentum=momentum, weight_decay=weight_decay)
 
     N = len(train)
@@ -185,13 +227,13 @@ def linear_probe(encoder, train, val, backend, epochs: int = 100, lr: float = 30
         order = rng.permutation(N)
         loss_sum, correct = 0.0, 0
         for start in range(0, N, batch_size):
-            index = order[start:start + batch_size]
-            if train_features is None:                                                          # augment
-                features = encoder.features(train_pipeline(train.images[index], rng, backend))   # (B, D)
+            index = order[start : start + batch_size]
+            if train_features is None:  # augment
+                features = encoder.features(train_pipeline(train.images[index], rng, backend))  # (B, D)
             else:
-                features = train_features[backend.to_device(index)]                             # (B, D)
-            labels = train_labels[backend.to_device(index)]                                     # (B,)
-            logits, linear_cache = linear_forward(features, params["weight"], params["bias"])   # (B, C)
+                features = train_features[backend.to_device(index)]  # (B, D)
+            labels = train_labels[backend.to_device(index)]  # (B,)
+            logits, linear_cache = linear_forward(features, params["weight"], params["bias"])  # (B, C)
             loss, loss_cache = cross_entropy_forward(logits, labels)
             _, d_weight, d_bias = linear_backward(cross_entropy_backward(loss_cache), linear_cache)
             optimizer.step_({"weight": d_weight, "bias": d_bias}, lr=epoch_lr)
@@ -204,14 +246,37 @@ def linear_probe(encoder, train, val, backend, epochs: int = 100, lr: float = 30
         val_result = evaluate_classifier(val_features, val_labels, params["weight"], params["bias"], num_classes)
         if val_result["top1"] > best_top1:
             best_top1, best_epoch = val_result["top1"], epoch + 1
-        bar.show(epoch + 1, [f"lr {epoch_lr:.4g}", f"loss {train_loss:.4f}", f"train top-1 {train_top1:.2f}%",
-                             f"val top-1 {val_result['top1']:.2f}%", f"top-5 {val_result['top5']:.2f}%"])
+        bar.show(
+            epoch + 1,
+            [
+                f"lr {epoch_lr:.4g}",
+                f"loss {train_loss:.4f}",
+                f"train top-1 {train_top1:.2f}%",
+                f"val top-1 {val_result['top1']:.2f}%",
+                f"top-5 {val_result['top5']:.2f}%",
+            ],
+        )
     bar.close()
 
     check_unchanged(before, encoder_fingerprint(encoder))
-    return {"top1": val_result["top1"], "top5": val_result["top5"], "best_top1": best_top1, "best_epoch": best_epoch,
-            "train_loss": train_loss, "train_top1": train_top1, "epochs": epochs, "lr": lr,
-            "momentum": momentum, "weight_decay": weight_decay, "schedule": list(schedule),
-            "batch_size": batch_size, "augment": augment, "seed": seed, "train_images": N,
-            "val_images": len(val), "num_classes": num_classes, "feature_dim": feature_dim,
-            "seconds": time.perf_counter() - started}
+    return {
+        "top1": val_result["top1"],
+        "top5": val_result["top5"],
+        "best_top1": best_top1,
+        "best_epoch": best_epoch,
+        "train_loss": train_loss,
+        "train_top1": train_top1,
+        "epochs": epochs,
+        "lr": lr,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "schedule": list(schedule),
+        "batch_size": batch_size,
+        "augment": augment,
+        "seed": seed,
+        "train_images": N,
+        "val_images": len(val),
+        "num_classes": num_classes,
+        "feature_dim": feature_dim,
+        "seconds": time.perf_counter() - started,
+    }

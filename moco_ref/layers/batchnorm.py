@@ -33,8 +33,9 @@ BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
 
 
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, training: bool, splits: int = 1,
-                      residual=None, relu: bool = False):
+def batchnorm_forward(
+    x, gamma, beta, running_mean, running_var, training: bool, splits: int = 1, residual=None, relu: bool = False
+):
     """Normalises x per channel (and per group of split BatchNorm); optionally adds a residual and
     applies the ReLU that follows (a BasicBlock's relu(bn2(·) + shortcut)): y = relu?(γ·x̂ + β + residual).
 
@@ -52,7 +53,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training: bool,
     xp = get_array_module(x)
     N, H, W, C = x.shape
     if not training:  # y = relu?(γ·(x − r_μ)/√(r_σ² + ε) + β + residual)
-        inv_std = 1.0 / xp.sqrt(running_var + BN_EPS)                              # (C,)
+        inv_std = 1.0 / xp.sqrt(running_var + BN_EPS)  # (C,)
         samples = x.reshape(N, 1, H * W, C)
         r = None if residual is None else residual.reshape(samples.shape)
         y, mask = ops.batchnorm_output(samples, running_mean, inv_std, gamma, beta, r, relu)
@@ -60,9 +61,9 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training: bool,
     if N % splits:
         raise ValueError(f"batch of {N} cannot be split into {splits} BatchNorm groups")
     S, M = splits, (N // splits) * H * W
-    groups = x.reshape(N // S, S, H * W, C)      # sample n = a·S + g sits at [a, g]: group g = x[g::S]
-    mean, var = ops.channel_moments(groups)                         # μ, σ² = mean((x − μ)²), (S, C)
-    inv_std = 1.0 / xp.sqrt(var + BN_EPS)                           # 1/√(σ² + ε)
+    groups = x.reshape(N // S, S, H * W, C)  # sample n = a·S + g sits at [a, g]: group g = x[g::S]
+    mean, var = ops.channel_moments(groups)  # μ, σ² = mean((x − μ)²), (S, C)
+    inv_std = 1.0 / xp.sqrt(var + BN_EPS)  # 1/√(σ² + ε)
     r = None if residual is None else residual.reshape(groups.shape)
     y, mask = ops.batchnorm_output(groups, mean, inv_std, gamma, beta, r, relu)  # relu?(γ·(x − μ)/√(σ² + ε) + β + r)
 
@@ -92,7 +93,7 @@ def batchnorm_backward(dy, cache):
     mode, x, mean, inv_std, gamma, mask = cache
     g = dy if mask is None else ops.relu_backward(dy, mask.reshape(dy.shape))
     groups = g.reshape(x.shape)
-    g_sum, gx_sum = ops.batchnorm_grad_sums(groups, x, mean, inv_std)      # Σ g, Σ g·x̂ per group, (S, C)
+    g_sum, gx_sum = ops.batchnorm_grad_sums(groups, x, mean, inv_std)  # Σ g, Σ g·x̂ per group, (S, C)
     if mode == "eval":
         return g * (gamma * inv_std), gx_sum[0], g_sum[0], g
     M = x.shape[0] * H * W

@@ -58,13 +58,13 @@ def conv2d_forward(x, w, stride: int = 1, padding: int = 0):
         raise ValueError(f"conv2d: input has {C} channels, weight expects {Cw}")
     Ho = conv_output_size(H, kh, stride, padding)
     Wo = conv_output_size(W, kw, stride, padding)
-    cols = im2col(x, kh, kw, stride, padding)                   # X, (N·Ho·Wo, kh·kw·C)
-    w_mat = w.transpose(0, 2, 3, 1).reshape(O, kh * kw * C)     # Wm, (O, kh·kw·C), columns (kh, kw, C)
+    cols = im2col(x, kh, kw, stride, padding)  # X, (N·Ho·Wo, kh·kw·C)
+    w_mat = w.transpose(0, 2, 3, 1).reshape(O, kh * kw * C)  # Wm, (O, kh·kw·C), columns (kh, kw, C)
     y = (cols @ w_mat.T).reshape(N, Ho, Wo, O)
     return y, (cols, w_mat, x.shape, w.shape, stride, padding)
 
 
-SMALL_WEIGHT = 1 << 18   # entries of Wm below which ∂L/∂Wm is computed as (Xᵀ·G)ᵀ
+SMALL_WEIGHT = 1 << 18  # entries of Wm below which ∂L/∂Wm is computed as (Xᵀ·G)ᵀ
 
 
 def conv2d_backward(dy, cache, need_dx: bool = True):
@@ -80,11 +80,11 @@ def conv2d_backward(dy, cache, need_dx: bool = True):
     xp = get_array_module(dy)
     cols, w_mat, x_shape, w_shape, stride, padding = cache
     O, C, kh, kw = w_shape
-    G = dy.reshape(-1, O)                                                      # (N·Ho·Wo, O)
+    G = dy.reshape(-1, O)  # (N·Ho·Wo, O)
     if w_mat.size <= SMALL_WEIGHT:
-        dw = (cols.T @ G).reshape(kh, kw, C, O).transpose(3, 2, 0, 1)         # (Xᵀ·G)ᵀ as (O, C, kh, kw)
+        dw = (cols.T @ G).reshape(kh, kw, C, O).transpose(3, 2, 0, 1)  # (Xᵀ·G)ᵀ as (O, C, kh, kw)
     else:
-        dw = (G.T @ cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2)         # Gᵀ·X as (O, C, kh, kw)
+        dw = (G.T @ cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2)  # Gᵀ·X as (O, C, kh, kw)
     dw = xp.ascontiguousarray(dw)
     if not need_dx:
         return None, dw

@@ -52,8 +52,9 @@ ARCHS = {"resnet18": (2, 2, 2, 2), "resnet10": (1, 1, 1, 1)}
 class ConvBN(NamedTuple):
     """relu?(bn(conv(x)) + residual): one convolution (no bias) and its BatchNorm; a block's conv2 row
     takes the shortcut as its residual, and its ReLU comes after that add."""
-    conv: str          # parameter name prefix of the convolution, e.g. "layer2.0.conv1"
-    bn: str            # of its BatchNorm, e.g. "layer2.0.bn1"
+
+    conv: str  # parameter name prefix of the convolution, e.g. "layer2.0.conv1"
+    bn: str  # of its BatchNorm, e.g. "layer2.0.bn1"
     c_in: int
     c_out: int
     kernel: int
@@ -64,14 +65,15 @@ class ConvBN(NamedTuple):
 
 class Block(NamedTuple):
     """BasicBlock: relu(bn2(conv2(h)) + shortcut(x)), h = relu(bn1(conv1(x))), shortcut = downsample(x) or x."""
-    name: str                   # e.g. "layer2.0"
+
+    name: str  # e.g. "layer2.0"
     conv1: ConvBN
     conv2: ConvBN
     downsample: ConvBN | None
 
 
 class Linear(NamedTuple):
-    name: str                   # "fc", or "fc.0" and "fc.2" of the MLP head
+    name: str  # "fc", or "fc.0" and "fc.2" of the MLP head
     d_in: int
     d_out: int
     relu: bool
@@ -79,8 +81,8 @@ class Linear(NamedTuple):
 
 class Layout(NamedTuple):
     stem: ConvBN
-    blocks: tuple               # of Block
-    head: tuple                 # of Linear
+    blocks: tuple  # of Block
+    head: tuple  # of Linear
 
 
 def resnet_layout(arch: str, width: int, dim: int, mlp: bool) -> Layout:
@@ -90,18 +92,27 @@ def resnet_layout(arch: str, width: int, dim: int, mlp: bool) -> Layout:
     stem = ConvBN("conv1", "bn1", 3, width, 3, 1, 1, relu=True)
     blocks, c_in = [], width
     for stage, (count, first_stride) in enumerate(zip(ARCHS[arch], (1, 2, 2, 2))):
-        c_out = width * 2 ** stage
+        c_out = width * 2**stage
         for b in range(count):
             name, s = f"layer{stage + 1}.{b}", first_stride if b == 0 else 1
             downsample = None
             if s != 1 or c_in != c_out:
                 downsample = ConvBN(f"{name}.downsample.0", f"{name}.downsample.1", c_in, c_out, 1, s, 0, False)
-            blocks.append(Block(name, ConvBN(f"{name}.conv1", f"{name}.bn1", c_in, c_out, 3, s, 1, True),
-                                ConvBN(f"{name}.conv2", f"{name}.bn2", c_out, c_out, 3, 1, 1, True), downsample))
+            blocks.append(
+                Block(
+                    name,
+                    ConvBN(f"{name}.conv1", f"{name}.bn1", c_in, c_out, 3, s, 1, True),
+                    ConvBN(f"{name}.conv2", f"{name}.bn2", c_out, c_out, 3, 1, 1, True),
+                    downsample,
+                )
+            )
             c_in = c_out
     features = 8 * width
-    head = ((Linear("fc.0", features, features, True), Linear("fc.2", features, dim, False)) if mlp
-            else (Linear("fc", features, dim, False),))
+    head = (
+        (Linear("fc.0", features, features, True), Linear("fc.2", features, dim, False))
+        if mlp
+        else (Linear("fc", features, dim, False),)
+    )
     return Layout(stem, tuple(blocks), head)
 
 
@@ -133,9 +144,10 @@ def conv_sides(layout: Layout, size: int) -> list:
 
 class Forward(NamedTuple):
     """What :meth:`ResNetEncoder.forward` returns."""
-    out: object         # (N, dim) features, not normalised
+
+    out: object  # (N, dim) features, not normalised
     cache: dict | None  # what backward needs (None when not kept)
-    buffers: dict       # BatchNorm running statistics after this forward (the same dict in eval mode)
+    buffers: dict  # BatchNorm running statistics after this forward (the same dict in eval mode)
 
 
 # ------------------------------------------------------------------ the encoder
@@ -158,8 +170,9 @@ class ResNetEncoder:
         buffers: {name: array} BatchNorm running statistics and batch counters.
     """
 
-    def __init__(self, arch="resnet18", dim=128, width=64, mlp=False, bn_splits=1,
-                 backend="numpy", seed=0, dtype="float32"):
+    def __init__(
+        self, arch="resnet18", dim=128, width=64, mlp=False, bn_splits=1, backend="numpy", seed=0, dtype="float32"
+    ):
         self.arch, self.dim, self.width, self.mlp = arch, dim, width, mlp
         self.bn_splits = bn_splits
         self.seed = seed
@@ -178,8 +191,9 @@ class ResNetEncoder:
         params, buffers = {}, {}
         for layer in conv_layers(self.layout):
             k = layer.kernel
-            params[layer.conv + ".weight"] = (rng.standard_normal((layer.c_out, layer.c_in, k, k))
-                                              * math.sqrt(2.0 / (layer.c_out * k * k)))
+            params[layer.conv + ".weight"] = rng.standard_normal((layer.c_out, layer.c_in, k, k)) * math.sqrt(
+                2.0 / (layer.c_out * k * k)
+            )
             params[layer.bn + ".weight"] = np.ones(layer.c_out)
             params[layer.bn + ".bias"] = np.zeros(layer.c_out)
             buffers[layer.bn + ".running_mean"] = np.zeros(layer.c_out)
@@ -197,8 +211,9 @@ class ResNetEncoder:
 
     def copy(self) -> ResNetEncoder:
         """An independent encoder with equal parameters and buffers: no array is shared."""
-        twin = ResNetEncoder(self.arch, self.dim, self.width, self.mlp, self.bn_splits, self.backend,
-                             self.seed, self.dtype)
+        twin = ResNetEncoder(
+            self.arch, self.dim, self.width, self.mlp, self.bn_splits, self.backend, self.seed, self.dtype
+        )
         twin.load_state_dict(self.state_dict())
         return twin
 
@@ -217,15 +232,15 @@ class ResNetEncoder:
             running statistics when training (``self.buffers`` is not touched), else ``self.buffers``.
         """
         xp = get_array_module(x)
-        h = xp.ascontiguousarray(x.transpose(0, 2, 3, 1))              # (N, H, W, 3)
+        h = xp.ascontiguousarray(x.transpose(0, 2, 3, 1))  # (N, H, W, 3)
         buffers = dict(self.buffers) if training else self.buffers
         cache: dict | None = {} if (training if keep_cache is None else keep_cache) else None
         h = self._conv_bn(self.layout.stem, h, training, buffers, cache)
         for block in self.layout.blocks:
             h = self._block(block, h, training, buffers, cache)
-        h, pool_cache = global_avg_pool_forward(h)                     # (N, 8w)
+        h, pool_cache = global_avg_pool_forward(h)  # (N, 8w)
         for layer in self.layout.head:
-            h = self._linear(layer, h, cache)                          # ... -> (N, dim)
+            h = self._linear(layer, h, cache)  # ... -> (N, dim)
         if cache is not None:
             cache["pool"] = pool_cache
         return Forward(h, cache, buffers)
@@ -245,8 +260,16 @@ class ResNetEncoder:
         p = self.params
         y, conv_cache = conv2d_forward(x, p[layer.conv + ".weight"], layer.stride, layer.padding)
         y, running, bn_cache = batchnorm_forward(
-            y, p[layer.bn + ".weight"], p[layer.bn + ".bias"], buffers[layer.bn + ".running_mean"],
-            buffers[layer.bn + ".running_var"], training, self.bn_splits, residual, layer.relu)
+            y,
+            p[layer.bn + ".weight"],
+            p[layer.bn + ".bias"],
+            buffers[layer.bn + ".running_mean"],
+            buffers[layer.bn + ".running_var"],
+            training,
+            self.bn_splits,
+            residual,
+            layer.relu,
+        )
         if running is not None:
             buffers[layer.bn + ".running_mean"], buffers[layer.bn + ".running_var"] = running
             buffers[layer.bn + ".num_batches_tracked"] = buffers[layer.bn + ".num_batches_tracked"] + 1
@@ -299,10 +322,12 @@ class ResNetEncoder:
         return dx, d_residual
 
     def _block_backward(self, block: Block, dy, cache, grads):
-        dh, d_sum = self._conv_bn_backward(block.conv2, dy, cache, grads)   # d_sum reaches both branches of the add
+        dh, d_sum = self._conv_bn_backward(block.conv2, dy, cache, grads)  # d_sum reaches both branches of the add
         dx, _ = self._conv_bn_backward(block.conv1, dh, cache, grads)
-        d_shortcut = d_sum if block.downsample is None else self._conv_bn_backward(block.downsample, d_sum, cache, grads)[0]
-        return dx + d_shortcut                                              # the two branches meet again at x
+        d_shortcut = (
+            d_sum if block.downsample is None else self._conv_bn_backward(block.downsample, d_sum, cache, grads)[0]
+        )
+        return dx + d_shortcut  # the two branches meet again at x
 
     def _linear_backward(self, layer: Linear, dy, cache, grads):
         linear_cache, y = cache[layer.name]

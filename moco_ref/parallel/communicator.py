@@ -60,13 +60,17 @@ def _check_reducible(arrays: list):
     dtype = None
     for i, array in enumerate(arrays):
         if not isinstance(array, xp.ndarray):
-            raise ValueError(f"allreduce_sum_: item {i} is a {type(array).__name__}, item 0 a "
-                             f"{type(arrays[0]).__name__} (all arrays must be on one backend)")
+            raise ValueError(
+                f"allreduce_sum_: item {i} is a {type(array).__name__}, item 0 a "
+                f"{type(arrays[0]).__name__} (all arrays must be on one backend)"
+            )
         if array.dtype not in REDUCIBLE_DTYPES:
             raise ValueError(f"allreduce_sum_ sums float32 or float64 arrays in place; item {i} is {array.dtype}")
         if dtype is not None and array.dtype != dtype:
-            raise ValueError(f"allreduce_sum_ packs the list into one buffer of one dtype; item {i} is "
-                             f"{array.dtype}, item 0 is {dtype}")
+            raise ValueError(
+                f"allreduce_sum_ packs the list into one buffer of one dtype; item {i} is "
+                f"{array.dtype}, item 0 is {dtype}"
+            )
         dtype = array.dtype
     return xp
 
@@ -80,7 +84,7 @@ def _unpack_(buffer, arrays: list) -> None:
     """Writes consecutive slices of the flat ``buffer`` back into ``arrays``, in place."""
     offset = 0
     for array in arrays:
-        array[...] = buffer[offset:offset + array.size].reshape(array.shape)
+        array[...] = buffer[offset : offset + array.size].reshape(array.shape)
         offset += array.size
 
 

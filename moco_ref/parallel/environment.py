@@ -33,5 +33,7 @@ def launcher_world_size(environ=None) -> int:
 def local_size(environ=None) -> int:
     """The processes the launcher started on this host (the whole world when it does not say)."""
     environ = os.environ if environ is None else environ
-    return next((int(environ[n]) for n in LOCAL_SIZE_VARIABLES if environ.get(n, "").strip().isdigit()),
-                launcher_world_size(environ))
+    return next(
+        (int(environ[n]) for n in LOCAL_SIZE_VARIABLES if environ.get(n, "").strip().isdigit()),
+        launcher_world_size(environ),
+    )

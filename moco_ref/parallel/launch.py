@@ -48,13 +48,14 @@ def get_communicator(backend_name: str) -> Communicator:
     try:
         from mpi4py import MPI
     except (ImportError, RuntimeError) as error:
-        raise UserError(f"launched with {size} processes but mpi4py cannot load its MPI library ({error})"
-                        ) from None
+        raise UserError(f"launched with {size} processes but mpi4py cannot load its MPI library ({error})") from None
     mpi = MPICommunicator()
     if mpi.size != size:
         library = " ".join(MPI.Get_library_version().split("\n")[0].split())
-        raise UserError(f"{variable}={size} says {size} processes but MPI sees {mpi.size}: launch with the "
-                        f"mpiexec of the MPI that mpi4py uses ({library}), or unset {variable}")
+        raise UserError(
+            f"{variable}={size} says {size} processes but MPI sees {mpi.size}: launch with the "
+            f"mpiexec of the MPI that mpi4py uses ({library}), or unset {variable}"
+        )
     if backend_name == "cupy" and choice != "mpi":
         from moco_ref.parallel.nccl import (
             NCCLCommunicator,  # CuPy's NCCL, only for a GPU job

@@ -51,13 +51,15 @@ class NCCLCommunicator(Communicator):
     """
 
     def __init__(self, mpi: MPICommunicator | None = None):
-        device.load()                      # BackendUnavailable first, before any collective
+        device.load()  # BackendUnavailable first, before any collective
         self.mpi = MPICommunicator() if mpi is None else mpi
         self.rank, self.size, self.local_rank = self.mpi.rank, self.mpi.size, self.mpi.local_rank
         count = device.device_count()
         if self.mpi.local_size > count:
-            raise UserError(f"{self.mpi.local_size} processes on this host but {count} GPU(s): NCCL needs "
-                            "one GPU per process; start fewer, or set MOCO_REF_COMM=mpi to share GPUs over MPI")
+            raise UserError(
+                f"{self.mpi.local_size} processes on this host but {count} GPU(s): NCCL needs "
+                "one GPU per process; start fewer, or set MOCO_REF_COMM=mpi to share GPUs over MPI"
+            )
         self.gpu = device.NcclDevice(self.size, self.rank, self.local_rank % count, _bcast_nccl_unique_id(self.mpi))
 
     def allreduce_sum_(self, arrays: list) -> None:
@@ -66,9 +68,9 @@ class NCCLCommunicator(Communicator):
             return self.mpi.allreduce_sum_(arrays)
         if not arrays:
             return
-        buffer = _pack(xp, arrays)        # (sum of sizes,) on this GPU
+        buffer = _pack(xp, arrays)  # (sum of sizes,) on this GPU
         self.gpu.allreduce_sum_(buffer)
-        _unpack_(buffer, arrays)          # queued on the same stream, after the reduction
+        _unpack_(buffer, arrays)  # queued on the same stream, after the reduction
 
     def allgather(self, x):
         _check_gatherable(x)

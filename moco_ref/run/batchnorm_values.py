@@ -22,7 +22,7 @@ FEWEST_VALUES = 2
 def fewest_values(arch: str, width: int, image_size: int, images_per_group: int) -> tuple[str, int, int]:
     """(BatchNorm name, its output side, its values per channel M) of the BatchNorm with the fewest values
     per channel (the first in forward order among equals), for images_per_group images of image_size²."""
-    layout = resnet_layout(arch, width, 1, False)                   # the head has no BatchNorm
+    layout = resnet_layout(arch, width, 1, False)  # the head has no BatchNorm
     layer, _, side = min(conv_sides(layout, image_size), key=lambda row: row[2])
     return layer.bn, side, images_per_group * side * side
 
@@ -39,8 +39,10 @@ def check_batchnorm_values(config, processes: int = 1) -> None:
     while fewest_values(config.arch, config.width, size, per_group)[2] < FEWEST_VALUES:
         size += 1
     shared = f" / {processes} processes" if processes > 1 else ""
-    raise UserError(f"BatchNorm {name} would normalise {values} value per channel ({per_group} image per BatchNorm "
-                    f"group: --batch-size {config.batch_size}{shared} / --bn-splits {config.bn_splits}, × its "
-                    f"{side}×{side} output), and its statistics need at least {FEWEST_VALUES} (PyTorch: \"Expected "
-                    f"more than 1 value per channel when training\"); give each group at least 2 images (a larger "
-                    f"--batch-size or fewer --bn-splits) or use --image-size {size} or more")
+    raise UserError(
+        f"BatchNorm {name} would normalise {values} value per channel ({per_group} image per BatchNorm "
+        f"group: --batch-size {config.batch_size}{shared} / --bn-splits {config.bn_splits}, × its "
+        f'{side}×{side} output), and its statistics need at least {FEWEST_VALUES} (PyTorch: "Expected '
+        f'more than 1 value per channel when training"); give each group at least 2 images (a larger '
+        f"--batch-size or fewer --bn-splits) or use --image-size {size} or more"
+    )

@@ -88,12 +88,13 @@ def load_checkpoint(path) -> tuple[dict, dict]:
     meta = _parse_meta(path, arrays.pop(META_KEY))
     broken = first_non_finite(arrays)
     if broken is not None:
-        raise CheckpointError(f"{path} cannot be used: its array {broken} holds NaN or infinite values (the "
-                              f"state of a diverged run); nothing was changed")
+        raise CheckpointError(
+            f"{path} cannot be used: its array {broken} holds NaN or infinite values (the "
+            f"state of a diverged run); nothing was changed"
+        )
     broken = first_non_finite(_numbers_of(meta, META_KEY))
     if broken is not None:
-        raise CheckpointError(f"{path} cannot be used: its metadata's {broken} is NaN or infinite; nothing was "
-                              f"changed")
+        raise CheckpointError(f"{path} cannot be used: its metadata's {broken} is NaN or infinite; nothing was changed")
     return arrays, meta
 
 

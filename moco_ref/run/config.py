@@ -42,8 +42,8 @@ class Option:
     at_least: float | None = None
     at_most: float | None = None
     greater_than: float | None = None
-    resumable: bool = False            # may change when a run is resumed
-    model: bool = False                # an argument of MoCo(...)
+    resumable: bool = False  # may change when a run is resumed
+    model: bool = False  # an argument of MoCo(...)
 
     @property
     def flag(self) -> str:
@@ -55,14 +55,24 @@ class Option:
         than 0"), or None when it is: NaN and ±inf never are, and the declared range must hold."""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None
-        bounds = [f"at least {self.at_least:g}" if self.at_least is not None else "",
-                  f"greater than {self.greater_than:g}" if self.greater_than is not None else "",
-                  f"at most {self.at_most:g}" if self.at_most is not None else ""]
-        wanted = " ".join(["must be", "a finite number" if isinstance(value, float) else "",
-                           " and ".join(b for b in bounds if b)]).replace("  ", " ").strip()
-        if not math.isfinite(value) or (self.at_least is not None and value < self.at_least) or \
-                (self.greater_than is not None and value <= self.greater_than) or \
-                (self.at_most is not None and value > self.at_most):
+        bounds = [
+            f"at least {self.at_least:g}" if self.at_least is not None else "",
+            f"greater than {self.greater_than:g}" if self.greater_than is not None else "",
+            f"at most {self.at_most:g}" if self.at_most is not None else "",
+        ]
+        wanted = (
+            " ".join(
+                ["must be", "a finite number" if isinstance(value, float) else "", " and ".join(b for b in bounds if b)]
+            )
+            .replace("  ", " ")
+            .strip()
+        )
+        if (
+            not math.isfinite(value)
+            or (self.at_least is not None and value < self.at_least)
+            or (self.greater_than is not None and value <= self.greater_than)
+            or (self.at_most is not None and value > self.at_most)
+        ):
             return wanted
         return None
 
@@ -87,43 +97,56 @@ class TrainConfig:
     dim: int = option(128, "Feature dimension D.", flags=("--moco-dim",), at_least=1, model=True)
     K: int = option(256, "Queue size K (any batch size works).", flags=("--moco-k",), at_least=1, model=True)
     m: float = option(0.99, "Key-encoder momentum m.", flags=("--moco-m",), at_least=0, at_most=1, model=True)
-    m_cos: bool = option(False, "Raise m from --moco-m to 1 on a half-cosine over training (moco-v3, BYOL).",
-                         flags=("--moco-m-cos",))
+    m_cos: bool = option(
+        False, "Raise m from --moco-m to 1 on a half-cosine over training (moco-v3, BYOL).", flags=("--moco-m-cos",)
+    )
     T: float = option(0.2, "Softmax temperature T.", flags=("--moco-t",), greater_than=0, model=True)
     mlp: bool = option(False, "MoCo v2 MLP head.", model=True)
-    symmetric: bool = option(False, "Symmetric loss L(x1,x2)+L(x2,x1), the CIFAR demo's option.",
-                             flags=("--symmetric/--asymmetric",), model=True)
-    bn_splits: int = option(2, "Split BatchNorm groups (shuffle BN on one device; 1 = plain BN).", at_least=1,
-                            model=True)
-    shuffle_bn: bool = option(True, "Shuffle the keys across the BatchNorm groups (shuffle BN); off, a query and "
-                              "its key share their group's statistics (the paper's control).",
-                              flags=("--shuffle-bn/--no-shuffle-bn",), model=True)
+    symmetric: bool = option(
+        False,
+        "Symmetric loss L(x1,x2)+L(x2,x1), the CIFAR demo's option.",
+        flags=("--symmetric/--asymmetric",),
+        model=True,
+    )
+    bn_splits: int = option(
+        2, "Split BatchNorm groups (shuffle BN on one device; 1 = plain BN).", at_least=1, model=True
+    )
+    shuffle_bn: bool = option(
+        True,
+        "Shuffle the keys across the BatchNorm groups (shuffle BN); off, a query and "
+        "its key share their group's statistics (the paper's control).",
+        flags=("--shuffle-bn/--no-shuffle-bn",),
+        model=True,
+    )
     # optimisation
     epochs: int = option(20, "Epochs to train.", at_least=1, resumable=True)
     batch_size: int = option(64, "Images per step.", flags=("-b", "--batch-size"), at_least=1)
     lr: float = option(0.03, "Base learning rate.", greater_than=0, model=True)
     momentum: float = option(0.9, "SGD momentum.", at_least=0, at_most=1, model=True)
-    weight_decay: float = option(5e-4, "Weight decay, on every parameter.", flags=("--wd",), at_least=0,
-                                 model=True)
+    weight_decay: float = option(5e-4, "Weight decay, on every parameter.", flags=("--wd",), at_least=0, model=True)
     cos: bool = option(True, "Cosine learning-rate schedule (else steps at --schedule).")
     schedule: list = option([120, 160], "Step schedule: epochs where lr ×0.1, e.g. 120,160 (without --cos).")
     # running
-    backend: str = option("numpy", "numpy (CPU) or cupy (GPU).", choices=BACKEND_NAMES, resumable=True,
-                          model=True)
-    dtype: str = option("float32", "Floating-point type of weights and activations.",
-                        choices=("float32", "float64"), model=True)
+    backend: str = option("numpy", "numpy (CPU) or cupy (GPU).", choices=BACKEND_NAMES, resumable=True, model=True)
+    dtype: str = option(
+        "float32", "Floating-point type of weights and activations.", choices=("float32", "float64"), model=True
+    )
     seed: int = option(0, "Seed of every random draw.", model=True)
-    knn_every: int = option(5, "kNN monitor every N epochs, 0 = off (also before training and at the end).",
-                            at_least=0, resumable=True)
+    knn_every: int = option(
+        5, "kNN monitor every N epochs, 0 = off (also before training and at the end).", at_least=0, resumable=True
+    )
     knn_k: int = option(200, "Neighbours of the kNN monitor.", at_least=1)
     knn_t: float = option(0.1, "Temperature of the kNN monitor's votes.", greater_than=0)
     log_every: int = option(10, "Steps between logged (host-synchronised) metrics.", at_least=1, resumable=True)
-    max_steps: int = option(0, "Stop after N steps in total, 0 = no limit (smoke tests).", at_least=0,
-                            resumable=True)
-    save_every: int = option(0, "Also keep checkpoint_NNNN.npz every N epochs, 0 = only the last.", at_least=0,
-                             resumable=True)
-    tensorboard: bool = option(False, "Also write TensorBoard event files into the run directory's tb/ (the "
-                               "[tensorboard] extra).", resumable=True)
+    max_steps: int = option(0, "Stop after N steps in total, 0 = no limit (smoke tests).", at_least=0, resumable=True)
+    save_every: int = option(
+        0, "Also keep checkpoint_NNNN.npz every N epochs, 0 = only the last.", at_least=0, resumable=True
+    )
+    tensorboard: bool = option(
+        False,
+        "Also write TensorBoard event files into the run directory's tb/ (the [tensorboard] extra).",
+        resumable=True,
+    )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -183,15 +206,59 @@ def current_names(values: dict) -> dict:
 # named keep the defaults.
 PRESETS: dict[str, dict[str, Any]] = {
     # MoCo v1, main_moco.py on ImageNet (ResNet-50 there; the CIFAR ResNet-18 here).
-    "v1": dict(arch="resnet18", width=64, dim=128, K=65536, m=0.999, T=0.07, mlp=False,
-               aug="v1", epochs=200, batch_size=256, lr=0.03, weight_decay=1e-4, cos=False, schedule=[120, 160],
-               bn_splits=8, image_size=224),
+    "v1": dict(
+        arch="resnet18",
+        width=64,
+        dim=128,
+        K=65536,
+        m=0.999,
+        T=0.07,
+        mlp=False,
+        aug="v1",
+        epochs=200,
+        batch_size=256,
+        lr=0.03,
+        weight_decay=1e-4,
+        cos=False,
+        schedule=[120, 160],
+        bn_splits=8,
+        image_size=224,
+    ),
     # MoCo v2: v1 + --mlp --moco-t 0.2 --aug-plus --cos.
-    "v2": dict(arch="resnet18", width=64, dim=128, K=65536, m=0.999, T=0.2, mlp=True,
-               aug="v2", epochs=200, batch_size=256, lr=0.03, weight_decay=1e-4, cos=True, bn_splits=8,
-               image_size=224),
+    "v2": dict(
+        arch="resnet18",
+        width=64,
+        dim=128,
+        K=65536,
+        m=0.999,
+        T=0.2,
+        mlp=True,
+        aug="v2",
+        epochs=200,
+        batch_size=256,
+        lr=0.03,
+        weight_decay=1e-4,
+        cos=True,
+        bn_splits=8,
+        image_size=224,
+    ),
     # The MoCo CIFAR-10 demo: ResNet-18, batch 512, lr 0.06 cosine, 200 epochs, K 4096, m 0.99, T 0.1.
-    "cifar-demo": dict(arch="resnet18", width=64, dim=128, K=4096, m=0.99, T=0.1,
-                       mlp=False, aug="cifar", epochs=200, batch_size=512, lr=0.06, weight_decay=5e-4, cos=True,
-                       bn_splits=8, image_size=32, knn_every=1),
+    "cifar-demo": dict(
+        arch="resnet18",
+        width=64,
+        dim=128,
+        K=4096,
+        m=0.99,
+        T=0.1,
+        mlp=False,
+        aug="cifar",
+        epochs=200,
+        batch_size=512,
+        lr=0.06,
+        weight_decay=5e-4,
+        cos=True,
+        bn_splits=8,
+        image_size=32,
+        knn_every=1,
+    ),
 }

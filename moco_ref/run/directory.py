@@ -59,17 +59,17 @@ PROBE, FAILED = "linear_probe.json", "failed.json"
 TENSORBOARD = "tb"
 LOCK_NAME = ".lock"
 # The temporary files of moco-ref's own writes (write_atomically's NAME.<random>.tmp, and the probe).
-TEMPORARY_FILES = ("checkpoint_*.npz.*.tmp", "config.json.*.tmp", "metrics.jsonl.*.tmp", ".probe.*.tmp",
-                   "*.json.*.tmp")
+TEMPORARY_FILES = ("checkpoint_*.npz.*.tmp", "config.json.*.tmp", "metrics.jsonl.*.tmp", ".probe.*.tmp", "*.json.*.tmp")
 
 
 def kept_checkpoint_name(epoch: int) -> str:
     """The checkpoint kept at the end of ``epoch`` with --save-every: checkpoint_0005.npz."""
     return f"checkpoint_{epoch:04d}.npz"
+
+
 # A process that only looks (holder_of) holds a shared lock for an instant; an exclusive lock that fails
 # is tried again for this long before the directory is called in use.
 LOCK_RETRY_S = 0.25
-
 
 
 # ------------------------------------------------------------------------------ errors
@@ -104,7 +104,7 @@ def writing(path, run_dir, outcome: str = ""):
 
 # ------------------------------------------------------------------------------- the lock
 def _describe_holder(text: str) -> str:
-    """"pid 1234 on host vm, since 2026-12-01 09:00:03" from the lock file's JSON (or what can be said)."""
+    """ "pid 1234 on host vm, since 2026-12-01 09:00:03" from the lock file's JSON (or what can be said)."""
     try:
         holder = json.loads(text)
         return f"pid {holder['pid']} on host {holder['host']}, since {holder['since']}"
@@ -113,8 +113,10 @@ def _describe_holder(text: str) -> str:
 
 
 def _in_use(run_dir: Path, holder: str) -> RunInUse:
-    return RunInUse(f"{run_dir} is in use by another moco-ref run: {holder}; wait for it to end, or stop it "
-                    f"(SIGTERM saves a checkpoint) and continue with --resume {run_dir}")
+    return RunInUse(
+        f"{run_dir} is in use by another moco-ref run: {holder}; wait for it to end, or stop it "
+        f"(SIGTERM saves a checkpoint) and continue with --resume {run_dir}"
+    )
 
 
 def _read_all(fd: int) -> str:
@@ -130,7 +132,7 @@ def holder_of(run_dir) -> str | None:
     """
     try:
         fd = os.open(Path(run_dir) / LOCK_NAME, os.O_RDONLY)
-    except OSError:             # no lock file (no run has started here) or none we may read
+    except OSError:  # no lock file (no run has started here) or none we may read
         return None
     try:
         try:
@@ -169,18 +171,21 @@ class RunLock:
         path = run_dir / LOCK_NAME
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:          # the folder was never there: nothing of a run's to speak of
+        except OSError as error:  # the folder was never there: nothing of a run's to speak of
             raise refusal(run_dir, error) from None
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)   # no O_TRUNC: a holder's record stays intact
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # no O_TRUNC: a holder's record stays intact
         except OSError as error:
             raise RunDirectoryError(f"cannot write {path}: {cause_of(error, run_dir)}") from None
         if not _lock_exclusively(fd):
             holder = _describe_holder(_read_all(fd))
             os.close(fd)
             raise _in_use(run_dir, holder)
-        record = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "since": datetime.now().strftime("%Y-%m-%d %H:%M:%S")}
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+        }
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
@@ -223,8 +228,9 @@ def check_writable(run_dir) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as error:
-        raise RunDirectoryError(f"the run directory {run_dir} does not take new files: "
-                                f"{cause_of(error, run_dir)}; choose another --out") from None
+        raise RunDirectoryError(
+            f"the run directory {run_dir} does not take new files: {cause_of(error, run_dir)}; choose another --out"
+        ) from None
 
 
 def check_room(run_dir, checkpoint_bytes: int, present_bytes: int = 0) -> None:
@@ -241,7 +247,8 @@ def check_room(run_dir, checkpoint_bytes: int, present_bytes: int = 0) -> None:
         raise RunDirectoryError(
             f"{run_dir} has {_megabytes(free)} free, too little for two checkpoints of this model (about "
             f"{_megabytes(checkpoint_bytes)} each: the latest, and the next written beside it before it "
-            f"replaces it); free some space or choose another --out")
+            f"replaces it); free some space or choose another --out"
+        )
 
 
 def remove_temporary_files(run_dir) -> list[Path]:
@@ -270,12 +277,17 @@ def check_run_folder(run_dir, flag: str = "--out", resumed: Path | None = None) 
     if not run_dir.is_dir() or is_run_folder(run_dir):
         return run_dir
     with refused(run_dir, flag):
-        entries = sorted(name for name in os.listdir(run_dir)
-                         if resumed is None or (run_dir / name).resolve() != Path(resumed).resolve())
+        entries = sorted(
+            name
+            for name in os.listdir(run_dir)
+            if resumed is None or (run_dir / name).resolve() != Path(resumed).resolve()
+        )
     if entries:
         others = f" and {len(entries) - 1} more" if len(entries) > 1 else ""
-        raise RunDirectoryError(f"{run_dir} holds files that no run wrote ({entries[0]}{others}); a run "
-                                f"writes only into a new folder, an empty one or its own: give a new or empty --out")
+        raise RunDirectoryError(
+            f"{run_dir} holds files that no run wrote ({entries[0]}{others}); a run "
+            f"writes only into a new folder, an empty one or its own: give a new or empty --out"
+        )
     return run_dir
 
 
@@ -286,12 +298,15 @@ def checkpoint_of(run, flag: str = "") -> Path:
     path = check_input(run, flag)
     if path.is_dir():
         if not (path / LAST_CHECKPOINT).is_file():
-            raise UserError(f"no checkpoint at {path / LAST_CHECKPOINT}: {path} holds no {LAST_CHECKPOINT}; give "
-                            f"a run directory of moco-ref train or a checkpoint file")
+            raise UserError(
+                f"no checkpoint at {path / LAST_CHECKPOINT}: {path} holds no {LAST_CHECKPOINT}; give "
+                f"a run directory of moco-ref train or a checkpoint file"
+            )
         return path / LAST_CHECKPOINT
     if not path.is_file():
-        raise UserError(f"no checkpoint at {path}: no run at {path}; give a run directory of moco-ref train or "
-                        f"a checkpoint file")
+        raise UserError(
+            f"no checkpoint at {path}: no run at {path}; give a run directory of moco-ref train or a checkpoint file"
+        )
     return path
 
 
@@ -325,7 +340,9 @@ class RunDirectory:
         self.path, self.writer = Path(path), writer
         self.saved_step = None
         self.resumed_from: Path | None = None
-        self._resumed: tuple[int, dict] | None = None        # (step, config) of a resume whose metrics and config wait for its first record
+        self._resumed: tuple[int, dict] | None = (
+            None  # (step, config) of a resume whose metrics and config wait for its first record
+        )
 
     @property
     def last_checkpoint(self) -> Path:
@@ -408,7 +425,7 @@ class RunDirectory:
         """Appends one record to metrics.jsonl."""
         if not self.writer:
             return
-        if self._resumed is not None:             # a resume's first record: its metrics and config now
+        if self._resumed is not None:  # a resume's first record: its metrics and config now
             step, config = self._resumed
             self._truncate_metrics(step)
             self.write_json(CONFIG, config, step)
@@ -441,8 +458,9 @@ class RunDirectory:
 
         def superseded(record: dict) -> bool:
             at = record.get("global_step", -1)
-            stopped_here = record.get("kind") == "final" or (record.get("kind") == "epoch"
-                                                             and not record.get("complete", True))
+            stopped_here = record.get("kind") == "final" or (
+                record.get("kind") == "epoch" and not record.get("complete", True)
+            )
             return at > step or (at == step and stopped_here)
 
         kept = [line for line, record in complete_records(path.read_text()) if not superseded(record)]
@@ -501,9 +519,11 @@ def resumed_config(checkpoint: Path, meta: dict, given: dict) -> TrainConfig:
     if refused:
         raise CheckpointError(f"{checkpoint} cannot be resumed: its configuration's {refused}; nothing was changed")
     run = {**TrainConfig.from_dict(meta["config"]).to_dict(), "max_steps": 0}
-    differences = [f"{declared.flag} (the run's: {shown(run[name])}, given: {shown(given[name])})"
-                   for name, declared in OPTIONS.items()
-                   if name in given and name not in RESUMABLE and given[name] != run[name]]
+    differences = [
+        f"{declared.flag} (the run's: {shown(run[name])}, given: {shown(given[name])})"
+        for name, declared in OPTIONS.items()
+        if name in given and name not in RESUMABLE and given[name] != run[name]
+    ]
     if differences:
         raise UserError(f"--resume cannot change {', '.join(differences)}; only {resumable_flags()} may change")
     return TrainConfig.from_dict({**run, **given})
@@ -524,14 +544,18 @@ def nothing_to_do(checkpoint: Path, meta: dict, config: TrainConfig) -> str | No
 def finished(directory: RunDirectory, meta: dict, config: TrainConfig) -> bool:
     """The checkpoint is at ``config``'s end and the run wrote its final record there."""
     at_end = (meta["epoch"] >= config.epochs and meta["step_in_epoch"] == 0) or bool(
-        config.max_steps and meta["global_step"] >= config.max_steps)
+        config.max_steps and meta["global_step"] >= config.max_steps
+    )
     records = directory.records()
-    return at_end and bool(records) and records[-1].get("kind") == "final" and \
-        records[-1].get("global_step") == meta["global_step"]
+    return (
+        at_end
+        and bool(records)
+        and records[-1].get("kind") == "final"
+        and records[-1].get("global_step") == meta["global_step"]
+    )
 
 
 def read_meta(run, flag: str = "") -> dict:
     """The metadata of RUN's checkpoint (a run directory or a checkpoint file, given as ``flag``), without its
     arrays."""
     return load_checkpoint_meta(checkpoint_of(run, flag))
-

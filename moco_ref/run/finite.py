@@ -31,7 +31,7 @@ def finite_flags(arrays: dict):
     if not names:
         return np.ones(0, dtype=bool)
     xp = get_array_module(arrays[names[0]])
-    return xp.stack([xp.isfinite(arrays[name]).all() for name in names])          # (n,)
+    return xp.stack([xp.isfinite(arrays[name]).all() for name in names])  # (n,)
 
 
 def first_non_finite(arrays: dict) -> str | None:

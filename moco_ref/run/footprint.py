@@ -17,8 +17,8 @@ Counted, for a step at the run's batch N, image side S, queue size K and dtype (
 
 and the allocator's slack on top: the estimate multiplies the sum by ALLOCATOR_SLACK, the ratio of a
 process's peak resident memory to that sum as ``moco-ref bench memory`` measures it (benchmarks/RESULTS.md
-has the figures, and how close the sum comes to the arrays alive at a step's peak).  On CuPy the step's part lives on the device and is checked
-against the device's free memory; the data stays on the host.
+has the figures, and how close the sum comes to the arrays alive at a step's peak).  On CuPy the step's part
+lives on the device and is checked against the device's free memory; the data stays on the host.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def parameter_count(layout) -> int:
     """The encoder's trainable values: convolution weights, BatchNorm's γ and β, the head's weights and biases."""
     total = 0
     for layer, _, _ in conv_sides(layout, 32):
-        total += layer.c_out * layer.c_in * layer.kernel ** 2 + 2 * layer.c_out
+        total += layer.c_out * layer.c_in * layer.kernel**2 + 2 * layer.c_out
     return total + sum(head.d_in * head.d_out + head.d_out for head in layout.head)
 
 
@@ -46,28 +46,33 @@ def estimate_bytes(needed: dict) -> int:
     return int(ALLOCATOR_SLACK * sum(needed.values()))
 
 
-def step_bytes(arch: str, width: int, dim: int, mlp: bool, K: int, batch: int, image_size: int, dtype: str,
-               symmetric: bool = False) -> dict:
+def step_bytes(
+    arch: str, width: int, dim: int, mlp: bool, K: int, batch: int, image_size: int, dtype: str, symmetric: bool = False
+) -> dict:
     """{part: bytes} of one training step on one device (see the module docstring), before the slack."""
     b = np.dtype(dtype).itemsize
     layout = resnet_layout(arch, width, dim, mlp)
     kept, masks, transients = 0, 0, [0]
     for layer, side_in, side_out in conv_sides(layout, image_size):
-        M = batch * side_out ** 2                                   # output pixels: rows of X
-        cols, out, x_in = M * layer.kernel ** 2 * layer.c_in, M * layer.c_out, batch * side_in ** 2 * layer.c_in
+        M = batch * side_out**2  # output pixels: rows of X
+        cols, out, x_in = M * layer.kernel**2 * layer.c_in, M * layer.c_out, batch * side_in**2 * layer.c_in
         kept += cols + out
         masks += out if layer.relu else 0
-        transients.append(cols + 2 * out + x_in)                    # the key forward's layer, or its backward
+        transients.append(cols + 2 * out + x_in)  # the key forward's layer, or its backward
     head = sum(batch * (h.d_in + h.d_out) for h in layout.head)
-    activations = ((kept + head + batch * 3 * image_size ** 2) * b + masks) * (SYMMETRIC_ACTIVATIONS if symmetric else 1)
-    return {"parameters": 4 * parameter_count(layout) * b, "queue": (dim * K + 3 * batch * (K + 1)) * b,
-            "activations": int(activations), "workspace": max(transients) * b,
-            "views": 2 * batch * 3 * image_size ** 2 * b}
+    activations = ((kept + head + batch * 3 * image_size**2) * b + masks) * (SYMMETRIC_ACTIVATIONS if symmetric else 1)
+    return {
+        "parameters": 4 * parameter_count(layout) * b,
+        "queue": (dim * K + 3 * batch * (K + 1)) * b,
+        "activations": int(activations),
+        "workspace": max(transients) * b,
+        "views": 2 * batch * 3 * image_size**2 * b,
+    }
 
 
 def data_bytes(train_images: int, monitor_images: int, image_size: int, dim: int) -> int:
     """The images held in memory (uint8) and the kNN bank's float32 features."""
-    return (train_images + monitor_images) * image_size ** 2 * 3 + (train_images + monitor_images) * dim * 4
+    return (train_images + monitor_images) * image_size**2 * 3 + (train_images + monitor_images) * dim * 4
 
 
 def size_text(n: float) -> str:
@@ -85,21 +90,39 @@ def check_fits(needed: dict, available: int | None, where: str, reduce: str) -> 
     total = estimate_bytes(needed)
     if available is None or total <= available:
         return
-    parts = ", ".join(f"{name} {size_text(ALLOCATOR_SLACK * value)}"
-                      for name, value in sorted(needed.items(), key=lambda kv: -kv[1])[:3] if value)
-    raise UserError(f"this run needs about {size_text(total)} of {where} memory ({parts}) and "
-                    f"{size_text(available)} is available; reduce {reduce}")
+    parts = ", ".join(
+        f"{name} {size_text(ALLOCATOR_SLACK * value)}"
+        for name, value in sorted(needed.items(), key=lambda kv: -kv[1])[:3]
+        if value
+    )
+    raise UserError(
+        f"this run needs about {size_text(total)} of {where} memory ({parts}) and "
+        f"{size_text(available)} is available; reduce {reduce}"
+    )
 
 
 def check_step_fits(config, backend, processes: int = 1) -> dict:
     """Refuses (UserError) a configuration whose training step cannot fit into the backend's memory; returns
     the estimate of this process's step.  Run before anything is allocated.  With W processes each holds
     batch/W samples; on the CPU the processes of one host (counted as all W) share its memory."""
-    needed = step_bytes(config.arch, config.width, config.dim, config.mlp, config.K,
-                        max(1, config.batch_size // processes), config.image_size, config.dtype, config.symmetric)
+    needed = step_bytes(
+        config.arch,
+        config.width,
+        config.dim,
+        config.mlp,
+        config.K,
+        max(1, config.batch_size // processes),
+        config.image_size,
+        config.dtype,
+        config.symmetric,
+    )
     sharing = 1 if backend.accelerated else processes
-    check_fits({name: value * sharing for name, value in needed.items()}, backend.free_memory(),
-               "device" if backend.accelerated else "host", "--moco-k, --batch-size, --width or --image-size")
+    check_fits(
+        {name: value * sharing for name, value in needed.items()},
+        backend.free_memory(),
+        "device" if backend.accelerated else "host",
+        "--moco-k, --batch-size, --width or --image-size",
+    )
     return needed
 
 
@@ -109,15 +132,21 @@ def check_data_fits(train_images: int, monitor_images: int, config, step_needed:
     needed = {"data": data_bytes(train_images, monitor_images, config.image_size, config.dim)}
     if not backend.accelerated:
         needed.update(step_needed)
-    check_fits(needed, host_available_bytes(), "host", "the number of images (a smaller folder or dataset), "
-               "--image-size, or the step's size (--moco-k, --batch-size, --width)")
+    check_fits(
+        needed,
+        host_available_bytes(),
+        "host",
+        "the number of images (a smaller folder or dataset), "
+        "--image-size, or the step's size (--moco-k, --batch-size, --width)",
+    )
 
 
 def memory_error_line(error: MemoryError, config, step: int) -> str:
     """The one line for an allocation that failed during training (NumPy's MemoryError, CuPy's
     OutOfMemoryError, which is one): where, with what batch, and what to reduce."""
     device = "GPU" if config.backend == "cupy" else "host"
-    return (f"out of {device} memory at step {step} (batch {config.batch_size}, queue {config.K}, width "
-            f"{config.width}, images {config.image_size}×{config.image_size}): {str(error).strip() or 'no detail'}; "
-            f"reduce --batch-size, --moco-k, --width or --image-size")
-
+    return (
+        f"out of {device} memory at step {step} (batch {config.batch_size}, queue {config.K}, width "
+        f"{config.width}, images {config.image_size}×{config.image_size}): {str(error).strip() or 'no detail'}; "
+        f"reduce --batch-size, --moco-k, --width or --image-size"
+    )

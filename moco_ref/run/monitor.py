@@ -47,8 +47,8 @@ class QueueLabels:
 
     def enqueue(self, labels) -> None:
         B, K = len(labels), len(self.labels)
-        slots = (self.ptr + np.arange(max(0, B - K), B)) % K          # a batch larger than K keeps its newest K
-        self.labels[slots] = labels[B - len(slots):]
+        slots = (self.ptr + np.arange(max(0, B - K), B)) % K  # a batch larger than K keeps its newest K
+        self.labels[slots] = labels[B - len(slots) :]
         self.ptr = (self.ptr + B) % K
 
 
@@ -61,18 +61,25 @@ class Monitor:
         knn_top1_untrained: the untrained encoder's kNN top-1 (%), once measured.
     """
 
-    def __init__(self, config, train_set, augment, test_transform, backend, log, enabled: bool,
-                 progress=NoProgress):
+    def __init__(self, config, train_set, augment, test_transform, backend, log, enabled: bool, progress=NoProgress):
         self.config, self.train_set, self.test_transform, self.backend = config, train_set, test_transform, backend
-        self.progress = progress      # shows the kNN monitor's feature passes (moco_ref.run.progress)
+        self.progress = progress  # shows the kNN monitor's feature passes (moco_ref.run.progress)
         self.test_set = _held_out_split(config, train_set, log) if enabled else None
-        self.probe_set = self.test_set if self.test_set is not None else train_set      # its first PROBE_SIZE
+        self.probe_set = self.test_set if self.test_set is not None else train_set  # its first PROBE_SIZE
         self.instruments, self.queue_labels = None, None
         if enabled and config.knn_every:
             keys_per_step = config.batch_size * (2 if config.symmetric else 1)
             probe_labels = None if self.probe_set.labels is None else self.probe_set.labels[:PROBE_SIZE]
-            self.instruments = Instruments(self.probe_set.images[:PROBE_SIZE], augment, test_transform, backend,
-                                           config.seed, keys_per_step, config.K, probe_labels)
+            self.instruments = Instruments(
+                self.probe_set.images[:PROBE_SIZE],
+                augment,
+                test_transform,
+                backend,
+                config.seed,
+                keys_per_step,
+                config.K,
+                probe_labels,
+            )
             if probe_labels is not None and train_set.labels is not None:
                 self.queue_labels = QueueLabels(config.K)
         self.knn_top1_untrained: float | None = None
@@ -86,8 +93,16 @@ class Monitor:
         """encoder_q's kNN top-1 (%) on the held-out split, or None without one."""
         if self.test_set is None:
             return None
-        return knn_accuracy(model.encoder_q, self.train_set, self.test_set, self.test_transform, self.backend,
-                            self.config.knn_k, self.config.knn_t, progress=self.progress)["top1"]
+        return knn_accuracy(
+            model.encoder_q,
+            self.train_set,
+            self.test_set,
+            self.test_transform,
+            self.backend,
+            self.config.knn_k,
+            self.config.knn_t,
+            progress=self.progress,
+        )["top1"]
 
     def before_training(self, model, log) -> list:
         """The records of the untrained model: its kNN top-1 and its instruments."""
@@ -110,15 +125,21 @@ class Monitor:
         if self.instruments is None:
             return []
         labels = self.queue_labels.labels if self.queue_labels is not None else None
-        return [{"kind": "instruments", "epoch": epoch, "global_step": global_step,
-                 **self.instruments.measure(model, global_step, labels)}]
+        return [
+            {
+                "kind": "instruments",
+                "epoch": epoch,
+                "global_step": global_step,
+                **self.instruments.measure(model, global_step, labels),
+            }
+        ]
 
     def probe_embedding(self, model) -> tuple:
         """The probe set (the first PROBE_SIZE images of the held-out split, else of the training set) as the
         model sees it now: (normalised encoder_q outputs (N, dim) on the host, labels (N,) or None, images
         (N, H, W, 3) uint8)."""
         images = self.probe_set.images[:PROBE_SIZE]
-        out = encode_dataset(model.encoder_q, images, self.test_transform, self.backend, head=True)   # (N, dim)
+        out = encode_dataset(model.encoder_q, images, self.test_transform, self.backend, head=True)  # (N, dim)
         labels = None if self.probe_set.labels is None else self.probe_set.labels[:PROBE_SIZE]
         return to_numpy(normalize_forward(out)[0]), labels, images
 

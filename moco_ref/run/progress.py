@@ -27,12 +27,12 @@ from tqdm import tqdm
 
 # Work that takes longer than this many seconds shows its progress (``delay`` of the passes that are often short).
 SLOW_S = 5.0
-FALLBACK_WIDTH, FALLBACK_HEIGHT = 100, 24     # the size assumed of a terminal that does not tell its own
+FALLBACK_WIDTH, FALLBACK_HEIGHT = 100, 24  # the size assumed of a terminal that does not tell its own
 BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}"
 
 
 def clock(seconds: float) -> str:
-    """"02:41", "1:02:41": tqdm's way of writing a duration."""
+    """ "02:41", "1:02:41": tqdm's way of writing a duration."""
     return tqdm.format_interval(max(0.0, seconds))
 
 
@@ -47,18 +47,41 @@ class Progress:
         leave: whether the finished bar stays on the terminal.  stream: where to write (stderr).
     """
 
-    def __init__(self, total: int, label: str, *, done: int = 0, after: int | None = None, every: int = 1,
-                 delay: float = 0.0, leave: bool = True, stream=None):
+    def __init__(
+        self,
+        total: int,
+        label: str,
+        *,
+        done: int = 0,
+        after: int | None = None,
+        every: int = 1,
+        delay: float = 0.0,
+        leave: bool = True,
+        stream=None,
+    ):
         self.total, self.label, self.after, self.every, self.delay = total, label, after, every, delay
         self.stream = stream or sys.stderr
         self.first = self.done = self.printed = done
         self.fields: list[str] = []
         self.start = time.perf_counter()
         tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        sized = tty and _width(self.stream) > 0        # a terminal that tells its width: the bar follows it
-        self.bar = (tqdm(total=total, initial=done, desc=label, file=self.stream, bar_format=BAR_FORMAT,
-                         smoothing=0, delay=delay, leave=leave, dynamic_ncols=sized,
-                         **({} if sized else {"ncols": FALLBACK_WIDTH, "nrows": FALLBACK_HEIGHT})) if tty else None)
+        sized = tty and _width(self.stream) > 0  # a terminal that tells its width: the bar follows it
+        self.bar = (
+            tqdm(
+                total=total,
+                initial=done,
+                desc=label,
+                file=self.stream,
+                bar_format=BAR_FORMAT,
+                smoothing=0,
+                delay=delay,
+                leave=leave,
+                dynamic_ncols=sized,
+                **({} if sized else {"ncols": FALLBACK_WIDTH, "nrows": FALLBACK_HEIGHT}),
+            )
+            if tty
+            else None
+        )
 
     @property
     def elapsed(self) -> float:
@@ -85,8 +108,11 @@ class Progress:
             self.bar.set_postfix_str(", ".join(shown), refresh=False)
             self.bar.update(done - self.bar.n)
             return
-        if (done - self.printed < self.every and done < self.total) or done == self.printed \
-                or self.elapsed < self.delay:
+        if (
+            (done - self.printed < self.every and done < self.total)
+            or done == self.printed
+            or self.elapsed < self.delay
+        ):
             return
         self.printed = done
         times = f"[{clock(self.elapsed)}<{clock(left) if left is not None else '?'}]"
@@ -102,7 +128,7 @@ def _width(stream) -> int:
     """The width of the terminal ``stream`` writes to; 0 where it does not say (a bare pseudo-terminal)."""
     try:
         return os.get_terminal_size(stream.fileno()).columns
-    except (OSError, ValueError, AttributeError):      # io.UnsupportedOperation is an OSError and a ValueError
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is an OSError and a ValueError
         return 0
 
 

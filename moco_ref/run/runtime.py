@@ -27,7 +27,7 @@ import os
 from moco_ref.parallel.environment import launcher_world_size, local_size
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-THREAD_COUNT_VARIABLES = ("NUMBA_NUM_THREADS",) + THREAD_VARIABLES     # every library's thread count we load
+THREAD_COUNT_VARIABLES = ("NUMBA_NUM_THREADS",) + THREAD_VARIABLES  # every library's thread count we load
 MOST_THREADS_PER_CORE = 4
 
 
@@ -50,12 +50,16 @@ def clean_thread_counts(environ=None, cores: int | None = None) -> list[str]:
         parts = value.split(",") if name == "OMP_NUM_THREADS" else [value]
         if not all(part.strip().isdecimal() and int(part) >= 1 for part in parts):
             del environ[name]
-            lines.append(f"warning: {name}={value!r} is not a thread count (a whole number from 1); "
-                         f"ignored, the library picks its own")
+            lines.append(
+                f"warning: {name}={value!r} is not a thread count (a whole number from 1); "
+                f"ignored, the library picks its own"
+            )
         elif any(int(part) > most for part in parts):
             environ[name] = ",".join(str(min(int(part), most)) for part in parts)
-            lines.append(f"warning: {name}={value} is more than {MOST_THREADS_PER_CORE} threads for each of "
-                         f"this machine's {most // MOST_THREADS_PER_CORE} cores; lowered to {environ[name]}")
+            lines.append(
+                f"warning: {name}={value} is more than {MOST_THREADS_PER_CORE} threads for each of "
+                f"this machine's {most // MOST_THREADS_PER_CORE} cores; lowered to {environ[name]}"
+            )
     return lines
 
 
@@ -71,7 +75,7 @@ def share_cores_between_processes(environ=None, cores: int | None = None) -> int
     return threads
 
 
-IDLE_BLAS_TIMEOUT = "4"   # OpenBLAS's idle threads wait 2**4 cycles, then sleep
+IDLE_BLAS_TIMEOUT = "4"  # OpenBLAS's idle threads wait 2**4 cycles, then sleep
 
 
 def quiet_idle_blas_threads(environ=None) -> bool:

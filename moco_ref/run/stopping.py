@@ -77,8 +77,9 @@ def agreed_signal(comm, received: int | None) -> int | None:
     Call it once a step on every process: one allreduce of two flags (with one process, its own
     ``received``); if any process got SIGTERM, every one stops for SIGTERM, else for SIGINT if any got that.
     """
-    interrupted, terminated = comm.allreduce_host_mean([float(received == signal.SIGINT),
-                                                        float(received == signal.SIGTERM)])
+    interrupted, terminated = comm.allreduce_host_mean(
+        [float(received == signal.SIGINT), float(received == signal.SIGTERM)]
+    )
     if terminated > 0:
         return signal.SIGTERM
     return signal.SIGINT if interrupted > 0 else None

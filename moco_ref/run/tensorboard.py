@@ -30,7 +30,7 @@ from moco_ref.errors import UserError
 from moco_ref.loss import chance_accuracy, chance_loss
 
 INSTALL = "pip install 'moco-ref[tensorboard]'"
-BOOKKEEPING = ("kind", "epoch", "global_step")        # record fields that say where, not what was measured
+BOOKKEEPING = ("kind", "epoch", "global_step")  # record fields that say where, not what was measured
 
 
 def require_tensorboardx() -> None:
@@ -74,15 +74,23 @@ class TensorBoard:
         from tensorboardX import SummaryWriter
         from tensorboardX.summary import hparams
 
-        self.chance = {"loss": chance_loss(config.K, 2 if config.symmetric else 1),
-                       "acc1": 100.0 * chance_accuracy(config.K)}
-        self.writer = SummaryWriter(str(path), purge_step=step + 1 if step else None,
-                                    filename_suffix=f".{step:012d}", flush_secs=30)
+        self.chance = {
+            "loss": chance_loss(config.K, 2 if config.symmetric else 1),
+            "acc1": 100.0 * chance_accuracy(config.K),
+        }
+        self.writer = SummaryWriter(
+            str(path), purge_step=step + 1 if step else None, filename_suffix=f".{step:012d}", flush_secs=30
+        )
         for summary in hparams(hyperparameters(config.to_dict()), {"epoch/loss": 0.0, "knn/top1": 0.0}):
             self.writer.file_writer.add_summary(summary)
-        self.writer.add_custom_scalars({"MoCo against chance": {
-            "InfoNCE loss and ln(K+1)": ["Multiline", ["step/loss", "chance/loss"]],
-            "instance accuracy (%) and 1/(K+1)": ["Multiline", ["step/acc1", "chance/acc1"]]}})
+        self.writer.add_custom_scalars(
+            {
+                "MoCo against chance": {
+                    "InfoNCE loss and ln(K+1)": ["Multiline", ["step/loss", "chance/loss"]],
+                    "instance accuracy (%) and 1/(K+1)": ["Multiline", ["step/acc1", "chance/acc1"]],
+                }
+            }
+        )
 
     def add(self, record: dict) -> None:
         """Writes the numbers of one metrics record (and, beside a step record, the chance levels)."""
@@ -97,10 +105,11 @@ class TensorBoard:
         """The probe set for the Projector: ``embed()`` gives its features (N, D), labels (N,) or None and images
         (N, H, W, 3) uint8."""
         features, labels, images = embed()
-        label_img = np.transpose(np.asarray(images, dtype=np.float32) / 255.0, (0, 3, 1, 2))    # (N, 3, H, W)
+        label_img = np.transpose(np.asarray(images, dtype=np.float32) / 255.0, (0, 3, 1, 2))  # (N, 3, H, W)
         metadata = None if labels is None else [str(int(label)) for label in labels]
-        self.writer.add_embedding(np.asarray(features), metadata=metadata, label_img=label_img, global_step=step,
-                                  tag="probe_set")
+        self.writer.add_embedding(
+            np.asarray(features), metadata=metadata, label_img=label_img, global_step=step, tag="probe_set"
+        )
 
     def flush(self) -> None:
         self.writer.flush()

@@ -95,7 +95,7 @@ class LoggedSums:
     """
 
     loss: float = 0.0
-    acc1: float = 0.0        # as a fraction, 0..1
+    acc1: float = 0.0  # as a fraction, 0..1
     count: int = 0
 
     def add(self, loss: float, acc1: float) -> None:
@@ -113,12 +113,12 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir, log=None, comm=None):
         self.config, self.comm = config, comm or SingleProcess()
-        writer = self.comm.rank == 0                   # the one process that prints and writes the run directory
+        writer = self.comm.rank == 0  # the one process that prints and writes the run directory
         self.directory = RunDirectory(run_dir, writer)
         self.log = (log or (lambda message: print(message, file=sys.stderr))) if writer else (lambda _: None)
-        self.progress = Progress if writer else NoProgress      # rank 0 alone shows progress
+        self.progress = Progress if writer else NoProgress  # rank 0 alone shows progress
         self.backend = get_backend(config.backend)
-        step_needed = check_step_fits(config, self.backend, self.comm.size)   # before anything is allocated
+        step_needed = check_step_fits(config, self.backend, self.comm.size)  # before anything is allocated
         self.train_set = load_dataset(config.data, "train", config.image_size, config.seed)
         for note in self.train_set.load_notes():
             self.log(note)
@@ -126,23 +126,33 @@ class Trainer:
         check_batchnorm_values(config, self.comm.size)
         self.augment = make_pipeline(config.aug, config.image_size)
         self.test_transform = make_pipeline("test", config.image_size)
-        self.monitor = Monitor(config, self.train_set, self.augment, self.test_transform, self.backend, self.log,
-                               enabled=writer, progress=self.progress)
+        self.monitor = Monitor(
+            config,
+            self.train_set,
+            self.augment,
+            self.test_transform,
+            self.backend,
+            self.log,
+            enabled=writer,
+            progress=self.progress,
+        )
         test_images = len(self.monitor.test_set) if self.monitor.test_set is not None else 0
         check_data_fits(len(self.train_set), test_images, config, step_needed, self.backend)
         self.model = MoCo(**config.model_arguments(), comm=self.comm)
         # Three host generators, each with one job, all derived from the seed (the model holds the third).
-        self.data_rng = np.random.default_rng([config.seed, 10])      # epoch orders
-        self.aug_rng = np.random.default_rng([config.seed, 11])       # augmentation parameters
+        self.data_rng = np.random.default_rng([config.seed, 10])  # epoch orders
+        self.aug_rng = np.random.default_rng([config.seed, 11])  # augmentation parameters
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.epoch_start_data_state = self.data_rng.bit_generator.state
-        self.logged = LoggedSums()            # of the current epoch
-        self.tensorboard: TensorBoard | NoTensorBoard = NoTensorBoard()      # TensorBoard's event files while run() runs, with --tensorboard
+        self.logged = LoggedSums()  # of the current epoch
+        self.tensorboard: TensorBoard | NoTensorBoard = (
+            NoTensorBoard()
+        )  # TensorBoard's event files while run() runs, with --tensorboard
         if config.tensorboard and writer:
-            require_tensorboardx()              # before anything is written: one line where it is missing
+            require_tensorboardx()  # before anything is written: one line where it is missing
         # Where loss and accuracy stand with nothing learned, shown beside them: ln(K+1) a loss term, 1/(K+1).
         self.chance_loss = chance_loss(config.K, 2 if config.symmetric else 1)
-        self.chance_acc1 = 100.0 * chance_accuracy(config.K)        # %
+        self.chance_acc1 = 100.0 * chance_accuracy(config.K)  # %
 
     @property
     def run_dir(self) -> Path:
@@ -172,10 +182,13 @@ class Trainer:
         checkpoint is saved and StoppedBySignal raised.
         """
         c, directory = self.config, self.directory
-        with directory.lock(), np.errstate(all="ignore"):   # the finite checks speak, not NumPy's warnings
+        with directory.lock(), np.errstate(all="ignore"):  # the finite checks speak, not NumPy's warnings
             directory.open(self.checkpoint_bytes(), self.global_step, c.to_dict(), self.log)
-            self.tensorboard = (TensorBoard(directory.tensorboard, c, self.global_step)
-                                if c.tensorboard and directory.writer else NoTensorBoard())
+            self.tensorboard = (
+                TensorBoard(directory.tensorboard, c, self.global_step)
+                if c.tensorboard and directory.writer
+                else NoTensorBoard()
+            )
             try:
                 return self._train_to_the_end(stop)
             finally:
@@ -191,9 +204,9 @@ class Trainer:
                 self.append(record)
         summary: dict = {}
         while self.epoch < c.epochs and not (c.max_steps and self.global_step >= c.max_steps):
-            summary, signal = self.run_epoch(stop)          # each epoch (and a stop within one) is saved
+            summary, signal = self.run_epoch(stop)  # each epoch (and a stop within one) is saved
             if signal is not None:
-                self.comm.barrier()      # every process waits until rank 0 has saved, then all stop
+                self.comm.barrier()  # every process waits until rank 0 has saved, then all stop
                 raise StoppedBySignal(signal)
         final = {**summary, "kind": "final", "epoch": self.epoch, "global_step": self.global_step}
         if self.monitor.test_set is not None:
@@ -217,41 +230,69 @@ class Trainer:
         self.data_rng.bit_generator.state = self.epoch_start_data_state
         order = self.data_rng.permutation(len(self.train_set))
         steps = self.steps_per_epoch
-        in_bar = min(steps - self.step_in_epoch, self.run_steps_left())      # this epoch's steps still to run
-        progress = self.progress(self.step_in_epoch + in_bar, f"epoch {self.epoch + 1}/{c.epochs}",
-                                 done=self.step_in_epoch, after=self.run_steps_left() - in_bar, every=c.log_every)
+        in_bar = min(steps - self.step_in_epoch, self.run_steps_left())  # this epoch's steps still to run
+        progress = self.progress(
+            self.step_in_epoch + in_bar,
+            f"epoch {self.epoch + 1}/{c.epochs}",
+            done=self.step_in_epoch,
+            after=self.run_steps_left() - in_bar,
+            every=c.log_every,
+        )
         pending, signal, started, images = [], None, time.perf_counter(), 0
-        interval_started, data_seconds = started, 0.0      # since the last logged step: wall time, batch and views
+        interval_started, data_seconds = started, 0.0  # since the last logged step: wall time, batch and views
         while self.step_in_epoch < steps and not (c.max_steps and self.global_step >= c.max_steps):
             data_started = time.perf_counter()
-            index = order[self.step_in_epoch * c.batch_size:(self.step_in_epoch + 1) * c.batch_size]
+            index = order[self.step_in_epoch * c.batch_size : (self.step_in_epoch + 1) * c.batch_size]
             x_q, x_k = two_views(self.train_set.images, index, self.augment, self.aug_rng, self.backend, comm)
             data_seconds += time.perf_counter() - data_started
             m = momentum_at_step(c.m, self.global_step, self.total_steps, c.m_cos)
-            with np.errstate(all="ignore"):          # a diverging step's overflow is reported by the check below
+            with np.errstate(all="ignore"):  # a diverging step's overflow is reported by the check below
                 result = model.step(x_q, x_k, m=m, lr=lr)
-            result["finite"] = finite_flags({"loss": result["loss"], **self.training_state()})   # on the device
+            result["finite"] = finite_flags({"loss": result["loss"], **self.training_state()})  # on the device
             pending.append(result)
-            self.monitor.after_step(index)                                         # the queue's labels, in step
-            self.step_in_epoch, self.global_step, images = self.step_in_epoch + 1, self.global_step + 1, images + len(index)
-            signal = agreed_signal(comm, stop.received if stop else None)          # every step, on every process
+            self.monitor.after_step(index)  # the queue's labels, in step
+            self.step_in_epoch, self.global_step, images = (
+                self.step_in_epoch + 1,
+                self.global_step + 1,
+                images + len(index),
+            )
+            signal = agreed_signal(comm, stop.received if stop else None)  # every step, on every process
             fields = None
-            if len(pending) >= c.log_every or self.step_in_epoch == steps or self.global_step == c.max_steps \
-                    or signal is not None:
+            if (
+                len(pending) >= c.log_every
+                or self.step_in_epoch == steps
+                or self.global_step == c.max_steps
+                or signal is not None
+            ):
                 loss, acc = self._mean_over_processes(pending)
                 pending = []
                 self.logged.add(loss, acc)
                 now = time.perf_counter()
                 rate, data_share = images / (now - started), data_seconds / (now - interval_started)
                 interval_started, data_seconds = now, 0.0
-                self.append({"kind": "step", "epoch": self.epoch, "global_step": self.global_step, "loss": loss,
-                             "acc1": 100.0 * acc, "lr": lr, "m": m, "images_per_s": rate, "data_share": data_share})
-                fields = [f"loss {loss:.3f} (chance {self.chance_loss:.3f})",
-                          f"acc {100 * acc:.1f}% (chance {self.chance_acc1:.2g}%)", f"lr {lr:.4f}",
-                          f"{rate:.0f} img/s", f"data {100 * data_share:.0f} %"]
+                self.append(
+                    {
+                        "kind": "step",
+                        "epoch": self.epoch,
+                        "global_step": self.global_step,
+                        "loss": loss,
+                        "acc1": 100.0 * acc,
+                        "lr": lr,
+                        "m": m,
+                        "images_per_s": rate,
+                        "data_share": data_share,
+                    }
+                )
+                fields = [
+                    f"loss {loss:.3f} (chance {self.chance_loss:.3f})",
+                    f"acc {100 * acc:.1f}% (chance {self.chance_acc1:.2g}%)",
+                    f"lr {lr:.4f}",
+                    f"{rate:.0f} img/s",
+                    f"data {100 * data_share:.0f} %",
+                ]
             progress.show(self.step_in_epoch, fields)
             if signal is not None:
-                break            # a signal: this step is done; the checkpoint below is of it
+                break  # a signal: this step is done; the checkpoint below is of it
         progress.close()
         record = self._end_epoch(lr, time.perf_counter() - started)
         self.save()
@@ -261,9 +302,16 @@ class Trainer:
         """The epoch record (appended, with the monitor's records when it is due), and the next epoch's start
         when this one is done."""
         done = self.step_in_epoch >= self.steps_per_epoch
-        record: dict[str, Any] = {"kind": "epoch", "epoch": self.epoch, "global_step": self.global_step,
-                  "loss": self.logged.mean_loss(), "acc1": self.logged.mean_acc1_percent(), "lr": lr,
-                  "seconds": seconds, "complete": done}
+        record: dict[str, Any] = {
+            "kind": "epoch",
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "loss": self.logged.mean_loss(),
+            "acc1": self.logged.mean_acc1_percent(),
+            "lr": lr,
+            "seconds": seconds,
+            "complete": done,
+        }
         measured = []
         if done:
             self.epoch, self.step_in_epoch, self.logged = self.epoch + 1, 0, LoggedSums()
@@ -276,8 +324,10 @@ class Trainer:
             self.append(r)
         if record["loss"] is not None:
             knn = f" kNN top-1 {record['knn_top1']:.2f}%" if "knn_top1" in record else ""
-            self.log(f"epoch {record['epoch'] + 1}: loss {record['loss']:.4f} (chance {self.chance_loss:.4f}) "
-                     f"acc {record['acc1']:.1f}% (chance {self.chance_acc1:.2g}%){knn}")
+            self.log(
+                f"epoch {record['epoch'] + 1}: loss {record['loss']:.4f} (chance {self.chance_loss:.4f}) "
+                f"acc {record['acc1']:.1f}% (chance {self.chance_acc1:.2g}%){knn}"
+            )
         elif "knn_top1" in record:
             self.log(f" kNN top-1 {record['knn_top1']:.2f}%")
         return record
@@ -290,8 +340,8 @@ class Trainer:
             NonFiniteLoss: a pending step left a NaN or ±inf in its loss or in the state, on any process; the
                 line names the first such step and, on this process, the first such value.
         """
-        flags = to_numpy(self.backend.xp.stack([s["finite"] for s in pending]))      # (steps, n)
-        bad_here = ~flags.all(axis=1)                                                 # (steps,)
+        flags = to_numpy(self.backend.xp.stack([s["finite"] for s in pending]))  # (steps, n)
+        bad_here = ~flags.all(axis=1)  # (steps,)
         loss = sum(float(s["loss"]) for s in pending) / len(pending)
         acc = sum(float(s["acc1"]) for s in pending) / len(pending)
         loss, acc, *bad = self.comm.allreduce_host_mean([loss, acc, *bad_here.astype(float)])
@@ -311,8 +361,10 @@ class Trainer:
             what = "a value on another process became inf or nan"
         else:
             what = f"{broken} became inf or nan"
-        raise NonFiniteLoss(f"{what} at step {step} (epoch {self.epoch + 1}); training stopped "
-                            f"{self.directory.kept()}; try a lower --lr or a larger --moco-t")
+        raise NonFiniteLoss(
+            f"{what} at step {step} (epoch {self.epoch + 1}); training stopped "
+            f"{self.directory.kept()}; try a lower --lr or a larger --moco-t"
+        )
 
     # ------------------------------------------------------------- checkpoints
     def save(self) -> Path | None:
@@ -323,27 +375,41 @@ class Trainer:
         arrays = {name: to_numpy(a) for name, a in arrays.items()}  # the one copy to the host
         broken = first_non_finite(arrays)
         if broken is not None:  # never over the last finite checkpoint
-            raise NonFiniteLoss(f"{broken} became inf or nan by step {self.global_step} (epoch "
-                                f"{self.epoch + (1 if self.step_in_epoch else 0)}); training stopped "
-                                f"{self.directory.kept()}; try a lower --lr or a larger --moco-t")
+            raise NonFiniteLoss(
+                f"{broken} became inf or nan by step {self.global_step} (epoch "
+                f"{self.epoch + (1 if self.step_in_epoch else 0)}); training stopped "
+                f"{self.directory.kept()}; try a lower --lr or a larger --moco-t"
+            )
         every = self.config.save_every
         keep = self.epoch if every and self.step_in_epoch == 0 and self.epoch % every == 0 else None
         saved = self.directory.save(arrays, self.checkpoint_meta(), keep_epoch=keep)
-        self.tensorboard.flush()                # its events up to this checkpoint, as the metrics
+        self.tensorboard.flush()  # its events up to this checkpoint, as the metrics
         return saved
 
     def training_state(self) -> dict:
         """The model's state and the optimiser's buffers, by their checkpoint names (the arrays themselves)."""
-        return {**self.model.state_dict(),
-                **{f"optimizer.{k}": v for k, v in self.model.optimizer.state_dict().items()}}
+        return {
+            **self.model.state_dict(),
+            **{f"optimizer.{k}": v for k, v in self.model.optimizer.state_dict().items()},
+        }
 
     def checkpoint_meta(self) -> dict:
-        return {"format": "moco-ref checkpoint v1", "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                "global_step": self.global_step, "arch": self.config.arch, "config": self.config.to_dict(),
-                "world_size": self.comm.size, "logged_this_epoch": asdict(self.logged),
-                "knn_top1_untrained": self.monitor.knn_top1_untrained,
-                "rng": {"data_epoch_start": self.epoch_start_data_state, "augment": self.aug_rng.bit_generator.state,
-                        "shuffle": self.model.shuffle_rng.bit_generator.state}}
+        return {
+            "format": "moco-ref checkpoint v1",
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "arch": self.config.arch,
+            "config": self.config.to_dict(),
+            "world_size": self.comm.size,
+            "logged_this_epoch": asdict(self.logged),
+            "knn_top1_untrained": self.monitor.knn_top1_untrained,
+            "rng": {
+                "data_epoch_start": self.epoch_start_data_state,
+                "augment": self.aug_rng.bit_generator.state,
+                "shuffle": self.model.shuffle_rng.bit_generator.state,
+            },
+        }
 
     def checkpoint_bytes(self) -> int:
         """About the size of one checkpoint file: the bytes of its arrays, a header each, and the metadata."""
@@ -360,14 +426,17 @@ class Trainer:
         path = Path(checkpoint) if checkpoint is not None else self.directory.last_checkpoint
         arrays, meta = self.directory.load(path)
         if meta.get("world_size", 1) != self.comm.size:
-            raise CheckpointError(f"{path} was written by a run of {meta.get('world_size', 1)} process(es) and is "
-                                  f"resumed with {self.comm.size}; resume it with the same number "
-                                  f"(mpiexec -n {meta.get('world_size', 1)})")
+            raise CheckpointError(
+                f"{path} was written by a run of {meta.get('world_size', 1)} process(es) and is "
+                f"resumed with {self.comm.size}; resume it with the same number "
+                f"(mpiexec -n {meta.get('world_size', 1)})"
+            )
         try:
             self.model.load_state_dict(arrays)
             self.model.optimizer.load_state_dict(
-                {k[len("optimizer."):]: v for k, v in arrays.items() if k.startswith("optimizer.")},
-                self.backend.to_device)
+                {k[len("optimizer.") :]: v for k, v in arrays.items() if k.startswith("optimizer.")},
+                self.backend.to_device,
+            )
         except (KeyError, ValueError) as error:
             raise CheckpointError(f"{path} does not match this model: {error}") from None
         self.epoch, self.step_in_epoch, self.global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]

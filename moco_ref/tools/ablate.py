@@ -61,10 +61,12 @@ PAPER_MOMENTUM_SOURCE = "MoCo v1 (He et al., 2020): ResNet-50, K = 4096, ImageNe
 # MoCo v1, the queue size: its Figure 3 shows accuracy rising with K from 256 to 65536; the two values the
 # paper states in its text and tables are these (m = 0.999, ImageNet linear top-1, %).
 PAPER_QUEUE = {4096: 59.0, 65536: 60.6}
-PAPER_QUEUE_SOURCE = ("MoCo v1 (He et al., 2020): ResNet-50, ImageNet linear top-1; 59.0 at K = 4096 (the momentum "
-                      "ablation's m = 0.999 row), 60.6 at K = 65536 (the main result); its Figure 3 shows accuracy "
-                      "rising with K from 256 to 65536")
-UNSHUFFLED = "-unshuffled"      # a shuffle-bn row whose keys stay in their queries' BatchNorm groups
+PAPER_QUEUE_SOURCE = (
+    "MoCo v1 (He et al., 2020): ResNet-50, ImageNet linear top-1; 59.0 at K = 4096 (the momentum "
+    "ablation's m = 0.999 row), 60.6 at K = 65536 (the main result); its Figure 3 shows accuracy "
+    "rising with K from 256 to 65536"
+)
+UNSHUFFLED = "-unshuffled"  # a shuffle-bn row whose keys stay in their queries' BatchNorm groups
 
 # The files of an ablation's folder, beside its runs' folders.
 REPORT_MD, REPORT_JSON, REPORT_PNG = "ablation.md", "ablation.json", "ablation.png"
@@ -80,17 +82,17 @@ class Study:
     """
 
     name: str
-    fields: tuple          # the configuration fields a row sets
-    column: str            # the table's first column
+    fields: tuple  # the configuration fields a row sets
+    column: str  # the table's first column
     question: str
 
     def default_values(self, base: TrainConfig, train_size: int) -> list:
         if self.name == "momentum":
             return [0.0, 0.9, 0.99, 0.999]
         if self.name == "queue":
-            powers = [16 * 4 ** i for i in range(12) if 16 * 4 ** i <= train_size] or [16]
+            powers = [16 * 4**i for i in range(12) if 16 * 4**i <= train_size] or [16]
             return powers[-4:]
-        groups = base.bn_splits if base.bn_splits > 2 else 8                   # the paper's 8 GPUs
+        groups = base.bn_splits if base.bn_splits > 2 else 8  # the paper's 8 GPUs
         return self._arms([groups if base.batch_size % groups == 0 else 2, 1])
 
     @staticmethod
@@ -131,15 +133,16 @@ class Study:
         try:
             values = [kind(v) for v in text.replace(" ", "").split(",") if v]
         except ValueError:
-            raise UserError(f"--values {text!r}: give {'numbers' if kind is float else 'integers'} "
-                            f"separated by commas") from None
+            raise UserError(
+                f"--values {text!r}: give {'numbers' if kind is float else 'integers'} separated by commas"
+            ) from None
         if not values:
             raise UserError(f"--values {text!r} names no value")
         for v in values:
             refusal = declared.refusal(v)
             if refusal:
                 raise UserError(f"--values: {v:g} is not a possible {declared.flag}, which {refusal}")
-        values = list(dict.fromkeys(values))   # in the order given, without repeats
+        values = list(dict.fromkeys(values))  # in the order given, without repeats
         return self._arms(values) if self.name == "shuffle-bn" else values
 
 
@@ -152,9 +155,13 @@ def _groups(value) -> tuple:
 STUDIES = {
     "momentum": Study("momentum", ("m",), "m", "how consistent must the negatives be? (the key encoder's momentum m)"),
     "queue": Study("queue", ("K",), "K", "how many negatives? (the queue size K)"),
-    "shuffle-bn": Study("shuffle-bn", ("bn_splits", "shuffle_bn"), "BatchNorm groups",
-                        "can BatchNorm leak the positive? (S BatchNorm groups with the keys shuffled across them, the "
-                        "same groups with every key in its query's group, and one group)"),
+    "shuffle-bn": Study(
+        "shuffle-bn",
+        ("bn_splits", "shuffle_bn"),
+        "BatchNorm groups",
+        "can BatchNorm leak the positive? (S BatchNorm groups with the keys shuffled across them, the "
+        "same groups with every key in its query's group, and one group)",
+    ),
 }
 
 
@@ -165,7 +172,7 @@ class Outcome:
     value: float | str
     setting: str
     run_dir: str
-    status: str                              # "finished" or "failed"
+    status: str  # "finished" or "failed"
     knn_top1: float | None = None
     knn_top1_untrained: float | None = None
     knn_curve: dict = field(default_factory=lambda: {"epochs": [], "top1": []})
@@ -176,7 +183,7 @@ class Outcome:
     epochs: int = 0
     global_step: int = 0
     error: str | None = None
-    false_negatives: float | None = None     # the last measurement's share of same-class keys in the queue (%)
+    false_negatives: float | None = None  # the last measurement's share of same-class keys in the queue (%)
 
 
 # ------------------------------------------------------------------ the runs
@@ -189,8 +196,10 @@ def _check_same_recipe(stored: TrainConfig, wanted: TrainConfig, run_dir: Path) 
     changed = changed_settings(stored, wanted)
     if changed:
         name = changed[0]
-        raise UserError(f"{run_dir} holds a run with {OPTIONS[name].flag} {getattr(stored, name)}, this ablation "
-                        f"asks for {getattr(wanted, name)}; give the flags of that ablation again, or another --out")
+        raise UserError(
+            f"{run_dir} holds a run with {OPTIONS[name].flag} {getattr(stored, name)}, this ablation "
+            f"asks for {getattr(wanted, name)}; give the flags of that ablation again, or another --out"
+        )
 
 
 def train_run(config: TrainConfig, run_dir: Path, log, stop=None) -> str:
@@ -207,12 +216,14 @@ def train_run(config: TrainConfig, run_dir: Path, log, stop=None) -> str:
     meta = read_meta(run_dir)
     _check_same_recipe(TrainConfig.from_dict(meta.get("config", {})), config, run_dir)
     if meta["epoch"] > config.epochs:
-        raise UserError(f"{run_dir} holds {meta['epoch']} epochs, more than --epochs {config.epochs}; "
-                        f"give --epochs {meta['epoch']} or another --out")
+        raise UserError(
+            f"{run_dir} holds {meta['epoch']} epochs, more than --epochs {config.epochs}; "
+            f"give --epochs {meta['epoch']} or another --out"
+        )
     if finished(directory, meta, config):
         return "finished"
     trainer = Trainer(config, run_dir, log=log)
-    trainer.restore()                            # run() then drops the records logged after this checkpoint
+    trainer.restore()  # run() then drops the records logged after this checkpoint
     log(f"resuming {run_dir} at epoch {trainer.epoch + 1}, step {trainer.global_step}")
     trainer.run(stop=stop)
     return "resumed"
@@ -239,8 +250,15 @@ def probe_run(run_dir: Path, probe_epochs: int, log) -> dict | None:
         log("note: no linear probe: the data has no labels")
         return None
     log(f"linear probe of {run_dir.name}: {probe_epochs} epochs, features encoded once")
-    result = linear_probe(run.encoder_q, train, test, run.encoder_q.backend, epochs=probe_epochs, augment=False,
-                          progress=partial(Progress, delay=SLOW_S))
+    result = linear_probe(
+        run.encoder_q,
+        train,
+        test,
+        run.encoder_q.backend,
+        epochs=probe_epochs,
+        augment=False,
+        progress=partial(Progress, delay=SLOW_S),
+    )
     result["global_step"] = run.meta["global_step"]
     directory.write_json(PROBE, result)
     return result
@@ -275,8 +293,9 @@ def read_outcome(study: Study, value, run_dir: Path, probe: dict | None) -> Outc
     return outcome
 
 
-def run_ablation(study_name: str, base: TrainConfig, out_dir, values=None, probe_epochs: int = PROBE_EPOCHS,
-                 log=None, stop=None) -> dict:
+def run_ablation(
+    study_name: str, base: TrainConfig, out_dir, values=None, probe_epochs: int = PROBE_EPOCHS, log=None, stop=None
+) -> dict:
     """Trains (or resumes, or reads back) every run of the study; returns the report (see ``write_report``).
 
     ``stop`` (moco_ref.run.stopping.StopSignals): once it has received a signal, the run in progress ends
@@ -290,9 +309,11 @@ def run_ablation(study_name: str, base: TrainConfig, out_dir, values=None, probe
     train_set = load_dataset(base.data, "train", base.image_size, base.seed)
     if values is None:
         values = study.default_values(base, len(train_set))
-    planned = [(value, TrainConfig.from_dict({**base.to_dict(), **study.changes(value)}), out_dir / study.run_name(value))
-               for value in values]
-    for _, config, run_dir in planned:     # what would stop a later run is refused before anything trains
+    planned = [
+        (value, TrainConfig.from_dict({**base.to_dict(), **study.changes(value)}), out_dir / study.run_name(value))
+        for value in values
+    ]
+    for _, config, run_dir in planned:  # what would stop a later run is refused before anything trains
         check_batchable(train_set, config.batch_size, config.bn_splits)
         check_batchnorm_values(config)
         check_run_folder(run_dir)
@@ -316,13 +337,20 @@ def run_ablation(study_name: str, base: TrainConfig, out_dir, values=None, probe
         else:
             log(f"{run_dir} failed before (its {FAILED} says why); delete the folder to try it again")
         outcomes.append(read_outcome(study, value, run_dir, probe))
-    return {"study": study.name, "varied": list(study.fields),
-            "flag": " and ".join(OPTIONS[name].flag.split("/")[0] for name in study.fields),
-            "question": study.question, "values": list(values), "config": base.to_dict(),
-            "probe_epochs": probe_epochs, "rows": [asdict(o) for o in outcomes],
-            "shape": shape_line(study, outcomes, probe_epochs > 0),
-            "paper": _paper(study),
-            "seconds": time.perf_counter() - started, "out": str(out_dir)}
+    return {
+        "study": study.name,
+        "varied": list(study.fields),
+        "flag": " and ".join(OPTIONS[name].flag.split("/")[0] for name in study.fields),
+        "question": study.question,
+        "values": list(values),
+        "config": base.to_dict(),
+        "probe_epochs": probe_epochs,
+        "rows": [asdict(o) for o in outcomes],
+        "shape": shape_line(study, outcomes, probe_epochs > 0),
+        "paper": _paper(study),
+        "seconds": time.perf_counter() - started,
+        "out": str(out_dir),
+    }
 
 
 # ------------------------------------------------------------------ the shape against the paper
@@ -333,7 +361,7 @@ def _score(outcome: Outcome, use_linear: bool) -> float:
 
 
 def _order(scores: dict) -> str:
-    """"0.99 > 0.999 = 0.9 > 0": the values from the highest score to the lowest, ties joined by "="."""
+    """ "0.99 > 0.999 = 0.9 > 0": the values from the highest score to the lowest, ties joined by "="."""
     ranked = sorted(scores, key=lambda v: -scores[v])
     text = f"{ranked[0]:g}"
     for before, value in zip(ranked, ranked[1:]):
@@ -373,15 +401,25 @@ def shape_line(study: Study, outcomes: list[Outcome], probed: bool) -> str:
             return "shape: fewer than two of the paper's m values were run; nothing to compare"
         best_here, best_paper = _extreme(ours, max), max(paper, key=lambda m: paper[m])
         low_here, low_paper = _extreme(ours, min), min(paper, key=lambda m: paper[m])
-        here = {name: " and ".join(f"{v:g}" for v in values) for name, values in
-                (("best", best_here), ("low", low_here))}
-        best = (f"best at m = {best_paper:g} in both" if best_here == [best_paper] else
-                f"best at m = {here['best']} here, at {best_paper:g} in the paper")
+        here = {
+            name: " and ".join(f"{v:g}" for v in values) for name, values in (("best", best_here), ("low", low_here))
+        }
+        best = (
+            f"best at m = {best_paper:g} in both"
+            if best_here == [best_paper]
+            else f"best at m = {here['best']} here, at {best_paper:g} in the paper"
+        )
         fails = " (where the paper's run fails)" if low_paper == 0 else ""
-        low = (f"m = {low_paper:g} lowest in both{fails}" if low_here == [low_paper] else
-               f"lowest at m = {here['low']} here, at {low_paper:g} in the paper{fails}")
-        order = ("the same order as the paper" if _order(ours) == _order(paper) else
-                 f"order here {_order(ours)}, in the paper {_order(paper)}")
+        low = (
+            f"m = {low_paper:g} lowest in both{fails}"
+            if low_here == [low_paper]
+            else f"lowest at m = {here['low']} here, at {low_paper:g} in the paper{fails}"
+        )
+        order = (
+            "the same order as the paper"
+            if _order(ours) == _order(paper)
+            else f"order here {_order(ours)}, in the paper {_order(paper)}"
+        )
         return f"shape ({metric} here, ImageNet linear top-1 in the paper): {best}; {low}; {order}"
     if study.name == "queue":
         return _queue_shape(ours, {o.value: o.false_negatives for o in outcomes}, metric)
@@ -392,37 +430,50 @@ def _queue_shape(ours: dict, false_negatives: dict, metric: str) -> str:
     """This run's numbers as this run's, the paper's claim as the paper's, never one for the other."""
     ks = sorted(ours)
     path = " → ".join("failed" if ours[k] == -math.inf else f"{ours[k]:.1f}" for k in ks)
-    paper = (f"in the paper accuracy rises with K ({', '.join(f'{PAPER_QUEUE[k]:.1f} % at K = {k}' for k in PAPER_QUEUE)}"
-             f", ImageNet linear top-1)")
+    paper = (
+        f"in the paper accuracy rises with K ({', '.join(f'{PAPER_QUEUE[k]:.1f} % at K = {k}' for k in PAPER_QUEUE)}"
+        f", ImageNet linear top-1)"
+    )
     if len(ks) < 2:
         return f"shape: one K only here ({metric} {path} %); nothing to compare; {paper}"
     rises = all(ours[b] > ours[a] for a, b in zip(ks, ks[1:]))
     best = " and ".join(map(str, _extreme(ours, max)))
     here = "rises with K at every step, as in the paper" if rises else f"does not rise with K (best at K = {best})"
     shares = [false_negatives.get(k) for k in ks]
-    known = ", false negatives " + " → ".join("—" if f is None else f"{f:.0f}" for f in shares) + " % of the queue" \
-        if any(f is not None for f in shares) else ""
+    known = (
+        ", false negatives " + " → ".join("—" if f is None else f"{f:.0f}" for f in shares) + " % of the queue"
+        if any(f is not None for f in shares)
+        else ""
+    )
     return f"shape: this run's {metric} {here} (K {ks[0]} → {ks[-1]}: {path} %{known}); {paper}"
 
 
 def _shuffle_shape(outcomes: list, use_linear: bool, metric: str) -> str:
     """For every S: the unshuffled row against the shuffled one, on the paper's two signs of the cheat."""
     finished = {o.value: o for o in outcomes if o.status == "finished"}
-    pairs = [(finished[v], finished[f"{_groups(v)[0]}{UNSHUFFLED}"]) for v in finished
-             if _groups(v)[1] and _groups(v)[0] > 1 and f"{_groups(v)[0]}{UNSHUFFLED}" in finished]
+    pairs = [
+        (finished[v], finished[f"{_groups(v)[0]}{UNSHUFFLED}"])
+        for v in finished
+        if _groups(v)[1] and _groups(v)[0] > 1 and f"{_groups(v)[0]}{UNSHUFFLED}" in finished
+    ]
     if not pairs:
         return "shape: the comparison needs a finished run with S > 1 groups, keys shuffled, and one without"
     parts = []
     for shuffled, unshuffled in pairs:
         higher_pretext = (unshuffled.acc1 or 0) > (shuffled.acc1 or 0)
         worse = _score(unshuffled, use_linear) < _score(shuffled, use_linear)
-        seen = {(True, True): "both seen here", (False, False): "neither seen here",
-                (True, False): "only the higher pretext accuracy seen here",
-                (False, True): "only the worse representation seen here"}[(higher_pretext, worse)]
-        parts.append(f"{_groups(shuffled.value)[0]} groups without the shuffle against with it: instance accuracy "
-                     f"{unshuffled.acc1:.1f} % vs {shuffled.acc1:.1f} %, {metric} {_score(unshuffled, use_linear):.1f} % "
-                     f"vs {_score(shuffled, use_linear):.1f} %; the paper's sign of the cheat (a higher pretext "
-                     f"accuracy and a worse representation without shuffle BN): {seen}")
+        seen = {
+            (True, True): "both seen here",
+            (False, False): "neither seen here",
+            (True, False): "only the higher pretext accuracy seen here",
+            (False, True): "only the worse representation seen here",
+        }[(higher_pretext, worse)]
+        parts.append(
+            f"{_groups(shuffled.value)[0]} groups without the shuffle against with it: instance accuracy "
+            f"{unshuffled.acc1:.1f} % vs {shuffled.acc1:.1f} %, {metric} {_score(unshuffled, use_linear):.1f} % "
+            f"vs {_score(shuffled, use_linear):.1f} %; the paper's sign of the cheat (a higher pretext "
+            f"accuracy and a worse representation without shuffle BN): {seen}"
+        )
     return "shape: " + "; ".join(parts)
 
 
@@ -443,11 +494,21 @@ def _number(value, digits: int = 1) -> str:
 def _recipe(config: dict, study: Study) -> str:
     """The settings every run shares, in words (the varied one left out)."""
     c = TrainConfig.from_dict(config)
-    parts = {"arch": f"{c.arch} width {c.width}", "data": f"data {c.data}", "epochs": f"{c.epochs} epochs",
-             "max_steps": f"at most {c.max_steps} steps" if c.max_steps else "", "batch_size": f"batch {c.batch_size}",
-             "lr": f"lr {c.lr:g}{' cosine' if c.cos else ''}", "K": f"K {c.K}", "m": f"m {c.m:g}", "T": f"T {c.T:g}",
-             "bn_splits": f"{c.bn_splits} BN groups", "aug": f"aug {c.aug}", "seed": f"seed {c.seed}",
-             "backend": f"backend {c.backend}"}
+    parts = {
+        "arch": f"{c.arch} width {c.width}",
+        "data": f"data {c.data}",
+        "epochs": f"{c.epochs} epochs",
+        "max_steps": f"at most {c.max_steps} steps" if c.max_steps else "",
+        "batch_size": f"batch {c.batch_size}",
+        "lr": f"lr {c.lr:g}{' cosine' if c.cos else ''}",
+        "K": f"K {c.K}",
+        "m": f"m {c.m:g}",
+        "T": f"T {c.T:g}",
+        "bn_splits": f"{c.bn_splits} BN groups",
+        "aug": f"aug {c.aug}",
+        "seed": f"seed {c.seed}",
+        "backend": f"backend {c.backend}",
+    }
     return ", ".join(text for name, text in parts.items() if text and name not in study.fields)
 
 
@@ -462,33 +523,54 @@ def markdown(report: dict) -> str:
         header.append("false negatives (%)")
     if paper:
         header.append("paper, ImageNet (%)")
-    lines = [f"# moco-ref ablate {study.name}", "", f"{study.question[0].upper()}{study.question[1:]}", "",
-             f"Every run: {_recipe(report['config'], study)}; only {report['flag']} differ(s).", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [
+        f"# moco-ref ablate {study.name}",
+        "",
+        f"{study.question[0].upper()}{study.question[1:]}",
+        "",
+        f"Every run: {_recipe(report['config'], study)}; only {report['flag']} differ(s).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for row in rows:
         failed = row.status == "failed"
-        cells = [row.setting, "failed" if failed else _number(row.knn_top1),
-                 "failed" if failed else _number(row.linear_top1), _number(row.loss, 3), _number(row.acc1),
-                 f"{row.train_seconds:.0f}"]
+        cells = [
+            row.setting,
+            "failed" if failed else _number(row.knn_top1),
+            "failed" if failed else _number(row.linear_top1),
+            _number(row.loss, 3),
+            _number(row.acc1),
+            f"{row.train_seconds:.0f}",
+        ]
         if study.name == "queue":
             cells.append(_number(row.false_negatives))
         if paper:
             cells.append(_paper_cell(study, row.value))
         lines.append("| " + " | ".join(cells) + " |")
     untrained = next((r.knn_top1_untrained for r in rows if r.knn_top1_untrained is not None), None)
-    lines += ["", f"kNN top-1: k = {TrainConfig.from_dict(report['config']).knn_k} on the held-out split after the "
-              f"last epoch" + (f" (the untrained encoder: {untrained:.1f} %)" if untrained is not None else "") + ". "
-              f"Linear top-1: main_lincls's probe (SGD lr 30, momentum 0.9, {report['probe_epochs']} epochs, lr ×0.1 "
-              f"at 60 % and 80 %), training features encoded once (--no-augment), the final classifier. Loss and "
-              f"instance accuracy: the last epoch's mean InfoNCE loss and (K+1)-way accuracy. Train time: the "
-              f"epochs' wall time, without the kNN monitor and the probe."]
+    lines += [
+        "",
+        f"kNN top-1: k = {TrainConfig.from_dict(report['config']).knn_k} on the held-out split after the "
+        f"last epoch" + (f" (the untrained encoder: {untrained:.1f} %)" if untrained is not None else "") + ". "
+        f"Linear top-1: main_lincls's probe (SGD lr 30, momentum 0.9, {report['probe_epochs']} epochs, lr ×0.1 "
+        f"at 60 % and 80 %), training features encoded once (--no-augment), the final classifier. Loss and "
+        f"instance accuracy: the last epoch's mean InfoNCE loss and (K+1)-way accuracy. Train time: the "
+        f"epochs' wall time, without the kNN monitor and the probe.",
+    ]
     if study.name == "queue":
-        lines += ["", "The loss is not comparable across K: its chance level log(K+1) grows with K. False negatives: "
-                  "the share of the queue's keys whose image has the probe query's class, at the last measurement "
-                  "(with C balanced classes about 1/C)."]
+        lines += [
+            "",
+            "The loss is not comparable across K: its chance level log(K+1) grows with K. False negatives: "
+            "the share of the queue's keys whose image has the probe query's class, at the last measurement "
+            "(with C balanced classes about 1/C).",
+        ]
     if paper and study.name == "momentum":
-        rest = [f"m = {m:g}: {'fails' if top1 is None else f'{top1:.1f}'}" for m, top1 in PAPER_MOMENTUM.items()
-                if not any(math.isclose(m, float(r.value), abs_tol=1e-12) for r in rows)]
+        rest = [
+            f"m = {m:g}: {'fails' if top1 is None else f'{top1:.1f}'}"
+            for m, top1 in PAPER_MOMENTUM.items()
+            if not any(math.isclose(m, float(r.value), abs_tol=1e-12) for r in rows)
+        ]
         also = f" Also in the paper: {'; '.join(rest)}." if rest else ""
         lines += ["", f"Paper: {PAPER_MOMENTUM_SOURCE} (%).{also}"]
     elif paper:
@@ -519,9 +601,11 @@ def check_out_folder(out_dir) -> Path:
         foreign = sorted(name for name in os.listdir(out_dir) if not _written_by_ablation(out_dir / name))
     if foreign:
         others = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
-        raise RunDirectoryError(f"{out_dir} holds files that no ablation wrote ({foreign[0]}{others}); an "
-                                f"ablation writes only into a new folder, an empty one or its own: give a new or "
-                                f"empty --out")
+        raise RunDirectoryError(
+            f"{out_dir} holds files that no ablation wrote ({foreign[0]}{others}); an "
+            f"ablation writes only into a new folder, an empty one or its own: give a new or "
+            f"empty --out"
+        )
     return out_dir
 
 
@@ -558,7 +642,7 @@ def draw_curves(report: dict, out) -> Path:
     ax.set_ylabel("kNN top-1 (%)")
     measured = sorted({e for row in report["rows"] for e in row["knn_curve"]["epochs"]})
     if 0 < len(measured) <= 25:
-        ax.set_xticks(measured)                       # the epochs the monitor measured
+        ax.set_xticks(measured)  # the epochs the monitor measured
     else:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)

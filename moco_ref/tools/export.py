@@ -60,7 +60,7 @@ def encoder_state(arrays: dict, keep_fc: bool = False) -> dict:
     for name, array in arrays.items():
         if not name.startswith(PREFIX):
             continue
-        short = name[len(PREFIX):]
+        short = name[len(PREFIX) :]
         if keep_fc or not short.startswith("fc."):
             state[short] = np.asarray(array, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
     return state
@@ -99,8 +99,10 @@ def export_encoder(checkpoint, out, keep_fc: bool = False, replace: bool = False
     if suffix == ".safetensors":
         safetensors_numpy = _safetensors_module()
         if safetensors_numpy is None:
-            raise UserError(f"writing {out.name} needs the safetensors package: {SAFETENSORS_INSTALL} "
-                            f"(or give --out {out.with_suffix('.npz').name})")
+            raise UserError(
+                f"writing {out.name} needs the safetensors package: {SAFETENSORS_INSTALL} "
+                f"(or give --out {out.with_suffix('.npz').name})"
+            )
     for path in dict.fromkeys((out, out.with_suffix(".npz"))):
         check_output_file(path, "--out", replace)
 
@@ -108,9 +110,10 @@ def export_encoder(checkpoint, out, keep_fc: bool = False, replace: bool = False
     state = encoder_state(arrays, keep_fc)
     if not state:
         raise CheckpointError(f"{checkpoint} holds no {PREFIX}* arrays; is it a moco-ref MoCo checkpoint?")
-    dropped = sorted(name[len(PREFIX):] for name in arrays
-                     if name.startswith(PREFIX) and name[len(PREFIX):] not in state)
-    config = current_names(meta.get("config", {}))     # checkpoints of earlier versions name dim moco_dim
+    dropped = sorted(
+        name[len(PREFIX) :] for name in arrays if name.startswith(PREFIX) and name[len(PREFIX) :] not in state
+    )
+    config = current_names(meta.get("config", {}))  # checkpoints of earlier versions name dim moco_dim
     info = {key: config.get(key) for key in ("arch", "width", "dim", "mlp")}
 
     npz_path = out.with_suffix(".npz")
@@ -118,39 +121,55 @@ def export_encoder(checkpoint, out, keep_fc: bool = False, replace: bool = False
         write_atomically(npz_path, lambda f: np.savez(f, **state))
     files = [npz_path]
     if safetensors_numpy is not None:
-        metadata = {"format": "pt", "source": "moco-ref encoder_q",
-                    **{k: json.dumps(v) for k, v in info.items() if v is not None}}
+        metadata = {
+            "format": "pt",
+            "source": "moco-ref encoder_q",
+            **{k: json.dumps(v) for k, v in info.items() if v is not None},
+        }
         data = safetensors_numpy.save(state, metadata=metadata)
         with refused(out, "--out"):
             write_atomically(out, lambda f: f.write(data))
         files.append(out)
-    return {"files": [str(p) for p in files], "arrays": len(state), "dropped": dropped,
-            "arch": info["arch"], "width": info["width"], "dim": info["dim"], "mlp": info["mlp"]}
+    return {
+        "files": [str(p) for p in files],
+        "arrays": len(state),
+        "dropped": dropped,
+        "arch": info["arch"],
+        "width": info["width"],
+        "dim": info["dim"],
+        "mlp": info["mlp"],
+    }
 
 
 def loading_snippet(npz_path, arch=None, width=None, dim=None, mlp=False, keep_fc=False) -> str:
     """The few lines that load the exported ``.npz`` into a PyTorch model (printed by the CLI)."""
     if keep_fc and mlp:
-        head = (f"model.fc = torch.nn.Sequential(torch.nn.Linear({8 * (width or 64)}, {8 * (width or 64)}), "
-                f"torch.nn.ReLU(), torch.nn.Linear({8 * (width or 64)}, {dim}))   # the MLP head\n")
+        head = (
+            f"model.fc = torch.nn.Sequential(torch.nn.Linear({8 * (width or 64)}, {8 * (width or 64)}), "
+            f"torch.nn.ReLU(), torch.nn.Linear({8 * (width or 64)}, {dim}))   # the MLP head\n"
+        )
         num_classes = f"{dim}"
     else:
         head = ""
         num_classes = f"{dim}" if keep_fc else "10"
     if arch in ("resnet18", "resnet10") and width == 64:
         blocks = "[2, 2, 2, 2]" if arch == "resnet18" else "[1, 1, 1, 1]"
-        model = (f"from torchvision.models.resnet import ResNet, BasicBlock\n"
-                 f"model = ResNet(BasicBlock, {blocks}, num_classes={num_classes})\n"
-                 f"model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)   # the CIFAR stem\n"
-                 f"model.maxpool = torch.nn.Identity()\n" + head)
+        model = (
+            f"from torchvision.models.resnet import ResNet, BasicBlock\n"
+            f"model = ResNet(BasicBlock, {blocks}, num_classes={num_classes})\n"
+            f"model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)   # the CIFAR stem\n"
+            f"model.maxpool = torch.nn.Identity()\n" + head
+        )
     else:
-        model = (f"model = ...  # a torchvision-style CIFAR ResNet ({arch}, width {width}): 3x3 stem, no max-pool,\n"
-                 f"             # like moco_ref/bench/torch_twin.py's CifarResNet\n"
-                 f"             # (torchvision's BasicBlock is width 64 only)\n")
+        model = (
+            f"model = ...  # a torchvision-style CIFAR ResNet ({arch}, width {width}): 3x3 stem, no max-pool,\n"
+            f"             # like moco_ref/bench/torch_twin.py's CifarResNet\n"
+            f"             # (torchvision's BasicBlock is width 64 only)\n"
+        )
     note = "" if keep_fc else "   # missing: fc.weight, fc.bias"
-    return ("import numpy as np, torch\n"
-            + model
-            + f"with np.load({str(npz_path)!r}, allow_pickle=False) as arrays:\n"
-            f"    state = {{name: torch.from_numpy(arrays[name]) for name in arrays.files}}\n"
-            f"missing, unexpected = model.load_state_dict(state, strict=False){note}\n"
-            f"model.eval()\n")
+    return (
+        "import numpy as np, torch\n" + model + f"with np.load({str(npz_path)!r}, allow_pickle=False) as arrays:\n"
+        f"    state = {{name: torch.from_numpy(arrays[name]) for name in arrays.files}}\n"
+        f"missing, unexpected = model.load_state_dict(state, strict=False){note}\n"
+        f"model.eval()\n"
+    )

@@ -31,10 +31,10 @@ ENCODER_TOLERANCE = 1e-5
 
 @dataclass
 class CheckResult:
-    name: str            # e.g. "conv2d 3×3 s2 p1 / dx"
-    error: float         # relative error, see the module docstring
-    worst_index: tuple   # index of the worst element
-    analytic: float      # value at that element
+    name: str  # e.g. "conv2d 3×3 s2 p1 / dx"
+    error: float  # relative error, see the module docstring
+    worst_index: tuple  # index of the worst element
+    analytic: float  # value at that element
     numeric: float
     tolerance: float
 
@@ -43,8 +43,10 @@ class CheckResult:
         return bool(self.error <= self.tolerance)
 
     def describe(self) -> str:
-        return (f"{self.name}: relative error {self.error:.2e} > {self.tolerance:.0e}; worst element "
-                f"{self.worst_index}: analytic {self.analytic:.10g}, numeric {self.numeric:.10g}")
+        return (
+            f"{self.name}: relative error {self.error:.2e} > {self.tolerance:.0e}; worst element "
+            f"{self.worst_index}: analytic {self.analytic:.10g}, numeric {self.numeric:.10g}"
+        )
 
 
 def numerical_gradient(loss: Callable[[], float], x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
@@ -88,12 +90,19 @@ def compare(name: str, analytic, numeric, tolerance: float = LAYER_TOLERANCE) ->
     if a.shape != n.shape:
         raise ValueError(f"{name}: shapes differ, {a.shape} vs {n.shape}")
     error, worst = relative_error(a, n)
-    return CheckResult(name, error, worst, float(a[worst]) if a.size else 0.0, float(n[worst]) if n.size else 0.0,
-                       tolerance)
+    return CheckResult(
+        name, error, worst, float(a[worst]) if a.size else 0.0, float(n[worst]) if n.size else 0.0, tolerance
+    )
 
 
-def check_function(name: str, forward: Callable[..., np.ndarray], backward: Callable[..., dict],
-                   inputs: dict, rng: np.random.Generator, tolerance: float = LAYER_TOLERANCE) -> list[CheckResult]:
+def check_function(
+    name: str,
+    forward: Callable[..., np.ndarray],
+    backward: Callable[..., dict],
+    inputs: dict,
+    rng: np.random.Generator,
+    tolerance: float = LAYER_TOLERANCE,
+) -> list[CheckResult]:
     """Checks ``backward`` against central differences of ``forward``.
 
     Args:
@@ -110,9 +119,16 @@ def check_function(name: str, forward: Callable[..., np.ndarray], backward: Call
     return results
 
 
-def check_directions(name: str, loss: Callable[[], float], params: dict, grads: dict,
-                     rng: np.random.Generator, directions: int = 3, eps: float = 1e-6,
-                     tolerance: float = ENCODER_TOLERANCE) -> list[CheckResult]:
+def check_directions(
+    name: str,
+    loss: Callable[[], float],
+    params: dict,
+    grads: dict,
+    rng: np.random.Generator,
+    directions: int = 3,
+    eps: float = 1e-6,
+    tolerance: float = ENCODER_TOLERANCE,
+) -> list[CheckResult]:
     """Checks Σ ∇L·v against (L(θ + εv) − L(θ − εv)) / 2ε along random unit directions v.
 
     ``params`` are float64 host arrays that ``loss`` reads; they are restored afterwards.
@@ -148,12 +164,15 @@ def _layer_checks(rng: np.random.Generator) -> list[CheckResult]:
             f"conv2d {k}x{k} s{s} p{p}",
             lambda x, w: conv.conv2d_forward(x, w, s, p)[0],
             lambda g, x, w: dict(zip(("x", "w"), conv.conv2d_backward(g, conv.conv2d_forward(x, w, s, p)[1]))),
-            {"x": x.copy(), "w": w}, rng)
+            {"x": x.copy(), "w": w},
+            rng,
+        )
 
     gamma, beta = rng.standard_normal(3) + 1.0, rng.standard_normal(3)
     stats = (rng.standard_normal(3), rng.uniform(0.5, 2.0, 3))
     xb = rng.standard_normal((4, 3, 3, 3))
     for training, splits in ((True, 1), (True, 2), (False, 1)):
+
         def bn_forward(x, gamma, beta):
             return batchnorm.batchnorm_forward(x, gamma, beta, *stats, training, splits)[0]
 
@@ -162,32 +181,46 @@ def _layer_checks(rng: np.random.Generator) -> list[CheckResult]:
             return dict(zip(("x", "gamma", "beta"), batchnorm.batchnorm_backward(g, cache)))
 
         label = f"batchnorm {'train' if training else 'eval'} splits={splits}"
-        results += check_function(label, bn_forward, bn_backward,
-                                  {"x": xb.copy(), "gamma": gamma.copy(), "beta": beta.copy()}, rng)
+        results += check_function(
+            label, bn_forward, bn_backward, {"x": xb.copy(), "gamma": gamma.copy(), "beta": beta.copy()}, rng
+        )
 
-        def bn_add_relu_forward(x, gamma, beta, residual):   # a BasicBlock's end: relu(bn(x) + residual)
+        def bn_add_relu_forward(x, gamma, beta, residual):  # a BasicBlock's end: relu(bn(x) + residual)
             return batchnorm.batchnorm_forward(x, gamma, beta, *stats, training, splits, residual, True)[0]
 
         def bn_add_relu_backward(g, x, gamma, beta, residual):
             cache = batchnorm.batchnorm_forward(x, gamma, beta, *stats, training, splits, residual, True)[2]
             return dict(zip(("x", "gamma", "beta", "residual"), batchnorm.batchnorm_backward(g, cache)))
 
-        results += check_function(label + " + residual + relu", bn_add_relu_forward, bn_add_relu_backward,
-                                  {"x": xb.copy(), "gamma": gamma.copy(), "beta": beta.copy(),
-                                   "residual": rng.standard_normal(xb.shape)}, rng)
+        results += check_function(
+            label + " + residual + relu",
+            bn_add_relu_forward,
+            bn_add_relu_backward,
+            {"x": xb.copy(), "gamma": gamma.copy(), "beta": beta.copy(), "residual": rng.standard_normal(xb.shape)},
+            rng,
+        )
 
     results += check_function(
-        "relu", basic.relu_forward,
+        "relu",
+        basic.relu_forward,
         lambda g, x: {"x": basic.relu_backward(g, basic.relu_forward(x))},
-        {"x": rng.standard_normal((3, 7))}, rng)
+        {"x": rng.standard_normal((3, 7))},
+        rng,
+    )
     results += check_function(
-        "global avg pool", lambda x: basic.global_avg_pool_forward(x)[0],
+        "global avg pool",
+        lambda x: basic.global_avg_pool_forward(x)[0],
         lambda g, x: {"x": basic.global_avg_pool_backward(g, x.shape)},
-        {"x": rng.standard_normal((2, 3, 4, 5))}, rng)
+        {"x": rng.standard_normal((2, 3, 4, 5))},
+        rng,
+    )
     results += check_function(
-        "linear", lambda x, w, b: basic.linear_forward(x, w, b)[0],
+        "linear",
+        lambda x, w, b: basic.linear_forward(x, w, b)[0],
         lambda g, x, w, b: dict(zip(("x", "w", "b"), basic.linear_backward(g, (x, w)))),
-        {"x": rng.standard_normal((4, 5)), "w": rng.standard_normal((3, 5)), "b": rng.standard_normal(3)}, rng)
+        {"x": rng.standard_normal((4, 5)), "w": rng.standard_normal((3, 5)), "b": rng.standard_normal(3)},
+        rng,
+    )
 
     def mlp_forward(x, w0, b0, w2, b2):
         h = basic.relu_forward(basic.linear_forward(x, w0, b0)[0])
@@ -201,14 +234,26 @@ def _layer_checks(rng: np.random.Generator) -> list[CheckResult]:
         return {"x": dx, "w0": dw0, "b0": db0, "w2": dw2, "b2": db2}
 
     results += check_function(
-        "mlp head", mlp_forward, mlp_backward,
-        {"x": rng.standard_normal((4, 6)), "w0": rng.standard_normal((6, 6)), "b0": rng.standard_normal(6),
-         "w2": rng.standard_normal((3, 6)), "b2": rng.standard_normal(3)}, rng)
+        "mlp head",
+        mlp_forward,
+        mlp_backward,
+        {
+            "x": rng.standard_normal((4, 6)),
+            "w0": rng.standard_normal((6, 6)),
+            "b0": rng.standard_normal(6),
+            "w2": rng.standard_normal((3, 6)),
+            "b2": rng.standard_normal(3),
+        },
+        rng,
+    )
 
     results += check_function(
-        "l2 normalize", lambda x: L.normalize_forward(x)[0],
+        "l2 normalize",
+        lambda x: L.normalize_forward(x)[0],
         lambda g, x: {"x": L.normalize_backward(g, L.normalize_forward(x)[1])},
-        {"x": rng.standard_normal((4, 6))}, rng)
+        {"x": rng.standard_normal((4, 6))},
+        rng,
+    )
 
     def unit(shape):
         v = rng.standard_normal(shape)
@@ -216,17 +261,29 @@ def _layer_checks(rng: np.random.Generator) -> list[CheckResult]:
 
     queue = unit((7, 6))
     results += check_function(
-        "info_nce T=0.2", lambda q, k: L.info_nce(q, k, queue, 0.2)[0],
+        "info_nce T=0.2",
+        lambda q, k: L.info_nce(q, k, queue, 0.2)[0],
         lambda g, q, k: dict(zip(("q", "k"), (g * d for d in L.info_nce(q, k, queue, 0.2)[1:]))),
-        {"q": unit((4, 6)), "k": unit((4, 6))}, rng)
+        {"q": unit((4, 6)), "k": unit((4, 6))},
+        rng,
+    )
     return results
 
 
-def encoder_check(rng: np.random.Generator, arch="resnet10", width=2, mlp=True, bn_splits=2,
-                  directions: int = 3) -> list[CheckResult]:
+def encoder_check(
+    rng: np.random.Generator, arch="resnet10", width=2, mlp=True, bn_splits=2, directions: int = 3
+) -> list[CheckResult]:
     """The whole encoder, float64, along random directions in parameter space."""
-    encoder = build_encoder(arch, dim=5, width=width, mlp=mlp, bn_splits=bn_splits,
-                            backend="numpy", seed=int(rng.integers(1 << 31)), dtype="float64")
+    encoder = build_encoder(
+        arch,
+        dim=5,
+        width=width,
+        mlp=mlp,
+        bn_splits=bn_splits,
+        backend="numpy",
+        seed=int(rng.integers(1 << 31)),
+        dtype="float64",
+    )
     x = rng.standard_normal((4, 3, 8, 8))
     upstream = rng.standard_normal((4, 5))
 

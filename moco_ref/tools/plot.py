@@ -51,8 +51,9 @@ def read_metrics(run_dir) -> list[dict]:
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"cannot read the metrics of {run_dir}: {error}") from None
     if not records:
-        raise UserError(f"{run_dir} holds no metrics: it is not a moco-ref run directory, or the run has not "
-                        f"logged anything yet")
+        raise UserError(
+            f"{run_dir} holds no metrics: it is not a moco-ref run directory, or the run has not logged anything yet"
+        )
     return records
 
 
@@ -70,8 +71,18 @@ def _points(records, kind, x_key, y_key):
 
 
 # The fields of an "instruments" record that are drawn, each against the global step.
-INSTRUMENTS = ("alignment", "uniformity", "feature_std", "logit_pos", "logit_neg", "key_drift", "queue_age",
-               "false_negatives", "logit_same_class", "logit_other_class")
+INSTRUMENTS = (
+    "alignment",
+    "uniformity",
+    "feature_std",
+    "logit_pos",
+    "logit_neg",
+    "key_drift",
+    "queue_age",
+    "false_negatives",
+    "logit_same_class",
+    "logit_other_class",
+)
 FALSE_NEGATIVES = ("false_negatives", "logit_same_class", "logit_other_class")
 
 
@@ -88,11 +99,11 @@ def curves(records: list[dict]) -> dict:
         if top1 is None or epoch is None:
             continue
         if r.get("kind") == "knn":
-            knn[epoch] = top1                      # the untrained encoder, epoch 0
+            knn[epoch] = top1  # the untrained encoder, epoch 0
         elif r.get("kind") == "epoch":
-            knn[epoch + 1] = top1                  # measured after epoch index e: e + 1 epochs done
+            knn[epoch + 1] = top1  # measured after epoch index e: e + 1 epochs done
         elif r.get("kind") == "final":
-            knn.setdefault(epoch, top1)            # "epoch" = epochs completed when training stopped
+            knn.setdefault(epoch, top1)  # "epoch" = epochs completed when training stopped
     series["knn"] = (sorted(knn), [knn[e] for e in sorted(knn)])
     for name in INSTRUMENTS:
         series[name] = _points(records, "instruments", "global_step", name)
@@ -113,7 +124,7 @@ def _config_int(run_dir: Path, name: str):
     """An integer setting of the run's configuration ("K", "dim"), or None."""
     try:
         return int(current_names(RunDirectory(run_dir).read_config() or {})[name])
-    except (ValueError, KeyError, TypeError, OverflowError):         # OverflowError: int(inf)
+    except (ValueError, KeyError, TypeError, OverflowError):  # OverflowError: int(inf)
         return None
 
 
@@ -136,21 +147,45 @@ def _empty(ax, message: str) -> None:
 def _draw_instruments(axes, series: dict, dim, MaxNLocator) -> None:
     """The four panels of the instruments, on ``axes`` (2, 2), each against the global step."""
     panels: tuple = (
-        (axes[0, 0], "alignment and uniformity (lower is better)", "alignment / uniformity",
-         (("alignment", "alignment E‖f(x)−f(x⁺)‖²"), ("uniformity", "uniformity log E e^(−2‖f(x)−f(y)‖²)"))),
-        (axes[0, 1], "feature std over the probe set (collapse → 0)", "mean std per dimension",
-         (("feature_std", "feature std"),)),
-        (axes[1, 0], "mean logits of the probe pairs", "logit (·/T)",
-         (("logit_pos", "positive q·k₊/T"), ("logit_neg", "negative q·queue/T"))),
-        (axes[1, 1], "key encoder drift and queue age", "mean cos(keys now, keys before)",
-         (("key_drift", "drift: cosine to the previous probe keys"),)),
+        (
+            axes[0, 0],
+            "alignment and uniformity (lower is better)",
+            "alignment / uniformity",
+            (("alignment", "alignment E‖f(x)−f(x⁺)‖²"), ("uniformity", "uniformity log E e^(−2‖f(x)−f(y)‖²)")),
+        ),
+        (
+            axes[0, 1],
+            "feature std over the probe set (collapse → 0)",
+            "mean std per dimension",
+            (("feature_std", "feature std"),),
+        ),
+        (
+            axes[1, 0],
+            "mean logits of the probe pairs",
+            "logit (·/T)",
+            (("logit_pos", "positive q·k₊/T"), ("logit_neg", "negative q·queue/T")),
+        ),
+        (
+            axes[1, 1],
+            "key encoder drift and queue age",
+            "mean cos(keys now, keys before)",
+            (("key_drift", "drift: cosine to the previous probe keys"),),
+        ),
     )
-    if len(axes) > 2:   # the queue's false negatives, for labelled data
+    if len(axes) > 2:  # the queue's false negatives, for labelled data
         panels += (
-            (axes[2, 0], "false negatives: the queue's keys of the query's class", "share of the queue",
-             (("false_negatives", "share of same-class keys"),)),
-            (axes[2, 1], "negative logits by class", "logit (·/T)",
-             (("logit_same_class", "keys of the query's class"), ("logit_other_class", "keys of other classes"))),
+            (
+                axes[2, 0],
+                "false negatives: the queue's keys of the query's class",
+                "share of the queue",
+                (("false_negatives", "share of same-class keys"),),
+            ),
+            (
+                axes[2, 1],
+                "negative logits by class",
+                "logit (·/T)",
+                (("logit_same_class", "keys of the query's class"), ("logit_other_class", "keys of other classes")),
+            ),
         )
     for ax, title, ylabel, lines in panels:
         ax.set_title(title)
@@ -164,8 +199,13 @@ def _draw_instruments(axes, series: dict, dim, MaxNLocator) -> None:
                 ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=label)
                 drawn = True
         if ax is axes[0, 1] and dim and drawn:
-            ax.axhline(1.0 / math.sqrt(dim), color="0.5", linestyle="--", linewidth=1,
-                       label=f"1/√D = {1.0 / math.sqrt(dim):.3f} (spread on the sphere)")
+            ax.axhline(
+                1.0 / math.sqrt(dim),
+                color="0.5",
+                linestyle="--",
+                linewidth=1,
+                label=f"1/√D = {1.0 / math.sqrt(dim):.3f} (spread on the sphere)",
+            )
         if ax is axes[1, 1] and series["queue_age"][0]:
             right = ax.twinx()
             right.plot(*series["queue_age"], color="C1", marker="s", markersize=3, linewidth=1, label="queue age")
@@ -212,10 +252,22 @@ def plot_run(run_dir, out=None, replace: bool = False) -> Path:
     chance = _chance(run_dir)
     panels = (
         (axes[0, 0], "loss", "InfoNCE loss", "global step", "loss", "no loss logged"),
-        (axes[0, 1], "acc1", "instance accuracy (positive ranked first)", "global step", "accuracy (%)",
-         "no accuracy logged"),
-        (axes[1, 0], "knn", "kNN top-1 (k = 200) on the test split", "epochs completed", "top-1 (%)",
-         "no kNN measurement (--knn-every 0, or unlabelled data)"),
+        (
+            axes[0, 1],
+            "acc1",
+            "instance accuracy (positive ranked first)",
+            "global step",
+            "accuracy (%)",
+            "no accuracy logged",
+        ),
+        (
+            axes[1, 0],
+            "knn",
+            "kNN top-1 (k = 200) on the test split",
+            "epochs completed",
+            "top-1 (%)",
+            "no kNN measurement (--knn-every 0, or unlabelled data)",
+        ),
         (axes[1, 1], "lr", "learning rate", "global step", "lr", "no learning rate logged"),
     )
     for ax, name, title, xlabel, ylabel, empty in panels:
@@ -235,15 +287,32 @@ def plot_run(run_dir, out=None, replace: bool = False) -> Path:
         if name == "knn":
             ax.margins(x=0.05, y=0.15)
             if xs[0] == 0:
-                ax.annotate(f"untrained {ys[0]:.1f}%", (xs[0], ys[0]), textcoords="offset points",
-                            xytext=(8, 4), fontsize=8, color="0.3")
+                ax.annotate(
+                    f"untrained {ys[0]:.1f}%",
+                    (xs[0], ys[0]),
+                    textcoords="offset points",
+                    xytext=(8, 4),
+                    fontsize=8,
+                    color="0.3",
+                )
             if xs[-1] != 0:
-                ax.annotate(f"{ys[-1]:.1f}%", (xs[-1], ys[-1]), textcoords="offset points", xytext=(-6, -14),
-                            fontsize=8, ha="right")
+                ax.annotate(
+                    f"{ys[-1]:.1f}%",
+                    (xs[-1], ys[-1]),
+                    textcoords="offset points",
+                    xytext=(-6, -14),
+                    fontsize=8,
+                    ha="right",
+                )
     for ax, name, level, formula in ((axes[0, 0], "loss", 0, "ln(K+1)"), (axes[0, 1], "acc1", 1, "1/(K+1)")):
         if chance and series[name][0]:
-            ax.axhline(chance[level], color="0.5", linestyle="--", linewidth=1,
-                       label=f"chance: {formula} = {chance[level]:.3g}{'%' if level else ''}")
+            ax.axhline(
+                chance[level],
+                color="0.5",
+                linestyle="--",
+                linewidth=1,
+                label=f"chance: {formula} = {chance[level]:.3g}{'%' if level else ''}",
+            )
             ax.legend(loc="best", fontsize=8)
     if instruments:
         _draw_instruments(axes[2:], series, _config_int(run_dir, "dim"), MaxNLocator)

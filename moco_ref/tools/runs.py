@@ -1,10 +1,10 @@
 """A training run read back: its checkpoint, its configuration and its encoders.
 
-``RUN`` on the command line (``moco-ref show neighbours RUN``) is a run directory, whose latest
-checkpoint is used, or a checkpoint file (moco_ref/run/directory.py's ``checkpoint_of``).  :func:`untrained_encoder` builds the encoder
-that run started from: the seed decides the initial weights, so ``build_encoder(..., seed=seed)``
-equals the ``encoder_q`` of ``MoCo(**config.model_arguments())`` before its first step (what
-``moco-ref train --epochs 1 --max-steps 0`` would start with).
+``RUN`` on the command line (``moco-ref show neighbours RUN``) is a run directory, whose latest checkpoint is used,
+or a checkpoint file (moco_ref/run/directory.py's ``checkpoint_of``). :func:`untrained_encoder` builds the encoder
+that run started from: the seed decides the initial weights, so ``build_encoder(..., seed=seed)`` equals the
+``encoder_q`` of ``MoCo(**config.model_arguments())`` before its first step (what ``moco-ref train --epochs 1
+--max-steps 0`` would start with).
 """
 
 from __future__ import annotations
@@ -38,9 +38,16 @@ class Run:
 
 def untrained_encoder(config: TrainConfig, backend=None) -> ResNetEncoder:
     """The encoder a run of ``config`` starts from (its seed's initial weights, BatchNorm statistics at rest)."""
-    return build_encoder(config.arch, dim=config.dim, width=config.width, mlp=config.mlp,
-                         bn_splits=config.bn_splits, backend=backend or config.backend, seed=config.seed,
-                         dtype=config.dtype)
+    return build_encoder(
+        config.arch,
+        dim=config.dim,
+        width=config.width,
+        mlp=config.mlp,
+        bn_splits=config.bn_splits,
+        backend=backend or config.backend,
+        seed=config.seed,
+        dtype=config.dtype,
+    )
 
 
 def load_run(run, backend=None) -> Run:
@@ -56,7 +63,7 @@ def load_run(run, backend=None) -> Run:
     encoder = untrained_encoder(config, backend)
     prefix = "encoder_q."
     try:
-        encoder.load_state_dict({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+        encoder.load_state_dict({k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)})
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{path}: {error}") from None
     return Run(checkpoint=path, config=config, meta=meta, encoder_q=encoder)

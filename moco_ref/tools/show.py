@@ -36,11 +36,11 @@ from moco_ref.tools.plot import load_matplotlib
 from moco_ref.tools.runs import load_run, untrained_encoder
 
 DPI = 100
-VIEW_CELL, VIEW_MARGIN, VIEW_HEIGHT = 1.0, 1.5, 3.75           # inches: a column per image, the labels, the height
+VIEW_CELL, VIEW_MARGIN, VIEW_HEIGHT = 1.0, 1.5, 3.75  # inches: a column per image, the labels, the height
 NEIGHBOUR_CELL, NEIGHBOUR_MARGIN_W, NEIGHBOUR_MARGIN_H = 0.75, 0.5, 1.0
 EMBEDDING_SIZE = (11.0, 5.0)
 
-QUERY, SAME, OTHER = (0.25, 0.45, 0.95), (0.15, 0.65, 0.2), (0.85, 0.15, 0.15)   # border colours
+QUERY, SAME, OTHER = (0.25, 0.45, 0.95), (0.15, 0.65, 0.2), (0.85, 0.15, 0.15)  # border colours
 
 
 def views_size(count: int) -> tuple[int, int]:
@@ -50,8 +50,10 @@ def views_size(count: int) -> tuple[int, int]:
 
 def neighbours_size(queries: int, k: int) -> tuple[int, int]:
     """Pixel size of the neighbours picture: two panels of (1 + k) columns, one row a query."""
-    return (round(DPI * (2 * (1 + k) * NEIGHBOUR_CELL + NEIGHBOUR_MARGIN_W)),
-            round(DPI * (queries * NEIGHBOUR_CELL + NEIGHBOUR_MARGIN_H)))
+    return (
+        round(DPI * (2 * (1 + k) * NEIGHBOUR_CELL + NEIGHBOUR_MARGIN_W)),
+        round(DPI * (queries * NEIGHBOUR_CELL + NEIGHBOUR_MARGIN_H)),
+    )
 
 
 def embedding_size() -> tuple[int, int]:
@@ -83,15 +85,21 @@ def views_data(dataset, aug: str, count: int = 8, seed: int = 0) -> dict:
         "names" (n,) class names or "", "aug"}.
     """
     index = pick_per_class(dataset.labels, count, len(dataset))
-    images = dataset.images[index]                                        # (n, S, S, 3) uint8
+    images = dataset.images[index]  # (n, S, S, 3) uint8
     pipeline = make_pipeline(aug, dataset.image_size)
     rng = np.random.default_rng(seed)
-    view_q = pipeline(images, rng, "numpy")                               # (n, 3, S, S) normalised
+    view_q = pipeline(images, rng, "numpy")  # (n, 3, S, S) normalised
     view_k = pipeline(images, rng, "numpy")
     labelled = dataset.labels is not None and bool(dataset.classes)
     names = [dataset.classes[label] for label in dataset.labels[index]] if labelled else [""] * len(index)
-    return {"index": index, "originals": images, "view_q": to_pixels(view_q), "view_k": to_pixels(view_k),
-            "names": names, "aug": aug}
+    return {
+        "index": index,
+        "originals": images,
+        "view_q": to_pixels(view_q),
+        "view_k": to_pixels(view_k),
+        "names": names,
+        "aug": aug,
+    }
 
 
 def _unit_features(encoder, images, backend) -> np.ndarray:
@@ -124,18 +132,28 @@ def neighbours_data(run, queries: int = 6, k: int = 5, backend=None) -> dict:
     loaded, untrained, train, test = _run_and_splits(run, backend)
     b = get_backend(backend or loaded.config.backend)
     query_index = pick_per_class(test.labels, queries, len(test))
-    result = {"query_index": query_index, "classes": list(train.classes), "checkpoint": str(loaded.checkpoint),
-              "epoch": loaded.meta.get("epoch"), "global_step": loaded.meta.get("global_step"),
-              "query_labels": None if test.labels is None else test.labels[query_index],
-              "train_images": train.images, "test_images": test.images, "seed": loaded.config.seed}
+    result = {
+        "query_index": query_index,
+        "classes": list(train.classes),
+        "checkpoint": str(loaded.checkpoint),
+        "epoch": loaded.meta.get("epoch"),
+        "global_step": loaded.meta.get("global_step"),
+        "query_labels": None if test.labels is None else test.labels[query_index],
+        "train_images": train.images,
+        "test_images": test.images,
+        "seed": loaded.config.seed,
+    }
     k = min(k, len(train))
     for name, encoder in (("untrained", untrained), ("trained", loaded.encoder_q)):
-        bank = _unit_features(encoder, train.images, b)                      # (N, D) unit rows
-        q = _unit_features(encoder, test.images[query_index], b)             # (Q, D)
-        similarity = q @ bank.T                                             # (Q, N) cosines
-        top = np.argsort(-similarity, axis=1, kind="stable")[:, :k]         # (Q, k)
-        same = None if train.labels is None or test.labels is None else \
-            train.labels[top] == test.labels[query_index][:, None]
+        bank = _unit_features(encoder, train.images, b)  # (N, D) unit rows
+        q = _unit_features(encoder, test.images[query_index], b)  # (Q, D)
+        similarity = q @ bank.T  # (Q, N) cosines
+        top = np.argsort(-similarity, axis=1, kind="stable")[:, :k]  # (Q, k)
+        same = (
+            None
+            if train.labels is None or test.labels is None
+            else train.labels[top] == test.labels[query_index][:, None]
+        )
         result[name] = {"index": top, "similarity": np.take_along_axis(similarity, top, axis=1), "same_class": same}
     return result
 
@@ -150,10 +168,10 @@ def pca_2d(features) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         (projection (N, 2), components (2, D), explained variance ratio (2,)).
     """
     x = np.asarray(features, dtype=np.float64)
-    centred = x - x.mean(axis=0)                                            # (N, D)
-    covariance = centred.T @ centred / max(len(x) - 1, 1)                   # (D, D)
-    eigenvalues, eigenvectors = np.linalg.eigh(covariance)                  # ascending
-    components = eigenvectors[:, ::-1][:, :2].T                             # (2, D), largest first
+    centred = x - x.mean(axis=0)  # (N, D)
+    covariance = centred.T @ centred / max(len(x) - 1, 1)  # (D, D)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)  # ascending
+    components = eigenvectors[:, ::-1][:, :2].T  # (2, D), largest first
     signs = np.sign(components[np.arange(2), np.abs(components).argmax(axis=1)])
     components = components * np.where(signs == 0, 1.0, signs)[:, None]
     total = eigenvalues.sum()
@@ -167,9 +185,14 @@ def embedding_data(run, backend=None) -> dict:
     (N, 2), "explained" (2,)}, "epoch", "checkpoint"}."""
     loaded, untrained, _, test = _run_and_splits(run, backend)
     b = get_backend(backend or loaded.config.backend)
-    result = {"labels": test.labels, "classes": list(test.classes), "epoch": loaded.meta.get("epoch"),
-              "global_step": loaded.meta.get("global_step"), "checkpoint": str(loaded.checkpoint),
-              "seed": loaded.config.seed}
+    result = {
+        "labels": test.labels,
+        "classes": list(test.classes),
+        "epoch": loaded.meta.get("epoch"),
+        "global_step": loaded.meta.get("global_step"),
+        "checkpoint": str(loaded.checkpoint),
+        "seed": loaded.config.seed,
+    }
     for name, encoder in (("untrained", untrained), ("trained", loaded.encoder_q)):
         features = _unit_features(encoder, test.images, b)
         projection, _, explained = pca_2d(features)
@@ -188,8 +211,8 @@ def mosaic(cells: np.ndarray, borders=None, border: int = 2, gap: int = 2) -> np
         for c in range(cols):
             top, left = r * step, c * step
             if borders is not None:
-                out[top:top + size + 2 * border, left:left + size + 2 * border] = borders[r, c]
-            out[top + border:top + border + size, left + border:left + border + size] = cells[r, c]
+                out[top : top + size + 2 * border, left : left + size + 2 * border] = borders[r, c]
+            out[top + border : top + border + size, left + border : left + border + size] = cells[r, c]
     return out
 
 
@@ -221,8 +244,8 @@ def _save(figure, out: Path) -> Path:
 
 def draw_views(data: dict, out) -> Path:
     n, size = len(data["index"]), data["view_q"].shape[1]
-    originals = data["originals"].astype(np.float64) / 255.0                 # (n, S, S, 3), S = the views' side
-    cells = np.stack([originals, data["view_q"], data["view_k"]])            # (3, n, S, S, 3)
+    originals = data["originals"].astype(np.float64) / 255.0  # (n, S, S, 3), S = the views' side
+    cells = np.stack([originals, data["view_q"], data["view_k"]])  # (3, n, S, S, 3)
     figure = _figure((VIEW_CELL * n + VIEW_MARGIN, VIEW_HEIGHT))
     ax = figure.subplots()
     ax.imshow(mosaic(cells), interpolation="nearest")
@@ -244,9 +267,9 @@ def _trained_for(data: dict) -> str:
 
 def _neighbour_panel(ax, data: dict, name: str, title: str) -> None:
     part, query_index = data[name], data["query_index"]
-    queries = data["test_images"][query_index].astype(np.float64) / 255.0              # (Q, S, S, 3)
-    found = data["train_images"][part["index"]].astype(np.float64) / 255.0             # (Q, k, S, S, 3)
-    cells = np.concatenate([queries[:, None], found], axis=1)                           # (Q, 1 + k, S, S, 3)
+    queries = data["test_images"][query_index].astype(np.float64) / 255.0  # (Q, S, S, 3)
+    found = data["train_images"][part["index"]].astype(np.float64) / 255.0  # (Q, k, S, S, 3)
+    cells = np.concatenate([queries[:, None], found], axis=1)  # (Q, 1 + k, S, S, 3)
     borders = np.empty(cells.shape[:2] + (3,))
     borders[:, 0] = QUERY
     if part["same_class"] is None:
@@ -262,13 +285,15 @@ def _neighbour_panel(ax, data: dict, name: str, title: str) -> None:
 
 def draw_neighbours(data: dict, out) -> Path:
     queries, k = data["trained"]["index"].shape
-    figure = _figure(((2 * (1 + k) * NEIGHBOUR_CELL + NEIGHBOUR_MARGIN_W), queries * NEIGHBOUR_CELL +
-                      NEIGHBOUR_MARGIN_H))
+    figure = _figure(
+        ((2 * (1 + k) * NEIGHBOUR_CELL + NEIGHBOUR_MARGIN_W), queries * NEIGHBOUR_CELL + NEIGHBOUR_MARGIN_H)
+    )
     left, right = figure.subplots(1, 2)
     _neighbour_panel(left, data, "untrained", f"before: the untrained encoder (seed {data['seed']})")
     _neighbour_panel(right, data, "trained", f"after {_trained_for(data)}")
-    figure.suptitle(f"query (blue) and its {k} nearest training images by cosine; green = same class, "
-                    f"red = another", fontsize=10)
+    figure.suptitle(
+        f"query (blue) and its {k} nearest training images by cosine; green = same class, red = another", fontsize=10
+    )
     return _save(figure, Path(out))
 
 
@@ -279,8 +304,10 @@ def draw_embedding(data: dict, out) -> Path:
     axes = figure.subplots(1, 2)
     labels, classes = data["labels"], data["classes"]
     palette = colormaps["tab10" if len(classes) <= 10 else "turbo"]
-    for ax, name, title in ((axes[0], "untrained", f"untrained encoder (seed {data['seed']})"),
-                            (axes[1], "trained", f"after {_trained_for(data)}")):
+    for ax, name, title in (
+        (axes[0], "untrained", f"untrained encoder (seed {data['seed']})"),
+        (axes[1], "trained", f"after {_trained_for(data)}"),
+    ):
         points, explained = data[name]["projection"], data[name]["explained"]
         if labels is None:
             ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.7)
@@ -295,8 +322,9 @@ def draw_embedding(data: dict, out) -> Path:
         ax.grid(True, alpha=0.3)
     if labels is not None and len(classes) <= 20:
         axes[1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, markerscale=2, frameon=False)
-    figure.suptitle("held-out features (normalised encoder output) on their first two principal components",
-                    fontsize=10)
+    figure.suptitle(
+        "held-out features (normalised encoder output) on their first two principal components", fontsize=10
+    )
     return _save(figure, Path(out))
 
 
@@ -306,18 +334,26 @@ def _default_beside(run, name: str) -> Path:
     return (path if path.is_dir() else path.parent) / name
 
 
-def show_views(data_source: str = "builtin", aug: str = "cifar", count: int = 8, image_size: int = 32,
-               seed: int = 0, out=None, replace: bool = False) -> tuple[Path, dict]:
+def show_views(
+    data_source: str = "builtin",
+    aug: str = "cifar",
+    count: int = 8,
+    image_size: int = 32,
+    seed: int = 0,
+    out=None,
+    replace: bool = False,
+) -> tuple[Path, dict]:
     """``moco-ref show views``: computes :func:`views_data` and draws it; returns (PNG path, data)."""
     out = check_out(out, Path(f"views-{aug}.png"), replace)
-    load_matplotlib()                       # one line, before any work, when matplotlib is missing
+    load_matplotlib()  # one line, before any work, when matplotlib is missing
     dataset = load_dataset(data_source, "train", image_size, seed)
     data = views_data(dataset, aug, count, seed)
     return draw_views(data, out), data
 
 
-def show_neighbours(run, queries: int = 6, k: int = 5, backend=None, out=None,
-                    replace: bool = False) -> tuple[Path, dict]:
+def show_neighbours(
+    run, queries: int = 6, k: int = 5, backend=None, out=None, replace: bool = False
+) -> tuple[Path, dict]:
     """``moco-ref show neighbours RUN``: computes :func:`neighbours_data` and draws it."""
     checkpoint_of(run)
     out = check_out(out, _default_beside(run, "neighbours.png"), replace)

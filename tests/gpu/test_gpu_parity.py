@@ -16,10 +16,10 @@ try:
 except BackendUnavailable as error:
     pytest.skip(f"no GPU backend here: {error}", allow_module_level=True)
 
-from moco_ref.augment import make_pipeline  # noqa: E402
-from moco_ref.moco import MoCo  # noqa: E402
-from moco_ref.models import build_encoder  # noqa: E402
-from moco_ref.tools.gradcheck import ENCODER_TOLERANCE, compare  # noqa: E402
+from moco_ref.augment import make_pipeline  # noqa: E402 (after the skip without a GPU)
+from moco_ref.moco import MoCo  # noqa: E402 (after the skip without a GPU)
+from moco_ref.models import build_encoder  # noqa: E402 (after the skip without a GPU)
+from moco_ref.tools.gradcheck import ENCODER_TOLERANCE, compare  # noqa: E402 (after the skip without a GPU)
 
 pytestmark = pytest.mark.skipif(os.environ.get("CUPY_TF32") == "1", reason="parity needs TF32 off")
 
@@ -61,8 +61,7 @@ def test_three_steps_agree_in_float32():
 
 
 def test_float64_gradients_on_the_gpu_match_finite_differences():
-    encoder = build_encoder("resnet10", dim=5, width=2, mlp=True, bn_splits=2, backend="cupy", seed=1,
-                            dtype="float64")
+    encoder = build_encoder("resnet10", dim=5, width=2, mlp=True, bn_splits=2, backend="cupy", seed=1, dtype="float64")
     rng = np.random.default_rng(3)
     x = CUPY.to_device(rng.standard_normal((4, 3, 8, 8)))
     upstream = CUPY.to_device(rng.standard_normal((4, 5)))
@@ -86,8 +85,7 @@ def test_float64_gradients_on_the_gpu_match_finite_differences():
             encoder.params[k][...] = saved[k]
         numeric = (plus - minus) / (2 * eps)
         analytic = float(sum((grads[k] * v[k]).sum() for k in encoder.params)) / norm
-        result = compare(f"gpu encoder / direction {d}", np.array([analytic]), np.array([numeric]),
-                         ENCODER_TOLERANCE)
+        result = compare(f"gpu encoder / direction {d}", np.array([analytic]), np.array([numeric]), ENCODER_TOLERANCE)
         assert result.passed, result.describe()
 
 
@@ -118,6 +116,7 @@ def test_cupy_fast_function_equals_the_plain_formula(name):
     else:
         cases = batchnorm_arguments(rng, 3, 2, 10, 5, np.float64)[name]
     for args in cases:
+
         def on_device():
             return tuple(CUPY.to_device(a) if isinstance(a, np.ndarray) else a for a in args)
 

@@ -23,8 +23,9 @@ def check_allreduce(comm):
         shapes = [(3, 4), (7,), (2, 3, 5), (1,), (4, 4)]
         arrays = [values(comm.rank, shape, dtype, seed) for seed, shape in enumerate(shapes)]
         arrays[-1] = arrays[-1].T  # a non-contiguous view is written in place too
-        expected = [sum(values(r, shape, dtype, seed).astype(np.float64) for r in range(W))
-                    for seed, shape in enumerate(shapes)]
+        expected = [
+            sum(values(r, shape, dtype, seed).astype(np.float64) for r in range(W)) for seed, shape in enumerate(shapes)
+        ]
         expected[-1] = expected[-1].T
         ids = [id(a) for a in arrays]
         comm.allreduce_sum_(arrays)
@@ -67,7 +68,7 @@ def check_bcast_host(comm):
 
 def check_host_mean(comm):
     W = comm.size
-    means = comm.allreduce_host_mean([float(comm.rank), 2.5, comm.rank ** 2])
+    means = comm.allreduce_host_mean([float(comm.rank), 2.5, comm.rank**2])
     expected = [sum(range(W)) / W, 2.5, sum(r * r for r in range(W)) / W]
     assert np.allclose(means, expected, rtol=0, atol=1e-12), (means, expected)
     assert all(isinstance(v, float) for v in means)
