@@ -1,6 +1,6 @@
 """NumPy's fast path on every core: the primitives of backends/ops.py as Numba-compiled loops.
 
-Installed with the ``fast`` extra (``pip install "moco-ref[fast]"``); without Numba, or with the
+Numba is one of moco-ref's dependencies; where it cannot be imported, or with the
 environment variable MOCO_REF_NUMBA=0, NumPy arrays run backends/numpy_fast.py instead.  Each
 function computes exactly its primitive's formula (tests/test_fast_paths.py), in one pass over
 memory where NumPy needs several, with the batch split over the threads (``prange`` over samples).
