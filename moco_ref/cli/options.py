@@ -48,7 +48,8 @@ def _click_type(declared: Option, default):
         return FiniteFloatRange(low, declared.at_most, min_open=declared.greater_than is not None)
     if low is None and declared.at_most is None:
         return type(default)
-    return click.IntRange(low, declared.at_most, min_open=declared.greater_than is not None)
+    low_int, high_int = (None if bound is None else int(bound) for bound in (low, declared.at_most))
+    return click.IntRange(low_int, high_int, min_open=declared.greater_than is not None)
 
 
 def config_options(defaults: dict | None = None):
