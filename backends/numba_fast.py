@@ -390,19 +390,34 @@ def direct_conv_wanted(x_shape, w_shape, stride, padding) -> bool:
 
 def conv2d_forward(x, w, stride, padding):
     """The direct kernel where :func:`direct_conv_wanted`, im2col + GEMM elsewhere.  The direct path's cache
-    keeps x and a copy of w in the places of X and Wm (no im2col matrix is made)."""
+    keeps x and a copy of w in the places of X and Wm (no im2col matrix is made).  Mixed dtypes are computed
+    in the one NumPy's products would give (float32 images with float64 weights: float64)."""
     if not direct_conv_wanted(x.shape, w.shape, stride, padding):
         return ops.conv2d_forward.plain(x, w, stride, padding)
     _ensure_threads()
-    return numba_direct_conv.conv3x3_forward(x, w), (x, w.copy(), x.shape, w.shape, stride, padding)
+    y = numba_direct_conv.conv3x3_forward(x.astype(np.result_type(x, w), copy=False), w)
+    return y, (x, w.copy(), x.shape, w.shape, stride, padding)
+
+
+def keeps_im2col(x_shape, w_shape, stride, padding) -> bool:
+    """What :func:`conv2d_forward` keeps, for memory estimates (backends.ops.conv2d_keeps_im2col)."""
+    return not direct_conv_wanted(x_shape, w_shape, stride, padding)
+
+
+conv2d_forward.keeps_im2col = keeps_im2col  # type: ignore[attr-defined]  # a function attribute ops reads
 
 
 def conv2d_backward(dy, cache, need_dx=True):
+    """∂L/∂x and ∂L/∂W by the direct kernel where the forward took it, in the dtypes of the plain formula's
+    products (∂L/∂x: dy's and w's; ∂L/∂W: x's and dy's)."""
     x, w, x_shape, w_shape, stride, padding = cache
     if not direct_conv_wanted(x_shape, w_shape, stride, padding):
         return ops.conv2d_backward.plain(dy, cache, need_dx)
     _ensure_threads()
-    return numba_direct_conv.conv3x3_backward(dy, x, w, need_dx)
+    dtype = np.result_type(dy, x, w)
+    dx, dw = numba_direct_conv.conv3x3_backward(dy.astype(dtype, copy=False), x.astype(dtype, copy=False), w, need_dx)
+    dw = dw.astype(np.result_type(x, dy), copy=False)
+    return (None if dx is None else dx.astype(np.result_type(dy, w), copy=False)), dw
 
 
 # Below this many values a parameter is updated by NumPy's expressions: a threaded pass costs more to start.

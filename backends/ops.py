@@ -279,6 +279,14 @@ def conv2d_backward(dy, cache, need_dx: bool = True):
     return col2im(G @ w_mat, x_shape, kh, kw, stride, padding), dw
 
 
+def conv2d_keeps_im2col(xp, x_shape, w_shape, stride: int, padding: int) -> bool:
+    """Whether :func:`conv2d_forward` on arrays of module ``xp`` keeps the im2col matrix X for its backward (the
+    plain formula does), for memory estimates made before any array exists.  A fast function that computes
+    some convolutions without X says which by its attribute ``keeps_im2col(x_shape, w_shape, stride, padding)``."""
+    keeps = getattr(_fast_table(xp).get("conv2d_forward"), "keeps_im2col", None)
+    return True if keeps is None else bool(keeps(x_shape, w_shape, stride, padding))
+
+
 # ------------------------------------------------------------------ the optimiser's and the momentum update's passes
 @primitive
 def sgd_update_(p, g, b, lr: float, momentum: float, weight_decay: float, nesterov: bool):

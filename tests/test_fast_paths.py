@@ -295,6 +295,26 @@ def test_conv2d_fast_functions_equal_the_plain_primitives(direct_rule, shape, O,
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="Numba is not installed")
 @pytest.mark.parametrize(
+    "x_dtype,w_dtype,dy_dtype",
+    [(np.float32, np.float64, np.float64), (np.float64, np.float32, np.float32), (np.float32, np.float32, np.float64)],
+)
+@pytest.mark.parametrize("shape", [(2, 3, 33, 5), (2, 3, 5, 5)])
+def test_conv2d_fast_functions_give_the_plain_formulas_dtypes(shape, x_dtype, w_dtype, dy_dtype):
+    """Mixed dtypes (float32 images into a float64 model): the outputs have the dtypes NumPy's products give."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape).astype(x_dtype)
+    w = rng.standard_normal((4, shape[3], 3, 3)).astype(w_dtype)
+    y_plain, cache_plain = ops.conv2d_forward.plain(x, w, 1, 1)
+    y, cache = numba_fast.conv2d_forward(x, w, 1, 1)
+    dy = rng.standard_normal(y.shape).astype(dy_dtype)
+    expected = [y_plain, *ops.conv2d_backward.plain(dy, cache_plain)]
+    for got, plain, what in zip([y, *numba_fast.conv2d_backward(dy, cache)], expected, ("y", "∂x", "∂W")):
+        assert got.dtype == plain.dtype, f"{what}: {got.dtype} vs {plain.dtype}"
+        assert_equal_up_to_rounding(got, plain, TOLERANCE[np.float32], what)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="Numba is not installed")
+@pytest.mark.parametrize(
     "shape,O,kernel,stride,padding",
     [((2, 3, 33, 5), 7, 3, 1, 1), ((2, 5, 6, 3), 4, 3, 1, 1), ((2, 7, 34, 5), 6, 3, 2, 1)],
 )
