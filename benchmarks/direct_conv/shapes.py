@@ -1,11 +1,12 @@
 """Which 3×3 stride-1 convolutions the direct kernel should take: direct against im2col + GEMM, shape by shape.
 
-    python benchmarks/direct_conv/shapes.py [--reps 7]
+    python benchmarks/direct_conv/shapes.py [--reps 7] [--torch]
 
 Every 3×3, stride-1 convolution of the networks of NETWORKS (issue 27's two, the default run's, the step
 suite's resnet18 w32; 32×32 images), forward and backward (∂X and ∂W) as the model runs them, float32, on the BLAS's
 threads: backends/numba_direct_conv.py against the plain primitives of backends/ops.py (im2col + GEMM, the
-``fast`` extra's Numba im2col/col2im), alternating repetition by repetition; medians.  The rule in
+``fast`` extra's Numba im2col/col2im), alternating repetition by repetition; medians.  --torch adds
+``torch.nn.functional.conv2d`` in channels_last with its autograd backward (oneDNN), on as many threads.  The rule in
 backends/numba_fast.py (``direct_conv_wanted``) is read off this table; benchmarks/RESULTS.md has the figures.
 """
 
@@ -42,11 +43,18 @@ def shapes():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--torch", action="store_true", help="also time PyTorch (channels_last)")
     args = parser.parse_args()
     threads = set_threads()
+    torch = None
+    if args.torch:
+        import torch
+
+        torch.set_num_threads(threads)
     print(f"{cpu_model()} ({', '.join(vector_extensions())}), {threads} threads, float32, medians of {args.reps}")
-    print("| network | N | side | C → O | ∂x | im2col + GEMM ms | direct ms | im2col / direct |")
-    print("| --- | --: | --: | --: | --- | --: | --: | --: |")
+    extra = (" torch ms | direct / torch |", " --: | --: |") if torch else ("", "")
+    print("| network | N | side | C → O | ∂x | im2col + GEMM ms | direct ms | im2col / direct |" + extra[0])
+    print("| --- | --: | --: | --: | --- | --: | --: | --: |" + extra[1])
     rng = np.random.default_rng(0)
     for label, N, side, C, O, need_dx in shapes():
         x = rng.standard_normal((N, side, side, C), dtype=np.float32)
@@ -61,12 +69,33 @@ def main():
             direct.conv3x3_forward(x, w)
             direct.conv3x3_backward(dy, x, w, need_dx)
 
-        times = interleaved({"plain": (plain, lambda: None), "direct": (fused, lambda: None)}, args.reps, 2)
+        runners = {"plain": (plain, lambda: None), "direct": (fused, lambda: None)}
+        if torch:
+            runners["torch"] = (torch_pass(torch, x, w, dy, need_dx), lambda: None)
+        times = interleaved(runners, args.reps, 2)
         a, b = 1e3 * median(times["plain"]), 1e3 * median(times["direct"])
-        print(
-            f"| {label} | {N} | {side} | {C} → {O} | {'yes' if need_dx else 'no'} | {a:.1f} | {b:.1f} | {a / b:.2f} |",
-            flush=True,
-        )
+        row = f"| {label} | {N} | {side} | {C} → {O} | {'yes' if need_dx else 'no'} | {a:.1f} | {b:.1f} | {a / b:.2f} |"
+        if torch:
+            t = 1e3 * median(times["torch"])
+            row += f" {t:.1f} | {b / t:.2f} |"
+        print(row, flush=True)
+
+
+def torch_pass(torch, x, w, dy, need_dx):
+    """F.conv2d forward and its autograd backward (∂W, and ∂x when need_dx), channels_last."""
+    import torch.nn.functional as F
+
+    def nchw(a):
+        return torch.from_numpy(a).permute(0, 3, 1, 2)  # an NHWC array is an NCHW tensor in channels_last
+
+    xt, dyt = nchw(x).requires_grad_(need_dx), nchw(dy)
+    wt = torch.from_numpy(np.ascontiguousarray(w)).contiguous(memory_format=torch.channels_last).requires_grad_()
+
+    def run():
+        wt.grad = xt.grad = None
+        F.conv2d(xt, wt, padding=1).backward(dyt)
+
+    return run
 
 
 if __name__ == "__main__":
