@@ -367,25 +367,25 @@ def col2im(dcols, x_shape, kh, kw, stride, padding):
     return dx
 
 
-# The 3×3, stride-1 convolutions with at most DIRECT_MAX_CHANNELS input and output channels on images at
-# least DIRECT_MIN_WIDTH wide run the direct kernel; every other convolution runs im2col + GEMM.  Measured
-# on every such layer of the project's networks (benchmarks/direct_conv/shapes.py; the figures are in
-# benchmarks/RESULTS.md, "Direct convolutions behind the seam"): on narrower images its vector loops are
-# short, and with more channels GEMM runs closer to the machine's peak.
-DIRECT_MAX_CHANNELS = 16
-DIRECT_MIN_WIDTH = 32
+# The 3×3, stride-1 convolutions with C·O at most DIRECT_MAX_CHANNEL_PAIRS (C input, O output channels) on
+# images at least DIRECT_MIN_WIDTH wide run the direct kernel; every other convolution runs im2col + GEMM.
+# Read off every such layer of the project's networks on a quiet machine (benchmarks/direct_conv/shapes.py;
+# the figures are in benchmarks/RESULTS.md, "Direct convolutions behind the seam"): on narrower images its
+# vector loops are short, and with more channels GEMM runs closer to the machine's peak.
+DIRECT_MAX_CHANNEL_PAIRS = 32 * 32
+DIRECT_MIN_WIDTH = 16
 
 
 def direct_conv_wanted(x_shape, w_shape, stride, padding) -> bool:
     """True where :func:`conv2d_forward` runs the direct kernel (backends/numba_direct_conv.py): 3×3, stride 1,
-    padding 1, C and O at most DIRECT_MAX_CHANNELS, images at least DIRECT_MIN_WIDTH wide.
+    padding 1, C·O at most DIRECT_MAX_CHANNEL_PAIRS, images at least DIRECT_MIN_WIDTH wide.
 
     A rule on the shape alone, never a timing taken in the process: every process, with any number of
     threads, runs the same kernel on the same layer, so a run resumed from a checkpoint gives the same bits.
     """
     O, C, kh, kw = w_shape
     wide = x_shape[2] >= DIRECT_MIN_WIDTH
-    return kh == kw == 3 and stride == 1 and padding == 1 and max(C, O) <= DIRECT_MAX_CHANNELS and wide
+    return kh == kw == 3 and stride == 1 and padding == 1 and C * O <= DIRECT_MAX_CHANNEL_PAIRS and wide
 
 
 def conv2d_forward(x, w, stride, padding):

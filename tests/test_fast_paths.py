@@ -240,6 +240,8 @@ LAYER_SHAPES = [
     ((3, 7, 4, 5), 1, 3, 1, 1),
     ((2, 6, 9, 17), 5, 3, 1, 1),
     ((1, 4, 32, 17), 3, 3, 1, 1),
+    ((1, 3, 16, 33), 32, 3, 1, 1),
+    ((2, 3, 15, 4), 4, 3, 1, 1),
     ((2, 7, 34, 5), 6, 3, 2, 1),
     ((2, 8, 32, 3), 6, 1, 2, 0),
     ((1, 9, 33, 3), 4, 7, 2, 3),
@@ -256,7 +258,7 @@ def direct_rule(request, monkeypatch):
     """The registered conv2d functions as they choose, and with the direct kernel taken on every 3×3 stride-1
     padding-1 shape (tiny images and many channels included)."""
     if request.param != "the rule" and HAVE_NUMBA:
-        monkeypatch.setattr(numba_fast, "DIRECT_MAX_CHANNELS", 1 << 30)
+        monkeypatch.setattr(numba_fast, "DIRECT_MAX_CHANNEL_PAIRS", 1 << 30)
         monkeypatch.setattr(numba_fast, "DIRECT_MIN_WIDTH", 1)
     return request.param
 
@@ -275,7 +277,7 @@ def test_conv2d_fast_functions_equal_the_plain_primitives(direct_rule, shape, O,
         y_plain, cache_plain = ops.conv2d_forward.plain(x, w, stride, padding)
         y, cache = table["conv2d_forward"](x, w, stride, padding)
         direct = numba_fast.direct_conv_wanted(x.shape, w.shape, stride, padding)
-        thin_and_wide = max(shape[3], O) <= 16 and shape[2] >= 32
+        thin_and_wide = shape[3] * O <= 32 * 32 and shape[2] >= 16
         assert direct == (kernel == 3 and stride == padding == 1 and (direct_rule != "the rule" or thin_and_wide))
         assert cache[0].shape == (x.shape if direct else cache_plain[0].shape), f"{module}: what the cache keeps"
         assert y.dtype == dtype and y.shape == y_plain.shape
