@@ -1,7 +1,8 @@
 """A direct 3×3 convolution (stride 1, padding 1) for NumPy arrays in Numba: no im2col matrix.
 
-Not on any default path yet: nothing in backends/ops.py or moco_ref/layers/conv.py calls it (issue 27,
-item 2, is the wiring).  tests/test_fast_paths.py checks it against the layer's im2col formula.
+backends/numba_fast.py registers it as the fast function of ``ops.conv2d_forward`` and ``ops.conv2d_backward``
+for the shapes where it is the faster (``direct_conv_wanted``).  tests/test_fast_paths.py checks it against
+the im2col formula.
 
 Notation: N batch, H×W image, C input channels, O output channels, Wp = W + 2, P = (H + 2)·Wp, and
 t = 3·a + b the kernel tap at row offset a and column offset b (0, 1, 2).

@@ -10,6 +10,8 @@ array, on one core, with inner loops as short as the channel count: a BatchNorm 
 seven passes over the activation, im2col a strided copy with 16-element inner loops.  Here a
 BatchNorm forward reads its input twice (the moments, then the output with the residual add and the
 ReLU folded in) and writes once; im2col writes each patch row once; every loop runs on all cores.
+The thin 3×3 convolutions skip im2col altogether: a direct kernel (backends/numba_direct_conv.py)
+computes them from the image itself, chosen by the layer's shape (``direct_conv_wanted``).
 
 Determinism.  Every reduction is split into fixed pieces (one per sample) that do not depend on the
 thread count, and the pieces are summed in a fixed order: the same inputs give the same bits with
@@ -29,7 +31,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from backends import BackendUnavailable, ops
+from backends import BackendUnavailable, numba_direct_conv, ops
 from backends.cpu import blas_threads
 
 wanted = ops.numba_wanted  # MOCO_REF_NUMBA=0 switches this module off
@@ -365,6 +367,59 @@ def col2im(dcols, x_shape, kh, kw, stride, padding):
     return dx
 
 
+# The 3×3, stride-1 convolutions with C·O at most DIRECT_MAX_CHANNEL_PAIRS (C input, O output channels) on
+# images at least DIRECT_MIN_WIDTH wide run the direct kernel; every other convolution runs im2col + GEMM.
+# Read off every such layer of the project's networks on a quiet machine (benchmarks/direct_conv/shapes.py;
+# the figures are in benchmarks/RESULTS.md, "Direct convolutions behind the seam"): on narrower images its
+# vector loops are short, and with more channels GEMM runs closer to the machine's peak.
+DIRECT_MAX_CHANNEL_PAIRS = 32 * 32
+DIRECT_MIN_WIDTH = 16
+
+
+def direct_conv_wanted(x_shape, w_shape, stride, padding) -> bool:
+    """True where :func:`conv2d_forward` runs the direct kernel (backends/numba_direct_conv.py): 3×3, stride 1,
+    padding 1, C·O at most DIRECT_MAX_CHANNEL_PAIRS, images at least DIRECT_MIN_WIDTH wide.
+
+    A rule on the shape alone, never a timing taken in the process: every process, with any number of
+    threads, runs the same kernel on the same layer, so a run resumed from a checkpoint gives the same bits.
+    """
+    O, C, kh, kw = w_shape
+    wide = x_shape[2] >= DIRECT_MIN_WIDTH
+    return kh == kw == 3 and stride == 1 and padding == 1 and C * O <= DIRECT_MAX_CHANNEL_PAIRS and wide
+
+
+def conv2d_forward(x, w, stride, padding):
+    """The direct kernel where :func:`direct_conv_wanted`, im2col + GEMM elsewhere.  The direct path's cache
+    keeps x and a copy of w in the places of X and Wm (no im2col matrix is made).  Mixed dtypes are computed
+    in the one NumPy's products would give (float32 images with float64 weights: float64)."""
+    if not direct_conv_wanted(x.shape, w.shape, stride, padding):
+        return ops.conv2d_forward.plain(x, w, stride, padding)
+    _ensure_threads()
+    y = numba_direct_conv.conv3x3_forward(x.astype(np.result_type(x, w), copy=False), w)
+    return y, (x, w.copy(), x.shape, w.shape, stride, padding)
+
+
+def keeps_im2col(x_shape, w_shape, stride, padding) -> bool:
+    """What :func:`conv2d_forward` keeps, for memory estimates (backends.ops.conv2d_keeps_im2col)."""
+    return not direct_conv_wanted(x_shape, w_shape, stride, padding)
+
+
+conv2d_forward.keeps_im2col = keeps_im2col  # type: ignore[attr-defined]  # a function attribute ops reads
+
+
+def conv2d_backward(dy, cache, need_dx=True):
+    """∂L/∂x and ∂L/∂W by the direct kernel where the forward took it, in the dtypes of the plain formula's
+    products (∂L/∂x: dy's and w's; ∂L/∂W: x's and dy's)."""
+    x, w, x_shape, w_shape, stride, padding = cache
+    if not direct_conv_wanted(x_shape, w_shape, stride, padding):
+        return ops.conv2d_backward.plain(dy, cache, need_dx)
+    _ensure_threads()
+    dtype = np.result_type(dy, x, w)
+    dx, dw = numba_direct_conv.conv3x3_backward(dy.astype(dtype, copy=False), x.astype(dtype, copy=False), w, need_dx)
+    dw = dw.astype(np.result_type(x, dy), copy=False)
+    return (None if dx is None else dx.astype(np.result_type(dy, w), copy=False)), dw
+
+
 # Below this many values a parameter is updated by NumPy's expressions: a threaded pass costs more to start.
 SMALL = 1 << 15
 
@@ -400,6 +455,8 @@ FAST = {
         relu_backward,
         im2col,
         col2im,
+        conv2d_forward,
+        conv2d_backward,
         sgd_update_,
         ema_update_,
     )

@@ -7,7 +7,8 @@ picks it by the *data's* array module, never by a global mode:
 
     backends/numpy_fast.py   NumPy: einsum for channel sums, BatchNorm passes on long rows
     backends/numba_fast.py   NumPy arrays with Numba (the ``fast`` extra): each primitive one
-                             compiled pass over memory, on every core
+                             compiled pass over memory, on every core; the thin 3×3 convolutions
+                             computed directly, without an im2col matrix
     backends/cupy_fast.py    CuPy: channel sums as matrix-vector products, im2col as one kernel
 
 A reader who skips those files still reads the maths that runs.  tests/test_fast_paths.py
@@ -227,6 +228,63 @@ def col2im(dcols, x_shape, kh: int, kw: int, stride: int, padding: int):
         for j in range(kw):
             dx[:, i : i + stride * Ho : stride, j : j + stride * Wo : stride, :] += dcols[:, :, :, i, j, :]
     return dx[:, padding : padding + H, padding : padding + W, :]
+
+
+# ------------------------------------------------------------------ convolution: im2col, a product, col2im
+SMALL_WEIGHT = 1 << 18  # entries of Wm below which ∂L/∂Wm is computed as (Xᵀ·G)ᵀ
+
+
+@primitive
+def conv2d_forward(x, w, stride: int, padding: int):
+    """y = conv2d(x, w), no bias:  Y = X·Wmᵀ with X = im2col(x) and Wm = w as (O, kh·kw·C), columns (kh, kw, C).
+
+    Args:
+        x: (N, H, W, C).  w: (O, C, kh, kw).
+    Returns:
+        (y (N, Ho, Wo, O), cache): the cache is what :func:`conv2d_backward` reads, (X, Wm, x's shape, w's
+        shape, stride, padding); a fast function may keep other arrays in its first two places.
+    """
+    N, H, W, C = x.shape
+    O, _, kh, kw = w.shape
+    Ho, Wo = conv_output_size(H, kh, stride, padding), conv_output_size(W, kw, stride, padding)
+    cols = im2col(x, kh, kw, stride, padding)  # X, (N·Ho·Wo, kh·kw·C)
+    w_mat = w.transpose(0, 2, 3, 1).reshape(O, kh * kw * C)  # Wm, (O, kh·kw·C)
+    y = (cols @ w_mat.T).reshape(N, Ho, Wo, O)
+    return y, (cols, w_mat, x.shape, w.shape, stride, padding)
+
+
+@primitive
+def conv2d_backward(dy, cache, need_dx: bool = True):
+    """∂L/∂W = reorder(Gᵀ·X) and ∂L/∂x = col2im(G·Wm), with G = ∂L/∂y as (N·Ho·Wo, O).
+
+    ∂L/∂W is computed as (Xᵀ·G)ᵀ where Wm is small (the product with more rows than columns is then the
+    faster one) and as Gᵀ·X where it is large (reordering a large (kh·kw·C, O) result costs more).
+
+    Args:
+        dy: (N, Ho, Wo, O).  cache: from :func:`conv2d_forward`.  need_dx: False skips ∂L/∂x.
+    Returns:
+        (dx (N, H, W, C) or None, dw (O, C, kh, kw)).
+    """
+    xp = get_array_module(dy)
+    cols, w_mat, x_shape, w_shape, stride, padding = cache
+    O, C, kh, kw = w_shape
+    G = dy.reshape(-1, O)  # (N·Ho·Wo, O)
+    if w_mat.size <= SMALL_WEIGHT:
+        dw = (cols.T @ G).reshape(kh, kw, C, O).transpose(3, 2, 0, 1)  # (Xᵀ·G)ᵀ as (O, C, kh, kw)
+    else:
+        dw = (G.T @ cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2)  # Gᵀ·X as (O, C, kh, kw)
+    dw = xp.ascontiguousarray(dw)
+    if not need_dx:
+        return None, dw
+    return col2im(G @ w_mat, x_shape, kh, kw, stride, padding), dw
+
+
+def conv2d_keeps_im2col(xp, x_shape, w_shape, stride: int, padding: int) -> bool:
+    """Whether :func:`conv2d_forward` on arrays of module ``xp`` keeps the im2col matrix X for its backward (the
+    plain formula does), for memory estimates made before any array exists.  A fast function that computes
+    some convolutions without X says which by its attribute ``keeps_im2col(x_shape, w_shape, stride, padding)``."""
+    keeps = getattr(_fast_table(xp).get("conv2d_forward"), "keeps_im2col", None)
+    return True if keeps is None else bool(keeps(x_shape, w_shape, stride, padding))
 
 
 # ------------------------------------------------------------------ the optimiser's and the momentum update's passes

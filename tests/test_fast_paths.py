@@ -23,8 +23,9 @@ if HAVE_NUMBA:
 
     TABLES["numba_fast"] = numba_fast.FAST
 IN_PLACE = ("sgd_update_", "ema_update_")
+CONVOLUTION = ("im2col", "col2im", "conv2d_forward", "conv2d_backward")  # tested on convolution shapes below
 CASES = sorted(
-    (module, name) for module, table in TABLES.items() for name in table if name not in ("im2col", "col2im") + IN_PLACE
+    (module, name) for module, table in TABLES.items() for name in table if name not in CONVOLUTION + IN_PLACE
 )
 # Tolerances: float64 inputs; float32 runs at float32's precision.  The inputs are of order 1 to 10, so
 # errors are measured against the outputs' largest magnitude or 1, whichever is larger (a ReLU that leaves
@@ -182,10 +183,11 @@ def test_sgd_and_ema_fast_paths_give_numpys_bits(module, size, dtype, momentum, 
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="Numba is not installed")
 def test_a_training_step_gives_the_same_bits_with_one_or_all_kernel_threads():
-    """The whole step, Numba's kernels on 1 thread and on all: every parameter, buffer and queue entry equal."""
+    """The whole step, Numba's kernels on 1 thread and on all: every parameter, buffer and queue entry equal (the
+    32×32 images make the first stage's convolutions run the direct kernel)."""
     from moco_ref.moco import MoCo
 
-    x = np.random.default_rng(0).standard_normal((8, 3, 16, 16), dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((8, 3, 32, 32), dtype=np.float32)  # 32×32: direct convolutions
     states = []
     for threads in (1, None):
         numba_fast.set_threads(threads)
@@ -223,67 +225,116 @@ def test_numba_kernels_give_the_same_bits_with_any_thread_count():
         assert np.array_equal(a, b)
 
 
-# Shapes for the direct 3×3 convolution: 1×1 images, batch 1, channel counts that are not multiples of the
-# vector width nor of the two output planes a step computes, non-square images.
-DIRECT_SHAPES = [
-    (1, 1, 1, 1, 1),
-    (2, 1, 1, 3, 2),
-    (1, 3, 5, 2, 3),
-    (3, 7, 4, 5, 1),
-    (2, 6, 9, 17, 5),
-    (4, 8, 8, 16, 16),
+# Convolutions for the registered conv2d fast functions: (x's shape (N, H, W, C), O, kernel, stride, padding).
+# Wide 3×3 stride-1 ones the direct kernel takes (batch 1, 1-row images, channel counts that are not multiples
+# of the vector width nor of the two output planes it computes at a time); 1×1 and other small images; and the
+# shapes that fall back to im2col: narrow, many channels, stride 2, the 1×1 downsample, the 7×7 stem, padding 0.
+LAYER_SHAPES = [
+    ((1, 1, 32, 3), 5, 3, 1, 1),
+    ((2, 3, 33, 5), 7, 3, 1, 1),
+    ((1, 32, 32, 16), 16, 3, 1, 1),
+    ((3, 2, 40, 1), 13, 3, 1, 1),
+    ((2, 1, 1, 3), 2, 3, 1, 1),
+    ((1, 1, 1, 1), 1, 3, 1, 1),
+    ((2, 5, 6, 3), 4, 3, 1, 1),
+    ((3, 7, 4, 5), 1, 3, 1, 1),
+    ((2, 6, 9, 17), 5, 3, 1, 1),
+    ((1, 4, 32, 17), 3, 3, 1, 1),
+    ((1, 3, 16, 33), 32, 3, 1, 1),
+    ((2, 3, 15, 4), 4, 3, 1, 1),
+    ((2, 7, 34, 5), 6, 3, 2, 1),
+    ((2, 8, 32, 3), 6, 1, 2, 0),
+    ((1, 9, 33, 3), 4, 7, 2, 3),
+    ((2, 4, 32, 3), 5, 3, 1, 0),
 ]
+
+
+def conv_tables():
+    return sorted((m, t) for m, t in TABLES.items() if "conv2d_forward" in t)
+
+
+@pytest.fixture(params=["the rule", "direct wherever it can"])
+def direct_rule(request, monkeypatch):
+    """The registered conv2d functions as they choose, and with the direct kernel taken on every 3×3 stride-1
+    padding-1 shape (tiny images and many channels included)."""
+    if request.param != "the rule" and HAVE_NUMBA:
+        monkeypatch.setattr(numba_fast, "DIRECT_MAX_CHANNEL_PAIRS", 1 << 30)
+        monkeypatch.setattr(numba_fast, "DIRECT_MIN_WIDTH", 1)
+    return request.param
 
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="Numba is not installed")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("shape", DIRECT_SHAPES)
-def test_direct_conv3x3_equals_the_im2col_formula(shape, dtype):
-    """The direct 3×3 convolution (stride 1, padding 1) gives the layer's y, ∂L/∂x and ∂L/∂W (im2col and a
-    product, the plain primitives), with and without ∂L/∂x."""
-    from backends import numba_direct_conv as direct
-    from moco_ref.layers.conv import SMALL_WEIGHT
-
-    N, H, W, C, O = shape
-    rng = np.random.default_rng(sum(shape))
-    x = rng.standard_normal((N, H, W, C)).astype(dtype)
-    w = rng.standard_normal((O, C, 3, 3)).astype(dtype)
-    dy = rng.standard_normal((N, H, W, O)).astype(dtype)
-    cols = ops.im2col.plain(x, 3, 3, 1, 1)  # (N·H·W, 9·C)
-    w_mat = w.transpose(0, 2, 3, 1).reshape(O, 9 * C)
-    G = dy.reshape(-1, O)
-    y_plain = (cols @ w_mat.T).reshape(N, H, W, O)
-    dx_plain = ops.col2im.plain(G @ w_mat, x.shape, 3, 3, 1, 1)
-    dw_plain = (cols.T @ G).reshape(3, 3, C, O).transpose(3, 2, 0, 1)
-    assert w_mat.size <= SMALL_WEIGHT
-    rtol = TOLERANCE[dtype]
-    y = direct.conv3x3_forward(x, w)
-    dx, dw = direct.conv3x3_backward(dy, x, w)
-    none, dw_alone = direct.conv3x3_backward(dy, x, w, need_dx=False)
-    assert y.dtype == dx.dtype == dw.dtype == dtype
-    assert none is None and np.array_equal(dw, dw_alone)
-    assert_equal_up_to_rounding(y, y_plain, rtol, f"forward {shape} {np.dtype(dtype).name}")
-    assert_equal_up_to_rounding(dx, dx_plain, rtol, f"∂x {shape} {np.dtype(dtype).name}")
-    assert_equal_up_to_rounding(dw, dw_plain, rtol, f"∂W {shape} {np.dtype(dtype).name}")
+@pytest.mark.parametrize("shape,O,kernel,stride,padding", LAYER_SHAPES)
+def test_conv2d_fast_functions_equal_the_plain_primitives(direct_rule, shape, O, kernel, stride, padding, dtype):
+    """y, ∂L/∂x and ∂L/∂W of the registered conv2d_forward / conv2d_backward equal the plain im2col + GEMM
+    primitives, with and without ∂L/∂x; where the direct kernel is taken, no im2col matrix is kept."""
+    rng = np.random.default_rng(sum(shape) + O + kernel)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((O, shape[3], kernel, kernel)).astype(dtype)
+    rtol, what = TOLERANCE[dtype], f"{shape}, O={O}, {kernel}x{kernel}/{stride} pad {padding}, {np.dtype(dtype).name}"
+    for module, table in conv_tables():
+        y_plain, cache_plain = ops.conv2d_forward.plain(x, w, stride, padding)
+        y, cache = table["conv2d_forward"](x, w, stride, padding)
+        direct = numba_fast.direct_conv_wanted(x.shape, w.shape, stride, padding)
+        thin_and_wide = shape[3] * O <= 32 * 32 and shape[2] >= 16
+        assert direct == (kernel == 3 and stride == padding == 1 and (direct_rule != "the rule" or thin_and_wide))
+        assert cache[0].shape == (x.shape if direct else cache_plain[0].shape), f"{module}: what the cache keeps"
+        assert y.dtype == dtype and y.shape == y_plain.shape
+        assert_equal_up_to_rounding(y, y_plain, rtol, f"{module} forward, {what}")
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        for need_dx in (True, False):
+            dx_plain, dw_plain = ops.conv2d_backward.plain(dy, cache_plain, need_dx)
+            dx, dw = table["conv2d_backward"](dy.copy(), cache, need_dx)
+            assert dw.dtype == dtype and dw.shape == w.shape
+            assert_equal_up_to_rounding(dw, dw_plain, rtol, f"{module} ∂W, {what}")
+            if need_dx:
+                assert dx.dtype == dtype and dx.shape == x.shape
+                assert_equal_up_to_rounding(dx, dx_plain, rtol, f"{module} ∂x, {what}")
+            else:
+                assert dx is None
 
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="Numba is not installed")
-def test_direct_conv3x3_gives_the_same_bits_with_one_or_all_threads():
-    """∂L/∂W is summed per sample, then over the samples in order: 1 thread and all threads agree exactly."""
-    from backends import numba_direct_conv as direct
+@pytest.mark.parametrize(
+    "x_dtype,w_dtype,dy_dtype",
+    [(np.float32, np.float64, np.float64), (np.float64, np.float32, np.float32), (np.float32, np.float32, np.float64)],
+)
+@pytest.mark.parametrize("shape", [(2, 3, 33, 5), (2, 3, 5, 5)])
+def test_conv2d_fast_functions_give_the_plain_formulas_dtypes(shape, x_dtype, w_dtype, dy_dtype):
+    """Mixed dtypes (float32 images into a float64 model): the outputs have the dtypes NumPy's products give."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape).astype(x_dtype)
+    w = rng.standard_normal((4, shape[3], 3, 3)).astype(w_dtype)
+    y_plain, cache_plain = ops.conv2d_forward.plain(x, w, 1, 1)
+    y, cache = numba_fast.conv2d_forward(x, w, 1, 1)
+    dy = rng.standard_normal(y.shape).astype(dy_dtype)
+    expected = [y_plain, *ops.conv2d_backward.plain(dy, cache_plain)]
+    for got, plain, what in zip([y, *numba_fast.conv2d_backward(dy, cache)], expected, ("y", "∂x", "∂W")):
+        assert got.dtype == plain.dtype, f"{what}: {got.dtype} vs {plain.dtype}"
+        assert_equal_up_to_rounding(got, plain, TOLERANCE[np.float32], what)
 
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((6, 5, 7, 3)).astype(np.float32)
-    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
-    dy = rng.standard_normal((6, 5, 7, 5)).astype(np.float32)
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="Numba is not installed")
+@pytest.mark.parametrize(
+    "shape,O,kernel,stride,padding",
+    [((2, 3, 33, 5), 7, 3, 1, 1), ((2, 5, 6, 3), 4, 3, 1, 1), ((2, 7, 34, 5), 6, 3, 2, 1)],
+)
+def test_conv2d_fast_functions_give_the_same_bits_with_one_or_two_threads(
+    direct_rule, shape, O, kernel, stride, padding
+):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((O, shape[3], kernel, kernel)).astype(np.float32)
     results = []
-    for threads in (1, 2, numba_fast.set_threads()):
+    for threads in (1, 2):
         numba_fast.set_threads(threads)
-        results.append([direct.conv3x3_forward(x, w), *direct.conv3x3_backward(dy, x, w)])
+        y, cache = numba_fast.conv2d_forward(x, w, stride, padding)
+        dy = np.random.default_rng(8).standard_normal(y.shape).astype(np.float32)
+        results.append([y, *numba_fast.conv2d_backward(dy, cache)])
     numba_fast.set_threads()
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            assert np.array_equal(a, b)
+    for a, b in zip(*results):
+        assert np.array_equal(a, b)
 
 
 def test_the_data_chooses_the_path():

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from helpers import error_line, run_cli
 
+from backends import ops
 from moco_ref.moco import MoCo
 from moco_ref.run import footprint
 
@@ -21,21 +22,39 @@ TINY_TRAIN = ["--width", "2", "--moco-dim", "8", "--image-size", "16", "--knn-ev
     "arch,width,batch,size,symmetric,mlp",
     [("resnet10", 8, 32, 32, False, False), ("resnet18", 8, 16, 32, False, True), ("resnet10", 8, 32, 32, True, False)],
 )
-def test_the_estimate_is_the_memory_a_step_holds(arch, width, batch, size, symmetric, mlp):
-    """The parts' sum (before the allocator's slack) within 15 % of the peak of the arrays alive in a step."""
-    model = MoCo(arch=arch, width=width, dim=32, K=512, bn_splits=1, symmetric=symmetric, mlp=mlp, dtype="float32")
+def test_the_estimate_is_the_memory_a_step_holds(monkeypatch, arch, width, batch, size, symmetric, mlp):
+    """The parts' sum (before the allocator's slack) within 15 % of the peak of the arrays alive in a step: as the
+    step runs here (with the ``fast`` extra, the thin convolutions keep their input instead of an im2col matrix),
+    and with every convolution's im2col matrix kept (the plain formula), the estimate made without a backend."""
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
-    model.step(x, x)  # compiled kernels loaded and caches warmed outside the trace
-    del model
-    tracemalloc.start()
-    try:
+
+    def traced_peak():
         model = MoCo(arch=arch, width=width, dim=32, K=512, bn_splits=1, symmetric=symmetric, mlp=mlp, dtype="float32")
-        model.step(x, x + 0.1)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    estimate = sum(footprint.step_bytes(arch, width, 32, mlp, 512, batch, size, "float32", symmetric).values())
-    assert 0.85 <= estimate / peak <= 1.15, f"estimate {estimate / 1e6:.1f} MB vs traced peak {peak / 1e6:.1f} MB"
+        model.step(x, x)  # compiled kernels loaded and caches warmed outside the trace
+        del model
+        tracemalloc.start()
+        try:
+            model = MoCo(
+                arch=arch, width=width, dim=32, K=512, bn_splits=1, symmetric=symmetric, mlp=mlp, dtype="float32"
+            )
+            model.step(x, x + 0.1)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    def estimate(xp):
+        return sum(footprint.step_bytes(arch, width, 32, mlp, 512, batch, size, "float32", symmetric, xp).values())
+
+    as_run = (estimate(np), traced_peak())
+    table = ops._fast_table(np)
+    for name in ("conv2d_forward", "conv2d_backward"):
+        monkeypatch.delitem(table, name, raising=False)
+    with_im2col = (estimate(None), traced_peak())
+    assert estimate(np) == with_im2col[0]
+    for (value, peak), what in ((as_run, "as run"), (with_im2col, "im2col everywhere")):
+        assert 0.85 <= value / peak <= 1.15, (
+            f"estimate {value / 1e6:.1f} MB vs traced peak {peak / 1e6:.1f} MB ({what})"
+        )
 
 
 def test_the_estimate_grows_as_the_run_does():

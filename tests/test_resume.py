@@ -191,6 +191,17 @@ def test_stop_and_resume_is_bit_identical(tmp_path, data, uninterrupted, stop_af
     assert_same_metrics(uninterrupted, run_b)  # the same losses, step by step
 
 
+def test_stop_and_resume_with_direct_convolutions_is_bit_identical(tmp_path, data):
+    """32 x 32 crops: with the ``fast`` extra the first stage's 3x3 convolutions run the direct kernel (chosen by
+    their shape, the same in every process), and a resumed run still ends with the same bits."""
+    run_a, run_b = tmp_path / "a", tmp_path / "b"
+    run(train_command(data, run_a, "--epochs", 1, "--knn-every", 0, "--image-size", 32))
+    run(train_command(data, run_b, "--epochs", 1, "--knn-every", 0, "--image-size", 32, "--max-steps", 2))
+    run(resume_command(run_b, "--max-steps", 0))
+    assert_same_final_state(run_a, run_b)
+    assert_same_metrics(run_a, run_b)
+
+
 def test_resuming_twice_in_one_epoch_is_bit_identical(tmp_path, data, uninterrupted):
     run_b = tmp_path / "b"
     run(train_command(data, run_b, "--epochs", 2, "--knn-every", 1, "--max-steps", 5))

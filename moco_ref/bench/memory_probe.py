@@ -106,7 +106,17 @@ def main(argv=None) -> dict:
     }
     if args.which == "ours":
         record["estimate_bytes"] = estimate_bytes(
-            step_bytes(config.arch, config.width, config.dim, False, config.K, config.batch, config.size, "float32")
+            step_bytes(
+                config.arch,
+                config.width,
+                config.dim,
+                False,
+                config.K,
+                config.batch,
+                config.size,
+                "float32",
+                xp=get_backend(args.backend).xp,
+            )
         )
     if args.backend == "cupy":
         if args.which == "ours":

@@ -5,8 +5,9 @@ Every part is timed by wrapping the functions the step calls: the primitives of 
 step functions in the modules that use them (``moco_ref.models.resnet`` imports ``conv2d_forward``
 by name, so that is where it is replaced).  The wrappers are removed afterwards.  Times are
 exclusive: a part's own time less the wrapped parts it called (conv forward GEMM = conv2d_forward
-less its im2col).  What no wrapper covers (the input's NCHW→NHWC transpose, the residual joins of
-the backward, Python glue) is the row "other".
+less its im2col; a convolution the ``fast`` extra computes directly, without im2col, counts whole in
+the conv rows and in the GEMM table, at the FLOPs of its products).  What no wrapper covers (the input's
+NCHW→NHWC transpose, the residual joins of the backward, Python glue) is the row "other".
 
 For each part the wrappers also count the bytes its calls read and write (the sizes of the arrays
 passed in and returned: the least traffic the call can have) and, for the products, the FLOPs; with
@@ -26,6 +27,7 @@ import numpy as np
 
 from backends import get_backend
 from backends.cpu import blas_threads
+from backends.ops import conv_output_size
 from moco_ref.augment import make_pipeline
 from moco_ref.bench.common import (
     REFERENCE,
@@ -88,14 +90,16 @@ def _arrays(value):
 
 
 def _conv_flops(name: str, args, result) -> tuple:
-    """(FLOPs, shape key) of a conv2d_forward / conv2d_backward call: 2·M·K·O per product."""
+    """(FLOPs, shape key) of a conv2d_forward / conv2d_backward call: 2·M·K·O per product (the same count
+    where the direct kernel computes it without the products)."""
     if name == "conv2d_forward":
         w = args[1]
         N, Ho, Wo, O = result[0].shape
         M, K = N * Ho * Wo, w.shape[1] * w.shape[2] * w.shape[3]
         return 2 * M * K * O, (M, K, O)
-    cols, _, _, (O, _, _, _) = args[1][:4]  # the cache: X, Wm, x's shape, w's shape
-    M, K = cols.shape
+    (N, H, W, C), (O, _, kh, kw), stride, padding = args[1][2:6]  # the cache: x's and w's shapes, stride, padding
+    Ho, Wo = conv_output_size(H, kh, stride, padding), conv_output_size(W, kw, stride, padding)
+    M, K = N * Ho * Wo, kh * kw * C
     products = 2 if result[0] is not None else 1  # ∂W, and ∂x unless skipped
     return products * 2 * M * K * O, (M, K, O)
 

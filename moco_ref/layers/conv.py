@@ -20,27 +20,20 @@ col2im adds every patch gradient back to the pixels it came from
 (backends/ops.py: a loop over the kh·kw kernel offsets with strided slices, no
 scatter, so it runs the same on NumPy and CuPy).
 
-The order of each product is the one OpenBLAS runs fastest, shape by shape (``moco-ref
-bench parts`` times every shape; benchmarks/RESULTS.md): Y = X·Wmᵀ on Wm's transposed view; ∂L/∂Wm
-as (Xᵀ·G)ᵀ where the weight is small (then the product with more rows than columns is
-the faster one) and as Gᵀ·X where it is large (reordering a large (kh·kw·C, O) result to
-PyTorch's layout costs more than the product saves).
+The plain expressions of these three steps are backends/ops.py's primitives ``conv2d_forward`` and
+``conv2d_backward`` (and the ``im2col`` and ``col2im`` they call), so that a backend may register a faster
+function computing the same thing: with the ``fast`` extra, the 3×3, stride-1 convolutions of the thin
+layers are computed directly, without an X matrix (backends/numba_direct_conv.py).
+The order of each product is the one OpenBLAS runs fastest, shape by shape (``moco-ref bench parts``;
+benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
-from backends import get_array_module, ops
+from backends import ops
 from backends.ops import conv_output_size
 
-
-def im2col(x, kh: int, kw: int, stride: int, padding: int):
-    """(N, H, W, C) -> (N·Ho·Wo, kh·kw·C), columns ordered (kh, kw, C); see backends.ops.im2col."""
-    return ops.im2col(x, kh, kw, stride, padding)
-
-
-def col2im(dcols, x_shape, kh: int, kw: int, stride: int, padding: int):
-    """Folds patch gradients back: (N·Ho·Wo, kh·kw·C) -> (N, H, W, C), summing overlaps; see backends.ops.col2im."""
-    return ops.col2im(dcols, x_shape, kh, kw, stride, padding)
+__all__ = ["conv2d_backward", "conv2d_forward", "conv_output_size"]
 
 
 def conv2d_forward(x, w, stride: int = 1, padding: int = 0):
@@ -52,19 +45,9 @@ def conv2d_forward(x, w, stride: int = 1, padding: int = 0):
     Returns:
         y: (N, Ho, Wo, O) and the cache for :func:`conv2d_backward`.
     """
-    N, H, W, C = x.shape
-    O, Cw, kh, kw = w.shape
-    if Cw != C:
-        raise ValueError(f"conv2d: input has {C} channels, weight expects {Cw}")
-    Ho = conv_output_size(H, kh, stride, padding)
-    Wo = conv_output_size(W, kw, stride, padding)
-    cols = im2col(x, kh, kw, stride, padding)  # X, (N·Ho·Wo, kh·kw·C)
-    w_mat = w.transpose(0, 2, 3, 1).reshape(O, kh * kw * C)  # Wm, (O, kh·kw·C), columns (kh, kw, C)
-    y = (cols @ w_mat.T).reshape(N, Ho, Wo, O)
-    return y, (cols, w_mat, x.shape, w.shape, stride, padding)
-
-
-SMALL_WEIGHT = 1 << 18  # entries of Wm below which ∂L/∂Wm is computed as (Xᵀ·G)ᵀ
+    if w.shape[1] != x.shape[3]:
+        raise ValueError(f"conv2d: input has {x.shape[3]} channels, weight expects {w.shape[1]}")
+    return ops.conv2d_forward(x, w, stride, padding)
 
 
 def conv2d_backward(dy, cache, need_dx: bool = True):
@@ -77,15 +60,4 @@ def conv2d_backward(dy, cache, need_dx: bool = True):
     Returns:
         (dx, dw): dx (N, H, W, C) or None, dw (O, C, kh, kw).
     """
-    xp = get_array_module(dy)
-    cols, w_mat, x_shape, w_shape, stride, padding = cache
-    O, C, kh, kw = w_shape
-    G = dy.reshape(-1, O)  # (N·Ho·Wo, O)
-    if w_mat.size <= SMALL_WEIGHT:
-        dw = (cols.T @ G).reshape(kh, kw, C, O).transpose(3, 2, 0, 1)  # (Xᵀ·G)ᵀ as (O, C, kh, kw)
-    else:
-        dw = (G.T @ cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2)  # Gᵀ·X as (O, C, kh, kw)
-    dw = xp.ascontiguousarray(dw)
-    if not need_dx:
-        return None, dw
-    return col2im(G @ w_mat, x_shape, kh, kw, stride, padding), dw
+    return ops.conv2d_backward(dy, cache, need_dx)

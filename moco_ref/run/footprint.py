@@ -6,8 +6,9 @@ Counted, for a step at the run's batch N, image side S, queue size K and dtype (
     parameters     both encoders' weights, the query encoder's gradients and SGD's momentum buffers: 4·P·b
     queue          the D×K keys, and the step's N×(K+1) logits with their softmax and gradient: (D·K + 3·N·(K+1))·b
     activations    what the query encoder's forward keeps for its backward: per convolution its im2col
-                   matrix X (N·Ho·Wo × kh·kw·C), its BatchNorm's input (N·Ho·Wo × O) and the ReLU's mask
-                   (one byte a value), and the layer's output until the next layer has read it;
+                   matrix X (N·Ho·Wo × kh·kw·C) or, where the backend computes it directly, its input
+                   (N·H·W × C; backends.ops.conv2d_keeps_im2col), its BatchNorm's input (N·Ho·Wo × O) and the
+                   ReLU's mask (one byte a value), and the layer's output until the next layer has read it;
                    in symmetric mode SYMMETRIC_ACTIVATIONS times that (the first direction's cache is still
                    held while the second direction's forward runs)
     workspace      the largest transient of a step: the key encoder's forward of one layer, or the
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from backends import ops
 from backends.cpu import host_available_bytes
 from moco_ref.errors import UserError
 from moco_ref.models import conv_sides, resnet_layout
@@ -47,15 +49,28 @@ def estimate_bytes(needed: dict) -> int:
 
 
 def step_bytes(
-    arch: str, width: int, dim: int, mlp: bool, K: int, batch: int, image_size: int, dtype: str, symmetric: bool = False
+    arch: str,
+    width: int,
+    dim: int,
+    mlp: bool,
+    K: int,
+    batch: int,
+    image_size: int,
+    dtype: str,
+    symmetric: bool = False,
+    xp=None,
 ) -> dict:
-    """{part: bytes} of one training step on one device (see the module docstring), before the slack."""
+    """{part: bytes} of one training step on one device (see the module docstring), before the slack; ``xp`` the
+    array module the step runs on (None: every convolution keeps its im2col matrix, the most it can take)."""
     b = np.dtype(dtype).itemsize
     layout = resnet_layout(arch, width, dim, mlp)
     kept, masks, transients = 0, 0, [0]
     for layer, side_in, side_out in conv_sides(layout, image_size):
         M = batch * side_out**2  # output pixels: rows of X
         cols, out, x_in = M * layer.kernel**2 * layer.c_in, M * layer.c_out, batch * side_in**2 * layer.c_in
+        x_shape, w_shape = (batch, side_in, side_in, layer.c_in), (layer.c_out, layer.c_in, layer.kernel, layer.kernel)
+        if xp is not None and not ops.conv2d_keeps_im2col(xp, x_shape, w_shape, layer.stride, layer.padding):
+            cols = x_in  # a direct convolution keeps its input instead
         kept += cols + out
         masks += out if layer.relu else 0
         transients.append(cols + 2 * out + x_in)  # the key forward's layer, or its backward
@@ -115,6 +130,7 @@ def check_step_fits(config, backend, processes: int = 1) -> dict:
         config.image_size,
         config.dtype,
         config.symmetric,
+        backend.xp,
     )
     sharing = 1 if backend.accelerated else processes
     check_fits(
