@@ -57,6 +57,21 @@ def skip_if_cupy_installed() -> None:
         pytest.skip("CuPy is installed: this test is for machines without it")
 
 
+def mount(*arguments) -> None:
+    """Runs mount(8); skips the test where this machine does not allow it (not root, no CAP_SYS_ADMIN)."""
+    import os
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting needs root and mount(8)")
+    result = subprocess.run(["mount", *map(str, arguments)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount here: {result.stderr.strip()}")
+
+
 def run_cli(args, capsys) -> tuple:
     """Runs ``moco-ref ARGS`` in-process; returns (exit code, stdout, stderr) of that run alone."""
     from moco_ref.cli.main import main

@@ -31,7 +31,7 @@ from pathlib import Path
 import helpers
 import numpy as np
 import pytest
-from helpers import MPIEXEC, mpi_env, needs_mpi
+from helpers import MPIEXEC, mount, mpi_env, needs_mpi
 
 from moco_ref.moco import MoCo
 from moco_ref.run.checkpoint import load_checkpoint
@@ -182,15 +182,6 @@ def error_line(code: int, err: str, *phrases) -> str:
     return helpers.error_line(
         code, "\n".join(line for line in err.strip().splitlines() if not line.startswith(progress)), *phrases
     )
-
-
-def mount(*arguments) -> None:
-    """Runs mount(8); skips the test where this machine does not allow it (not root, no CAP_SYS_ADMIN)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting needs root and mount(8)")
-    result = subprocess.run(["mount", *map(str, arguments)], capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount here: {result.stderr.strip()}")
 
 
 @pytest.fixture
