@@ -4,7 +4,7 @@ This is NumPy's path when Numba is not installed (backends/numba_fast.py takes o
 it runs on one core.  Two habits of NumPy make the plain expressions slow on channels-last activations:
 
 - ``a.sum(axis=(0, 2))`` over an (A, S, P, C) array walks it in a poor order; ``einsum`` is several
-  times faster, and its two-operand form Σ a·b needs no full-size temporary.
+  times faster, and its two-operand form Σ a·b needs no full-size temporary; both add in float64.
 - broadcasting a C-vector against (…, P, C) runs an inner loop only C long, which for C = 16 made
   each BatchNorm pass about 3x slower than the same pass against one row of P·C values.  So the
   vectors are repeated into rows of (1, S, P·C) first (1/A of the activation's size), and the passes
@@ -42,9 +42,12 @@ def _x_hat(x, mean, inv_std):
     return x_hat
 
 
-def channel_sums(a, b=None):
+def channel_sums(a, b=None):  # added in float64, as the formula's
     xp = get_array_module(a)
-    return xp.einsum("agpc->gc", a) if b is None else xp.einsum("agpc,agpc->gc", a, b)
+    sums = (
+        xp.einsum("agpc->gc", a, dtype=xp.float64) if b is None else xp.einsum("agpc,agpc->gc", a, b, dtype=xp.float64)
+    )
+    return sums.astype(a.dtype)
 
 
 def channel_moments(x):

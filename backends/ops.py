@@ -102,8 +102,14 @@ def numba_wanted() -> bool:
 # ------------------------------------------------------------------ reductions
 @primitive
 def channel_sums(a, b=None):
-    """Σ a (or Σ a·b) over the samples and pixels of each group: (A, S, P, C) -> (S, C)."""
-    return (a if b is None else a * b).sum(axis=(0, 2))
+    """Σ a (or Σ a·b) over the samples and pixels of each group: (A, S, P, C) -> (S, C).
+
+    Multiplied and added in float64, then rounded once to a's dtype, as PyTorch's CPU BatchNorm adds: a
+    gradient's Σ g nearly cancels, and tens of thousands of float32 additions would leave it few correct digits.
+    """
+    xp = get_array_module(a)
+    terms = a if b is None else xp.multiply(a, b, dtype=xp.float64)
+    return terms.sum(axis=(0, 2), dtype=xp.float64).astype(a.dtype)
 
 
 @primitive
