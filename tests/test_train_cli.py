@@ -664,6 +664,6 @@ def test_user_errors_from_a_subprocess_are_one_line(tmp_path):
     )
     assert process.returncode == 2 and process.stdout == ""
     assert process.stderr.strip().splitlines() == [
-        f"moco-ref: error: no such file or folder: {tmp_path / 'nowhere'} (give 'builtin', a CIFAR folder "
+        f"moco-ref: error: no such file or folder: {tmp_path / 'nowhere'} (give 'builtin', 'digits', a CIFAR folder "
         f"or a folder of images)"
     ]

@@ -160,7 +160,12 @@ def show():
     show_default=True,
     help="The recipe: v1, v2 (MoCo v2, --aug-plus) or cifar (the CIFAR demo's).",
 )
-@click.option("--data", default="builtin", show_default=True, help="'builtin', a folder of images or a CIFAR folder.")
+@click.option(
+    "--data",
+    default="builtin",
+    show_default=True,
+    help="'builtin', 'digits' (./digits is a folder), a folder of images or a CIFAR folder.",
+)
 @click.option("--image-size", default=32, show_default=True, type=click.IntRange(8), help="Side of the views.")
 @click.option(
     "--images",

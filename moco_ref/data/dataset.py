@@ -4,7 +4,8 @@ Notation: N images, each S x S pixels with 3 channels (RGB), stored as uint8 in 
 C classes.
 
 Splits: "train" is the training split; "test" and "val" are two names for the same held-out split
-(CIFAR's test batch, an image folder's val/ or test/ sub-folder, the builtin set's second seed).
+(CIFAR's test batch, an image folder's val/ or test/ sub-folder, the builtin set's second seed, the
+digits' fixed 397).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class Dataset:
         images: (N, S, S, 3) uint8, RGB.
         labels: (N,) int64 in [0, C), or None when the data has no labels.
         classes: the C class names, index = label ([] when unlabelled).
-        name: where the data came from: "builtin", "cifar10", "cifar100" or the folder path.
+        name: where the data came from: "builtin", "digits", "cifar10", "cifar100" or the folder path.
         skipped: (file path, reason) for every file that was skipped while loading.
         scaled_up: how many of the images were smaller than S x S in their file and were scaled up.
     """

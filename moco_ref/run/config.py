@@ -88,7 +88,11 @@ def option(default, help: str, **declaration):
 @dataclass
 class TrainConfig:
     # data
-    data: str = option("builtin", "'builtin', a folder of images (class sub-folders = labels) or a CIFAR folder.")
+    data: str = option(
+        "builtin",
+        "'builtin', 'digits' (scikit-learn's handwritten digits; ./digits is a folder), a folder of images "
+        "(class sub-folders = labels) or a CIFAR folder.",
+    )
     image_size: int = option(32, "Side of the square crops.", at_least=8)
     aug: str = option("cifar", "Augmentation pipeline (v2 = --aug-plus).", choices=AUGMENTATIONS)
     # model
