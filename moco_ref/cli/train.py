@@ -39,7 +39,7 @@ def train(preset, out, resume, aug_plus, **flags):
 
     With no flags: the built-in shapes dataset (2000 images of ten classes), resnet10 width 8,
     NumPy, 20 epochs.  Progress goes to stderr; the run directory gets the configuration, the
-    metrics and the checkpoint (docs/run-directory.md).
+    metrics and the checkpoint.
 
     Data parallel: `mpiexec -n W moco-ref train ...` trains one model with W processes
     (pip install 'moco-ref[mpi]'); -b is then the global batch, split evenly over them.
