@@ -2,7 +2,7 @@
 
 MoCo (He et al., "Momentum Contrast for Unsupervised Visual Representation
 Learning", CVPR 2020) gives its training loop as PyTorch-like pseudo-code,
-Algorithm 1; the tutorial this project started from (shared/seeds/) walks
+Algorithm 1; the tutorial this project started from (not part of the repository) walks
 through it line by line.  This script runs each line with the pieces of
 moco_ref and prints every quantity with its shape and meaning:
 

@@ -4,10 +4,11 @@ The key encoder of MoCo is an EMA of the query encoder, parameter by parameter:
 
     θ_k ← m·θ_k + (1 − m)·θ_q          (moco_ref.momentum.momentum_update_)
 
-The tutorial (shared/seeds/, in Chinese) explains it with a stock price: the daily price jumps
-about, its EMA follows the trend.  This script feeds a noisy signal, value by value, through the
-same ``momentum_update_`` that trains MoCo (one-element dicts {"theta": array}: θ_q is the raw
-value, θ_k the average), for m = 0.9 and m = 0.99, and prints what the average buys and costs:
+The tutorial this project started from (in Chinese, not part of the repository) explains it with a
+stock price: the daily price jumps about, its EMA follows the trend.  This script feeds a noisy signal,
+value by value, through the same ``momentum_update_`` that trains MoCo (one-element dicts
+{"theta": array}: θ_q is the raw value, θ_k the average), for m = 0.9 and m = 0.99, and prints what
+the average buys and costs:
 
     noise kept     variance of the average around a constant signal, over the raw noise variance;
                    theory (1 − m)/(1 + m): 0.053 for m = 0.9, 0.005 for m = 0.99

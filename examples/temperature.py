@@ -7,9 +7,9 @@ InfoNCE divides every similarity by a temperature τ before the softmax:
 A small τ stretches the differences between the logits, so the largest one takes almost all the
 probability; a large τ shrinks them, and the distribution flattens toward uniform.  The ratio of
 the largest to the smallest probability is exactly exp((z_max − z_min) / τ).  The tutorial
-(shared/seeds/, in Chinese) shows it with three logits X = 1, Y = 2, Z = 3 at τ = 1 (the plain
-softmax), τ = 0.5 (sharper) and τ = 2 (flatter).  MoCo v1 uses τ = 0.07, MoCo v2 τ = 0.2, the
-CIFAR-10 demo τ = 0.1.
+this project started from (in Chinese, not part of the repository) shows it with three logits X = 1,
+Y = 2, Z = 3 at τ = 1 (the plain softmax), τ = 0.5 (sharper) and τ = 2 (flatter).  MoCo v1 uses
+τ = 0.07, MoCo v2 τ = 0.2, the CIFAR-10 demo τ = 0.1.
 
     python examples/temperature.py                     # table, and temperature.png if matplotlib is installed
     python examples/temperature.py --tau 0.07 --tau 1 --out t.png

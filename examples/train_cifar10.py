@@ -1,6 +1,6 @@
 """Train MoCo on CIFAR-10 with the recipe of the official CIFAR-10 demo, when you have the data.
 
-The recipe (``--preset cifar-demo``, see shared/MOCO_REFERENCE.md): ResNet-18 with a 3×3 stem and no
+The recipe (``--preset cifar-demo``, moco_ref/run/config.py; docs/official-moco.md): ResNet-18 with a 3×3 stem and no
 max-pool, width 64, fc 512 → 128; SplitBatchNorm with 8 splits (shuffle BN on one device); batch
 512, SGD lr 0.06 cosine over 200 epochs, momentum 0.9, weight decay 5e-4; K 4096, m 0.99, T 0.1;
 the demo's augmentation; kNN monitor every epoch.  The demo reports kNN top-1 82.6 % after 200

@@ -13,7 +13,7 @@ The step is the paper's Algorithm 1 and the official builder, in order:
 Symmetric mode (the CIFAR demo's option): the same for both directions,
 loss = L(x₁, x₂) + L(x₂, x₁), both key sets enqueued, one momentum update per step.
 
-Data parallel (``comm`` with W processes, moco_ref/parallel/communicators.py): each process holds n = N/W
+Data parallel (``comm`` with W processes, moco_ref/parallel/communicator.py): each process holds n = N/W
 of the batch's samples (shuffle.py says which) and computes its queries and loss on them; the keys
 are shuffled across all processes; the gradients, summed over processes and divided by W, are the
 gradient of the whole batch's mean loss, and the BatchNorm running statistics are averaged the same
@@ -151,15 +151,32 @@ class MoCo:
         self.comm.average_(list(grads.values()) + floats)
 
     # ----------------------------------------------------------------- the state
+    @property
+    def queue_ptr(self) -> int:
+        """The queue's write pointer: the slot the next key goes to (its oldest key)."""
+        return self.queue.ptr
+
     def state_dict(self) -> dict:
-        """The official names: ``encoder_q.*``, ``encoder_k.*``, ``queue`` (D, K), ``queue_ptr``."""
+        """Everything a step reads and changes, by the names of its owners (the arrays themselves, not copies):
+
+        encoder_q.<name>, encoder_k.<name>   both encoders (the official names: PyTorch's)
+        queue (D, K), queue_ptr (1,)         the key queue, the official form
+        optimizer                            the SGD optimiser's own state_dict (its momentum buffers)
+        shuffle_rng                          the shuffle generator's bit_generator state (a JSON-able dict)
+        """
         state = {f"encoder_q.{n}": a for n, a in self.encoder_q.state_dict().items()}
         state.update({f"encoder_k.{n}": a for n, a in self.encoder_k.state_dict().items()})
         state.update(self.queue.state_dict())
+        state["optimizer"] = self.optimizer.state_dict()
+        state["shuffle_rng"] = self.shuffle_rng.bit_generator.state
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        """Restores what :meth:`state_dict` gave (host or device arrays); KeyError or ValueError where the state
+        is not of this model."""
         for prefix, encoder in (("encoder_q.", self.encoder_q), ("encoder_k.", self.encoder_k)):
             encoder.load_state_dict({n[len(prefix) :]: a for n, a in state.items() if n.startswith(prefix)})
         self.optimizer.params = self.encoder_q.params  # load replaced the arrays
         self.queue.load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"], self.backend.to_device)
+        self.shuffle_rng.bit_generator.state = state["shuffle_rng"]

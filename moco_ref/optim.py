@@ -44,9 +44,11 @@ class SGD:
             ops.sgd_update_(p, grads[name], self.buffers[name], lr, mu, wd, self.nesterov)  # the update above
 
     def state_dict(self) -> dict:
+        """``{momentum_buffer.<name>: buffer}`` (torch's name for the buffer), the arrays themselves."""
         return {f"momentum_buffer.{name}": b for name, b in self.buffers.items()}
 
     def load_state_dict(self, state: dict, to_device) -> None:
+        """Copies the buffers of ``state`` (host arrays, moved with ``to_device``) into this optimiser's."""
         for name, b in self.buffers.items():
             b[...] = to_device(state[f"momentum_buffer.{name}"])
 

@@ -12,7 +12,7 @@ r, r + W, r + 2W, … (``batch[r::W]``).  That is exactly group r of split Batch
 (sample i is in group i mod S), so W processes with plain BatchNorm compute what one process
 computes with ``bn_splits = W``.
 
-``comm`` is a communicator of moco_ref/parallel/communicators.py; its ``allgather`` concatenates the
+``comm`` is a communicator of moco_ref/parallel/communicator.py; its ``allgather`` concatenates the
 processes' arrays in rank order.
 """
 

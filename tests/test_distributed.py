@@ -1,4 +1,4 @@
-"""The communicator seam (moco_ref/parallel/communicators.py): one process in this process, two processes under mpiexec.
+"""The communicator seam (moco_ref/parallel/communicator.py): one process in this process, two processes under mpiexec.
 
 The two-process tests launch the scripts of tests/mpi/ with ``mpiexec -n 2`` (each script checks its own
 results and prints "ok"); they are skipped when mpi4py or mpiexec is missing. Every launch runs in its

@@ -8,7 +8,7 @@ from helpers import assert_close, run_cli
 
 from moco_ref.errors import CheckpointError, PathRefused, UserError
 from moco_ref.moco import MoCo
-from moco_ref.run.checkpoint import save_checkpoint
+from moco_ref.run.checkpoint import model_arrays, save_checkpoint
 from moco_ref.run.config import TrainConfig
 from moco_ref.tools.export import export_encoder
 
@@ -22,7 +22,7 @@ def make_checkpoint(path, mlp=False, arch="resnet10", width=2):
     for _ in range(2):
         moco.step(rng.standard_normal((4, 3, 16, 16)), rng.standard_normal((4, 3, 16, 16)))
     config = TrainConfig(arch=arch, width=width, dim=8, K=16, mlp=mlp, bn_splits=2, dtype="float64")
-    save_checkpoint(path, moco.state_dict(), {"config": config.to_dict(), "epoch": 1})
+    save_checkpoint(path, model_arrays(moco.state_dict()), {"config": config.to_dict(), "epoch": 1})
     return moco
 
 

@@ -186,6 +186,7 @@ def test_a_training_step_gives_the_same_bits_with_one_or_all_kernel_threads():
     """The whole step, Numba's kernels on 1 thread and on all: every parameter, buffer and queue entry equal (the
     32×32 images make the first stage's convolutions run the direct kernel)."""
     from moco_ref.moco import MoCo
+    from moco_ref.run.checkpoint import model_arrays
 
     x = np.random.default_rng(0).standard_normal((8, 3, 32, 32), dtype=np.float32)  # 32×32: direct convolutions
     states = []
@@ -194,7 +195,7 @@ def test_a_training_step_gives_the_same_bits_with_one_or_all_kernel_threads():
         model = MoCo(arch="resnet10", width=4, dim=8, K=32, bn_splits=2, dtype="float32", seed=3)
         for _ in range(2):
             model.step(x, x[::-1].copy())
-        states.append({k: np.asarray(v) for k, v in model.state_dict().items()})
+        states.append({k: np.asarray(v) for k, v in model_arrays(model.state_dict()).items()})
     numba_fast.set_threads()
     assert states[0].keys() == states[1].keys()
     for name in states[0]:

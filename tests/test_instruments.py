@@ -26,7 +26,7 @@ from moco_ref.evaluation.instruments import (
 )
 from moco_ref.loss import info_nce_forward
 from moco_ref.queue import KeyQueue
-from moco_ref.run.checkpoint import load_checkpoint
+from moco_ref.run.checkpoint import load_checkpoint, model_arrays
 from moco_ref.run.config import TrainConfig
 from moco_ref.run.trainer import Trainer
 
@@ -165,10 +165,10 @@ def test_measuring_changes_nothing_and_twice_in_a_row_gives_no_drift(tmp_path, d
     model.step(
         *(trainer.augment(trainer.train_set.images[:8], np.random.default_rng(0), "numpy") for _ in range(2))
     )  # running statistics of their own
-    before = {name: a.copy() for name, a in model.state_dict().items()}
+    before = {name: a.copy() for name, a in model_arrays(model.state_dict()).items()}
     first = trainer.monitor.instruments.measure(model, step=1)
     second = trainer.monitor.instruments.measure(model, step=1)
-    for name, a in model.state_dict().items():
+    for name, a in model_arrays(model.state_dict()).items():
         np.testing.assert_array_equal(a, before[name], err_msg=name)
     assert first["key_drift"] is None and second["key_drift"] == pytest.approx(1.0, abs=1e-6)
     assert {k: v for k, v in first.items() if k != "key_drift"} == {k: v for k, v in second.items() if k != "key_drift"}

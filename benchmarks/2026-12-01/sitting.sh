@@ -1,18 +1,24 @@
 #!/bin/bash
-# One sitting: nothing else runs.  Before = /tmp/base (the code at the session's start), after = /work/main.
-set -x
-cd /tmp/measure
+# One sitting: nothing else runs.  BEFORE names a checkout of the code before the change (required), AFTER the
+# code after it (default: this repository).  Every output goes to OUT (default: a new folder from mktemp).
+# Run from anywhere:  BEFORE=path/to/old/checkout bash benchmarks/2026-12-01/sitting.sh
+set -eux
+HERE=$(cd "$(dirname "$0")" && pwd)
+AFTER=${AFTER:-$(cd "$HERE/../.." && pwd)}
+BEFORE=${BEFORE:?give BEFORE, a checkout of the code before the change}
+OUT=${OUT:-$(mktemp -d)}
+cd "$OUT"
 lscpu | grep "Model name" > cpu.txt
 for i in 1 2 3; do
-  (cd /work/main && moco-ref bench step --out /tmp/measure/step_after_$i.json > /tmp/measure/step_after_$i.txt 2>&1)
-  (cd /tmp/base && PYTHONPATH=/tmp/base python -m moco_ref.bench step --out /tmp/measure/step_before_$i.json > /tmp/measure/step_before_$i.txt 2>&1)
+  (cd "$AFTER" && PYTHONPATH=$AFTER moco-ref bench step --out "$OUT/step_after_$i.json" > "$OUT/step_after_$i.txt" 2>&1)
+  (cd "$BEFORE" && PYTHONPATH=$BEFORE python -m moco_ref.bench step --out "$OUT/step_before_$i.json" > "$OUT/step_before_$i.txt" 2>&1)
 done
-(cd /work/main && moco-ref bench parts --out /tmp/measure/parts_after.json > /tmp/measure/parts_after.txt 2>&1)
-(cd /work/main && moco-ref bench memory --out /tmp/measure/memory_after.json > /tmp/measure/memory_after.txt 2>&1)
-(cd /tmp/base && PYTHONPATH=/tmp/base python -m moco_ref.bench memory --out /tmp/measure/memory_before.json > /tmp/measure/memory_before.txt 2>&1)
+(cd "$AFTER" && PYTHONPATH=$AFTER moco-ref bench parts --out "$OUT/parts_after.json" > "$OUT/parts_after.txt" 2>&1)
+(cd "$AFTER" && PYTHONPATH=$AFTER moco-ref bench memory --out "$OUT/memory_after.json" > "$OUT/memory_after.txt" 2>&1)
+(cd "$BEFORE" && PYTHONPATH=$BEFORE python -m moco_ref.bench memory --out "$OUT/memory_before.json" > "$OUT/memory_before.txt" 2>&1)
 for i in 1 2 3; do
-  (cd /work/main && python /tmp/measure/api_step.py moco_ref-first >> /tmp/measure/api.txt 2>&1)
-  (cd /work/main && python /tmp/measure/api_step.py numpy-first >> /tmp/measure/api.txt 2>&1)
+  (cd "$AFTER" && PYTHONPATH=$AFTER python "$HERE/api_step.py" moco_ref-first >> "$OUT/api.txt" 2>&1)
+  (cd "$AFTER" && PYTHONPATH=$AFTER python "$HERE/api_step.py" numpy-first >> "$OUT/api.txt" 2>&1)
 done
-(cd /work/main && moco-ref bench dp --out /tmp/measure/dp_after.json > /tmp/measure/dp_after.txt 2>&1)
-echo finished > /tmp/measure/done
+(cd "$AFTER" && PYTHONPATH=$AFTER moco-ref bench dp --out "$OUT/dp_after.json" > "$OUT/dp_after.txt" 2>&1)
+echo finished > "$OUT/done"

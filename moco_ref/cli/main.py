@@ -271,8 +271,7 @@ def bench():
     moco-ref bench gpu [--out FILE]
     moco-ref bench learn [--seeds N] [--epochs E] [--data DIR] [flags of train]
 
-    `moco-ref bench SUITE --help` gives a suite's flags.  Results of runs on this project's machine:
-    benchmarks/RESULTS.md in the repository.
+    `moco-ref bench SUITE --help` gives a suite's flags.
     """
 
 

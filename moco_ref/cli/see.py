@@ -14,17 +14,15 @@ import click
 
 from backends import BACKEND_NAMES, get_backend
 from moco_ref.cli.options import config_options, force_option
-from moco_ref.errors import UserError
-from moco_ref.run.config import AUGMENTATIONS, OPTIONS, PRESETS
+from moco_ref.run.config import AUGMENTATIONS, PRESETS
 from moco_ref.run.stopping import StoppedBySignal, StopSignals
 from moco_ref.tools.ablate import (
     ABLATION_DEFAULTS,
     PROBE_EPOCHS,
-    REPORT_PNG,
     STUDIES,
     base_config,
-    draw_curves,
     markdown,
+    picture_of,
     run_ablation,
     write_report,
 )
@@ -93,19 +91,11 @@ def ablate(study, preset, values, probe_epochs, out, **flags):
     """
     chosen = STUDIES[study]
     given = {k: v for k, v in flags.items() if v is not None}
-    varied = [name for name in chosen.fields if name in given and name != "bn_splits"]  # --bn-splits: S groups
-    if study != "shuffle-bn" and "bn_splits" in chosen.fields and "bn_splits" in given:
-        varied.append("bn_splits")
-    if varied:
-        example = {"momentum": "0,0.9,0.99", "queue": "64,256", "shuffle-bn": "8,1"}[study]
-        raise UserError(
-            f"moco-ref ablate {study} varies {OPTIONS[varied[0]].flag.split('/')[0]} itself; give the "
-            f"settings with --values (e.g. --values {example})"
-        )
+    chosen.check_flags(given)
     base = base_config(given, PRESETS.get(preset, {}))
     get_backend(base.backend)  # no GPU: one line now, not after the first run
-    if values is None and study == "shuffle-bn" and "bn_splits" in given:
-        values = f"{given['bn_splits']},1"  # S = --bn-splits groups, and plain BN
+    if values is None:
+        values = chosen.values_from_flags(given)
     parsed = chosen.parse(values) if values else None
     out_dir = Path(out) if out else Path("runs") / f"ablate-{study}"
     plotting = _have_matplotlib()
@@ -124,15 +114,14 @@ def ablate(study, preset, values, probe_epochs, out, **flags):
                 err=True,
             )
             sys.exit(stopped.exit_code)
-    written = write_report(report, out_dir)
+    written = write_report(report, out_dir, picture=plotting)
     click.echo(markdown(report), nl=False)
     click.echo("")
     if plotting:
-        written.append(draw_curves(report, out_dir / REPORT_PNG))
         click.echo(f"wrote {', '.join(map(str, written))}")
     else:
         click.echo(
-            f"wrote {written[0]} and {written[1]}; the picture {out_dir / REPORT_PNG} needs matplotlib: {PLOT_NOTE}"
+            f"wrote {written[0]} and {written[1]}; the picture {picture_of(out_dir)} needs matplotlib: {PLOT_NOTE}"
         )
     click.echo(
         f"ablate {study}: {len(report['rows'])} runs, {_minutes(time.perf_counter() - started)} in this command",

@@ -17,17 +17,9 @@ from moco_ref.cli.options import config_options
 from moco_ref.errors import UserError
 from moco_ref.parallel.launch import get_communicator, launcher_words, run_or_abort
 from moco_ref.run.config import PRESETS, TrainConfig
-from moco_ref.run.directory import (
-    RunDirectory,
-    check_run_folder,
-    checkpoint_of,
-    nothing_to_do,
-    read_meta,
-    refuse_if_in_use,
-    resumable_flags,
-    resumed_config,
-)
+from moco_ref.run.directory import RunDirectory, check_run_folder, checkpoint_of, read_meta, refuse_if_in_use
 from moco_ref.run.footprint import memory_error_line
+from moco_ref.run.resume import nothing_to_do, resumable_flags, resumed_config
 from moco_ref.run.stopping import StoppedBySignal, StopSignals
 from moco_ref.run.trainer import Trainer
 
@@ -47,7 +39,7 @@ def train(preset, out, resume, aug_plus, **flags):
 
     With no flags: the built-in shapes dataset (2000 images of ten classes), resnet10 width 8,
     NumPy, 20 epochs.  Progress goes to stderr; the run directory gets the configuration, the
-    metrics and the checkpoint (docs/run-directory.md).
+    metrics and the checkpoint.
 
     Data parallel: `mpiexec -n W moco-ref train ...` trains one model with W processes
     (pip install 'moco-ref[mpi]'); -b is then the global batch, split evenly over them.

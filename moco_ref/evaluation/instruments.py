@@ -155,8 +155,6 @@ class Instruments:
             It is resume state: :meth:`state_dict` puts it in the checkpoint.
     """
 
-    STATE_KEY = "instruments.probe_keys"
-
     def __init__(self, images, augment, test_transform, backend, seed: int, keys_per_step: int, K: int, labels=None):
         if len(images) < 2:
             raise ValueError(f"the probe set needs at least 2 images, got {len(images)}")
@@ -208,11 +206,12 @@ class Instruments:
         return record
 
     def state_dict(self) -> dict:
-        return {} if self.probe_keys is None else {self.STATE_KEY: self.probe_keys}
+        """``{"probe_keys": (n, D)}`` once measured, else {}."""
+        return {} if self.probe_keys is None else {"probe_keys": self.probe_keys}
 
-    def load_state_dict(self, arrays: dict) -> None:
-        """Takes the probe keys from checkpoint ``arrays`` (none there: the next drift is None)."""
-        host = arrays.get(self.STATE_KEY)
+    def load_state_dict(self, state: dict) -> None:
+        """Takes the probe keys of :meth:`state_dict` (none there: the next drift is None)."""
+        host = state.get("probe_keys")
         self.probe_keys = None if host is None else self.backend.to_device(np.array(host))
 
 

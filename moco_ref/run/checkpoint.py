@@ -1,11 +1,24 @@
 """Checkpoints: one ``.npz`` of named arrays plus JSON metadata, written atomically, read without pickle.
 
-Layout of a file (all entries are plain arrays, so ``numpy.load(path, allow_pickle=False)`` reads it):
+This module alone knows the file: its entries, their prefixes and the format tag.  The trainer hands it the
+state dicts of the state's owners (MoCo's, the monitor's, its own) and gets them back the same way
+(:func:`checkpoint_entries`, :func:`checkpoint_states`).  Layout of a file (all entries are plain arrays,
+so ``numpy.load(path, allow_pickle=False)`` reads it):
 
-    encoder_q.<name>, encoder_k.<name>   both encoders, PyTorch names and layouts
-    queue (D, K), queue_ptr (1,)         the key queue, the official form
-    optimizer.momentum_buffer.<name>     SGD state of the query encoder
-    __meta__                             UTF-8 JSON as uint8: epoch, step, config, RNG states, …
+    encoder_q.<name>, encoder_k.<name>   both encoders, PyTorch names and layouts     (MoCo)
+    queue (D, K), queue_ptr (1,)         the key queue, the official form             (MoCo)
+    optimizer.momentum_buffer.<name>     SGD state of the query encoder               (MoCo's optimiser)
+    instruments.probe_keys (n, D)        the probe keys of the last measurement       (the monitor, with
+    instruments.queue_labels (K,)        the class behind each queue slot (−1: none)  the instruments on)
+    __meta__                             UTF-8 JSON as uint8, the object below
+
+    {"format": "moco-ref checkpoint v1",
+     "epoch", "step_in_epoch", "global_step"     where the run stands                 (the trainer)
+     "arch", "config", "world_size"              the run's settings and processes     (the trainer)
+     "logged_this_epoch": {"loss", "acc1", "count"}  sums of the epoch's records      (the trainer)
+     "knn_top1_untrained"                        the untrained encoder's kNN (%)      (the monitor)
+     "rng": {"data_epoch_start", "augment",      the generators' states               (the trainer)
+             "shuffle"}                                                               (MoCo)}
 
 Reading refuses a checkpoint whose float arrays hold a NaN or ±inf (moco_ref/run/finite.py decides), naming
 the first such array: every reader (resume, eval, export, show, ablate) gets a finite state or one line.
@@ -31,6 +44,59 @@ from moco_ref.errors import CheckpointError
 from moco_ref.run.finite import first_non_finite
 
 META_KEY = "__meta__"
+FORMAT = "moco-ref checkpoint v1"
+OPTIMIZER, INSTRUMENTS = "optimizer.", "instruments."  # the prefixes of the optimiser's and the monitor's arrays
+# The entries of the owners' state dicts that go into the metadata rather than the arrays.
+MODEL_META, MONITOR_META = ("optimizer", "shuffle_rng"), ("knn_top1_untrained",)
+
+
+def model_arrays(model: dict) -> dict:
+    """The arrays of ``MoCo.state_dict()`` by their names in the file (encoder_q.*, encoder_k.*, queue, queue_ptr,
+    optimizer.*): the arrays themselves, on their device."""
+    arrays = {name: a for name, a in model.items() if name not in MODEL_META}
+    arrays.update({OPTIMIZER + name: a for name, a in model["optimizer"].items()})
+    return arrays
+
+
+def checkpoint_entries(model: dict, monitor: dict, trainer: dict) -> tuple[dict, dict]:
+    """(arrays, meta) of a run's checkpoint, from the state dicts of MoCo, the monitor and the trainer (the
+    layout in the module docstring)."""
+    arrays = model_arrays(model)
+    arrays.update({INSTRUMENTS + name: a for name, a in monitor.items() if name not in MONITOR_META})
+    meta = {
+        "format": FORMAT,
+        "epoch": trainer["epoch"],
+        "step_in_epoch": trainer["step_in_epoch"],
+        "global_step": trainer["global_step"],
+        "arch": trainer["arch"],
+        "config": trainer["config"],
+        "world_size": trainer["world_size"],
+        "logged_this_epoch": trainer["logged_this_epoch"],
+        "knn_top1_untrained": monitor.get("knn_top1_untrained"),
+        "rng": {
+            "data_epoch_start": trainer["rng"]["data_epoch_start"],
+            "augment": trainer["rng"]["augment"],
+            "shuffle": model["shuffle_rng"],
+        },
+    }
+    return arrays, meta
+
+
+def checkpoint_states(arrays: dict, meta: dict) -> tuple[dict, dict, dict]:
+    """The state dicts of MoCo, the monitor and the trainer held by a checkpoint's (arrays, meta): the inverse of
+    :func:`checkpoint_entries`.  A checkpoint of an earlier version lacks what it did not write (the logged
+    sums, the untrained kNN, the instruments' arrays): those entries are left out, or None."""
+    prefixed = (OPTIMIZER, INSTRUMENTS)
+    model = {name: a for name, a in arrays.items() if not name.startswith(prefixed)}
+    model["optimizer"] = {name[len(OPTIMIZER) :]: a for name, a in arrays.items() if name.startswith(OPTIMIZER)}
+    model["shuffle_rng"] = meta["rng"]["shuffle"]
+    monitor = {name[len(INSTRUMENTS) :]: a for name, a in arrays.items() if name.startswith(INSTRUMENTS)}
+    monitor["knn_top1_untrained"] = meta.get("knn_top1_untrained")
+    trainer = {name: meta[name] for name in ("epoch", "step_in_epoch", "global_step") if name in meta}
+    trainer.update({name: meta[name] for name in ("arch", "config", "logged_this_epoch") if name in meta})
+    trainer["world_size"] = meta.get("world_size", 1)
+    trainer["rng"] = {name: meta["rng"][name] for name in ("data_epoch_start", "augment")}
+    return model, monitor, trainer
 
 
 def save_checkpoint(path, arrays: dict, meta: dict) -> Path:

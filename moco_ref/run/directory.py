@@ -10,10 +10,10 @@
     RUN/tb/                    TensorBoard's event files, with --tensorboard (moco_ref/run/tensorboard.py)
 
 :class:`RunDirectory` reads and writes them: metrics.jsonl with one policy for a line cut short (a kill or
-a full disk in the middle of a write: the line is dropped), checkpoints, config.json and the lock.  On
-ranks other than 0 of a data-parallel run it is built with ``writer=False`` and writes nothing, so the
-training loop needs no guard.  The policy of a resume (which flags may change, whether anything is left
-to do) is here too: :func:`resumed_config`, :func:`nothing_to_do`, :func:`finished`.
+a full disk in the middle of a write: the line is dropped), checkpoints, config.json and the lock.  Ranks
+other than 0 of a data-parallel run get a :class:`ReadOnlyRunDirectory`, chosen once where the run is built:
+it reads as RunDirectory does and its every write does nothing, so the training loop needs no guard.  The
+policy of a resume (which flags may change, whether anything is left to do) is moco_ref/run/resume.py's.
 
 One writer.  A run directory is written by one process only (rank 0 of a data-parallel run).  That
 process holds an exclusive ``fcntl.flock`` on ``RUN/.lock`` for as long as it trains; the file holds its
@@ -44,7 +44,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 
-from moco_ref.errors import CheckpointError, RunDirectoryError, RunInUse, UserError
+from moco_ref.errors import RunDirectoryError, RunInUse, UserError
 from moco_ref.paths import check_input, check_output_folder, reason, refusal, refused
 from moco_ref.run.checkpoint import (
     load_checkpoint,
@@ -52,7 +52,6 @@ from moco_ref.run.checkpoint import (
     save_checkpoint,
     write_atomically,
 )
-from moco_ref.run.config import OPTIONS, RESUMABLE, TrainConfig, refused_setting, shown
 
 CONFIG, METRICS, LAST_CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint_last.npz"
 PROBE, FAILED = "linear_probe.json", "failed.json"
@@ -325,19 +324,18 @@ def complete_records(text: str) -> list[tuple[str, dict]]:
 
 
 class RunDirectory:
-    """The files of one run (see the module docstring), for the process that writes them or for one that
-    only reads (``writer=False``: every write is skipped).
+    """The files of one run (see the module docstring), for the process that writes them (rank 0 of a
+    data-parallel run; the only one otherwise) or for one that only reads them.
 
     Args:
         path: the run directory (created by the writer's :meth:`lock`).
-        writer: whether this process writes (rank 0 of a data-parallel run; the only one otherwise).
     Attributes:
         saved_step: the global step of the checkpoint written or read last, or None.
         resumed_from: the checkpoint file the run continues from (read by :meth:`load`), or None.
     """
 
-    def __init__(self, path, writer: bool = True):
-        self.path, self.writer = Path(path), writer
+    def __init__(self, path):
+        self.path = Path(path)
         self.saved_step = None
         self.resumed_from: Path | None = None
         self._resumed: tuple[int, dict] | None = (
@@ -380,12 +378,10 @@ class RunDirectory:
         self.saved_step = meta.get("global_step")
         return arrays, meta
 
-    # ---------------------------------------------------------------- writing (the writer; others skip)
+    # ---------------------------------------------------------------- writing (the writer; ReadOnlyRunDirectory skips)
     def lock(self):
-        """The context that holds the run's lock (the writer's; a no-op elsewhere); RunInUse if it is held, and
-        RunDirectoryError before anything is written where the folder is the user's (:func:`check_run_folder`)."""
-        if not self.writer:
-            return nullcontext()
+        """The context that holds the run's lock; RunInUse if it is held, and RunDirectoryError before anything
+        is written where the folder is the user's (:func:`check_run_folder`)."""
         check_run_folder(self.path, resumed=self.resumed_from)
         return _held(RunLock.acquire(self.path))
 
@@ -396,8 +392,6 @@ class RunDirectory:
         they are until its first record (:meth:`append`): then the records after ``step`` are dropped and
         config.json is rewritten, so a resume that fails before it logs anything has changed neither.  A fresh
         run also starts with no tb/ (a resume appends to it: moco_ref/run/tensorboard.py)."""
-        if not self.writer:
-            return
         check_writable(self.path)
         present = self.last_checkpoint.stat().st_size if self.last_checkpoint.exists() else 0
         check_room(self.path, checkpoint_bytes, present)
@@ -415,16 +409,12 @@ class RunDirectory:
 
     def write_json(self, name: str, obj, step: int | None = None) -> None:
         """Writes RUN/name atomically (a kill never leaves half a file)."""
-        if not self.writer:
-            return
         path, text = self.path / name, json.dumps(obj, indent=2) + "\n"
         with self.writing(path, step):
             write_atomically(path, lambda f: f.write(text.encode("utf-8")))
 
     def append(self, record: dict) -> None:
         """Appends one record to metrics.jsonl."""
-        if not self.writer:
-            return
         if self._resumed is not None:  # a resume's first record: its metrics and config now
             step, config = self._resumed
             self._truncate_metrics(step)
@@ -437,8 +427,6 @@ class RunDirectory:
 
     def save(self, arrays: dict, meta: dict, keep_epoch: int | None = None) -> Path | None:
         """Writes checkpoint_last.npz (and checkpoint_NNNN.npz of ``keep_epoch``); returns its path."""
-        if not self.writer:
-            return None
         step = meta["global_step"]
         with self.writing(self.last_checkpoint, step):
             save_checkpoint(self.last_checkpoint, arrays, meta)
@@ -487,72 +475,32 @@ class RunDirectory:
         return writing(path, self.path, outcome)
 
 
+class ReadOnlyRunDirectory(RunDirectory):
+    """The run directory as a process that does not write it sees it (ranks other than 0): it reads as
+    :class:`RunDirectory` does, and every write does nothing."""
+
+    def lock(self):
+        return nullcontext()
+
+    def open(self, checkpoint_bytes: int, step: int, config: dict, log) -> None:
+        pass
+
+    def write_json(self, name: str, obj, step: int | None = None) -> None:
+        pass
+
+    def append(self, record: dict) -> None:
+        pass
+
+    def save(self, arrays: dict, meta: dict, keep_epoch: int | None = None) -> Path | None:
+        return None
+
+
 @contextmanager
 def _held(lock: RunLock):
     try:
         yield lock
     finally:
         lock.release()
-
-
-# ------------------------------------------------------------------------- the policy of a resume
-def changed_settings(stored: TrainConfig, wanted: TrainConfig) -> list[str]:
-    """The settings a resume may not change (all but the resumable ones) on which ``wanted`` differs."""
-    return [name for name in OPTIONS if name not in RESUMABLE and getattr(stored, name) != getattr(wanted, name)]
-
-
-def resumable_flags() -> str:
-    """The flags that may change on --resume (declared resumable in config.py): "--epochs, --backend, …"."""
-    return ", ".join(declared.flag for name, declared in OPTIONS.items() if name in RESUMABLE)
-
-
-def resumed_config(checkpoint: Path, meta: dict, given: dict) -> TrainConfig:
-    """The configuration that continues the run of ``checkpoint`` with the flags ``given``.
-
-    Only the settings declared resumable (config.py) may differ from the run's; any other flag given must
-    repeat the run's value, else one line lists each difference with both values.  A --max-steps limit of
-    the interrupted run does not carry over.
-    """
-    if not isinstance(meta.get("config"), dict):
-        raise UserError(f"{checkpoint} holds no training configuration; it cannot be resumed")
-    refused = refused_setting(TrainConfig.from_dict(meta["config"]))
-    if refused:
-        raise CheckpointError(f"{checkpoint} cannot be resumed: its configuration's {refused}; nothing was changed")
-    run = {**TrainConfig.from_dict(meta["config"]).to_dict(), "max_steps": 0}
-    differences = [
-        f"{declared.flag} (the run's: {shown(run[name])}, given: {shown(given[name])})"
-        for name, declared in OPTIONS.items()
-        if name in given and name not in RESUMABLE and given[name] != run[name]
-    ]
-    if differences:
-        raise UserError(f"--resume cannot change {', '.join(differences)}; only {resumable_flags()} may change")
-    return TrainConfig.from_dict({**run, **given})
-
-
-def nothing_to_do(checkpoint: Path, meta: dict, config: TrainConfig) -> str | None:
-    """The line to print instead of training when the checkpoint is already where ``config`` would stop."""
-    epoch, step = meta["epoch"], meta["global_step"]
-    if config.max_steps and step >= config.max_steps:
-        reason, advice = f"{step} steps, and --max-steps is {config.max_steps}", "a larger --max-steps"
-    elif epoch >= config.epochs:
-        reason, advice = f"{epoch} epoch(s) ({step} steps), and --epochs is {config.epochs}", "a larger --epochs"
-    else:
-        return None
-    return f"nothing to do: {checkpoint} has trained {reason}; nothing was changed (give {advice} to train on)"
-
-
-def finished(directory: RunDirectory, meta: dict, config: TrainConfig) -> bool:
-    """The checkpoint is at ``config``'s end and the run wrote its final record there."""
-    at_end = (meta["epoch"] >= config.epochs and meta["step_in_epoch"] == 0) or bool(
-        config.max_steps and meta["global_step"] >= config.max_steps
-    )
-    records = directory.records()
-    return (
-        at_end
-        and bool(records)
-        and records[-1].get("kind") == "final"
-        and records[-1].get("global_step") == meta["global_step"]
-    )
 
 
 def read_meta(run, flag: str = "") -> dict:

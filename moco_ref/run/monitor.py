@@ -17,9 +17,12 @@ For the false negatives the monitor keeps the class of the image behind every sl
 
 The measurements run both encoders in eval mode and draw their views from their own freshly seeded
 generators, so a run with instruments is bit-identical to one without.  What the monitor carries from
-one checkpoint to the next: the untrained encoder's kNN accuracy (in the checkpoint's metadata) and the
-probe keys of the last measurement (the array ``instruments.probe_keys``), from which the next
-measurement's key drift is computed, and the queue's labels (``instruments.queue_labels``).
+one checkpoint to the next (:meth:`Monitor.state_dict`; moco_ref/run/checkpoint.py says where each goes in the
+file): the untrained encoder's kNN accuracy, the probe keys of the last measurement, from which the next
+measurement's key drift is computed, and the queue's labels.
+
+Only the process that writes the run directory (rank 0) measures: the others get :class:`NoMonitor`, whose every
+call does nothing, chosen once where the run is built.
 """
 
 from __future__ import annotations
@@ -40,8 +43,6 @@ class QueueLabels:
     """The class of the image behind each slot of MoCo's queue (−1: one of the K random keys it starts with),
     written as KeyQueue writes its keys: a batch of B over the B oldest slots, the pointer advanced by B."""
 
-    STATE_KEY = "instruments.queue_labels"
-
     def __init__(self, K: int):
         self.labels, self.ptr = np.full(K, -1, dtype=np.int64), 0
 
@@ -53,21 +54,21 @@ class QueueLabels:
 
 
 class Monitor:
-    """The kNN monitor and the instruments of one run (both off where ``enabled`` is False: other ranks).
+    """The kNN monitor and the instruments of one run, on the process that writes the run directory.
 
     Attributes:
         test_set: the labelled held-out split, or None (then no kNN).
-        instruments: the instruments, or None (--knn-every 0, or not the writing process).
+        instruments: the instruments, or None (--knn-every 0).
         knn_top1_untrained: the untrained encoder's kNN top-1 (%), once measured.
     """
 
-    def __init__(self, config, train_set, augment, test_transform, backend, log, enabled: bool, progress=NoProgress):
+    def __init__(self, config, train_set, augment, test_transform, backend, log, progress=NoProgress):
         self.config, self.train_set, self.test_transform, self.backend = config, train_set, test_transform, backend
         self.progress = progress  # shows the kNN monitor's feature passes (moco_ref.run.progress)
-        self.test_set = _held_out_split(config, train_set, log) if enabled else None
+        self.test_set = _held_out_split(config, train_set, log)
         self.probe_set = self.test_set if self.test_set is not None else train_set  # its first PROBE_SIZE
         self.instruments, self.queue_labels = None, None
-        if enabled and config.knn_every:
+        if config.knn_every:
             keys_per_step = config.batch_size * (2 if config.symmetric else 1)
             probe_labels = None if self.probe_set.labels is None else self.probe_set.labels[:PROBE_SIZE]
             self.instruments = Instruments(
@@ -144,20 +145,60 @@ class Monitor:
         return to_numpy(normalize_forward(out)[0]), labels, images
 
     def state_dict(self) -> dict:
-        state = self.instruments.state_dict() if self.instruments is not None else {}
+        """What the monitor carries from one checkpoint to the next: ``knn_top1_untrained`` (% or None), and with
+        the instruments on ``probe_keys`` (n, D) once measured and ``queue_labels`` (K,) with labelled data."""
+        state = {"knn_top1_untrained": self.knn_top1_untrained}
+        if self.instruments is not None:
+            state.update(self.instruments.state_dict())
         if self.queue_labels is not None:
-            state[QueueLabels.STATE_KEY] = self.queue_labels.labels
+            state["queue_labels"] = self.queue_labels.labels
         return state
 
-    def load_state_dict(self, arrays: dict, meta: dict) -> None:
-        """The monitor's part of a checkpoint (a checkpoint without the queue's labels: all unknown)."""
-        self.knn_top1_untrained = meta.get("knn_top1_untrained")
+    def load_state_dict(self, state: dict, queue_ptr: int) -> None:
+        """Restores :meth:`state_dict` (where it lacks the queue's labels: all unknown); ``queue_ptr`` is MoCo's
+        queue pointer, which the queue's labels follow."""
+        self.knn_top1_untrained = state.get("knn_top1_untrained")
         if self.instruments is not None:
-            self.instruments.load_state_dict(arrays)
+            self.instruments.load_state_dict(state)
         if self.queue_labels is not None:
-            if QueueLabels.STATE_KEY in arrays:
-                self.queue_labels.labels = np.array(arrays[QueueLabels.STATE_KEY], dtype=np.int64)
-            self.queue_labels.ptr = int(np.asarray(arrays["queue_ptr"]).reshape(-1)[0]) % len(self.queue_labels.labels)
+            if "queue_labels" in state:
+                self.queue_labels.labels = np.array(state["queue_labels"], dtype=np.int64)
+            self.queue_labels.ptr = queue_ptr % len(self.queue_labels.labels)
+
+
+class NoMonitor:
+    """The monitor of a process that does not measure (ranks other than 0): no held-out split, no instruments,
+    and every call does nothing."""
+
+    test_set = None
+    knn_top1_untrained = None
+
+    def __init__(self, *arguments, **settings):
+        pass
+
+    def due(self, epoch: int) -> bool:
+        return False
+
+    def knn(self, model) -> float | None:
+        return None
+
+    def before_training(self, model, log) -> list:
+        return []
+
+    def after_step(self, index) -> None:
+        pass
+
+    def instruments_records(self, model, epoch: int, global_step: int) -> list:
+        return []
+
+    def probe_embedding(self, model) -> tuple:
+        return None, None, None  # no probe set (its only reader, TensorBoard, is NoTensorBoard here too)
+
+    def state_dict(self) -> dict:
+        return {"knn_top1_untrained": None}
+
+    def load_state_dict(self, state: dict, queue_ptr: int) -> None:
+        pass
 
 
 def _held_out_split(config, train_set, log):

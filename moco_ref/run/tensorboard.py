@@ -121,6 +121,9 @@ class TensorBoard:
 class NoTensorBoard:
     """A run without --tensorboard, or a process that does not write the run directory: every call does nothing."""
 
+    def __init__(self, *arguments, **settings):
+        pass
+
     def add(self, record: dict) -> None:
         pass
 

@@ -10,19 +10,22 @@ the epoch's learning rate (the official schedule, set once per epoch).  The loop
 The run directory's files belong to moco_ref/run/directory.py, the kNN monitor and the instruments to
 moco_ref/run/monitor.py; the trainer says when to write and what.
 
-Resume is exact: the checkpoint holds the model, the queue, the optimiser buffers and every random
-generator's state, plus where in the epoch it stopped (the generator state that drew the epoch's order is
-kept, so the same order is drawn again and the finished batches skipped), the sums of the metrics logged
-so far in that epoch and what the monitor carries.  The checkpoint alone is the state: the metrics are a
-log the trainer appends to and never reads back to continue.  On NumPy a run that is killed and resumed
-ends bit-identical to an uninterrupted one.
+Resume is exact: the checkpoint holds each owner's state dict.  MoCo's: both encoders, the queue, the
+optimiser's buffers and the shuffle generator.  The trainer's: where in the epoch it stopped (the generator
+state that drew the epoch's order is kept, so the same order is drawn again and the finished batches
+skipped), the augmentation generator and the sums of the metrics logged so far in that epoch.  The
+monitor's: what it carries from one measurement to the next.  moco_ref/run/checkpoint.py alone lays them out
+in the file.  The checkpoint alone is the state: the metrics are a log the trainer appends to and never reads
+back to continue.  On NumPy a run that is killed and resumed ends bit-identical to an uninterrupted one.
 
 Data parallel (``comm`` with W processes, launched by ``mpiexec -n W``): ``batch_size`` is the global
 batch.  Every process draws the augmentation parameters of the whole batch from its generator (the same
 state everywhere) and takes its share of the images and of those parameters once, where the batch is
-formed (rows rank, rank + W, …: moco_ref/shuffle.py's ``local_share``).  Rank 0 alone prints, writes the
-run directory (after a barrier: every process has finished the step) and runs the monitor; the logged
-loss and accuracy are means over the processes.  A checkpoint records W and resumes only with the same W.
+formed (rows rank, rank + W, …: moco_ref/shuffle.py's ``local_share``).  Rank 0 alone prints, shows
+progress, writes the run directory (after a barrier: every process has finished the step) and runs the
+monitor; the other ranks get objects of the same interface that do nothing (ReadOnlyRunDirectory, NoProgress,
+NoMonitor, NoTensorBoard), chosen once in :class:`Trainer`'s constructor.  The logged loss and accuracy are
+means over the processes.  A checkpoint records W and resumes only with the same W.
 
 What a run survives (moco_ref/run/directory.py, moco_ref/run/stopping.py): one writer per run directory;
 a directory that takes no files, or has no room for two checkpoints, is refused before the first step;
@@ -43,6 +46,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -59,11 +63,12 @@ from moco_ref.momentum import momentum_at_step
 from moco_ref.optim import learning_rate
 from moco_ref.parallel.communicator import SingleProcess
 from moco_ref.run.batchnorm_values import check_batchnorm_values
+from moco_ref.run.checkpoint import checkpoint_entries, checkpoint_states, model_arrays
 from moco_ref.run.config import TrainConfig
-from moco_ref.run.directory import RunDirectory
+from moco_ref.run.directory import ReadOnlyRunDirectory, RunDirectory
 from moco_ref.run.finite import finite_flags, first_non_finite, float_names
 from moco_ref.run.footprint import check_data_fits, check_step_fits
-from moco_ref.run.monitor import Monitor
+from moco_ref.run.monitor import Monitor, NoMonitor
 from moco_ref.run.progress import NoProgress, Progress
 from moco_ref.run.stopping import StoppedBySignal, agreed_signal
 from moco_ref.run.tensorboard import NoTensorBoard, TensorBoard, require_tensorboardx
@@ -108,15 +113,31 @@ class LoggedSums:
         return 100.0 * self.acc1 / self.count if self.count else None
 
 
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
 class Trainer:
     """Runs (or resumes) one training run into ``run_dir``; see the module docstring."""
 
     def __init__(self, config: TrainConfig, run_dir, log=None, comm=None):
         self.config, self.comm = config, comm or SingleProcess()
-        writer = self.comm.rank == 0  # the one process that prints and writes the run directory
-        self.directory = RunDirectory(run_dir, writer)
-        self.log = (log or (lambda message: print(message, file=sys.stderr))) if writer else (lambda _: None)
-        self.progress = Progress if writer else NoProgress  # rank 0 alone shows progress
+        # The roles, chosen once: rank 0 prints, shows progress, writes the run directory (and TensorBoard's
+        # files) and measures; the other ranks get objects of the same interface that do nothing.
+        monitor: type[Monitor] | type[NoMonitor]
+        self.tensorboard_type: type[TensorBoard] | type[NoTensorBoard]
+        self.log: Callable[[str], None]
+        self.progress: type[Progress] | type[NoProgress]
+        if self.comm.rank == 0:
+            self.directory, self.log, self.progress = RunDirectory(run_dir), log or _to_stderr, Progress
+            monitor, self.tensorboard_type = Monitor, TensorBoard if config.tensorboard else NoTensorBoard
+        else:
+            self.directory, self.log, self.progress = ReadOnlyRunDirectory(run_dir), _quiet, NoProgress
+            monitor, self.tensorboard_type = NoMonitor, NoTensorBoard
         self.backend = get_backend(config.backend)
         step_needed = check_step_fits(config, self.backend, self.comm.size)  # before anything is allocated
         self.train_set = load_dataset(config.data, "train", config.image_size, config.seed)
@@ -126,15 +147,8 @@ class Trainer:
         check_batchnorm_values(config, self.comm.size)
         self.augment = make_pipeline(config.aug, config.image_size)
         self.test_transform = make_pipeline("test", config.image_size)
-        self.monitor = Monitor(
-            config,
-            self.train_set,
-            self.augment,
-            self.test_transform,
-            self.backend,
-            self.log,
-            enabled=writer,
-            progress=self.progress,
+        self.monitor = monitor(
+            config, self.train_set, self.augment, self.test_transform, self.backend, self.log, progress=self.progress
         )
         test_images = len(self.monitor.test_set) if self.monitor.test_set is not None else 0
         check_data_fits(len(self.train_set), test_images, config, step_needed, self.backend)
@@ -145,10 +159,8 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.epoch_start_data_state = self.data_rng.bit_generator.state
         self.logged = LoggedSums()  # of the current epoch
-        self.tensorboard: TensorBoard | NoTensorBoard = (
-            NoTensorBoard()
-        )  # TensorBoard's event files while run() runs, with --tensorboard
-        if config.tensorboard and writer:
+        self.tensorboard: TensorBoard | NoTensorBoard = NoTensorBoard()  # TensorBoard's files while run() runs
+        if self.tensorboard_type is TensorBoard:
             require_tensorboardx()  # before anything is written: one line where it is missing
         # Where loss and accuracy stand with nothing learned, shown beside them: ln(K+1) a loss term, 1/(K+1).
         self.chance_loss = chance_loss(config.K, 2 if config.symmetric else 1)
@@ -184,11 +196,7 @@ class Trainer:
         c, directory = self.config, self.directory
         with directory.lock(), np.errstate(all="ignore"):  # the finite checks speak, not NumPy's warnings
             directory.open(self.checkpoint_bytes(), self.global_step, c.to_dict(), self.log)
-            self.tensorboard = (
-                TensorBoard(directory.tensorboard, c, self.global_step)
-                if c.tensorboard and directory.writer
-                else NoTensorBoard()
-            )
+            self.tensorboard = self.tensorboard_type(directory.tensorboard, c, self.global_step)
             try:
                 return self._train_to_the_end(stop)
             finally:
@@ -371,7 +379,7 @@ class Trainer:
         """Saves the run's checkpoint once every process has finished the step (rank 0 writes it); returns its
         path (None on other ranks)."""
         self.comm.barrier()
-        arrays = {**self.training_state(), **self.monitor.state_dict()}
+        arrays, meta = checkpoint_entries(self.model.state_dict(), self.monitor.state_dict(), self.state_dict())
         arrays = {name: to_numpy(a) for name, a in arrays.items()}  # the one copy to the host
         broken = first_non_finite(arrays)
         if broken is not None:  # never over the last finite checkpoint
@@ -382,20 +390,19 @@ class Trainer:
             )
         every = self.config.save_every
         keep = self.epoch if every and self.step_in_epoch == 0 and self.epoch % every == 0 else None
-        saved = self.directory.save(arrays, self.checkpoint_meta(), keep_epoch=keep)
+        saved = self.directory.save(arrays, meta, keep_epoch=keep)
         self.tensorboard.flush()  # its events up to this checkpoint, as the metrics
         return saved
 
     def training_state(self) -> dict:
-        """The model's state and the optimiser's buffers, by their checkpoint names (the arrays themselves)."""
-        return {
-            **self.model.state_dict(),
-            **{f"optimizer.{k}": v for k, v in self.model.optimizer.state_dict().items()},
-        }
+        """The arrays of the model's state (the optimiser's buffers included), by their checkpoint names: the
+        arrays themselves, on the device."""
+        return model_arrays(self.model.state_dict())
 
-    def checkpoint_meta(self) -> dict:
+    def state_dict(self) -> dict:
+        """The trainer's own part of a checkpoint: where the run stands, its settings and processes, the logged
+        sums of the epoch and the states of its two generators."""
         return {
-            "format": "moco-ref checkpoint v1",
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
@@ -403,13 +410,16 @@ class Trainer:
             "config": self.config.to_dict(),
             "world_size": self.comm.size,
             "logged_this_epoch": asdict(self.logged),
-            "knn_top1_untrained": self.monitor.knn_top1_untrained,
-            "rng": {
-                "data_epoch_start": self.epoch_start_data_state,
-                "augment": self.aug_rng.bit_generator.state,
-                "shuffle": self.model.shuffle_rng.bit_generator.state,
-            },
+            "rng": {"data_epoch_start": self.epoch_start_data_state, "augment": self.aug_rng.bit_generator.state},
         }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores the position, the logged sums (none in a checkpoint of an earlier version) and the generators
+        of :meth:`state_dict`."""
+        self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        self.epoch_start_data_state = state["rng"]["data_epoch_start"]
+        self.logged = LoggedSums(**state.get("logged_this_epoch", {}))
+        self.aug_rng.bit_generator.state = state["rng"]["augment"]
 
     def checkpoint_bytes(self) -> int:
         """About the size of one checkpoint file: the bytes of its arrays, a header each, and the metadata."""
@@ -425,23 +435,16 @@ class Trainer:
         """
         path = Path(checkpoint) if checkpoint is not None else self.directory.last_checkpoint
         arrays, meta = self.directory.load(path)
-        if meta.get("world_size", 1) != self.comm.size:
+        model, monitor, trainer = checkpoint_states(arrays, meta)
+        if trainer["world_size"] != self.comm.size:
             raise CheckpointError(
-                f"{path} was written by a run of {meta.get('world_size', 1)} process(es) and is "
+                f"{path} was written by a run of {trainer['world_size']} process(es) and is "
                 f"resumed with {self.comm.size}; resume it with the same number "
-                f"(mpiexec -n {meta.get('world_size', 1)})"
+                f"(mpiexec -n {trainer['world_size']})"
             )
         try:
-            self.model.load_state_dict(arrays)
-            self.model.optimizer.load_state_dict(
-                {k[len("optimizer.") :]: v for k, v in arrays.items() if k.startswith("optimizer.")},
-                self.backend.to_device,
-            )
+            self.model.load_state_dict(model)
         except (KeyError, ValueError) as error:
             raise CheckpointError(f"{path} does not match this model: {error}") from None
-        self.epoch, self.step_in_epoch, self.global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
-        self.epoch_start_data_state = meta["rng"]["data_epoch_start"]
-        self.logged = LoggedSums(**meta.get("logged_this_epoch", {}))
-        self.monitor.load_state_dict(arrays, meta)
-        self.aug_rng.bit_generator.state = meta["rng"]["augment"]
-        self.model.shuffle_rng.bit_generator.state = meta["rng"]["shuffle"]
+        self.load_state_dict(trainer)
+        self.monitor.load_state_dict(monitor, queue_ptr=self.model.queue_ptr)

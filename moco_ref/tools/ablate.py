@@ -2,8 +2,11 @@
 
     momentum     m ∈ {0, 0.9, 0.99, 0.999}: how consistent the keys must be (the momentum encoder)
     queue        K ∈ the four largest of 16, 64, 256, … up to the training set: how many negatives
-    shuffle-bn   1 BatchNorm group (plain BN) against S groups with the keys shuffled across them
-                 (split BN, the shuffle-BN stand-in on one device; S = --bn-splits, default 2)
+    shuffle-bn   S BatchNorm groups with the keys shuffled across them (split BN, the shuffle-BN stand-in on
+                 one device), the same S groups with every key in its query's group, and 1 group (plain BN);
+                 S = --bn-splits when above 2, else the paper's 8 (2 where 8 does not divide the batch)
+
+Each study is a :class:`Study` of its own (its rows, the flags it refuses, its shape line, the paper's figures).
 
 Each setting is a normal run directory DIR/<setting> trained in this process by
 :class:`moco_ref.run.trainer.Trainer`, then measured by main_lincls's linear probe with the training
@@ -32,17 +35,9 @@ from moco_ref.evaluation.linear import linear_probe
 from moco_ref.paths import check_output_folder, refused
 from moco_ref.run.batchnorm_values import check_batchnorm_values
 from moco_ref.run.config import OPTIONS, TrainConfig
-from moco_ref.run.directory import (
-    FAILED,
-    PROBE,
-    RunDirectory,
-    changed_settings,
-    check_run_folder,
-    finished,
-    is_run_folder,
-    read_meta,
-)
+from moco_ref.run.directory import FAILED, PROBE, RunDirectory, check_run_folder, is_run_folder, read_meta
 from moco_ref.run.progress import SLOW_S, Progress
+from moco_ref.run.resume import changed_settings, finished
 from moco_ref.run.stopping import StoppedBySignal
 from moco_ref.run.trainer import NonFiniteLoss, Trainer
 from moco_ref.tools.plot import curves, load_matplotlib
@@ -75,61 +70,50 @@ REPORT_FILES = (REPORT_MD, REPORT_JSON, REPORT_PNG)
 
 @dataclass(frozen=True)
 class Study:
-    """One ablation: the configuration fields its rows set, and the question it asks.
+    """One ablation: the configuration fields its rows set, the question it asks, and everything particular to
+    it, each a method a study overrides (its rows and their names, the flags it refuses, its shape line, the
+    paper's figures and the table's extra column); the code that runs and reports an ablation asks the study.
 
-    A row's value is m (momentum), K (queue), or for shuffle-bn a text naming the BatchNorm groups and whether
-    the keys are shuffled across them: "8" (8 groups, shuffled), "8-unshuffled", "1" (plain BN).
+    Args:
+        name: the command line's STUDY.  fields: the configuration fields a row sets.  column: the table's first
+        column.  question: the question it asks.  example: ``--values`` as an example of its own.
     """
 
     name: str
-    fields: tuple  # the configuration fields a row sets
-    column: str  # the table's first column
+    fields: tuple
+    column: str
     question: str
+    example: str
 
+    # ---------------------------------------------------------------- the rows
     def default_values(self, base: TrainConfig, train_size: int) -> list:
-        if self.name == "momentum":
-            return [0.0, 0.9, 0.99, 0.999]
-        if self.name == "queue":
-            powers = [16 * 4**i for i in range(12) if 16 * 4**i <= train_size] or [16]
-            return powers[-4:]
-        groups = base.bn_splits if base.bn_splits > 2 else 8  # the paper's 8 GPUs
-        return self._arms([groups if base.batch_size % groups == 0 else 2, 1])
-
-    @staticmethod
-    def _arms(groups: list) -> list:
-        """Each S > 1 as two rows, keys shuffled and not; S = 1 (plain BN, where shuffling changes nothing) as one."""
-        return [arm for S in groups for arm in ((f"{S}", f"{S}{UNSHUFFLED}") if S > 1 else ("1",))]
+        """The rows run when --values is not given."""
+        raise NotImplementedError
 
     def changes(self, value) -> dict:
         """The configuration of the row ``value``: {field: setting}."""
-        if self.name == "shuffle-bn":
-            groups, shuffled = _groups(value)
-            return {"bn_splits": groups, "shuffle_bn": shuffled}
         return {self.fields[0]: value}
 
     def run_name(self, value) -> str:
-        if self.name == "momentum":
-            return f"m-{value:g}"
-        if self.name == "queue":
-            return f"K-{value}"
-        groups, shuffled = _groups(value)
-        return f"bn-{groups}" if groups == 1 else f"bn-{groups}-{'shuffled' if shuffled else 'unshuffled'}"
+        """The folder of the row's run, inside the ablation's folder."""
+        raise NotImplementedError
 
     def setting(self, value) -> str:
-        if self.name == "momentum":
-            return f"m = {value:g}"
-        if self.name == "queue":
-            return f"K = {value}"
-        groups, shuffled = _groups(value)
-        if groups == 1:
-            return "1 group (plain BN)"
-        return f"{groups} groups, keys {'shuffled' if shuffled else 'not shuffled'}"
+        """The row's setting in words, as the table shows it."""
+        raise NotImplementedError
+
+    def value_type(self) -> type:
+        """The type of a value of --values."""
+        return int
+
+    def rows(self, values: list) -> list:
+        """The rows of the values given with --values (the values themselves, unless a study splits one)."""
+        return values
 
     def parse(self, text: str) -> list:
-        """``--values`` ("0,0.9,0.99"; "64,256"; for shuffle-bn the group counts, "8,1"): the values, checked
-        against the field's declared range."""
-        declared = OPTIONS[self.fields[0]]
-        kind = float if self.name == "momentum" else int
+        """``--values`` (e.g. the study's ``example``): the rows, each value checked against the field's
+        declared range."""
+        declared, kind = OPTIONS[self.fields[0]], self.value_type()
         try:
             values = [kind(v) for v in text.replace(" ", "").split(",") if v]
         except ValueError:
@@ -142,8 +126,190 @@ class Study:
             refusal = declared.refusal(v)
             if refusal:
                 raise UserError(f"--values: {v:g} is not a possible {declared.flag}, which {refusal}")
-        values = list(dict.fromkeys(values))  # in the order given, without repeats
-        return self._arms(values) if self.name == "shuffle-bn" else values
+        return self.rows(list(dict.fromkeys(values)))  # in the order given, without repeats
+
+    # ---------------------------------------------------------------- the command line's checks
+    def varied_by_itself(self) -> tuple:
+        """The fields whose flags the command refuses: the study sets them itself, row by row."""
+        return self.fields
+
+    def check_flags(self, given: dict) -> None:
+        """UserError (one line) where a flag ``given`` sets what the study varies itself."""
+        varied = [name for name in self.varied_by_itself() if name in given]
+        if varied:
+            raise UserError(
+                f"moco-ref ablate {self.name} varies {OPTIONS[varied[0]].flag.split('/')[0]} itself; give the "
+                f"settings with --values (e.g. --values {self.example})"
+            )
+
+    def values_from_flags(self, given: dict) -> str | None:
+        """The --values a flag given implies when --values is not given (None: the default rows)."""
+        return None
+
+    # ---------------------------------------------------------------- the report
+    def shape(self, ours: dict, outcomes: list[Outcome], use_linear: bool, metric: str) -> str:
+        """The shape line (see :func:`shape_line`) from ``ours`` ({value: score}) and the rows."""
+        raise NotImplementedError
+
+    def paper(self) -> dict | None:
+        """The paper's figures for the study's table, with their source (None: the paper gives no number)."""
+        return None
+
+    def paper_cell(self, value) -> str:
+        """The paper's number for a row ("fails", or "—" where the paper gives none for that setting)."""
+        return "—"
+
+    def extra_columns(self) -> list[str]:
+        """The headers of the columns this study's table adds after the common ones."""
+        return []
+
+    def extra_cells(self, row: Outcome) -> list[str]:
+        return []
+
+    def notes(self, rows: list[Outcome], paper: dict | None) -> list[str]:
+        """The lines after the table's common note (the paper's source where it gives figures)."""
+        return ["", f"Paper: {paper['source']}."] if paper else []
+
+
+class MomentumStudy(Study):
+    def default_values(self, base: TrainConfig, train_size: int) -> list:
+        return [0.0, 0.9, 0.99, 0.999]
+
+    def value_type(self) -> type:
+        return float
+
+    def run_name(self, value) -> str:
+        return f"m-{value:g}"
+
+    def setting(self, value) -> str:
+        return f"m = {value:g}"
+
+    def shape(self, ours: dict, outcomes: list[Outcome], use_linear: bool, metric: str) -> str:
+        paper: dict = {}
+        for m in ours:
+            try:
+                top1 = _paper_top1(float(m))
+            except KeyError:
+                continue
+            paper[m] = -math.inf if top1 is None else top1
+        ours = {m: s for m, s in ours.items() if m in paper}
+        if len(ours) < 2:
+            return "shape: fewer than two of the paper's m values were run; nothing to compare"
+        best_here, best_paper = _extreme(ours, max), max(paper, key=lambda m: paper[m])
+        low_here, low_paper = _extreme(ours, min), min(paper, key=lambda m: paper[m])
+        here = {
+            name: " and ".join(f"{v:g}" for v in values) for name, values in (("best", best_here), ("low", low_here))
+        }
+        best = (
+            f"best at m = {best_paper:g} in both"
+            if best_here == [best_paper]
+            else f"best at m = {here['best']} here, at {best_paper:g} in the paper"
+        )
+        fails = " (where the paper's run fails)" if low_paper == 0 else ""
+        low = (
+            f"m = {low_paper:g} lowest in both{fails}"
+            if low_here == [low_paper]
+            else f"lowest at m = {here['low']} here, at {low_paper:g} in the paper{fails}"
+        )
+        order = (
+            "the same order as the paper"
+            if _order(ours) == _order(paper)
+            else f"order here {_order(ours)}, in the paper {_order(paper)}"
+        )
+        return f"shape ({metric} here, ImageNet linear top-1 in the paper): {best}; {low}; {order}"
+
+    def paper(self) -> dict | None:
+        return {"source": PAPER_MOMENTUM_SOURCE, "linear_top1": {f"{m:g}": top1 for m, top1 in PAPER_MOMENTUM.items()}}
+
+    def paper_cell(self, value) -> str:
+        try:
+            top1 = _paper_top1(value)
+        except KeyError:
+            return "—"
+        return "fails" if top1 is None else f"{top1:.1f}"
+
+    def notes(self, rows: list[Outcome], paper: dict | None) -> list[str]:
+        if not paper:
+            return []
+        rest = [
+            f"m = {m:g}: {'fails' if top1 is None else f'{top1:.1f}'}"
+            for m, top1 in PAPER_MOMENTUM.items()
+            if not any(math.isclose(m, float(r.value), abs_tol=1e-12) for r in rows)
+        ]
+        also = f" Also in the paper: {'; '.join(rest)}." if rest else ""
+        return ["", f"Paper: {PAPER_MOMENTUM_SOURCE} (%).{also}"]
+
+
+class QueueStudy(Study):
+    def default_values(self, base: TrainConfig, train_size: int) -> list:
+        powers = [16 * 4**i for i in range(12) if 16 * 4**i <= train_size] or [16]
+        return powers[-4:]
+
+    def run_name(self, value) -> str:
+        return f"K-{value}"
+
+    def setting(self, value) -> str:
+        return f"K = {value}"
+
+    def shape(self, ours: dict, outcomes: list[Outcome], use_linear: bool, metric: str) -> str:
+        return _queue_shape(ours, {o.value: o.false_negatives for o in outcomes}, metric)
+
+    def paper(self) -> dict | None:
+        return {"source": PAPER_QUEUE_SOURCE, "linear_top1": {str(k): top1 for k, top1 in PAPER_QUEUE.items()}}
+
+    def paper_cell(self, value) -> str:
+        return f"{PAPER_QUEUE[value]:.1f}" if value in PAPER_QUEUE else "—"
+
+    def extra_columns(self) -> list[str]:
+        return ["false negatives (%)"]
+
+    def extra_cells(self, row: Outcome) -> list[str]:
+        return [_number(row.false_negatives)]
+
+    def notes(self, rows: list[Outcome], paper: dict | None) -> list[str]:
+        return [
+            "",
+            "The loss is not comparable across K: its chance level log(K+1) grows with K. False negatives: "
+            "the share of the queue's keys whose image has the probe query's class, at the last measurement "
+            "(with C balanced classes about 1/C).",
+            *super().notes(rows, paper),
+        ]
+
+
+class ShuffleBNStudy(Study):
+    """A row's value is a text naming the BatchNorm groups and whether the keys are shuffled across them: "8"
+    (8 groups, shuffled), "8-unshuffled", "1" (plain BN)."""
+
+    def default_values(self, base: TrainConfig, train_size: int) -> list:
+        groups = base.bn_splits if base.bn_splits > 2 else 8  # the paper's 8 GPUs
+        return self.rows([groups if base.batch_size % groups == 0 else 2, 1])
+
+    def rows(self, values: list) -> list:
+        """Each S > 1 as two rows, keys shuffled and not; S = 1 (plain BN, where shuffling changes nothing) as one."""
+        return [arm for S in values for arm in ((f"{S}", f"{S}{UNSHUFFLED}") if S > 1 else ("1",))]
+
+    def changes(self, value) -> dict:
+        groups, shuffled = _groups(value)
+        return {"bn_splits": groups, "shuffle_bn": shuffled}
+
+    def run_name(self, value) -> str:
+        groups, shuffled = _groups(value)
+        return f"bn-{groups}" if groups == 1 else f"bn-{groups}-{'shuffled' if shuffled else 'unshuffled'}"
+
+    def setting(self, value) -> str:
+        groups, shuffled = _groups(value)
+        if groups == 1:
+            return "1 group (plain BN)"
+        return f"{groups} groups, keys {'shuffled' if shuffled else 'not shuffled'}"
+
+    def varied_by_itself(self) -> tuple:
+        return ("shuffle_bn",)  # --bn-splits S is allowed: it names the S of the rows
+
+    def values_from_flags(self, given: dict) -> str | None:
+        return f"{given['bn_splits']},1" if "bn_splits" in given else None  # S = --bn-splits groups, and plain BN
+
+    def shape(self, ours: dict, outcomes: list[Outcome], use_linear: bool, metric: str) -> str:
+        return _shuffle_shape(outcomes, use_linear, metric)
 
 
 def _groups(value) -> tuple:
@@ -152,16 +318,26 @@ def _groups(value) -> tuple:
     return int(text.removesuffix(UNSHUFFLED)), not text.endswith(UNSHUFFLED)
 
 
-STUDIES = {
-    "momentum": Study("momentum", ("m",), "m", "how consistent must the negatives be? (the key encoder's momentum m)"),
-    "queue": Study("queue", ("K",), "K", "how many negatives? (the queue size K)"),
-    "shuffle-bn": Study(
-        "shuffle-bn",
-        ("bn_splits", "shuffle_bn"),
-        "BatchNorm groups",
-        "can BatchNorm leak the positive? (S BatchNorm groups with the keys shuffled across them, the "
-        "same groups with every key in its query's group, and one group)",
-    ),
+STUDIES: dict[str, Study] = {
+    study.name: study
+    for study in (
+        MomentumStudy(
+            "momentum",
+            ("m",),
+            "m",
+            "how consistent must the negatives be? (the key encoder's momentum m)",
+            "0,0.9,0.99",
+        ),
+        QueueStudy("queue", ("K",), "K", "how many negatives? (the queue size K)", "64,256"),
+        ShuffleBNStudy(
+            "shuffle-bn",
+            ("bn_splits", "shuffle_bn"),
+            "BatchNorm groups",
+            "can BatchNorm leak the positive? (S BatchNorm groups with the keys shuffled across them, the "
+            "same groups with every key in its query's group, and one group)",
+            "8,1",
+        ),
+    )
 }
 
 
@@ -347,7 +523,7 @@ def run_ablation(
         "probe_epochs": probe_epochs,
         "rows": [asdict(o) for o in outcomes],
         "shape": shape_line(study, outcomes, probe_epochs > 0),
-        "paper": _paper(study),
+        "paper": study.paper(),
         "seconds": time.perf_counter() - started,
         "out": str(out_dir),
     }
@@ -388,42 +564,7 @@ def shape_line(study: Study, outcomes: list[Outcome], probed: bool) -> str:
     use_linear = probed and all(o.linear_top1 is not None for o in outcomes if o.status == "finished")
     metric = "linear top-1" if use_linear else "kNN top-1"
     ours = {o.value: _score(o, use_linear) for o in outcomes}
-    if study.name == "momentum":
-        paper: dict = {}
-        for m in ours:
-            try:
-                top1 = _paper_top1(float(m))
-            except KeyError:
-                continue
-            paper[m] = -math.inf if top1 is None else top1
-        ours = {m: s for m, s in ours.items() if m in paper}
-        if len(ours) < 2:
-            return "shape: fewer than two of the paper's m values were run; nothing to compare"
-        best_here, best_paper = _extreme(ours, max), max(paper, key=lambda m: paper[m])
-        low_here, low_paper = _extreme(ours, min), min(paper, key=lambda m: paper[m])
-        here = {
-            name: " and ".join(f"{v:g}" for v in values) for name, values in (("best", best_here), ("low", low_here))
-        }
-        best = (
-            f"best at m = {best_paper:g} in both"
-            if best_here == [best_paper]
-            else f"best at m = {here['best']} here, at {best_paper:g} in the paper"
-        )
-        fails = " (where the paper's run fails)" if low_paper == 0 else ""
-        low = (
-            f"m = {low_paper:g} lowest in both{fails}"
-            if low_here == [low_paper]
-            else f"lowest at m = {here['low']} here, at {low_paper:g} in the paper{fails}"
-        )
-        order = (
-            "the same order as the paper"
-            if _order(ours) == _order(paper)
-            else f"order here {_order(ours)}, in the paper {_order(paper)}"
-        )
-        return f"shape ({metric} here, ImageNet linear top-1 in the paper): {best}; {low}; {order}"
-    if study.name == "queue":
-        return _queue_shape(ours, {o.value: o.false_negatives for o in outcomes}, metric)
-    return _shuffle_shape(outcomes, use_linear, metric)
+    return study.shape(ours, outcomes, use_linear, metric)
 
 
 def _queue_shape(ours: dict, false_negatives: dict, metric: str) -> str:
@@ -477,15 +618,6 @@ def _shuffle_shape(outcomes: list, use_linear: bool, metric: str) -> str:
     return "shape: " + "; ".join(parts)
 
 
-def _paper(study: Study) -> dict | None:
-    """The paper's figures for the study's table, with their source (None: the paper gives no number)."""
-    if study.name == "momentum":
-        return {"source": PAPER_MOMENTUM_SOURCE, "linear_top1": {f"{m:g}": top1 for m, top1 in PAPER_MOMENTUM.items()}}
-    if study.name == "queue":
-        return {"source": PAPER_QUEUE_SOURCE, "linear_top1": {str(k): top1 for k, top1 in PAPER_QUEUE.items()}}
-    return None
-
-
 # ------------------------------------------------------------------ the table and the picture
 def _number(value, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
@@ -519,8 +651,7 @@ def markdown(report: dict) -> str:
     rows = [Outcome(**row) for row in report["rows"]]
     paper = report["paper"]
     header = [study.column, "kNN top-1 (%)", "linear top-1 (%)", "loss", "instance acc. (%)", "train time (s)"]
-    if study.name == "queue":
-        header.append("false negatives (%)")
+    header += study.extra_columns()
     if paper:
         header.append("paper, ImageNet (%)")
     lines = [
@@ -543,10 +674,9 @@ def markdown(report: dict) -> str:
             _number(row.acc1),
             f"{row.train_seconds:.0f}",
         ]
-        if study.name == "queue":
-            cells.append(_number(row.false_negatives))
+        cells += study.extra_cells(row)
         if paper:
-            cells.append(_paper_cell(study, row.value))
+            cells.append(study.paper_cell(row.value))
         lines.append("| " + " | ".join(cells) + " |")
     untrained = next((r.knn_top1_untrained for r in rows if r.knn_top1_untrained is not None), None)
     lines += [
@@ -558,36 +688,9 @@ def markdown(report: dict) -> str:
         f"instance accuracy: the last epoch's mean InfoNCE loss and (K+1)-way accuracy. Train time: the "
         f"epochs' wall time, without the kNN monitor and the probe.",
     ]
-    if study.name == "queue":
-        lines += [
-            "",
-            "The loss is not comparable across K: its chance level log(K+1) grows with K. False negatives: "
-            "the share of the queue's keys whose image has the probe query's class, at the last measurement "
-            "(with C balanced classes about 1/C).",
-        ]
-    if paper and study.name == "momentum":
-        rest = [
-            f"m = {m:g}: {'fails' if top1 is None else f'{top1:.1f}'}"
-            for m, top1 in PAPER_MOMENTUM.items()
-            if not any(math.isclose(m, float(r.value), abs_tol=1e-12) for r in rows)
-        ]
-        also = f" Also in the paper: {'; '.join(rest)}." if rest else ""
-        lines += ["", f"Paper: {PAPER_MOMENTUM_SOURCE} (%).{also}"]
-    elif paper:
-        lines += ["", f"Paper: {paper['source']}."]
+    lines += study.notes(rows, paper)
     lines += ["", report["shape"] + "."]
     return "\n".join(lines) + "\n"
-
-
-def _paper_cell(study: Study, value) -> str:
-    """The paper's number for a row ("fails", or "—" where the paper gives none for that setting)."""
-    if study.name == "momentum":
-        try:
-            top1 = _paper_top1(value)
-        except KeyError:
-            return "—"
-        return "fails" if top1 is None else f"{top1:.1f}"
-    return f"{PAPER_QUEUE[value]:.1f}" if value in PAPER_QUEUE else "—"
 
 
 def check_out_folder(out_dir) -> Path:
@@ -615,13 +718,19 @@ def _written_by_ablation(path: Path) -> bool:
     return path.is_dir() and (is_run_folder(path) or not any(path.iterdir()))
 
 
-def write_report(report: dict, out_dir) -> list[Path]:
-    """Writes DIR/ablation.md and DIR/ablation.json; returns their paths."""
+def write_report(report: dict, out_dir, picture: bool = True) -> list[Path]:
+    """Writes DIR/ablation.md and DIR/ablation.json, and with ``picture`` the kNN curves DIR/ablation.png (needs
+    matplotlib); returns their paths."""
     out_dir = Path(out_dir)
     md, js = out_dir / REPORT_MD, out_dir / REPORT_JSON
     md.write_text(markdown(report))
     js.write_text(json.dumps(report, indent=2) + "\n")
-    return [md, js]
+    return [md, js, draw_curves(report, picture_of(out_dir))] if picture else [md, js]
+
+
+def picture_of(out_dir) -> Path:
+    """The kNN curves' picture of the ablation in ``out_dir``."""
+    return Path(out_dir) / REPORT_PNG
 
 
 def draw_curves(report: dict, out) -> Path:

@@ -1,10 +1,12 @@
 #!/bin/bash
 # Issue 27, item 2: direct convolutions behind the seam, before (main's code) and after (this branch), in one
 # sitting on a quiet machine.  Run from the branch's root:  bash benchmarks/2026-12-02/direct_seam/sitting.sh
-# MAIN names the tree of the "before" code (default /work/main).  Every output lands beside this script.
+# MAIN names a checkout of the "before" code (required).  Every output lands beside this script; the
+# default runs' directories go to a new folder from mktemp.
 set -u
 AFTER=$PWD
-MAIN=${MAIN:-/work/main}
+MAIN=${MAIN:?give MAIN, a checkout of the code before the change}
+SCRATCH=$(mktemp -d)  # the default runs' directories
 OUT=$AFTER/benchmarks/2026-12-02/direct_seam
 export OPENBLAS_THREAD_TIMEOUT=4  # as `import moco_ref` sets it, for the script that imports NumPy first
 stamp() { echo "$(date -u +%H:%M:%S) $1 (load $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$OUT/sitting_log.txt"; }
@@ -27,7 +29,7 @@ PYTHONPATH=$AFTER moco-ref bench memory --out "$OUT/memory_after.json" --force >
 for which in before after; do
   stamp "default run $which"
   tree=$MAIN; [ "$which" = after ] && tree=$AFTER
-  rm -rf "/tmp/default_run_$which" && mkdir -p "/tmp/default_run_$which"  # its run directory goes under runs/ there
-  (cd "/tmp/default_run_$which" && PYTHONPATH=$tree /usr/bin/time -v moco-ref train > "$OUT/train_$which.txt" 2>&1)
+  mkdir -p "$SCRATCH/default_run_$which"  # its run directory goes under runs/ there
+  (cd "$SCRATCH/default_run_$which" && PYTHONPATH=$tree /usr/bin/time -v moco-ref train > "$OUT/train_$which.txt" 2>&1)
 done
 stamp "end"
