@@ -379,8 +379,8 @@ DIRECT_KERNELS = {
 # image).  A kernel without an entry runs on no layer, and every other convolution runs im2col + GEMM.  Read off
 # every layer of the project's networks (benchmarks/direct_conv/shapes.py; the figures are in benchmarks/RESULTS.md,
 # "Direct convolutions behind the seam"): on narrow images the kernels' vector loops are short, and with more
-# channels GEMM runs closer to the machine's peak.  The stride-2 kernels lost to im2col + GEMM on every layer
-# measured, so they have no entry: they are registered, and tested, for a machine whose table says otherwise.
+# channels GEMM runs closer to the machine's peak.  The stride-2 kernels lost to, or at best tied with, im2col + GEMM
+# on every layer measured, so they have no entry: registered and tested, for a machine whose table says otherwise.
 DIRECT_RULE = {(3, 1, 1): (32 * 32, 16)}
 
 
