@@ -10,8 +10,9 @@ array, on one core, with inner loops as short as the channel count: a BatchNorm 
 seven passes over the activation, im2col a strided copy with 16-element inner loops.  Here a
 BatchNorm forward reads its input twice (the moments, then the output with the residual add and the
 ReLU folded in) and writes once; im2col writes each patch row once; every loop runs on all cores.
-The thin 3×3 convolutions skip im2col altogether: a direct kernel (backends/numba_direct_conv.py)
-computes them from the image itself, chosen by the layer's shape (``direct_conv_wanted``).
+The thin convolutions skip im2col altogether: direct kernels (backends/numba_direct_conv.py for 3×3 at stride 1,
+backends/numba_direct_conv_stride2.py for 3×3 at stride 2 and the 1×1 downsample) compute them from the image
+itself, chosen by the layer's shape (``direct_conv_wanted``).
 
 Determinism.  Every reduction is split into fixed pieces (one per sample) that do not depend on the
 thread count, and the pieces are summed in a fixed order: the same inputs give the same bits with
@@ -31,7 +32,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from backends import BackendUnavailable, numba_direct_conv, ops
+from backends import BackendUnavailable, numba_direct_conv, numba_direct_conv_stride2, ops
 from backends.cpu import blas_threads
 
 wanted = ops.numba_wanted  # MOCO_REF_NUMBA=0 switches this module off
@@ -367,35 +368,45 @@ def col2im(dcols, x_shape, kh, kw, stride, padding):
     return dx
 
 
-# The 3×3, stride-1 convolutions with C·O at most DIRECT_MAX_CHANNEL_PAIRS (C input, O output channels) on
-# images at least DIRECT_MIN_WIDTH wide run the direct kernel; every other convolution runs im2col + GEMM.
-# Read off every such layer of the project's networks on a quiet machine (benchmarks/direct_conv/shapes.py;
-# the figures are in benchmarks/RESULTS.md, "Direct convolutions behind the seam"): on narrower images its
-# vector loops are short, and with more channels GEMM runs closer to the machine's peak.
-DIRECT_MAX_CHANNEL_PAIRS = 32 * 32
-DIRECT_MIN_WIDTH = 16
+# The direct kernels, by (kernel, stride, padding): 3×3 at stride 1 (backends/numba_direct_conv.py), 3×3 at stride 2
+# and the 1×1 downsample (backends/numba_direct_conv_stride2.py), each a (forward, backward) pair.
+DIRECT_KERNELS = {
+    (3, 1, 1): (numba_direct_conv.conv3x3_forward, numba_direct_conv.conv3x3_backward),
+    (3, 2, 1): (numba_direct_conv_stride2.conv3x3_stride2_forward, numba_direct_conv_stride2.conv3x3_stride2_backward),
+    (1, 2, 0): (numba_direct_conv_stride2.conv1x1_stride2_forward, numba_direct_conv_stride2.conv1x1_stride2_backward),
+}
+# Where each runs, by (kernel, stride, padding): (the most C·O, C input and O output channels; the narrowest input
+# image).  A kernel without an entry runs on no layer, and every other convolution runs im2col + GEMM.  Read off
+# every layer of the project's networks (benchmarks/direct_conv/shapes.py; the figures are in benchmarks/RESULTS.md,
+# "Direct convolutions behind the seam"): on narrow images the kernels' vector loops are short, and with more
+# channels GEMM runs closer to the machine's peak.  The stride-2 kernels lost to, or at best tied with, im2col + GEMM
+# on every layer measured, so they have no entry: registered and tested, for a machine whose table says otherwise.
+DIRECT_RULE = {(3, 1, 1): (32 * 32, 16)}
 
 
 def direct_conv_wanted(x_shape, w_shape, stride, padding) -> bool:
-    """True where :func:`conv2d_forward` runs the direct kernel (backends/numba_direct_conv.py): 3×3, stride 1,
-    padding 1, C·O at most DIRECT_MAX_CHANNEL_PAIRS, images at least DIRECT_MIN_WIDTH wide.
+    """True where :func:`conv2d_forward` runs a direct kernel (``DIRECT_KERNELS``): a kernel, stride and padding
+    it has, C·O at most and the image at least as wide as ``DIRECT_RULE`` says for them.
 
-    A rule on the shape alone, never a timing taken in the process: every process, with any number of
-    threads, runs the same kernel on the same layer, so a run resumed from a checkpoint gives the same bits.
+    A fixed rule on the shape alone, never a timing taken in the process: a choice by timing would make the
+    float32 results (which round differently on the two paths) depend on timing noise, so that the same seed
+    would not give the same bits.  With the rule, every process, with any number of threads, runs the same
+    kernel on the same layer, and a run resumed from a checkpoint gives the same bits.
     """
     O, C, kh, kw = w_shape
-    wide = x_shape[2] >= DIRECT_MIN_WIDTH
-    return kh == kw == 3 and stride == 1 and padding == 1 and C * O <= DIRECT_MAX_CHANNEL_PAIRS and wide
+    rule = DIRECT_RULE.get((kh, stride, padding)) if kh == kw else None
+    return rule is not None and C * O <= rule[0] and x_shape[2] >= rule[1]
 
 
 def conv2d_forward(x, w, stride, padding):
-    """The direct kernel where :func:`direct_conv_wanted`, im2col + GEMM elsewhere.  The direct path's cache
+    """A direct kernel where :func:`direct_conv_wanted`, im2col + GEMM elsewhere.  The direct path's cache
     keeps x and a copy of w in the places of X and Wm (no im2col matrix is made).  Mixed dtypes are computed
     in the one NumPy's products would give (float32 images with float64 weights: float64)."""
     if not direct_conv_wanted(x.shape, w.shape, stride, padding):
         return ops.conv2d_forward.plain(x, w, stride, padding)
     _ensure_threads()
-    y = numba_direct_conv.conv3x3_forward(x.astype(np.result_type(x, w), copy=False), w)
+    forward, _ = DIRECT_KERNELS[w.shape[2], stride, padding]
+    y = forward(x.astype(np.result_type(x, w), copy=False), w)
     return y, (x, w.copy(), x.shape, w.shape, stride, padding)
 
 
@@ -414,8 +425,9 @@ def conv2d_backward(dy, cache, need_dx=True):
     if not direct_conv_wanted(x_shape, w_shape, stride, padding):
         return ops.conv2d_backward.plain(dy, cache, need_dx)
     _ensure_threads()
+    _, backward = DIRECT_KERNELS[w_shape[2], stride, padding]
     dtype = np.result_type(dy, x, w)
-    dx, dw = numba_direct_conv.conv3x3_backward(dy.astype(dtype, copy=False), x.astype(dtype, copy=False), w, need_dx)
+    dx, dw = backward(dy.astype(dtype, copy=False), x.astype(dtype, copy=False), w, need_dx)
     dw = dw.astype(np.result_type(x, dy), copy=False)
     return (None if dx is None else dx.astype(np.result_type(dy, w), copy=False)), dw
 

@@ -227,9 +227,10 @@ def test_numba_kernels_give_the_same_bits_with_any_thread_count():
 
 
 # Convolutions for the registered conv2d fast functions: (x's shape (N, H, W, C), O, kernel, stride, padding).
-# Wide 3×3 stride-1 ones the direct kernel takes (batch 1, 1-row images, channel counts that are not multiples
-# of the vector width nor of the two output planes it computes at a time); 1×1 and other small images; and the
-# shapes that fall back to im2col: narrow, many channels, stride 2, the 1×1 downsample, the 7×7 stem, padding 0.
+# For each direct kernel (3×3 at stride 1 and 2, the 1×1 downsample): wide images the rule gives it, batch 1,
+# 1×1, 2×2 and odd-sized images, channel counts that are not multiples of the vector width nor of the two output
+# planes computed at a time; and the shapes that fall back to im2col: narrow, many channels, the 7×7 stem,
+# padding 0 at stride 1.
 LAYER_SHAPES = [
     ((1, 1, 32, 3), 5, 3, 1, 1),
     ((2, 3, 33, 5), 7, 3, 1, 1),
@@ -244,10 +245,26 @@ LAYER_SHAPES = [
     ((1, 3, 16, 33), 32, 3, 1, 1),
     ((2, 3, 15, 4), 4, 3, 1, 1),
     ((2, 7, 34, 5), 6, 3, 2, 1),
+    ((1, 32, 32, 16), 32, 3, 2, 1),
+    ((2, 6, 33, 3), 17, 3, 2, 1),
+    ((1, 1, 1, 3), 5, 3, 2, 1),
+    ((2, 2, 2, 5), 3, 3, 2, 1),
+    ((1, 5, 7, 17), 3, 3, 2, 1),
+    ((3, 7, 5, 5), 1, 3, 2, 1),
+    ((1, 4, 16, 40), 32, 3, 2, 1),
     ((2, 8, 32, 3), 6, 1, 2, 0),
+    ((1, 32, 32, 16), 32, 1, 2, 0),
+    ((1, 1, 1, 3), 5, 1, 2, 0),
+    ((2, 2, 2, 5), 3, 1, 2, 0),
+    ((1, 5, 7, 17), 3, 1, 2, 0),
+    ((3, 7, 5, 17), 1, 1, 2, 0),
     ((1, 9, 33, 3), 4, 7, 2, 3),
     ((2, 4, 32, 3), 5, 3, 1, 0),
 ]
+# The rule the layer tables gave (benchmarks/RESULTS.md): (kernel, stride, padding) -> (the most C·O, the narrowest
+# image) for which the direct kernel runs; the stride-2 kernels run only where the fixture below says so.
+RULE = {(3, 1, 1): (32 * 32, 16)}
+STRIDE2 = [(3, 2, 1), (1, 2, 0)]
 
 
 def conv_tables():
@@ -256,12 +273,20 @@ def conv_tables():
 
 @pytest.fixture(params=["the rule", "direct wherever it can"])
 def direct_rule(request, monkeypatch):
-    """The registered conv2d functions as they choose, and with the direct kernel taken on every 3×3 stride-1
-    padding-1 shape (tiny images and many channels included)."""
+    """The registered conv2d functions as they choose, and with a direct kernel taken on every shape one exists
+    for (tiny images and many channels included)."""
     if request.param != "the rule" and HAVE_NUMBA:
-        monkeypatch.setattr(numba_fast, "DIRECT_MAX_CHANNEL_PAIRS", 1 << 30)
-        monkeypatch.setattr(numba_fast, "DIRECT_MIN_WIDTH", 1)
+        assert sorted(numba_fast.DIRECT_KERNELS) == sorted([*RULE, *STRIDE2]), "a direct kernel these tests miss"
+        monkeypatch.setattr(numba_fast, "DIRECT_RULE", {kind: (1 << 30, 1) for kind in numba_fast.DIRECT_KERNELS})
     return request.param
+
+
+def direct_expected(direct_rule, shape, O, kernel, stride, padding):
+    """Whether the direct kernel should run: one exists for the convolution, and the rule (or the fixture) takes it."""
+    kind = (kernel, stride, padding)
+    if direct_rule != "the rule":
+        return kind in RULE or kind in STRIDE2
+    return kind in RULE and shape[3] * O <= RULE[kind][0] and shape[2] >= RULE[kind][1]
 
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="Numba is not installed")
@@ -278,8 +303,7 @@ def test_conv2d_fast_functions_equal_the_plain_primitives(direct_rule, shape, O,
         y_plain, cache_plain = ops.conv2d_forward.plain(x, w, stride, padding)
         y, cache = table["conv2d_forward"](x, w, stride, padding)
         direct = numba_fast.direct_conv_wanted(x.shape, w.shape, stride, padding)
-        thin_and_wide = shape[3] * O <= 32 * 32 and shape[2] >= 16
-        assert direct == (kernel == 3 and stride == padding == 1 and (direct_rule != "the rule" or thin_and_wide))
+        assert direct == direct_expected(direct_rule, shape, O, kernel, stride, padding), f"{module}: which path"
         assert cache[0].shape == (x.shape if direct else cache_plain[0].shape), f"{module}: what the cache keeps"
         assert y.dtype == dtype and y.shape == y_plain.shape
         assert_equal_up_to_rounding(y, y_plain, rtol, f"{module} forward, {what}")
@@ -302,13 +326,16 @@ def test_conv2d_fast_functions_equal_the_plain_primitives(direct_rule, shape, O,
     [(np.float32, np.float64, np.float64), (np.float64, np.float32, np.float32), (np.float32, np.float32, np.float64)],
 )
 @pytest.mark.parametrize("shape", [(2, 3, 33, 5), (2, 3, 5, 5)])
-def test_conv2d_fast_functions_give_the_plain_formulas_dtypes(shape, x_dtype, w_dtype, dy_dtype):
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (3, 2, 1), (1, 2, 0)])
+def test_conv2d_fast_functions_give_the_plain_formulas_dtypes(
+    direct_rule, shape, kernel, stride, padding, x_dtype, w_dtype, dy_dtype
+):
     """Mixed dtypes (float32 images into a float64 model): the outputs have the dtypes NumPy's products give."""
     rng = np.random.default_rng(11)
     x = rng.standard_normal(shape).astype(x_dtype)
-    w = rng.standard_normal((4, shape[3], 3, 3)).astype(w_dtype)
-    y_plain, cache_plain = ops.conv2d_forward.plain(x, w, 1, 1)
-    y, cache = numba_fast.conv2d_forward(x, w, 1, 1)
+    w = rng.standard_normal((4, shape[3], kernel, kernel)).astype(w_dtype)
+    y_plain, cache_plain = ops.conv2d_forward.plain(x, w, stride, padding)
+    y, cache = numba_fast.conv2d_forward(x, w, stride, padding)
     dy = rng.standard_normal(y.shape).astype(dy_dtype)
     expected = [y_plain, *ops.conv2d_backward.plain(dy, cache_plain)]
     for got, plain, what in zip([y, *numba_fast.conv2d_backward(dy, cache)], expected, ("y", "∂x", "∂W")):
@@ -319,7 +346,14 @@ def test_conv2d_fast_functions_give_the_plain_formulas_dtypes(shape, x_dtype, w_
 @pytest.mark.skipif(not HAVE_NUMBA, reason="Numba is not installed")
 @pytest.mark.parametrize(
     "shape,O,kernel,stride,padding",
-    [((2, 3, 33, 5), 7, 3, 1, 1), ((2, 5, 6, 3), 4, 3, 1, 1), ((2, 7, 34, 5), 6, 3, 2, 1)],
+    [
+        ((2, 3, 33, 5), 7, 3, 1, 1),
+        ((2, 5, 6, 3), 4, 3, 1, 1),
+        ((3, 7, 34, 5), 6, 3, 2, 1),
+        ((4, 5, 7, 17), 3, 3, 2, 1),
+        ((3, 9, 33, 5), 7, 1, 2, 0),
+        ((4, 5, 7, 17), 3, 1, 2, 0),
+    ],
 )
 def test_conv2d_fast_functions_give_the_same_bits_with_one_or_two_threads(
     direct_rule, shape, O, kernel, stride, padding
