@@ -239,6 +239,7 @@ class PairedTraining:
                 [
                     f"loss ours {losses['ours'][-1]:.3f}",
                     f"PyTorch {losses['pytorch'][-1]:.3f}",
+                    *([f"PyTorch′ {losses[CONTROL][-1]:.3f}"] if self.control is not None else []),
                     f"{(step_in_epoch + 1) * c.batch_size / seconds:.0f} img/s (all)",
                     f"data {100 * data_seconds / seconds:.0f} %",
                 ],
