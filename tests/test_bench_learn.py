@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from helpers import assert_close, error_line, run_cli, write_image_folder
 
-from moco_ref.bench import learn
+from moco_ref.bench import learn, learn_report
 from moco_ref.bench.intervals import incomplete_beta, paired_interval, t_cdf, t_quantile
 from moco_ref.data import load_dataset
 from moco_ref.run.config import TrainConfig
@@ -269,12 +269,12 @@ def test_the_summary_and_the_table_of_made_up_runs():
         }
         for i, seed in enumerate((0, 1, 2))
     ]
-    summary = learn.summarise(runs)
+    summary = learn_report.summarise(runs)
     assert summary["knn_top1"]["ours"]["mean"] == pytest.approx(statistics.mean(knn["ours"]))
     assert summary["knn_top1"]["pytorch"]["std"] == pytest.approx(statistics.stdev(knn["pytorch"]))
     assert summary["knn_top1"]["difference"] == paired_interval(knn["ours"], knn["pytorch"])
     assert summary["linear_top1"]["difference"]["mean"] == pytest.approx(-4.8 / 3)  # ours − PyTorch
-    lines = learn.table_lines({"runs": runs, "summary": summary})
+    lines = learn_report.table_lines({"runs": runs, "summary": summary})
     assert lines[2] == "| 0 | 47.00 | 47.30 | -0.30 | 54.40 | 59.60 | -5.20 |"
     assert lines[3] == "| 1 | 47.40 | 45.20 | +2.20 | 56.00 | 55.10 | +0.90 |"
     assert lines[5].startswith("| mean ± std | 46.47 ± 1.29 | 46.20 ± 1.05 | +0.27 ± 1.72 |")
@@ -344,10 +344,10 @@ def test_bench_learn_end_to_end_writes_its_report(folder, tmp_path, monkeypatch,
     assert len(logged) == 2 * 4  # before, 2 epochs, linear
     shown = [line.split(" [")[0] for line in err.splitlines() if re.match(r"seed \d epoch \d/2 \d/3 \[", line)]
     assert shown == [f"seed {s} epoch {e}/2 3/3" for s in (0, 1) for e in (1, 2)]  # --log-every 10: the last step
-    if learn.can_draw():
+    if learn_report.can_draw():
         assert (tmp_path / "learn.png").stat().st_size > 0
 
-    monkeypatch.setattr(learn, "can_draw", lambda: False)  # no matplotlib: a note, no PNG
+    monkeypatch.setattr(learn_report, "can_draw", lambda: False)  # no matplotlib: a note, no PNG
     picture = tmp_path / "none.png"
     code, stdout, err = run_cli(
         [
@@ -376,7 +376,7 @@ def test_bench_learn_end_to_end_writes_its_report(folder, tmp_path, monkeypatch,
 
 
 # ------------------------------------------------------------------ (f) an interrupted or longer run goes on
-def fake_record(config, probe_epochs, log, progress=None):
+def fake_record(config, probe_epochs, log, progress=None, **options):
     """A run record with figures made from the seed, for the bookkeeping of run_learn."""
     figures = {"knn_top1": 40.0 + config.seed, "linear_top1": 50.0 + config.seed, "knn_curve": [], "loss": []}
     return {
@@ -392,7 +392,7 @@ def test_the_seeds_of_a_report_are_read_back_and_kept_and_only_the_others_traine
     pytest.importorskip("torch")
     trained = []
 
-    def run_seed(config, probe_epochs, log, progress=None):
+    def run_seed(config, probe_epochs, log, progress=None, **options):
         trained.append(config.seed)
         return fake_record(config, probe_epochs, log)
 

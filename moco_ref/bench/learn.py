@@ -15,19 +15,30 @@ Both are measured by the same code: the twin's encoder_q is loaded into a moco-r
 names are the same) and goes through moco-ref's kNN monitor (``knn_accuracy`` with the run's k and t, before
 training, every --knn-every epochs and at the end, on the held-out split) and its linear probe
 (``linear_probe``, features encoded once).  Over the seeds: the mean and standard deviation of each figure and
-the paired difference ours − PyTorch with its Student-t interval (moco_ref/bench/intervals.py).  The two learn
-alike where that interval contains 0.
+the paired difference ours − PyTorch with its Student-t interval (moco_ref/bench/learn_report.py).  The two
+learn alike where that interval contains 0.
+
+In float32 the two programs round differently and training amplifies the difference; --control tells how
+much of ours − PyTorch that alone explains: a third model, PyTorch′, is the twin started one ulp off
+(PairedTraining), trained on the same steps and measured alike.  PyTorch − PyTorch′ is chaos and nothing
+else.  --drift EVERY records, every EVERY steps, how far apart the models are layer by layer
+(moco_ref/bench/drift.py).
 
 The report (``run_learn``'s return value and the --out JSON):
 
     {"header": machine and versions, "config": the first seed's configuration, "seeds": [...],
-     "probe_epochs": E,
+     "probe_epochs": E, "control": whether PyTorch′ was trained,
      "runs": [{"seed", "steps", "steps_per_epoch",
-               "ours" and "pytorch": {"knn_curve": [{"epoch", "global_step", "top1"}, ...], "knn_top1",
-                                      "linear_top1", "loss": [mean loss of each epoch]}}, ...],
-     "summary": {"knn_top1" and "linear_top1": {"ours" and "pytorch": {"mean", "std", "n"},
+               "ours", "pytorch" (and "control", PyTorch′): {"knn_curve": [{"epoch", "global_step", "top1"}, ...],
+                                      "knn_top1", "linear_top1", "loss": [mean loss of each epoch]},
+               "drift" (with --drift): {"every", "layers", "steps", "ours_vs_pytorch", "control_vs_pytorch"}}, ...],
+     "summary": {"knn_top1" and "linear_top1": {"ours", "pytorch" (and "control"): {"mean", "std", "n"},
                  "difference": paired_interval's {"mean", "std", "n", "level", "t", "low", "high",
-                 "contains_zero", "differences"}}}}
+                 "contains_zero", "differences"} of ours − PyTorch,
+                 with --control "control_difference": the same of PyTorch − PyTorch′, and
+                 "spreads": {"ours_vs_pytorch_std", "pytorch_vs_control_std", "f_test": {"f", "dof", "p"},
+                             "welch": {"t", "dof", "p"}, "permutation": {"statistic", "p", "relabellings",
+                             "exact"}}}}}
 
 Accuracies are in %, differences in points.
 """
@@ -35,7 +46,6 @@ Accuracies are in %, differences in points.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import time
 from functools import partial
@@ -51,7 +61,8 @@ from moco_ref.bench.common import (
     python_command,
     set_torch_threads_like_blas,
 )
-from moco_ref.bench.intervals import mean_and_std, paired_interval
+from moco_ref.bench.drift import Drift, NoDrift, drift_layers, summary_lines
+from moco_ref.bench.learn_report import CONTROL, IMPLEMENTATIONS, NAMES, summarise
 from moco_ref.data import check_batchable, load_dataset
 from moco_ref.errors import UserError
 from moco_ref.evaluation.knn import knn_accuracy
@@ -66,8 +77,6 @@ from moco_ref.run.progress import SLOW_S, NoProgress
 from moco_ref.run.trainer import two_views
 
 TORCH_INSTALL = "pip install torch"
-IMPLEMENTATIONS = ("ours", "pytorch")
-METRICS = {"knn_top1": "kNN top-1", "linear_top1": "linear top-1"}
 PROBE_EPOCHS = 100  # main_lincls's
 
 
@@ -94,29 +103,72 @@ def knn_epochs(config: TrainConfig) -> set[int]:
 
 
 # ------------------------------------------------------------------ the paired loop
+def nudge_one_ulp_(module, rng) -> None:
+    """Moves every element of every floating parameter of a torch module one ulp (``np.nextafter``, in the
+    parameter's dtype) towards +∞ or −∞, the direction drawn per element from ``rng``; buffers are left."""
+    import torch
+
+    with torch.no_grad():
+        for parameter in module.parameters():
+            if not parameter.is_floating_point():
+                continue
+            value = parameter.detach().cpu().numpy()
+            up = rng.integers(0, 2, size=value.shape).astype(bool)
+            towards = np.where(up, np.inf, -np.inf).astype(value.dtype)
+            parameter.copy_(torch.from_numpy(np.nextafter(value, towards)))
+
+
 class PairedTraining:
     """moco-ref's MoCo and its PyTorch twin, built with equal state and trained by one loop on equal inputs.
 
+    With ``control``, a third model trained alongside on the same inputs: PyTorch′, a second twin whose
+    encoder_q starts one ulp off the twin's in every element of every parameter (``nudge_one_ulp_``, the
+    directions from default_rng([seed, 12])), encoder_k a copy of it, as MoCo starts.  The nudge changes the
+    start by the smallest amount the dtype can hold and nothing else (the program, the inputs, the thread
+    count are the twin's), so every difference between PyTorch′ and PyTorch is rounding amplified by
+    training: chaos, the yardstick for ours − PyTorch.  (A different thread count would also change only
+    roundings, but not surely: a reduction may split the same way.)
+
     Attributes:
         config, train_set: the run's configuration and training data.
-        model: our MoCo.  twin: the TorchMoCo.
-        epoch, global_step: epochs completed and steps done (the same for both).
+        model: our MoCo.  twin: the TorchMoCo.  control: PyTorch′ (a TorchMoCo), or None.
+        drift: the layer distances recorded along the way (moco_ref/bench/drift.py; NoDrift without --drift).
+        epoch, global_step: epochs completed and steps done (the same for all).
     """
 
-    def __init__(self, config: TrainConfig, train_set):
+    def __init__(self, config: TrainConfig, train_set, control: bool = False, drift_every: int = 0):
         torch = require_torch()
-        from moco_ref.bench.torch_twin import TorchMoCo, torch_encoder_like
+        from moco_ref.bench.torch_twin import torch_encoder_like
 
         self.torch, self.config, self.train_set = torch, config, train_set
         self.backend = get_backend(config.backend)
         self.augment = make_pipeline(config.aug, config.image_size)
         self.model = model = MoCo(**config.model_arguments())
-        dtype, sgd = getattr(torch, config.dtype), model.optimizer
-        queue = torch.from_numpy(to_numpy(model.queue.state_dict()["queue"]).copy())  # (D, K)
-        self.twin = TorchMoCo(
-            torch_encoder_like(model.encoder_q, dtype).train(),
-            torch_encoder_like(model.encoder_k, dtype).train(),
-            queue.to(dtype),
+        self.dtype = dtype = getattr(torch, config.dtype)
+        self.twin = self.build_twin(
+            torch_encoder_like(model.encoder_q, dtype).train(), torch_encoder_like(model.encoder_k, dtype).train()
+        )
+        self.control = None
+        if control:
+            encoder_q = torch_encoder_like(model.encoder_q, dtype).train()
+            nudge_one_ulp_(encoder_q, np.random.default_rng([config.seed, 12]))
+            self.control = self.build_twin(encoder_q, copy.deepcopy(encoder_q))
+        self.drift = Drift(drift_every, drift_layers(model.encoder_q), control) if drift_every else NoDrift()
+        # The trainer's generators: epoch orders and augmentation parameters (the model holds the shuffles').
+        self.data_rng = np.random.default_rng([config.seed, 10])
+        self.aug_rng = np.random.default_rng([config.seed, 11])
+        self.epoch, self.global_step = 0, 0
+
+    def build_twin(self, encoder_q, encoder_k):
+        """A TorchMoCo of these encoders with our model's queue, pointer, m, T and SGD settings."""
+        from moco_ref.bench.torch_twin import TorchMoCo
+
+        model, sgd = self.model, self.model.optimizer
+        queue = self.torch.from_numpy(to_numpy(model.queue.state_dict()["queue"]).copy())  # (D, K)
+        return TorchMoCo(
+            encoder_q,
+            encoder_k,
+            queue.to(self.dtype),
             model.queue.ptr,
             m=model.m,
             T=model.T,
@@ -126,11 +178,11 @@ class PairedTraining:
             symmetric=model.symmetric,
             nesterov=sgd.nesterov,
         )
-        self.dtype = dtype
-        # The trainer's generators: epoch orders and augmentation parameters (the model holds the shuffles').
-        self.data_rng = np.random.default_rng([config.seed, 10])
-        self.aug_rng = np.random.default_rng([config.seed, 11])
-        self.epoch, self.global_step = 0, 0
+
+    @property
+    def names(self) -> tuple:
+        """The models trained: ("ours", "pytorch"), and "control" with PyTorch′."""
+        return IMPLEMENTATIONS + ((CONTROL,) if self.control is not None else ())
 
     @property
     def steps_per_epoch(self) -> int:
@@ -146,9 +198,9 @@ class PairedTraining:
         return self.epoch >= c.epochs or bool(c.max_steps and self.global_step >= c.max_steps)
 
     def run_epoch(self, progress=NoProgress) -> dict:
-        """Trains both through the current epoch (or to --max-steps); returns {"ours", "pytorch"}: the mean loss
-        of each over the epoch's steps.  ``progress``: the class that shows the epoch's steps (a line every
-        --log-every steps off a terminal).
+        """Trains all through the current epoch (or to --max-steps); returns {"ours", "pytorch"(, "control")}:
+        the mean loss of each over the epoch's steps.  ``progress``: the class that shows the epoch's steps (a
+        line every --log-every steps off a terminal).
 
         The trainer's epoch: a fresh order from the data generator (each epoch draws one permutation; the
         trainer's re-seeding from the state saved at the epoch's start draws the same one), full batches,
@@ -157,7 +209,7 @@ class PairedTraining:
         c = self.config
         lr = learning_rate(c.lr, self.epoch, c.epochs, c.cos, tuple(c.schedule))
         order = self.data_rng.permutation(len(self.train_set))
-        losses: dict[str, list[float]] = {name: [] for name in IMPLEMENTATIONS}
+        losses: dict[str, list[float]] = {name: [] for name in self.names}
         steps = self.steps_per_epoch
         if c.max_steps:
             steps = max(0, min(steps, c.max_steps - self.global_step))
@@ -177,14 +229,18 @@ class PairedTraining:
             theirs = self.twin.step(t_q, t_k, perms, m=m, lr=lr)
             losses["ours"].append(float(ours["loss"]))
             losses["pytorch"].append(float(theirs))
+            if self.control is not None:
+                losses[CONTROL].append(float(self.control.step(t_q, t_k, perms, m=m, lr=lr)))
             self.global_step += 1
+            self.drift.observe(self)
             seconds = time.perf_counter() - started
             bar.show(
                 step_in_epoch + 1,
                 [
                     f"loss ours {losses['ours'][-1]:.3f}",
                     f"PyTorch {losses['pytorch'][-1]:.3f}",
-                    f"{(step_in_epoch + 1) * c.batch_size / seconds:.0f} img/s (both)",
+                    *([f"PyTorch′ {losses[CONTROL][-1]:.3f}"] if self.control is not None else []),
+                    f"{(step_in_epoch + 1) * c.batch_size / seconds:.0f} img/s (all)",
                     f"data {100 * data_seconds / seconds:.0f} %",
                 ],
             )
@@ -202,16 +258,20 @@ class PairedTraining:
         rng = copy.deepcopy(self.model.shuffle_rng)  # the same state: the same draws
         return [self.torch.from_numpy(rng.permutation(n)) for _ in range(directions)]
 
-    def twin_encoder(self):
-        """The twin's encoder_q as a moco-ref encoder (its weights and BatchNorm buffers), for moco-ref's measures."""
+    def twin_encoder(self, twin=None):
+        """A twin's encoder_q (the PyTorch twin's unless told) as a moco-ref encoder (its weights and BatchNorm
+        buffers), for moco-ref's measures."""
         encoder = self.model.encoder_q.copy()
-        state = self.twin.encoder_q.state_dict()
+        state = (twin or self.twin).encoder_q.state_dict()
         encoder.load_state_dict({name: tensor.detach().cpu().numpy() for name, tensor in state.items()})
         return encoder
 
     def encoders(self) -> dict:
-        """{"ours", "pytorch"}: the two query encoders as moco-ref encoders, as they are now."""
-        return {"ours": self.model.encoder_q, "pytorch": self.twin_encoder()}
+        """{"ours", "pytorch"(, "control")}: the query encoders as moco-ref encoders, as they are now."""
+        encoders = {"ours": self.model.encoder_q, "pytorch": self.twin_encoder()}
+        if self.control is not None:
+            encoders[CONTROL] = self.twin_encoder(self.control)
+        return encoders
 
 
 # ------------------------------------------------------------------ one seed, all seeds
@@ -231,22 +291,33 @@ def labelled_splits(config: TrainConfig):
     return train, test
 
 
-def run_seed(config: TrainConfig, probe_epochs: int = PROBE_EPOCHS, log=None, progress=NoProgress) -> dict:
-    """Trains both implementations on one seed and measures both; returns the run's record (module docstring).
-    ``progress``: the class that shows the epochs, the kNN passes and the probes (moco_ref.run.progress)."""
+def run_seed(
+    config: TrainConfig,
+    probe_epochs: int = PROBE_EPOCHS,
+    log=None,
+    progress=NoProgress,
+    control: bool = False,
+    drift_every: int = 0,
+) -> dict:
+    """Trains both implementations (and PyTorch′ with ``control``) on one seed and measures them; returns the
+    run's record (module docstring).  ``progress``: the class that shows the epochs, the kNN passes and the
+    probes (moco_ref.run.progress).  ``drift_every``: record the layer distances every that many steps (0: not)."""
     log = log or (lambda line: None)
     train, test = labelled_splits(config)
     check_batchable(train, config.batch_size, config.bn_splits)
     check_batchnorm_values(config)
-    pair = PairedTraining(config, train)
+    pair = PairedTraining(config, train, control, drift_every)
     test_transform = make_pipeline("test", config.image_size)
     due = knn_epochs(config)
     record: dict[str, Any] = {
         "seed": config.seed,
         "steps": 0,
         "steps_per_epoch": pair.steps_per_epoch,
-        **{name: {"knn_curve": [], "loss": []} for name in IMPLEMENTATIONS},
+        **{name: {"knn_curve": [], "loss": []} for name in pair.names},
     }
+
+    def figures(values: dict, unit: str = "%", digits: int = 2) -> str:  # "ours 47.10%, PyTorch 46.90%"
+        return ", ".join(f"{NAMES[name]} {value:.{digits}f}{unit}" for name, value in values.items())
 
     def measure_knn() -> dict:
         top1 = {}
@@ -257,24 +328,28 @@ def run_seed(config: TrainConfig, probe_epochs: int = PROBE_EPOCHS, log=None, pr
             record[name]["knn_curve"].append({"epoch": pair.epoch, "global_step": pair.global_step, "top1": top1[name]})
         return top1
 
+    pair.drift.observe(pair)  # step 0
     top1 = measure_knn()
-    log(f"seed {config.seed}: kNN top-1 before training: ours {top1['ours']:.2f}%, PyTorch {top1['pytorch']:.2f}%")
+    log(f"seed {config.seed}: kNN top-1 before training: {figures(top1)}")
     while not pair.stopped():
         started = pair.epoch
         losses = pair.run_epoch(progress)
-        for name in IMPLEMENTATIONS:
+        for name in pair.names:
             record[name]["loss"].append(losses[name])
-        line = (
-            f"seed {config.seed} epoch {started + 1}/{config.epochs}: loss ours {losses['ours']:.4f}, "
-            f"PyTorch {losses['pytorch']:.4f}"
-        )
+        line = f"seed {config.seed} epoch {started + 1}/{config.epochs}: loss {figures(losses, '', 4)}"
         if pair.epoch > started and pair.epoch in due:  # a whole epoch, and due
             top1 = measure_knn()
-            line += f"; kNN top-1 ours {top1['ours']:.2f}%, PyTorch {top1['pytorch']:.2f}%"
+            line += f"; kNN top-1 {figures(top1)}"
         log(line)
     if record["ours"]["knn_curve"][-1]["global_step"] != pair.global_step:  # stopped by --max-steps
         measure_knn()
     record["steps"] = pair.global_step
+    pair.drift.observe(pair, force=True)  # the last step
+    drift = pair.drift.record()
+    if drift is not None:
+        record["drift"] = drift
+        for line in summary_lines(config.seed, drift):
+            log(line)
     for name, encoder in pair.encoders().items():
         record[name]["knn_top1"] = record[name]["knn_curve"][-1]["top1"]
         record[name]["linear_top1"] = linear_probe(
@@ -286,23 +361,8 @@ def run_seed(config: TrainConfig, probe_epochs: int = PROBE_EPOCHS, log=None, pr
             augment=False,
             progress=partial(progress, delay=SLOW_S),
         )["top1"]
-    log(
-        f"seed {config.seed}: linear top-1 ours {record['ours']['linear_top1']:.2f}%, "
-        f"PyTorch {record['pytorch']['linear_top1']:.2f}%"
-    )
+    log(f"seed {config.seed}: linear top-1 {figures({n: record[n]['linear_top1'] for n in pair.names})}")
     return record
-
-
-def summarise(runs: list) -> dict:
-    """The summary of the report: per metric, each implementation's mean and std, and the paired difference."""
-    summary = {}
-    for metric in METRICS:
-        values = {name: [run[name][metric] for run in runs] for name in IMPLEMENTATIONS}
-        summary[metric] = {
-            **{name: mean_and_std(v) for name, v in values.items()},
-            "difference": paired_interval(values["ours"], values["pytorch"]),
-        }
-    return summary
 
 
 def run_learn(
@@ -314,6 +374,8 @@ def run_learn(
     command: str | None = None,
     log=None,
     progress=NoProgress,
+    control: bool = False,
+    drift_every: int = 0,
 ) -> dict:
     """Trains and measures every seed; returns the report, also written to ``out`` (JSON) after each seed.
 
@@ -327,9 +389,11 @@ def run_learn(
         command: the command line recorded in the header (default: this process's).
         log: called with each line of what was done.  progress: the class that shows the steps
             (moco_ref.run.progress; NoProgress: none).
+        control: also train PyTorch′ (PairedTraining) on every seed; a report at ``out`` must have it too.
+        drift_every: record the layer distances every that many steps (moco_ref/bench/drift.py; 0: not).
     """
     configs = seed_configs(values, first_seed, seeds)
-    finished = finished_runs(out, configs[0], probe_epochs) if out else {}
+    finished = finished_runs(out, configs[0], probe_epochs, control) if out else {}
     require_torch()
     get_backend(configs[0].backend)  # no GPU: one line now, not after loading the data
     from backends.cpu import reuse_freed_memory
@@ -341,6 +405,7 @@ def run_learn(
         "config": configs[0].to_dict(),
         "seeds": [],
         "probe_epochs": probe_epochs,
+        "control": control,
         "runs": [],
         "summary": None,
     }
@@ -349,7 +414,7 @@ def run_learn(
         if config.seed in runs:
             (log or (lambda line: None))(f"seed {config.seed}: read back from {out}")
             continue
-        runs[config.seed] = run_seed(config, probe_epochs, log, progress)
+        runs[config.seed] = run_seed(config, probe_epochs, log, progress, control=control, drift_every=drift_every)
         report.update(seeds=sorted(runs), runs=[runs[seed] for seed in sorted(runs)])
         report["summary"] = summarise(report["runs"])
         if out:
@@ -359,10 +424,10 @@ def run_learn(
     return report
 
 
-def finished_runs(out, config: TrainConfig, probe_epochs: int) -> dict:
+def finished_runs(out, config: TrainConfig, probe_epochs: int, control: bool = False) -> dict:
     """{seed: run record} of the seeds a report at ``out`` already holds, to be read back instead of trained
     again ({} when there is no such file); a UserError when the file is not a report of this configuration
-    (every setting but the seed) and these probe epochs."""
+    (every setting but the seed), these probe epochs and this --control (--drift may differ)."""
     path = Path(out)
     if not path.exists():
         return {}
@@ -379,6 +444,8 @@ def finished_runs(out, config: TrainConfig, probe_epochs: int) -> dict:
     changed = sorted(name for name in wanted.keys() | written.keys() if wanted.get(name) != written.get(name))
     if report.get("probe_epochs") != probe_epochs:
         changed.append("probe_epochs")
+    if bool(report.get("control", False)) != control:
+        changed.append("--control")
     if changed:
         raise UserError(
             f"{out} holds the seeds of another configuration (it differs in {', '.join(changed)}); "
@@ -392,92 +459,3 @@ def write_report(report: dict, out) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     return path
-
-
-# ------------------------------------------------------------------ the table and the picture
-def _spread(stats: dict, sign: str = "") -> str:
-    """mean ± std of one column ("+" as ``sign``: the mean's sign always shown)."""
-    return f"{stats['mean']:{sign}.2f}" + (f" ± {stats['std']:.2f}" if stats["std"] is not None else "")
-
-
-def interval_line(metric: str, difference: dict) -> str:
-    """One sentence on the paired difference of one metric and its interval."""
-    name, n = METRICS[metric], difference["n"]
-    if difference["low"] is None:
-        return f"{name}, ours − PyTorch: {difference['mean']:+.2f} points (one seed: no interval)"
-    verdict = "contains 0" if difference["contains_zero"] else "does not contain 0"
-    degrees = f"{n - 1} degree{'s' if n > 2 else ''} of freedom"
-    return (
-        f"{name}, ours − PyTorch: {difference['mean']:+.2f} points, {100 * difference['level']:.0f} % interval "
-        f"[{difference['low']:+.2f}, {difference['high']:+.2f}] (Student's t, {degrees}, "
-        f"t = {difference['t']:.3f}; width {difference['high'] - difference['low']:.2f}): {verdict}"
-    )
-
-
-def table_lines(report: dict) -> list[str]:
-    """The per-seed table (markdown), mean ± std, and the interval lines."""
-    header = (
-        "| seed | kNN ours | kNN PyTorch | kNN ours − PyTorch | linear ours | linear PyTorch | linear ours − PyTorch |"
-    )
-    lines = [header, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for run in report["runs"]:
-        cells = []
-        for metric in METRICS:
-            a, b = run["ours"][metric], run["pytorch"][metric]
-            cells += [f"{a:.2f}", f"{b:.2f}", f"{a - b:+.2f}"]
-        lines.append(f"| {run['seed']} | " + " | ".join(cells) + " |")
-    summary = report["summary"]
-    cells = []
-    for metric in METRICS:
-        s = summary[metric]
-        cells += [_spread(s["ours"]), _spread(s["pytorch"]), _spread(s["difference"], "+")]
-    lines.append("| mean ± std | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines += [interval_line(metric, summary[metric]["difference"]) for metric in METRICS]
-    return lines
-
-
-def can_draw() -> bool:
-    """Whether matplotlib (the [plot] extra) is installed, for :func:`draw_curves`."""
-    return importlib.util.find_spec("matplotlib") is not None
-
-
-def draw_curves(report: dict, out) -> Path:
-    """The kNN top-1 of both implementations against epochs, one panel a seed (moco-ref solid, PyTorch dashed)."""
-    from moco_ref.tools.plot import load_matplotlib
-
-    Figure, FigureCanvasAgg, MaxNLocator = load_matplotlib()
-    runs = report["runs"]
-    columns = min(len(runs), 5)
-    rows = -(-len(runs) // columns)
-    figure = Figure(figsize=(2.6 * columns + 0.6, 2.2 * rows + 0.8), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).ravel()
-    for ax, run in zip(axes, runs):
-        ends = []
-        for name, style, colour, label in (("ours", "-", "C0", "moco-ref"), ("pytorch", "--", "C1", "PyTorch")):
-            curve = run[name]["knn_curve"]
-            epochs = [p["global_step"] / run["steps_per_epoch"] for p in curve]  # whole at each epoch's end
-            ax.plot(
-                epochs,
-                [p["top1"] for p in curve],
-                style,
-                color=colour,
-                marker="o",
-                markersize=3,
-                linewidth=1.4,
-                label=label,
-            )
-            ends.append(f"{curve[-1]['top1']:.1f}")
-        ax.set_title(f"seed {run['seed']}: {' vs '.join(ends)} %", fontsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(True, alpha=0.3)
-    for i, ax in enumerate(axes):
-        ax.set_visible(i < len(runs))
-        ax.tick_params(labelbottom=i + columns >= len(runs))  # epochs under the lowest panel of each column
-    axes[0].legend(loc="lower right", fontsize=8)
-    figure.supxlabel("epochs", fontsize=9)
-    figure.supylabel("kNN top-1 on the held-out split (%)", fontsize=9)
-    figure.suptitle("moco-ref bench learn: moco-ref (solid) and its PyTorch twin (dashed), the same steps", fontsize=10)
-    figure.savefig(out, dpi=100)
-    return Path(out)

@@ -17,7 +17,7 @@ import click
 
 from backends import BACKEND_NAMES, BackendUnavailable
 from moco_ref.augment import make_pipeline
-from moco_ref.bench import cli_entry, gpu_compare, learn
+from moco_ref.bench import cli_entry, gpu_compare, learn, learn_report
 from moco_ref.cli.options import FiniteFloatRange, config_options, force_option, parse_schedule
 from moco_ref.cli.see import PLOT_NOTE, ablate, show
 from moco_ref.cli.train import train
@@ -348,7 +348,23 @@ def bench_gpu(out, force):
     type=click.Path(dir_okay=False),
     help="The picture of the kNN curves. [default: --out with .png, else bench-learn.png]",
 )
-def bench_learn(preset, seeds, probe_epochs, out, png, **flags):
+@click.option(
+    "--control",
+    is_flag=True,
+    help="Also train PyTorch′, the twin with its initial weights one ulp off (each element up or down, "
+    "seeded), on the same steps: PyTorch - PyTorch′ is rounding amplified by training (chaos), shown "
+    "beside ours - PyTorch with its interval, and their spreads compared.",
+)
+@click.option(
+    "--drift",
+    "drift_every",
+    type=click.IntRange(1),
+    metavar="EVERY",
+    help="Every EVERY steps, record per layer (parameters, BatchNorm running statistics, the queue) "
+    "the relative distance ||a - b||/||b|| of ours, and of PyTorch′, from PyTorch; in the report, and "
+    "summarised after each seed.",
+)
+def bench_learn(preset, seeds, probe_epochs, out, png, control, drift_every, **flags):
     """Does moco-ref learn what PyTorch learns?  Train both on the same steps, over seeds.
 
     For each seed (--seed, default 0, to --seed + --seeds - 1), the configuration of `moco-ref
@@ -359,7 +375,10 @@ def bench_learn(preset, seeds, probe_epochs, out, png, **flags):
     training, every --knn-every epochs and at the end) and the linear probe.
 
     Prints a table (per seed: kNN and linear top-1 of both, mean ± std) and the paired
-    difference ours - PyTorch with its 95 % Student-t interval; writes the JSON report (--out)
+    difference ours - PyTorch with its 95 % Student-t interval.  With --control, a third model,
+    PyTorch′, differs from the twin only by one ulp in its initial weights: PyTorch - PyTorch′
+    and its interval, printed beside ours - PyTorch, say how far rounding alone carries a run, so
+    a bias (ours - PyTorch beyond it) and chaos can be told apart.  Writes the JSON report (--out)
     and the kNN curves of both per seed (--png; needs matplotlib).  Needs PyTorch: pip install
     torch.  Progress goes to stderr: a bar per epoch on a terminal, else a line every --log-every
     steps, and one line per seed and epoch.  --save-every and --tensorboard have no effect here (no
@@ -376,7 +395,7 @@ def bench_learn(preset, seeds, probe_epochs, out, png, **flags):
             check_output(path, flag)
     learn.require_torch()
     picture = Path(png) if png else (Path(out).with_suffix(".png") if out else Path("bench-learn.png"))
-    plotting = learn.can_draw()
+    plotting = learn_report.can_draw()
     if not plotting:
         click.echo(
             f"note: matplotlib is not installed: the table is printed (and --out written), the picture "
@@ -392,18 +411,20 @@ def bench_learn(preset, seeds, probe_epochs, out, png, **flags):
             out=out,
             log=lambda line: click.echo(line, err=True),
             progress=Progress,
+            control=control,
+            drift_every=drift_every or 0,
         )
     except KeyboardInterrupt:
         kept = f"the seeds finished so far are in {out}" if out else "nothing was written (no --out)"
         click.echo(f"moco-ref bench learn: interrupted; {kept}", err=True)
         sys.exit(130)
-    for line in learn.table_lines(report):
+    for line in learn_report.table_lines(report):
         click.echo(line)
     click.echo("")
     if out:
         click.echo(f"wrote {out}")
     if plotting:
-        click.echo(f"wrote {learn.draw_curves(report, picture)}")
+        click.echo(f"wrote {learn_report.draw_curves(report, picture)}")
 
 
 # ------------------------------------------------------------------ entry
