@@ -6,7 +6,7 @@ that computes the same thing (fewer passes over memory, a fused kernel, every co
 a product); the primitive picks it by the *data's* array module, never by a global mode:
 
     backends/numpy_fast.py   NumPy: einsum for channel sums, BatchNorm passes on long rows
-    backends/numba_fast.py   NumPy arrays with Numba (the ``fast`` extra): each primitive one
+    backends/numba_fast.py   NumPy arrays with Numba (a dependency): each primitive one
                              compiled pass over memory, on every core; the thin 3×3 convolutions
                              computed directly, without an im2col matrix
     backends/cupy_fast.py    CuPy: channel sums as matrix-vector products, im2col as one kernel
@@ -30,7 +30,7 @@ what it gives (tests/test_fast_paths.py checks that the two agree):
     col2im                 numba_fast       plain                     plain          plain
     conv2d_forward         numba_fast[1]    plain                     plain          plain
     conv2d_backward        numba_fast[1]    plain                     plain          plain
-    conv_weight_grad       numpy_fast       numpy_fast                cupy_fast[4]   plain
+    conv_weight_grad       numpy_fast[4]    numpy_fast[4]             cupy_fast[4]   plain
     sgd_update_            numba_fast[2]    plain                     plain          plain
     ema_update_            numba_fast[2]    plain                     plain          plain
 
@@ -38,7 +38,8 @@ what it gives (tests/test_fast_paths.py checks that the two agree):
         ``numba_fast.DIRECT_RULE`` takes (``numba_fast.direct_conv_wanted``), the plain formula elsewhere.
     [2] the plain formula for arrays under ``numba_fast.SMALL`` values or not C-contiguous.
     [3] the plain formula for an im2col matrix of 2**31 elements or more (the kernel's indices are 32-bit).
-    [4] numpy_fast's function: CuPy multiplies the same matrices as NumPy.
+    [4] (Xᵀ·G)ᵀ for weights of up to ``numpy_fast.SMALL_WEIGHT`` entries, the plain Gᵀ·X above; on CuPy
+        numpy_fast's function, so that both backends multiply the same matrices.
 
 "other" is any other array module.  A plain formula calls other primitives (channel_moments calls
 channel_sums, conv2d_backward calls conv_weight_grad and col2im), and each of those runs as its own row
