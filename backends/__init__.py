@@ -17,7 +17,9 @@ moved to the device, so one seed gives the same numbers on both backends.
 
 Speed work lives in one place: ``backends.ops`` holds the few primitives the
 layers are written on, each its plain formula, and picks a backend's faster
-equal version (``numpy_fast.py``, ``cupy_fast.py``) by the data's array module.
+equal version (``numpy_fast.py``, ``numba_fast.py``, ``cupy_fast.py``) by the data's
+array module; its docstring's table says which function runs.  Making the NumPy
+backend (``get_backend("numpy")``) applies the process settings its path runs with.
 """
 
 from __future__ import annotations
@@ -78,15 +80,25 @@ class Backend:
 
 
 def _numpy_backend() -> Backend:
-    from backends.cpu import host_available_bytes
+    """NumPy's backend.  Making it applies the settings of the process NumPy's path runs in, here and nowhere
+    else: glibc keeps freed large blocks for the next step (backends/cpu.py, ``reuse_freed_memory``), and where
+    NumPy's arrays run Numba's kernels (backends/ops.py's table), those run as many threads as the BLAS
+    (backends/numba_fast.py, ``set_threads``; BackendUnavailable where Numba's threading layer cannot start).
+    The settings that must precede NumPy's import (the BLAS's threads) are moco_ref/run/runtime.py's."""
+    from backends import cpu, ops
 
+    cpu.reuse_freed_memory()
+    if ops.NUMBA in ops.fast_path_modules(numpy):
+        from backends import numba_fast
+
+        numba_fast.set_threads()
     return Backend(
         name="numpy",
         xp=numpy,
         to_device=numpy.asarray,
         to_host=numpy.asarray,
         synchronize=lambda: None,
-        free_memory=host_available_bytes,
+        free_memory=cpu.host_available_bytes,
     )
 
 

@@ -7,8 +7,9 @@ NumPy allocates fresh arrays of tens of megabytes in every training step (im2col
 activations).  glibc serves blocks that large with a new ``mmap`` and returns them with ``munmap``
 when freed, so every step faults all of that memory in again.  :func:`reuse_freed_memory` raises
 glibc's mmap and trim thresholds so that freed blocks stay in the heap for the next step (the same
-peak memory, far fewer page faults; benchmarks/RESULTS.md).  NumPy's fast path applies it when it is
-first used (backends/ops.py), so the Python API and the command line run alike.
+peak memory, fewer page faults; figures in benchmarks/RESULTS.md).  Making the NumPy backend
+(``backends.get_backend("numpy")``, which the model, the trainer and the tools do) applies it, so the
+Python API and the command line run alike.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 expressions waste the GPU's bandwidth.
 
 Each function computes exactly its primitive's formula; only the number of passes over memory
-changes.  Imported only when CuPy arrays first reach a primitive.  CuPy's ``einsum`` and axis sums
-of BatchNorm's channel sums are slow (benchmarks/RESULTS.md, "The GPU"); as products with vectors of
-ones they run on cuBLAS.  im2col is one kernel per convolution shape.  The other primitives
+changes.  Imported only when CuPy arrays first reach a primitive.  BatchNorm's channel sums run as
+products with vectors of ones, on cuBLAS, where CuPy's ``einsum`` and axis sums are slower (figures in
+benchmarks/RESULTS.md).  im2col is one kernel per convolution shape.  ∂L/∂W is NumPy's path's function
+(backends/numpy_fast.py), so both backends multiply the same matrices.  The other primitives
 (BatchNorm's output and gradient passes, ReLU) run their plain formulas on CuPy, whose element-wise
 expressions are GPU kernels already; the kernels are compiled by CuPy on first use and cached on disk.
 """
@@ -15,18 +16,15 @@ import functools
 
 import cupy
 
-from backends import ops
-
-
-def _sums_by_matvec(a):
-    """(A, S, P, C) -> (S, C): Σ over A, then over P, each as a product with a vector of ones (cuBLAS)."""
-    A, S, P, C = a.shape
-    over_samples = cupy.ones(A, dtype=a.dtype) @ a.reshape(A, S * P * C)  # (S·P·C,)
-    return cupy.matmul(cupy.ones(P, dtype=a.dtype), over_samples.reshape(S, P, C))  # (S, C)
+from backends import numpy_fast, ops
 
 
 def channel_sums(a, b=None):
-    return _sums_by_matvec(a if b is None else a * b)
+    """(A, S, P, C) -> (S, C): Σ over A, then over P, each as a product with a vector of ones (cuBLAS)."""
+    terms = a if b is None else a * b
+    A, S, P, C = terms.shape
+    over_samples = cupy.ones(A, dtype=a.dtype) @ terms.reshape(A, S * P * C)  # (S·P·C,)
+    return cupy.matmul(cupy.ones(P, dtype=a.dtype), over_samples.reshape(S, P, C))  # (S, C)
 
 
 @functools.cache
@@ -59,4 +57,4 @@ def im2col(x, kh: int, kw: int, stride: int, padding: int):
     return cols
 
 
-FAST = {f.__name__: f for f in (channel_sums, im2col)}
+FAST = {f.__name__: f for f in (channel_sums, im2col, numpy_fast.conv_weight_grad)}

@@ -1,7 +1,7 @@
 """A direct 3×3 convolution (stride 1, padding 1) for NumPy arrays in Numba: no im2col matrix.
 
 backends/numba_fast.py registers it as the fast function of ``ops.conv2d_forward`` and ``ops.conv2d_backward``
-for the shapes where it is the faster (``direct_conv_wanted``).  tests/test_fast_paths.py checks it against
+for the shapes ``DIRECT_RULE`` gives it (``direct_conv_wanted``).  tests/test_fast_paths.py checks it against
 the im2col formula.
 
 Notation: N batch, H×W image, C input channels, O output channels, Wp = W + 2, P = (H + 2)·Wp, and

@@ -2,7 +2,7 @@
 shortcut at stride 2 (padding 0), forward, ∂L/∂x and ∂L/∂W, without an im2col matrix.
 
 backends/numba_fast.py registers them beside the stride-1 kernel (backends/numba_direct_conv.py) for the shapes
-where they are the faster (``direct_conv_wanted``); tests/test_fast_paths.py checks them against the im2col formula.
+``DIRECT_RULE`` gives them (``direct_conv_wanted``); tests/test_fast_paths.py checks them against the im2col formula.
 
 Notation: N batch, H×W image, C input channels, O output channels, Ho = ⌈H/2⌉, Wo = ⌈W/2⌉ the output, Wd = Wo + 2,
 x_pad the image with its zero border of 1, and t = 3·a + b the tap at row offset a and column offset b (0, 1, 2).

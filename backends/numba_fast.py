@@ -1,7 +1,8 @@
 """NumPy's fast path on every core: the primitives of backends/ops.py as Numba-compiled loops.
 
 Numba is one of moco-ref's dependencies; where it cannot be imported, or with the
-environment variable MOCO_REF_NUMBA=0, NumPy arrays run backends/numpy_fast.py instead.  Each
+environment variable MOCO_REF_NUMBA=0, NumPy arrays run backends/numpy_fast.py instead (backends/ops.py's
+table says which function runs for each primitive).  Each
 function computes exactly its primitive's formula (tests/test_fast_paths.py), in one pass over
 memory where NumPy needs several, with the batch split over the threads (``prange`` over samples).
 
@@ -19,7 +20,8 @@ thread count, and the pieces are summed in a fixed order: the same inputs give t
 any number of threads.  Sums run in float64.
 
 Threads.  As many as NumPy's BLAS runs (``backends.cpu.blas_threads``), so ``mpiexec -n W`` gives
-each process its share.  Numba's "workqueue" layer is used unless NUMBA_THREADING_LAYER says
+each process its share; :func:`set_threads` sets them when the NumPy backend is created
+(``backends.get_backend``).  Numba's "workqueue" layer is used unless NUMBA_THREADING_LAYER says
 otherwise: its idle threads sleep, where OpenMP's spin and take the core from the BLAS's next product.
 The kernels are compiled on first use and cached on disk (``cache=True``).
 """
@@ -34,8 +36,6 @@ from numba import njit, prange
 
 from backends import BackendUnavailable, numba_direct_conv, numba_direct_conv_stride2, ops
 from backends.cpu import blas_threads
-
-wanted = ops.numba_wanted  # MOCO_REF_NUMBA=0 switches this module off
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
@@ -59,17 +59,9 @@ def set_threads(count: int | None = None) -> int:
     return count
 
 
-_THREADS = [None]
-
-
-def _ensure_threads():
-    if _THREADS[0] is None:
-        _THREADS[0] = set_threads()
-
-
 # ------------------------------------------------------------------ kernels (x as (N, P, C); group of sample n = n % S)
 # The per-sample sums below add four pixels' rows at a time: a channel's running sum then waits on
-# memory once per four rows instead of once per row (about twice as fast for C = 3 or 16).
+# memory once per four rows instead of once per row.
 @njit(parallel=True, cache=True)
 def _sample_sums(a, b, has_b):  # per-sample Σ_p a (or Σ_p a·b): (N, C) float64
     N, P, C = a.shape
@@ -275,7 +267,6 @@ def _per_group(per_sample, A, S):
 
 
 def channel_sums(a, b=None):
-    _ensure_threads()
     A, S, _, _ = a.shape
     x = _samples(a)
     sums = _sample_sums(x, x if b is None else _samples(b), b is not None)
@@ -285,7 +276,6 @@ def channel_sums(a, b=None):
 def channel_moments(x):
     """Per sample: the mean and Σ (x − mean)² (two reads of one sample's P·C values, in cache); per
     group, Chan's combination: σ² = (Σ_a M2_a + P·Σ_a (mean_a − μ)²) / (A·P)."""
-    _ensure_threads()
     A, S, P, _ = x.shape
     means, squares = _sample_moments(_samples(x))
     means, squares = means.reshape(A, S, -1), squares.reshape(A, S, -1)
@@ -296,7 +286,6 @@ def channel_moments(x):
 
 def batchnorm_output(x, mean, inv_std, gamma, beta, residual=None, relu=False):
     """y = (x − μ)·(γ/σ) + β (+ r), the ReLU folded in: one pass."""
-    _ensure_threads()
     A, S, P, C = x.shape
     samples = _samples(x)
     y = np.empty_like(samples)
@@ -316,7 +305,6 @@ def batchnorm_output(x, mean, inv_std, gamma, beta, residual=None, relu=False):
 
 
 def batchnorm_grad_sums(g, x, mean, inv_std):
-    _ensure_threads()
     A, S, _, C = g.shape
     sums, x_hat_sums = _grad_sums(
         _samples(g), _samples(x), _group_table(mean, S, np.float64), _group_table(inv_std, S, np.float64)
@@ -326,7 +314,6 @@ def batchnorm_grad_sums(g, x, mean, inv_std):
 
 def batchnorm_input_grad(g, x, mean, inv_std, g_mean, gx_mean, scale):
     """scale·(g − g_mean − x̂·gx_mean) = scale·(g − g_mean) − (scale·inv_std·gx_mean)·(x − μ): one pass."""
-    _ensure_threads()
     A, S, P, C = g.shape
     slope = (
         _group_table(scale, S, np.float64) * _group_table(inv_std, S, np.float64) * _group_table(gx_mean, S, np.float64)
@@ -345,7 +332,6 @@ def batchnorm_input_grad(g, x, mean, inv_std, g_mean, gx_mean, scale):
 
 
 def relu_backward(dy, y):
-    _ensure_threads()
     dy, y = np.ascontiguousarray(dy), np.ascontiguousarray(y)
     out = np.empty_like(dy)
     _relu_backward(dy.reshape(-1), y.reshape(-1), out.reshape(-1))
@@ -353,7 +339,6 @@ def relu_backward(dy, y):
 
 
 def im2col(x, kh, kw, stride, padding):
-    _ensure_threads()
     N, H, W, C = x.shape
     Ho, Wo = ops.conv_output_size(H, kh, stride, padding), ops.conv_output_size(W, kw, stride, padding)
     cols = np.empty((N * Ho * Wo, kh * kw * C), dtype=x.dtype)
@@ -362,7 +347,6 @@ def im2col(x, kh, kw, stride, padding):
 
 
 def col2im(dcols, x_shape, kh, kw, stride, padding):
-    _ensure_threads()
     dx = np.empty(x_shape, dtype=dcols.dtype)
     _col2im(np.ascontiguousarray(dcols), kh, kw, stride, padding, dx)
     return dx
@@ -377,10 +361,10 @@ DIRECT_KERNELS = {
 }
 # Where each runs, by (kernel, stride, padding): (the most C·O, C input and O output channels; the narrowest input
 # image).  A kernel without an entry runs on no layer, and every other convolution runs im2col + GEMM.  Read off
-# every layer of the project's networks (benchmarks/direct_conv/shapes.py; the figures are in benchmarks/RESULTS.md,
+# every layer of the project's networks (benchmarks/direct_conv/shapes.py; figures in benchmarks/RESULTS.md,
 # "Direct convolutions behind the seam"): on narrow images the kernels' vector loops are short, and with more
-# channels GEMM runs closer to the machine's peak.  The stride-2 kernels lost to, or at best tied with, im2col + GEMM
-# on every layer measured, so they have no entry: registered and tested, for a machine whose table says otherwise.
+# channels GEMM runs closer to the machine's peak.  The stride-2 kernels were not faster than im2col + GEMM on the
+# layers measured, so they have no entry: registered and tested, for a machine whose table says otherwise.
 DIRECT_RULE = {(3, 1, 1): (32 * 32, 16)}
 
 
@@ -404,7 +388,6 @@ def conv2d_forward(x, w, stride, padding):
     in the one NumPy's products would give (float32 images with float64 weights: float64)."""
     if not direct_conv_wanted(x.shape, w.shape, stride, padding):
         return ops.conv2d_forward.plain(x, w, stride, padding)
-    _ensure_threads()
     forward, _ = DIRECT_KERNELS[w.shape[2], stride, padding]
     y = forward(x.astype(np.result_type(x, w), copy=False), w)
     return y, (x, w.copy(), x.shape, w.shape, stride, padding)
@@ -424,7 +407,6 @@ def conv2d_backward(dy, cache, need_dx=True):
     x, w, x_shape, w_shape, stride, padding = cache
     if not direct_conv_wanted(x_shape, w_shape, stride, padding):
         return ops.conv2d_backward.plain(dy, cache, need_dx)
-    _ensure_threads()
     _, backward = DIRECT_KERNELS[w_shape[2], stride, padding]
     dtype = np.result_type(dy, x, w)
     dx, dw = backward(dy.astype(dtype, copy=False), x.astype(dtype, copy=False), w, need_dx)
@@ -441,7 +423,6 @@ def sgd_update_(p, g, b, lr, momentum, weight_decay, nesterov):
     (scalars rounded to the array's dtype, no fused multiply-add): bit for bit the same result."""
     if p.size < SMALL or not (p.flags.c_contiguous and g.flags.c_contiguous and b.flags.c_contiguous):
         return ops.sgd_update_.plain(p, g, b, lr, momentum, weight_decay, nesterov)
-    _ensure_threads()
     scalar = p.dtype.type
     _sgd(
         p.reshape(-1), g.reshape(-1), b.reshape(-1), scalar(lr), scalar(momentum), scalar(weight_decay), bool(nesterov)
@@ -451,7 +432,6 @@ def sgd_update_(p, g, b, lr, momentum, weight_decay, nesterov):
 def ema_update_(theta_k, theta_q, m):
     if theta_k.size < SMALL or not (theta_k.flags.c_contiguous and theta_q.flags.c_contiguous):
         return ops.ema_update_.plain(theta_k, theta_q, m)
-    _ensure_threads()
     scalar = theta_k.dtype.type
     _ema(theta_k.reshape(-1), theta_q.reshape(-1), scalar(m), scalar(1.0 - m))
 

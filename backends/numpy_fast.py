@@ -1,15 +1,17 @@
 """NumPy's faster versions of the primitives in backends/ops.py (each computes exactly its formula).
 
-This is NumPy's path when Numba is not installed (backends/numba_fast.py takes over where it is);
-it runs on one core.  Two habits of NumPy make the plain expressions slow on channels-last activations:
+This is NumPy's path when Numba is not installed (backends/numba_fast.py replaces most of it where it
+is; backends/ops.py's table says which function runs); it runs on one core.  Three habits of NumPy make
+the plain expressions slow on channels-last activations, and the products of ∂L/∂W have a faster order
+(figures in benchmarks/RESULTS.md):
 
-- ``a.sum(axis=(0, 2))`` over an (A, S, P, C) array walks it in a poor order; ``einsum`` is several
-  times faster, and its two-operand form Σ a·b needs no full-size temporary; both add in float64.
-- broadcasting a C-vector against (…, P, C) runs an inner loop only C long, which for C = 16 made
-  each BatchNorm pass about 3x slower than the same pass against one row of P·C values.  So the
-  vectors are repeated into rows of (1, S, P·C) first (1/A of the activation's size), and the passes
-  are done in place on arrays this module allocated itself.
+- ``a.sum(axis=(0, 2))`` over an (A, S, P, C) array walks it in a poor order; ``einsum`` is faster,
+  and its two-operand form Σ a·b needs no full-size temporary; both add in float64.
+- broadcasting a C-vector against (…, P, C) runs an inner loop only C long.  So the vectors are
+  repeated into rows of (1, S, P·C) first (1/A of the activation's size), and the passes are done in
+  place on arrays this module allocated itself.
 - ``x * (x > 0)`` runs faster than ``maximum(x, 0)`` (negatives become −0.0, equal to 0).
+- ∂L/∂W of a convolution with a small weight is (Xᵀ·G)ᵀ: the product with more rows than columns.
 
 Written with ``xp = get_array_module(x)`` rather than ``numpy.``, so stand-in array modules (the
 tests' strict device arrays) can run exactly this path.
@@ -18,9 +20,6 @@ tests' strict device arrays) can run exactly this path.
 from __future__ import annotations
 
 from backends import get_array_module, ops
-from backends.cpu import reuse_freed_memory
-
-reuse_freed_memory()  # NumPy's path is in use: keep its large freed blocks for the next step (backends/cpu.py)
 
 
 def _rows(v, shape):
@@ -88,7 +87,28 @@ def relu(x):
     return x * (x > 0)
 
 
+SMALL_WEIGHT = 1 << 18  # entries of W up to which ∂L/∂W is computed as (Xᵀ·G)ᵀ
+
+
+def conv_weight_grad(G, cols, w_shape):
+    """(Xᵀ·G)ᵀ where W has at most SMALL_WEIGHT entries, the formula's Gᵀ·X where it has more (reordering a
+    large (kh·kw·C, O) result costs more than the product saves)."""
+    O, C, kh, kw = w_shape
+    if O * C * kh * kw > SMALL_WEIGHT:
+        return ops.conv_weight_grad.plain(G, cols, w_shape)
+    xp = get_array_module(G)
+    return xp.ascontiguousarray((cols.T @ G).reshape(kh, kw, C, O).transpose(3, 2, 0, 1))  # (Xᵀ·G)ᵀ as (O, C, kh, kw)
+
+
 FAST = {
     f.__name__: f
-    for f in (channel_sums, channel_moments, batchnorm_output, batchnorm_grad_sums, batchnorm_input_grad, relu)
+    for f in (
+        channel_sums,
+        channel_moments,
+        batchnorm_output,
+        batchnorm_grad_sums,
+        batchnorm_input_grad,
+        relu,
+        conv_weight_grad,
+    )
 }

@@ -2,18 +2,50 @@
 
 Each primitive below is its formula, written as a plain array expression that runs unchanged on
 NumPy and CuPy.  That plain expression is the definition.  A backend may register a faster function
-that computes the same thing (fewer passes over memory, a fused kernel, every core); the primitive
-picks it by the *data's* array module, never by a global mode:
+that computes the same thing (fewer passes over memory, a fused kernel, every core, a faster order of
+a product); the primitive picks it by the *data's* array module, never by a global mode:
 
     backends/numpy_fast.py   NumPy: einsum for channel sums, BatchNorm passes on long rows
-    backends/numba_fast.py   NumPy arrays with Numba (the ``fast`` extra): each primitive one
+    backends/numba_fast.py   NumPy arrays with Numba (a dependency): each primitive one
                              compiled pass over memory, on every core; the thin 3×3 convolutions
                              computed directly, without an im2col matrix
     backends/cupy_fast.py    CuPy: channel sums as matrix-vector products, im2col as one kernel
 
-A reader who skips those files still reads the maths that runs.  tests/test_fast_paths.py
-checks that every registered fast function equals its plain expression (NumPy here; the GPU
-tests do the same for CuPy).
+What runs.  An array module's path is its modules in ``PATHS``, read left to right, each module's
+functions (its ``FAST`` table) replacing those of the modules before it; a primitive no module on the
+path registers runs its plain formula.  NumPy's path leaves numba_fast out where Numba cannot be
+imported or MOCO_REF_NUMBA=0.  :func:`which` gives the module for one primitive, and this table is
+what it gives (tests/test_fast_paths.py checks that the two agree):
+
+    primitive              NumPy + Numba    NumPy, MOCO_REF_NUMBA=0   CuPy           other
+    ---------------------  ---------------  ------------------------  -------------  -----
+    channel_sums           numba_fast       numpy_fast                cupy_fast      plain
+    channel_moments        numba_fast       numpy_fast                plain          plain
+    batchnorm_output       numba_fast       numpy_fast                plain          plain
+    batchnorm_grad_sums    numba_fast       numpy_fast                plain          plain
+    batchnorm_input_grad   numba_fast       numpy_fast                plain          plain
+    relu                   numpy_fast       numpy_fast                plain          plain
+    relu_backward          numba_fast       plain                     plain          plain
+    im2col                 numba_fast       plain                     cupy_fast[3]   plain
+    col2im                 numba_fast       plain                     plain          plain
+    conv2d_forward         numba_fast[1]    plain                     plain          plain
+    conv2d_backward        numba_fast[1]    plain                     plain          plain
+    conv_weight_grad       numpy_fast[4]    numpy_fast[4]             cupy_fast[4]   plain
+    sgd_update_            numba_fast[2]    plain                     plain          plain
+    ema_update_            numba_fast[2]    plain                     plain          plain
+
+    [1] a direct kernel for the kernel sizes, strides, channel counts and image widths that
+        ``numba_fast.DIRECT_RULE`` takes (``numba_fast.direct_conv_wanted``), the plain formula elsewhere.
+    [2] the plain formula for arrays under ``numba_fast.SMALL`` values or not C-contiguous.
+    [3] the plain formula for an im2col matrix of 2**31 elements or more (the kernel's indices are 32-bit).
+    [4] (Xᵀ·G)ᵀ for weights of up to ``numpy_fast.SMALL_WEIGHT`` entries, the plain Gᵀ·X above; on CuPy
+        numpy_fast's function, so that both backends multiply the same matrices.
+
+"other" is any other array module.  A plain formula calls other primitives (channel_moments calls
+channel_sums, conv2d_backward calls conv_weight_grad and col2im), and each of those runs as its own row
+says.  A reader who skips the fast modules still reads the maths that runs.  tests/test_fast_paths.py
+checks that every registered fast function equals its plain expression (NumPy here; the GPU tests do the
+same for CuPy).
 
 Shapes.  BatchNorm's primitives see activations grouped as (A, S, P, C): S groups of A samples
 each (split BatchNorm; S = 1 is plain BatchNorm), P = H·W pixels, C channels; sample n = a·S + s
@@ -28,47 +60,73 @@ import os
 
 from backends import get_array_module
 
-# {array module name: {primitive name: faster function}}, filled on first use of each module.
+# Each array module's path: the modules whose fast functions its arrays run, a later module's function replacing
+# an earlier one's.  An array module not named here runs the plain formulas.
+PATHS = {"numpy": ("backends.numpy_fast", "backends.numba_fast"), "cupy": ("backends.cupy_fast",)}
+NUMBA = "backends.numba_fast"  # on NumPy's path where Numba can be imported and MOCO_REF_NUMBA is not 0
+PRIMITIVES: list[str] = []  # the names of the primitives below, in order
+# {array module name: {primitive name: fast function}}, filled on first use of each array module.
 _FAST: dict[str, dict] = {}
-# Where each array module's fast functions live, later modules overriding earlier ones; a module that
-# cannot be used here (Numba not installed, or MOCO_REF_NUMBA=0) is skipped.  An array module not named
-# here runs the plain expressions.
-FAST_MODULES = {"numpy": ("backends.numpy_fast", "backends.numba_fast"), "cupy": ("backends.cupy_fast",)}
 
 
-def _usable(source: str):
-    """The fast-path module ``source``, or None where it cannot run here (its library is not installed, or
-    its ``wanted()`` says no)."""
+def numba_wanted() -> bool:
+    """False when the environment variable MOCO_REF_NUMBA is 0 (run NumPy's path without Numba)."""
+    return os.environ.get("MOCO_REF_NUMBA", "1").strip() not in ("0", "false", "no", "off")
+
+
+def _importable(source: str):
+    """The fast-path module ``source``, or None where its library is not installed here."""
     try:
-        module = importlib.import_module(source)
+        return importlib.import_module(source)
     except ImportError as error:
         if (error.name or "").split(".")[0] in ("backends", "moco_ref"):
             raise  # a fault of ours, not a library that is not installed
         return None
-    return module if getattr(module, "wanted", lambda: True)() else None
 
 
-def _load_table(sources) -> dict:
+def path(xp_name: str, numba: bool | None = None) -> list:
+    """The fast-path modules that arrays of the module called ``xp_name`` run, in ``PATHS``' order: those that
+    can be imported here, numba_fast only where ``numba`` (by default: unless MOCO_REF_NUMBA=0)."""
+    numba = numba_wanted() if numba is None else numba
+    sources = [s for s in PATHS.get(xp_name, ()) if numba or s != NUMBA]
+    return [module for module in map(_importable, sources) if module is not None]
+
+
+def which(primitive_name: str, xp_name: str, numba: bool | None = None) -> str:
+    """Where the function that ``primitive_name`` runs on arrays of module ``xp_name`` lives: the last module on
+    the array module's :func:`path` whose ``FAST`` table has it ("numba_fast", "numpy_fast", "cupy_fast"), or
+    "plain" (the primitive's formula).  The table in this module's docstring, one cell."""
+    for module in reversed(path(xp_name, numba)):
+        if primitive_name in module.FAST:
+            return module.__name__.rsplit(".", 1)[-1]
+    return "plain"
+
+
+def _load_table(xp_name: str, numba: bool | None = None) -> dict:
+    """{primitive name: fast function} for arrays of module ``xp_name``, as :func:`which` resolves each."""
+    modules = {module.__name__.rsplit(".", 1)[-1]: module for module in path(xp_name, numba)}
     table = {}
-    for module in filter(None, map(_usable, sources)):
-        table.update(module.FAST)
+    for name in PRIMITIVES:
+        where = which(name, xp_name, numba)
+        if where != "plain":
+            table[name] = modules[where].FAST[name]
     return table
 
 
 def _fast_table(xp) -> dict:
     name = xp.__name__
     if name not in _FAST:
-        _FAST[name] = _load_table(FAST_MODULES.get(name, ()))
+        _FAST[name] = _load_table(name)
     return _FAST[name]
 
 
 def fast_path_modules(xp) -> list:
     """The modules whose fast functions arrays of ``xp`` run (for the benchmarks' header)."""
-    return [s for s in FAST_MODULES.get(xp.__name__, ()) if _usable(s) is not None]
+    return [module.__name__ for module in path(xp.__name__)]
 
 
 def use_fast_paths_of(xp, like: str) -> None:
-    """Lets arrays of module ``xp`` run the fast functions of ``like`` (a module name of FAST_MODULES,
+    """Lets arrays of module ``xp`` run the fast functions of ``like`` (a module name of PATHS,
     e.g. "backends.numpy_fast").
 
     For stand-in array modules such as the tests' strict device arrays, which should run exactly
@@ -79,24 +137,23 @@ def use_fast_paths_of(xp, like: str) -> None:
 
 def primitive(plain):
     """Marks ``plain`` as a primitive: calls run the fast function registered for the first
-    argument's array module, or ``plain`` where none is.  ``primitive.plain`` is always the formula."""
+    argument's array module (given by position or by name), or ``plain`` where none is.
+    ``primitive.plain`` is always the formula."""
+    first = plain.__code__.co_varnames[0]
 
     @functools.wraps(plain)
     def dispatch(*args, **kwargs):
-        return _fast_table(get_array_module(args[0])).get(plain.__name__, plain)(*args, **kwargs)
+        xp = get_array_module(args[0] if args else kwargs[first])
+        return _fast_table(xp).get(plain.__name__, plain)(*args, **kwargs)
 
     dispatch.plain = plain
+    PRIMITIVES.append(plain.__name__)
     return dispatch
 
 
 def per_group(v):
     """A per-group (S, C) or per-channel (C,) vector as (1, S or 1, 1, C), broadcastable against (A, S, P, C)."""
     return v.reshape(1, -1, 1, v.shape[-1])
-
-
-def numba_wanted() -> bool:
-    """False when the environment variable MOCO_REF_NUMBA is 0 (run NumPy's path without Numba)."""
-    return os.environ.get("MOCO_REF_NUMBA", "1").strip() not in ("0", "false", "no", "off")
 
 
 # ------------------------------------------------------------------ reductions
@@ -237,9 +294,6 @@ def col2im(dcols, x_shape, kh: int, kw: int, stride: int, padding: int):
 
 
 # ------------------------------------------------------------------ convolution: im2col, a product, col2im
-SMALL_WEIGHT = 1 << 18  # entries of Wm below which ∂L/∂Wm is computed as (Xᵀ·G)ᵀ
-
-
 @primitive
 def conv2d_forward(x, w, stride: int, padding: int):
     """y = conv2d(x, w), no bias:  Y = X·Wmᵀ with X = im2col(x) and Wm = w as (O, kh·kw·C), columns (kh, kw, C).
@@ -263,26 +317,32 @@ def conv2d_forward(x, w, stride: int, padding: int):
 def conv2d_backward(dy, cache, need_dx: bool = True):
     """∂L/∂W = reorder(Gᵀ·X) and ∂L/∂x = col2im(G·Wm), with G = ∂L/∂y as (N·Ho·Wo, O).
 
-    ∂L/∂W is computed as (Xᵀ·G)ᵀ where Wm is small (the product with more rows than columns is then the
-    faster one) and as Gᵀ·X where it is large (reordering a large (kh·kw·C, O) result costs more).
-
     Args:
         dy: (N, Ho, Wo, O).  cache: from :func:`conv2d_forward`.  need_dx: False skips ∂L/∂x.
     Returns:
         (dx (N, H, W, C) or None, dw (O, C, kh, kw)).
     """
-    xp = get_array_module(dy)
     cols, w_mat, x_shape, w_shape, stride, padding = cache
     O, C, kh, kw = w_shape
     G = dy.reshape(-1, O)  # (N·Ho·Wo, O)
-    if w_mat.size <= SMALL_WEIGHT:
-        dw = (cols.T @ G).reshape(kh, kw, C, O).transpose(3, 2, 0, 1)  # (Xᵀ·G)ᵀ as (O, C, kh, kw)
-    else:
-        dw = (G.T @ cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2)  # Gᵀ·X as (O, C, kh, kw)
-    dw = xp.ascontiguousarray(dw)
+    dw = conv_weight_grad(G, cols, w_shape)
     if not need_dx:
         return None, dw
     return col2im(G @ w_mat, x_shape, kh, kw, stride, padding), dw
+
+
+@primitive
+def conv_weight_grad(G, cols, w_shape):
+    """∂L/∂W = Gᵀ·X, reordered from (O, kh·kw·C) to w's layout (O, C, kh, kw).
+
+    Args:
+        G: ∂L/∂Y, (N·Ho·Wo, O).  cols: X, the im2col matrix (N·Ho·Wo, kh·kw·C).  w_shape: (O, C, kh, kw).
+    Returns:
+        (O, C, kh, kw), C-contiguous.
+    """
+    xp = get_array_module(G)
+    O, C, kh, kw = w_shape
+    return xp.ascontiguousarray((G.T @ cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2))
 
 
 def conv2d_keeps_im2col(xp, x_shape, w_shape, stride: int, padding: int) -> bool:

@@ -23,7 +23,7 @@ if HAVE_NUMBA:
 
     TABLES["numba_fast"] = numba_fast.FAST
 IN_PLACE = ("sgd_update_", "ema_update_")
-CONVOLUTION = ("im2col", "col2im", "conv2d_forward", "conv2d_backward")  # tested on convolution shapes below
+CONVOLUTION = ("im2col", "col2im", "conv2d_forward", "conv2d_backward", "conv_weight_grad")  # on convolution shapes
 CASES = sorted(
     (module, name) for module, table in TABLES.items() for name in table if name not in CONVOLUTION + IN_PLACE
 )
@@ -372,6 +372,90 @@ def test_conv2d_fast_functions_give_the_same_bits_with_one_or_two_threads(
         assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("O,C,kernel", [(4, 3, 3), (16, 16, 3), (512, 64, 3)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_conv_weight_grad_equals_the_plain_formula(O, C, kernel, dtype):
+    """numpy_fast's ∂L/∂W, (Xᵀ·G)ᵀ for small weights, equals Gᵀ·X up to rounding, and is Gᵀ·X itself, bit for bit,
+    for a weight above SMALL_WEIGHT entries."""
+    rng = np.random.default_rng(O + C)
+    w_shape = (O, C, kernel, kernel)
+    G = rng.standard_normal((50, O)).astype(dtype)
+    cols = rng.standard_normal((50, C * kernel * kernel)).astype(dtype)
+    fast, plain = numpy_fast.conv_weight_grad(G, cols, w_shape), ops.conv_weight_grad.plain(G, cols, w_shape)
+    assert fast.shape == plain.shape == w_shape and fast.dtype == plain.dtype == dtype and fast.flags.c_contiguous
+    assert_equal_up_to_rounding(fast, plain, TOLERANCE[dtype], f"conv_weight_grad {w_shape}")
+    if O * C * kernel * kernel > numpy_fast.SMALL_WEIGHT:
+        assert np.array_equal(fast, plain)
+
+
+def docstring_table():
+    """{path: {primitive: module}} as backends/ops.py's docstring writes it (a cell's footnote mark left off)."""
+    import re
+
+    lines = ops.__doc__.splitlines()
+    top = next(i for i, line in enumerate(lines) if line.split()[:1] == ["primitive"])
+    paths = re.split(r"\s{2,}", lines[top].strip())[1:]
+    table = {path: {} for path in paths}
+    for line in lines[top + 2 :]:
+        if not line.strip():
+            break
+        name, *cells = line.split()
+        assert len(cells) == len(paths), f"ops.__doc__, row {name}: {len(cells)} cells for {len(paths)} paths"
+        for path, cell in zip(paths, cells):
+            table[path][name] = re.sub(r"\[\d+\]$", "", cell)
+    return table
+
+
+@pytest.fixture
+def cupy_fast_importable(monkeypatch):
+    """backends/cupy_fast.py importable for its FAST table: a stand-in ``cupy`` module where CuPy is not installed
+    (the module calls CuPy only inside its functions); the stand-in's import is forgotten afterwards."""
+    import sys
+    import types
+
+    if importlib.util.find_spec("cupy") is not None:
+        yield
+        return
+    monkeypatch.setitem(sys.modules, "cupy", types.ModuleType("cupy"))
+    monkeypatch.delitem(sys.modules, "backends.cupy_fast", raising=False)
+    try:
+        yield
+    finally:
+        sys.modules.pop("backends.cupy_fast", None)
+        import backends
+
+        if hasattr(backends, "cupy_fast"):
+            delattr(backends, "cupy_fast")
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="Numba is not installed")
+def test_the_docstring_table_is_what_dispatch_does(cupy_fast_importable, monkeypatch):
+    """backends/ops.py's table of which function runs: one row per primitive, and every cell what ops.which gives for
+    that path; for NumPy, what a call runs (with Numba, and a fresh table with MOCO_REF_NUMBA=0)."""
+    table = docstring_table()
+    assert list(table) == ["NumPy + Numba", "NumPy, MOCO_REF_NUMBA=0", "CuPy", "other"]
+    for column in table.values():
+        assert list(column) == ops.PRIMITIVES, "the table's rows are the primitives, in order"
+    resolved = {
+        "NumPy + Numba": {name: ops.which(name, "numpy", numba=True) for name in ops.PRIMITIVES},
+        "NumPy, MOCO_REF_NUMBA=0": {name: ops.which(name, "numpy", numba=False) for name in ops.PRIMITIVES},
+        "CuPy": {name: ops.which(name, "cupy") for name in ops.PRIMITIVES},
+        "other": {name: ops.which(name, "another_array_library") for name in ops.PRIMITIVES},
+    }
+    assert table == resolved
+    modules = {"numpy_fast": numpy_fast.FAST, "numba_fast": numba_fast.FAST}
+    expected = {
+        path: {name: modules[m][name] for name, m in table[path].items() if m != "plain"}
+        for path in ("NumPy + Numba", "NumPy, MOCO_REF_NUMBA=0")
+    }
+    this_process = "NumPy + Numba" if ops.numba_wanted() else "NumPy, MOCO_REF_NUMBA=0"
+    assert ops._fast_table(np) == expected[this_process], "what NumPy's arrays run in this process"
+    monkeypatch.delenv("MOCO_REF_NUMBA", raising=False)
+    assert ops._load_table("numpy") == expected["NumPy + Numba"]
+    monkeypatch.setenv("MOCO_REF_NUMBA", "0")
+    assert ops._load_table("numpy") == expected["NumPy, MOCO_REF_NUMBA=0"]
+
+
 def test_the_data_chooses_the_path():
     """NumPy arrays run NumPy's fast functions (Numba's where installed); an array module without a table runs
     the plain formulas."""
@@ -385,7 +469,7 @@ def test_the_data_chooses_the_path():
 def test_numba_can_be_switched_off(monkeypatch):
     """MOCO_REF_NUMBA=0 gives NumPy's one-core path (numpy_fast) even where Numba is installed."""
     monkeypatch.setenv("MOCO_REF_NUMBA", "0")
-    table = ops._load_table(ops.FAST_MODULES["numpy"])
+    table = ops._load_table("numpy")
     assert table == numpy_fast.FAST
 
 

@@ -2,6 +2,7 @@
 threads, and each process's share of the cores under a launcher."""
 
 import ctypes.util
+import os
 import sys
 
 import numpy as np
@@ -38,7 +39,6 @@ def test_processes_on_one_host_share_its_cores_between_their_blas():
 
 def test_importing_moco_ref_first_lets_idle_blas_threads_sleep():
     """import moco_ref sets OPENBLAS_THREAD_TIMEOUT before NumPy loads OpenBLAS; a user's own value is kept."""
-    import os
     import subprocess
 
     code = "import moco_ref, os, sys; print(os.environ['OPENBLAS_THREAD_TIMEOUT'], 'numpy' in sys.modules)"
@@ -63,13 +63,22 @@ def test_quiet_idle_blas_threads_says_whether_it_can_still_take_effect():
     assert env == {"OPENBLAS_THREAD_TIMEOUT": "4"}
 
 
-def test_numpy_fast_path_applies_the_allocator_setting_for_api_users():
-    """A user of the Python API gets the command's allocator setting: NumPy's fast path applies it on import."""
+def test_making_the_numpy_backend_applies_the_process_settings():
+    """A user of the Python API gets the command's settings: making the NumPy backend (as the model and the trainer
+    do) applies the allocator setting and Numba's thread count, and importing a fast path applies nothing."""
     import subprocess
 
     code = (
-        "import ctypes, backends.cpu as c; calls = []; c.reuse_freed_memory = lambda: calls.append(1) or True; "
-        "import backends.numpy_fast; print(len(calls))"
+        "import backends.cpu as c, backends.numpy_fast, backends.ops as ops; calls = []; "
+        "c.reuse_freed_memory = lambda: calls.append('allocator') or True; "
+        "import numba, backends.numba_fast as nf; set_threads = nf.set_threads; "
+        "nf.set_threads = lambda: calls.append('threads') or set_threads(); "
+        "print(calls); import backends; backends.get_backend('numpy'); backends.get_backend('numpy'); print(calls)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "1"
+    assert out.splitlines() == ["[]", "['allocator', 'threads']"]
+    off = subprocess.run(
+        [sys.executable, "-c", code], env=dict(os.environ, MOCO_REF_NUMBA="0"), capture_output=True, text=True
+    )
+    assert off.returncode == 0, off.stderr
+    assert off.stdout.splitlines() == ["[]", "['allocator']"]  # Numba's kernels do not run: their threads are not set

@@ -11,15 +11,10 @@ from __future__ import annotations
 
 from backends import get_array_module, ops
 
-
-def relu_forward(x):
-    """y = max(x, 0), any shape; the backward needs only y itself (y > 0 exactly where x > 0)."""
-    return ops.relu(x)
-
-
-def relu_backward(dy, y):
-    """∂L/∂x = ∂L/∂y · 1[y > 0], y the forward's output (a new array; dy is not touched)."""
-    return ops.relu_backward(dy, y)
+# y = max(x, 0), any shape, and ∂L/∂x = ∂L/∂y · 1[y > 0] (a new array; dy is not touched): the primitives
+# themselves.  The backward needs only the forward's output y (y > 0 exactly where x > 0).
+relu_forward = ops.relu
+relu_backward = ops.relu_backward
 
 
 def global_avg_pool_forward(x):

@@ -20,12 +20,9 @@ col2im adds every patch gradient back to the pixels it came from
 (backends/ops.py: a loop over the kh·kw kernel offsets with strided slices, no
 scatter, so it runs the same on NumPy and CuPy).
 
-The plain expressions of these three steps are backends/ops.py's primitives ``conv2d_forward`` and
-``conv2d_backward`` (and the ``im2col`` and ``col2im`` they call), so that a backend may register a faster
-function computing the same thing: with the ``fast`` extra, the 3×3, stride-1 convolutions of the thin
-layers are computed directly, without an X matrix (backends/numba_direct_conv.py).
-The order of each product is the one OpenBLAS runs fastest, shape by shape (``moco-ref bench parts``;
-benchmarks/RESULTS.md).
+The plain expressions of these steps are backends/ops.py's primitives ``conv2d_forward`` and
+``conv2d_backward`` (and the ``im2col``, ``conv_weight_grad`` and ``col2im`` they call), so that a backend
+may register a faster function computing the same thing (backends/ops.py's table says which runs).
 """
 
 from __future__ import annotations
@@ -50,14 +47,6 @@ def conv2d_forward(x, w, stride: int = 1, padding: int = 0):
     return ops.conv2d_forward(x, w, stride, padding)
 
 
-def conv2d_backward(dy, cache, need_dx: bool = True):
-    """∂L/∂W = reorder(Gᵀ·X) and ∂L/∂x = col2im(G·Wm), with G = ∂L/∂y as (N·Ho·Wo, O).
-
-    Args:
-        dy: (N, Ho, Wo, O) upstream gradient ∂L/∂y.
-        cache: from :func:`conv2d_forward`.
-        need_dx: False skips ∂L/∂x (the first layer's input needs none).
-    Returns:
-        (dx, dw): dx (N, H, W, C) or None, dw (O, C, kh, kw).
-    """
-    return ops.conv2d_backward(dy, cache, need_dx)
+# ∂L/∂W = reorder(Gᵀ·X) and ∂L/∂x = col2im(G·Wm): conv2d_backward(dy, cache, need_dx=True) -> (dx or None, dw),
+# the primitive itself (need_dx=False skips ∂L/∂x: the first layer's input needs none).
+conv2d_backward = ops.conv2d_backward
