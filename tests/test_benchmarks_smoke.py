@@ -21,7 +21,9 @@ from helpers import needs_mpi, run_cli
 from moco_ref.bench import data_parallel, memory, parts, step
 from moco_ref.bench.__main__ import main as benchmarks_main
 from moco_ref.bench.cli_entry import SUITES, run
-from moco_ref.bench.common import TINY, blas_info, conv_layers, step_flops
+from moco_ref.bench.flops import conv_layers, step_flops
+from moco_ref.bench.machine import blas_info
+from moco_ref.bench.workload import TINY
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 

@@ -18,12 +18,7 @@ from typing import Any
 
 from backends import get_backend
 from moco_ref.bench import augment, data_parallel, memory, parts, scaling, step
-from moco_ref.bench.common import (
-    header_lines,
-    load_average,
-    machine_header,
-    python_command,
-)
+from moco_ref.bench.machine import header_lines, load_average, machine_header, python_command
 from moco_ref.paths import refused
 
 SUITES = ("step", "parts", "scaling", "memory", "augment")  # what "all" runs

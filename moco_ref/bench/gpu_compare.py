@@ -92,8 +92,8 @@ def _measure(tf32: bool, steps: int, warmup: int, config: dict) -> dict:
 def parts(steps: int = 5, warmup: int = 2, config: dict | None = None, echo=print) -> dict:
     """The ``parts`` suite on CuPy for this configuration: where our GPU step's time goes."""
     from backends import get_backend
-    from moco_ref.bench.common import Config
     from moco_ref.bench.parts import run_parts
+    from moco_ref.bench.workload import Config
 
     get_backend("cupy")  # fails first, before the banner, where there is no GPU
     c = config or CONFIG

@@ -56,13 +56,10 @@ import numpy as np
 
 from backends import get_backend, to_numpy
 from moco_ref.augment import make_pipeline
-from moco_ref.bench.common import (
-    machine_header,
-    python_command,
-    set_torch_threads_like_blas,
-)
 from moco_ref.bench.drift import Drift, NoDrift, drift_layers, summary_lines
 from moco_ref.bench.learn_report import CONTROL, IMPLEMENTATIONS, NAMES, summarise
+from moco_ref.bench.machine import machine_header, python_command
+from moco_ref.bench.optional_torch import set_torch_threads_like_blas
 from moco_ref.data import check_batchable, load_dataset
 from moco_ref.errors import UserError
 from moco_ref.evaluation.knn import knn_accuracy
