@@ -28,9 +28,9 @@ def _measure(tf32: bool, steps: int, warmup: int, config: dict) -> dict:
     import torch
 
     from backends import get_backend
-    from moco_ref.bench.torch_twin import TorchMoCo
     from moco_ref.moco import MoCo
     from moco_ref.models import ARCHS
+    from moco_ref.pytorch_moco import TorchMoCo
 
     cupy_backend = get_backend("cupy")
     torch.backends.cuda.matmul.allow_tf32 = tf32

@@ -75,7 +75,7 @@ def main(argv=None) -> dict:
     if args.which == "torch":
         import torch
 
-        import moco_ref.bench.torch_twin  # noqa: F401 (its import is part of the baseline measured)
+        import moco_ref.pytorch_moco  # noqa: F401 (its import is part of the baseline measured)
 
         if args.threads:
             torch.set_num_threads(args.threads)

@@ -1,7 +1,7 @@
 """The headline: images/s of the full MoCo step, ours against PyTorch's, and the share of GEMM peak.
 
 One step = query forward + backward, momentum update, shuffled key forward, InfoNCE
-over the queue, SGD, enqueue (``moco_ref.moco.MoCo.step`` and ``torch_twin.TorchMoCo.step``).
+over the queue, SGD, enqueue (``moco_ref.moco.MoCo.step`` and ``moco_ref.pytorch_moco.TorchMoCo.step``).
 Both run float32 with plain BatchNorm, on the same inputs, alternating repetition by
 repetition; PyTorch gets as many threads as NumPy's BLAS.
 """

@@ -1,5 +1,5 @@
 """What a speed suite measures: one MoCo step's configuration, its inputs, and the step built on both sides
-(moco-ref's MoCo and PyTorch's, moco_ref/bench/torch_twin.py).
+(moco-ref's MoCo and PyTorch's, moco_ref/pytorch_moco.py).
 
 Notation: N batch, K queue size, D feature dimension (dim), S image side, w base width.
 """
@@ -70,7 +70,7 @@ def make_ours(config: Config, backend_name: str):
 def make_torch(config: Config, device: str):
     """PyTorch's MoCo step (same architecture, batch and dtype) and a callable running one step."""
     torch = import_torch()
-    from moco_ref.bench.torch_twin import TorchMoCo
+    from moco_ref.pytorch_moco import TorchMoCo
 
     model = TorchMoCo.build(
         ARCHS[config.arch], config.width, config.dim, config.K, m=0.99, T=0.1, bn_splits=config.bn_splits, device=device
