@@ -1,4 +1,4 @@
-"""``moco-ref bench``: the benchmarks' one command line: the speed suites (moco_ref/bench/cli_entry.py),
+"""``moco-ref bench``: the benchmarks' one command line: the speed suites (moco_ref/bench/suites.py),
 ``bench gpu`` (moco_ref/bench/gpu_compare.py) and ``bench learn`` (moco_ref/bench/learn.py)."""
 
 from __future__ import annotations
@@ -11,27 +11,16 @@ from pathlib import Path
 import click
 
 from backends import BACKEND_NAMES
-from moco_ref.bench import cli_entry, gpu_compare, learn, learn_report
+from moco_ref.bench import gpu_compare, learn, learn_report, suites
 from moco_ref.cli.options import PLOT_NOTE, config_options, force_option
 from moco_ref.paths import check_output, check_output_file, refused
 from moco_ref.run.config import PRESETS, TrainConfig
 from moco_ref.run.progress import Progress
 
-SPEED_SUITES = {  # the speed suites of moco_ref/bench/cli_entry.py, and what each measures
-    "step": "the full MoCo step, images/s, ratio to PyTorch, GFLOP/s, % of GEMM peak",
-    "parts": "where a step's time goes (conv GEMMs, im2col, BatchNorm, ...)",
-    "scaling": "step time against batch, K and width",
-    "memory": "peak memory, ours and PyTorch's (fresh processes)",
-    "augment": "augmentation throughput against training throughput",
-    "all": "all of the above",
-    "dp": "one process against mpiexec -n 2 (data parallel) and PyTorch, with the time in communication "
-    '(needs mpi4py and mpiexec; not part of "all")',
-}
-
 
 class BenchGroup(click.Group):
     """``moco-ref bench``'s group: its commands in the order declared, and ``step`` when no SUITE is named
-    (``moco-ref bench --quick`` is ``moco-ref bench step --quick``)."""
+    (``moco-ref bench --quick`` is ``moco-ref bench step --quick``; an unknown SUITE is an error)."""
 
     default = "step"
 
@@ -39,7 +28,7 @@ class BenchGroup(click.Group):
         return list(self.commands)
 
     def parse_args(self, ctx, args):
-        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+        if not args or (args[0].startswith("-") and args[0] not in ctx.help_option_names):
             args = [self.default, *args]
         return super().parse_args(ctx, args)
 
@@ -51,7 +40,7 @@ def bench():
 
     \b
     moco-ref bench SUITE [--backend numpy|cupy] [--quick] [--out FILE]   (a speed suite; step by default)
-    moco-ref bench gpu [--out FILE]
+    moco-ref bench gpu [--parts] [--out FILE]
     moco-ref bench learn [--seeds N] [--epochs E] [--data DIR] [flags of train]
 
     `moco-ref bench SUITE --help` gives a suite's flags.
@@ -59,7 +48,7 @@ def bench():
 
 
 def _speed_suite(suite: str, summary: str) -> click.Command:
-    """The command of one speed suite of moco_ref/bench/cli_entry.py."""
+    """The command of one speed suite of moco_ref/bench/suites.py."""
 
     @click.command(name=suite, short_help=summary, help=f"Measure {summary}.")
     @click.option(
@@ -80,28 +69,33 @@ def _speed_suite(suite: str, summary: str) -> click.Command:
             + (["--quick"] if quick else [])
             + (["--out", out] if out else [])
         )
-        cli_entry.run(suite, backend=backend, quick=quick, out=out, echo=click.echo, command=shlex.join(words))
+        suites.run(suite, backend=backend, quick=quick, out=out, echo=click.echo, command=shlex.join(words))
 
     return command
 
 
-for _suite, _summary in SPEED_SUITES.items():
+for _suite, _summary in suites.SUITES.items():
     bench.add_command(_speed_suite(_suite, _summary))
 
 
 @bench.command(name="gpu", short_help="the CIFAR demo config on CuPy against PyTorch (cuDNN), float32 and TF32")
+@click.option(
+    "--parts",
+    is_flag=True,
+    help="Instead, where our step's time goes on the GPU (the parts suite at this config, CuPy only).",
+)
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the figures as JSON here.")
 @force_option
-def bench_gpu(out, force):
+def bench_gpu(parts, out, force):
     """Measure the CIFAR demo config on CuPy against PyTorch (cuDNN), float32 and TF32, each in its own
     process; exits with 1 unless both ran."""
     if out:
         check_output_file(out, "--out", force)
-    records = gpu_compare.run(echo=click.echo)
+    figures = gpu_compare.parts(echo=click.echo) if parts else gpu_compare.run(echo=click.echo)
     if out:
         with refused(out, "--out"):
-            Path(out).write_text(json.dumps(records, indent=2) + "\n")
-    sys.exit(0 if len(records) == 2 else 1)
+            Path(out).write_text(json.dumps(figures, indent=2, default=suites.json_value) + "\n")
+    sys.exit(0 if parts or len(figures) == 2 else 1)
 
 
 @bench.command(
