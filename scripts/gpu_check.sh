@@ -62,12 +62,12 @@ echo "(part 2: ${SECONDS} s)"
 
 echo; echo "## 3. GPU benchmark: CIFAR demo config (resnet18 w64, batch 512, K 4096, 32x32), ours vs PyTorch"
 SECONDS=0
-timeout 200 "$py" -m moco_ref.bench.gpu_compare --steps 10 --warmup 3 --json "$dir/gpu_bench.json" || status=1
+timeout 200 "$py" -m moco_ref bench gpu --out "$dir/gpu_bench.json" --force || status=1
 echo "(part 3: ${SECONDS} s)"
 
 echo; echo "## 4. Where our GPU step's time goes (float32)"
 SECONDS=0
-timeout 90 "$py" -m moco_ref.bench.gpu_compare --parts || status=1
+timeout 90 "$py" -m moco_ref bench gpu --parts || status=1
 echo "(part 4: ${SECONDS} s)"
 echo; echo "## 5. Data parallel on the GPU (resnet10 w8, batch 64, float64, 4 steps), against one process"
 SECONDS=0

@@ -82,7 +82,7 @@ def test_the_control_starts_one_ulp_off_the_twin_in_every_parameter_and_equal_el
 def test_the_control_takes_the_twins_steps(folder, monkeypatch):
     """Every step of PyTorch′ receives what the twin's receives: the same views, permutations, m and lr."""
     pytest.importorskip("torch")
-    from moco_ref.bench.torch_twin import TorchMoCo
+    from moco_ref.pytorch_moco import TorchMoCo
 
     calls = []
     step = TorchMoCo.step

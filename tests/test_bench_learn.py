@@ -59,7 +59,7 @@ class Recorder:
 
     def __init__(self, monkeypatch):
         from moco_ref import moco
-        from moco_ref.bench.torch_twin import TorchMoCo
+        from moco_ref.pytorch_moco import TorchMoCo
 
         self.ours, self.twin, self.shuffles = [], [], []
         step, twin_step, shuffle = moco.MoCo.step, TorchMoCo.step, moco.batch_shuffle

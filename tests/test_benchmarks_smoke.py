@@ -13,15 +13,18 @@ its two-process step under mpiexec and is skipped without mpi4py and mpiexec.
 import importlib.util
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from helpers import needs_mpi, run_cli
 
 from moco_ref.bench import data_parallel, memory, parts, step
-from moco_ref.bench.__main__ import main as benchmarks_main
-from moco_ref.bench.cli_entry import SUITES, run
-from moco_ref.bench.common import TINY, blas_info, conv_layers, step_flops
+from moco_ref.bench.flops import conv_layers, step_flops
+from moco_ref.bench.machine import blas_info
+from moco_ref.bench.suites import IN_ALL, run
+from moco_ref.bench.workload import TINY
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -49,7 +52,7 @@ def run_all(tmp_path_factory):
 
 def test_every_suite_reports_and_the_json_file_holds_the_same_figures(run_all):
     figures, lines, out = run_all
-    assert set(SUITES) <= set(figures), f"missing suites: {set(SUITES) - set(figures)}"
+    assert set(IN_ALL) <= set(figures), f"missing suites: {set(IN_ALL) - set(figures)}"
     assert json.loads(out.read_text()) == json.loads(json.dumps(figures, default=str))
     assert any(line.startswith("machine :") for line in lines) and any("command : pytest" in l for l in lines)
 
@@ -203,9 +206,20 @@ def test_flop_count_matches_the_convolutions_a_forward_runs(monkeypatch):
 def test_unknown_suite_is_one_clear_error(capsys):
     with pytest.raises(ValueError, match="unknown suite"):
         run("speed", "numpy", True, None, print)
-    with pytest.raises(SystemExit) as exit_info:
-        benchmarks_main(["speed"])
-    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    code, out, err = run_cli(["bench", "speed"], capsys)
+    assert code == 2 and "No such command 'speed'" in err, err
+
+
+def test_python_m_moco_ref_bench_is_moco_ref_bench():
+    """``python -m moco_ref.bench ARGS`` runs ``moco-ref bench ARGS``: the same group, the same errors."""
+    done = subprocess.run(
+        [sys.executable, "-m", "moco_ref.bench", "speed"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and "No such command 'speed'" in done.stderr, done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "moco_ref.bench", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and "moco-ref bench learn [--seeds N]" in done.stdout, done.stdout
 
 
 # ------------------------------------------------------------------ dp: one process against mpiexec -n 2
@@ -283,4 +297,3 @@ def test_dp_without_mpi_is_one_line_and_exit_2(monkeypatch, capsys):
     assert code == 2 and out == "", out
     (line,) = err.strip().splitlines()
     assert "mpiexec" in line and "pip install 'moco-ref[mpi]'" in line
-    assert benchmarks_main(["dp"]) == 2

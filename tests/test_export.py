@@ -107,8 +107,8 @@ def test_checkpoint_without_encoder_is_rejected(tmp_path):
 @pytest.mark.parametrize("mlp", [False, True])
 def test_the_docs_snippet_loads_into_torch_and_features_match(tmp_path, mlp):
     torch = pytest.importorskip("torch")
-    from moco_ref.bench.torch_twin import CifarResNet
     from moco_ref.models import ARCHS
+    from moco_ref.pytorch_moco import CifarResNet
 
     moco = make_checkpoint(tmp_path / "checkpoint.npz", mlp=mlp)
     export_encoder(tmp_path / "checkpoint.npz", tmp_path / "encoder.npz")

@@ -9,7 +9,7 @@ from helpers import assert_close
 from moco_ref.moco import MoCo
 
 torch = pytest.importorskip("torch")
-from moco_ref.bench.torch_twin import TorchMoCo, torch_encoder_like  # noqa: E402 (after the skip without torch)
+from moco_ref.pytorch_moco import TorchMoCo, torch_encoder_like  # noqa: E402 (after the skip without torch)
 
 RTOL = 1e-9
 

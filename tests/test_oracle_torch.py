@@ -13,7 +13,7 @@ from moco_ref.optim import SGD
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
-from moco_ref.bench.torch_twin import SplitBatchNorm, torch_encoder_like  # noqa: E402 (after the skip without torch)
+from moco_ref.pytorch_moco import SplitBatchNorm, torch_encoder_like  # noqa: E402 (after the skip without torch)
 
 RTOL = 1e-9
 

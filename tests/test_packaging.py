@@ -67,7 +67,7 @@ def top_level_names(wheel_path: Path) -> set[str]:
 def test_wheel_holds_exactly_moco_ref_and_backends(wheel):
     assert top_level_names(wheel) == {"moco_ref", "backends"}
     with zipfile.ZipFile(wheel) as archive:
-        assert "moco_ref/bench/cli_entry.py" in archive.namelist()  # the benchmarks travel inside moco_ref
+        assert "moco_ref/bench/suites.py" in archive.namelist()  # the benchmarks travel inside moco_ref
 
 
 def parent_site_packages() -> list[str]:
@@ -130,7 +130,7 @@ def test_installed_wheel_runs_moco_ref_bench_help_outside_the_clone(wheel, tmp_p
     assert "SUITE" in helped.stdout
 
     check = (
-        "import sys, moco_ref.cli.main, moco_ref.bench.cli_entry as entry; "
+        "import sys, moco_ref.cli.main, moco_ref.bench.suites as entry; "
         "print(entry.__file__); print('torch' in sys.modules)"
     )
     imported = subprocess.run(

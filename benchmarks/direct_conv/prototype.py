@@ -4,7 +4,7 @@
 
 Layer: batch 64, 32×32, 16 → 16 channels, 3×3, stride 1, padding 1, float32.  Every candidate runs in this
 one process on 2 threads (Numba, OpenBLAS and PyTorch alike), the candidates alternating repetition by
-repetition (moco_ref.bench.common.interleaved); the figures are medians.  Per pass: forward, ∂X, ∂W and
+repetition (moco_ref.bench.clock.interleaved); the figures are medians.  Per pass: forward, ∂X, ∂W and
 their total; 2·N·O·C·9·H·W FLOPs a pass; % of the machine's float32 GEMM rate (a 2048³ NumPy matmul
 timed in the same rounds).
 
@@ -39,7 +39,8 @@ import numpy as np  # noqa: E402 (after the CPU features are set)
 
 import moco_ref  # noqa: E402,F401  (before NumPy: OpenBLAS's idle threads sleep)
 from backends.numba_fast import set_threads  # noqa: E402 (after the CPU features are set)
-from moco_ref.bench.common import cpu_model, interleaved, median, vector_extensions  # noqa: E402 (after the CPU features are set)
+from moco_ref.bench.clock import interleaved, median  # noqa: E402 (after the CPU features are set)
+from moco_ref.bench.machine import cpu_model, vector_extensions  # noqa: E402 (after the CPU features are set)
 from moco_ref.layers.conv import conv2d_backward, conv2d_forward  # noqa: E402 (after the CPU features are set)
 
 N, H, W, C, O = 64, 32, 32, 16, 16

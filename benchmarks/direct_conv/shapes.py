@@ -22,7 +22,8 @@ import numpy as np
 import moco_ref  # noqa: F401  (before NumPy's first product: OpenBLAS's idle threads sleep)
 from backends import ops
 from backends.numba_fast import DIRECT_KERNELS, set_threads
-from moco_ref.bench.common import cpu_model, interleaved, median, vector_extensions
+from moco_ref.bench.clock import interleaved, median
+from moco_ref.bench.machine import cpu_model, vector_extensions
 from moco_ref.models import conv_sides, resnet_layout
 
 # (arch, width, batch): the reference and the CIFAR demo of issue 27, the default run, the step suite's third

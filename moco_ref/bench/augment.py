@@ -13,15 +13,9 @@ import numpy as np
 
 from backends import get_backend
 from moco_ref.augment import make_pipeline
-from moco_ref.bench.common import (
-    REFERENCE,
-    TINY,
-    banner,
-    interleaved,
-    make_ours,
-    median,
-    table,
-)
+from moco_ref.bench.clock import interleaved, median
+from moco_ref.bench.tables import banner, table
+from moco_ref.bench.workload import REFERENCE, TINY, make_ours
 
 
 def plan(quick: bool, tiny: bool = False) -> dict:

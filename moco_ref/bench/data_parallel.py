@@ -26,18 +26,11 @@ import sys
 from pathlib import Path
 
 from backends import BackendUnavailable
-from moco_ref.bench.common import (
-    Config,
-    banner,
-    blas_info,
-    interleaved,
-    make_ours,
-    make_torch,
-    median,
-    set_torch_threads_like_blas,
-    table,
-    torch_device,
-)
+from moco_ref.bench.clock import interleaved, median
+from moco_ref.bench.machine import blas_info
+from moco_ref.bench.optional_torch import set_torch_threads_like_blas, torch_device
+from moco_ref.bench.tables import banner, table
+from moco_ref.bench.workload import Config, make_ours, make_torch
 from moco_ref.parallel.environment import WORLD_SIZE_VARIABLES
 from moco_ref.run.runtime import THREAD_VARIABLES
 

@@ -110,7 +110,8 @@ def measure(comm, args) -> dict | None:
     import numpy as np
 
     from backends import get_backend
-    from moco_ref.bench.common import Config, blas_info, make_inputs
+    from moco_ref.bench.machine import blas_info
+    from moco_ref.bench.workload import Config, make_inputs
     from moco_ref.moco import MoCo
 
     W, rank = comm.size, comm.rank

@@ -1,6 +1,7 @@
 """GPU benchmark: the CIFAR demo configuration on CuPy against PyTorch eager (cuDNN) on the same GPU.
 
-    python -m moco_ref.bench.gpu_compare            # float32, then TF32, each in its own process
+    moco-ref bench gpu            # float32, then TF32, each in its own process
+    moco-ref bench gpu --parts    # where our step's time goes at this configuration
 
 CuPy reads CUPY_TF32 when it is imported, so each precision runs in a fresh
 subprocess; inside it, our step and PyTorch's alternate (ours, torch, ours, …)
@@ -28,9 +29,9 @@ def _measure(tf32: bool, steps: int, warmup: int, config: dict) -> dict:
     import torch
 
     from backends import get_backend
-    from moco_ref.bench.torch_twin import TorchMoCo
     from moco_ref.moco import MoCo
     from moco_ref.models import ARCHS
+    from moco_ref.pytorch_moco import TorchMoCo
 
     cupy_backend = get_backend("cupy")
     torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -92,8 +93,8 @@ def _measure(tf32: bool, steps: int, warmup: int, config: dict) -> dict:
 def parts(steps: int = 5, warmup: int = 2, config: dict | None = None, echo=print) -> dict:
     """The ``parts`` suite on CuPy for this configuration: where our GPU step's time goes."""
     from backends import get_backend
-    from moco_ref.bench.common import Config
     from moco_ref.bench.parts import run_parts
+    from moco_ref.bench.workload import Config
 
     get_backend("cupy")  # fails first, before the banner, where there is no GPU
     c = config or CONFIG
@@ -152,29 +153,3 @@ def run(steps: int = 10, warmup: int = 3, config: dict | None = None, echo=print
                 f"{r['peak_gpu_bytes_ours'] / 2**30:9.2f} {r['peak_gpu_bytes_torch'] / 2**30:10.2f}"
             )
     return records
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=CONFIG["batch"])
-    parser.add_argument("--json", help="also write the records to this file")
-    parser.add_argument("--parts", action="store_true", help="print where our step's time goes instead")
-    args = parser.parse_args()
-    from backends import BackendUnavailable
-    from moco_ref.errors import UserError
-
-    try:  # no GPU, CuPy or CUDA PyTorch: one line, as the CLI prints it
-        if args.parts:
-            parts(config=dict(CONFIG, batch=args.batch))
-            sys.exit(0)
-        results = run(args.steps, args.warmup, dict(CONFIG, batch=args.batch))
-    except (BackendUnavailable, UserError) as error:
-        sys.exit(f"gpu_compare: {error}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-    sys.exit(0 if len(results) == 2 else 1)

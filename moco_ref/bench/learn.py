@@ -1,7 +1,7 @@
 """``moco-ref bench learn``: does moco-ref learn what PyTorch learns?  Both trained side by side, over seeds.
 
 For each seed, the run's configuration (``moco-ref train``'s defaults, then its flags) builds moco-ref's MoCo and
-its PyTorch twin (moco_ref/bench/torch_twin.py: autograd and ``torch.optim.SGD``, on the CPU, in the run's
+its PyTorch twin (moco_ref/pytorch_moco.py: autograd and ``torch.optim.SGD``, on the CPU, in the run's
 dtype) with the same initial state: both encoders' weights and buffers, the queue and its pointer, and SGD's
 momentum, weight decay (on every parameter) and Nesterov setting.  One loop, the trainer's
 (moco_ref/run/trainer.py), then gives both the same steps:
@@ -56,13 +56,10 @@ import numpy as np
 
 from backends import get_backend, to_numpy
 from moco_ref.augment import make_pipeline
-from moco_ref.bench.common import (
-    machine_header,
-    python_command,
-    set_torch_threads_like_blas,
-)
 from moco_ref.bench.drift import Drift, NoDrift, drift_layers, summary_lines
 from moco_ref.bench.learn_report import CONTROL, IMPLEMENTATIONS, NAMES, summarise
+from moco_ref.bench.machine import machine_header, python_command
+from moco_ref.bench.optional_torch import set_torch_threads_like_blas
 from moco_ref.data import check_batchable, load_dataset
 from moco_ref.errors import UserError
 from moco_ref.evaluation.knn import knn_accuracy
@@ -138,7 +135,7 @@ class PairedTraining:
 
     def __init__(self, config: TrainConfig, train_set, control: bool = False, drift_every: int = 0):
         torch = require_torch()
-        from moco_ref.bench.torch_twin import torch_encoder_like
+        from moco_ref.pytorch_moco import torch_encoder_like
 
         self.torch, self.config, self.train_set = torch, config, train_set
         self.backend = get_backend(config.backend)
@@ -161,7 +158,7 @@ class PairedTraining:
 
     def build_twin(self, encoder_q, encoder_k):
         """A TorchMoCo of these encoders with our model's queue, pointer, m, T and SGD settings."""
-        from moco_ref.bench.torch_twin import TorchMoCo
+        from moco_ref.pytorch_moco import TorchMoCo
 
         model, sgd = self.model, self.model.optimizer
         queue = self.torch.from_numpy(to_numpy(model.queue.state_dict()["queue"]).copy())  # (D, K)

@@ -16,15 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from moco_ref.bench.common import (
-    REFERENCE,
-    TINY,
-    banner,
-    blas_info,
-    import_torch,
-    table,
-    torch_device,
-)
+from moco_ref.bench.machine import blas_info
+from moco_ref.bench.optional_torch import import_torch, torch_device
+from moco_ref.bench.tables import banner, table
+from moco_ref.bench.workload import REFERENCE, TINY
 
 # The folder holding the moco_ref and backends packages (the clone, or site-packages when installed): the probe
 # imports them from there.

@@ -69,12 +69,13 @@ def main(argv=None) -> dict:
 
     reuse_freed_memory()  # as `moco-ref train` does, for both implementations alike
     import moco_ref.moco  # noqa: F401  (imported before the baseline: the import is not the model)
-    from moco_ref.bench.common import Config, make_ours, make_torch, torch_device
+    from moco_ref.bench.optional_torch import torch_device
+    from moco_ref.bench.workload import Config, make_ours, make_torch
 
     if args.which == "torch":
         import torch
 
-        import moco_ref.bench.torch_twin  # noqa: F401 (its import is part of the baseline measured)
+        import moco_ref.pytorch_moco  # noqa: F401 (its import is part of the baseline measured)
 
         if args.threads:
             torch.set_num_threads(args.threads)

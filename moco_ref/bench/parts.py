@@ -29,17 +29,10 @@ from backends import get_backend
 from backends.cpu import blas_threads
 from backends.ops import conv_output_size
 from moco_ref.augment import make_pipeline
-from moco_ref.bench.common import (
-    REFERENCE,
-    TINY,
-    banner,
-    gemm_peak,
-    interleaved,
-    make_ours,
-    median,
-    memory_bandwidth,
-    table,
-)
+from moco_ref.bench.clock import interleaved, median
+from moco_ref.bench.peaks import gemm_peak, memory_bandwidth
+from moco_ref.bench.tables import banner, table
+from moco_ref.bench.workload import REFERENCE, TINY, make_ours
 
 # (module or class, attribute, part).  conv2d_forward/backward are timed without the im2col/col2im they call.
 TARGETS = (

@@ -11,15 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from moco_ref.bench.common import (
-    REFERENCE,
-    TINY,
-    banner,
-    interleaved,
-    make_ours,
-    median,
-    table,
-)
+from moco_ref.bench.clock import interleaved, median
+from moco_ref.bench.tables import banner, table
+from moco_ref.bench.workload import REFERENCE, TINY, make_ours
 
 AXES = {"batch": (16, 32, 64, 128, 256), "K": (1024, 4096, 16384, 65536), "width": (8, 16, 32)}
 QUICK_AXES = {"batch": (16, 64, 128), "K": (1024, 65536), "width": (8, 16)}

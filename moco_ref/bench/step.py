@@ -1,7 +1,7 @@
 """The headline: images/s of the full MoCo step, ours against PyTorch's, and the share of GEMM peak.
 
 One step = query forward + backward, momentum update, shuffled key forward, InfoNCE
-over the queue, SGD, enqueue (``moco_ref.moco.MoCo.step`` and ``torch_twin.TorchMoCo.step``).
+over the queue, SGD, enqueue (``moco_ref.moco.MoCo.step`` and ``moco_ref.pytorch_moco.TorchMoCo.step``).
 Both run float32 with plain BatchNorm, on the same inputs, alternating repetition by
 repetition; PyTorch gets as many threads as NumPy's BLAS.
 """
@@ -9,22 +9,13 @@ repetition; PyTorch gets as many threads as NumPy's BLAS.
 from __future__ import annotations
 
 from backends import get_backend
-from moco_ref.bench.common import (
-    REFERENCE,
-    TINY,
-    Config,
-    banner,
-    blas_info,
-    gemm_peak,
-    interleaved,
-    make_ours,
-    make_torch,
-    median,
-    set_torch_threads_like_blas,
-    step_flops,
-    table,
-    torch_device,
-)
+from moco_ref.bench.clock import interleaved, median
+from moco_ref.bench.flops import step_flops
+from moco_ref.bench.machine import blas_info
+from moco_ref.bench.optional_torch import set_torch_threads_like_blas, torch_device
+from moco_ref.bench.peaks import gemm_peak
+from moco_ref.bench.tables import banner, table
+from moco_ref.bench.workload import REFERENCE, TINY, Config, make_ours, make_torch
 
 STEP_CONFIGS = (REFERENCE, Config("resnet18", width=32, batch=64), Config("resnet18", width=64, batch=32))
 

@@ -13,6 +13,8 @@ import click
 
 from moco_ref.run.config import OPTIONS, Option, TrainConfig, shown
 
+PLOT_NOTE = "pip install 'moco-ref[plot]'"  # what a command that draws says when matplotlib is missing
+
 
 def force_option(command):
     """--force: the command may replace the file its --out names (without it, a file there is refused)."""

@@ -34,7 +34,7 @@ and no max-pool; moco-ref's split BatchNorm is plain BatchNorm in eval mode, sam
 
 resnet10 is ``torchvision.models.resnet.ResNet(BasicBlock, [1, 1, 1, 1])``; torchvision's BasicBlock
 only has width 64, so for other widths build the same module tree yourself (the tests use
-``moco_ref/bench/torch_twin.py``'s ``CifarResNet``). Call ``model.eval()`` before extracting features
+``moco_ref/pytorch_moco.py``'s ``CifarResNet``). Call ``model.eval()`` before extracting features
 (BatchNorm on the running statistics, as moco-ref's ``encoder.features``).
 """
 
@@ -163,7 +163,7 @@ def loading_snippet(npz_path, arch=None, width=None, dim=None, mlp=False, keep_f
     else:
         model = (
             f"model = ...  # a torchvision-style CIFAR ResNet ({arch}, width {width}): 3x3 stem, no max-pool,\n"
-            f"             # like moco_ref/bench/torch_twin.py's CifarResNet\n"
+            f"             # like moco_ref/pytorch_moco.py's CifarResNet\n"
             f"             # (torchvision's BasicBlock is width 64 only)\n"
         )
     note = "" if keep_fc else "   # missing: fc.weight, fc.bias"

@@ -11,7 +11,7 @@ import numpy as np
 import moco_ref  # noqa: F401  (before NumPy's first product: OpenBLAS's idle threads sleep)
 from backends import ops
 from backends.numba_fast import DIRECT_KERNELS, set_threads
-from moco_ref.bench.common import interleaved, median
+from moco_ref.bench.clock import interleaved, median
 
 reps = int(sys.argv[1]) if len(sys.argv) > 1 else 41
 print(f"{set_threads()} threads, float32, {reps} rounds")

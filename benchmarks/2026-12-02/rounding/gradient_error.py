@@ -20,11 +20,11 @@ import torch
 
 from backends import to_numpy
 from moco_ref.bench.learn import PairedTraining, labelled_splits
-from moco_ref.bench.torch_twin import TorchMoCo, torch_encoder_like
 from moco_ref.moco import MoCo
 from moco_ref.momentum import momentum_at_step
 from moco_ref.optim import learning_rate
 from moco_ref.parallel.communicator import SingleProcess
+from moco_ref.pytorch_moco import TorchMoCo, torch_encoder_like
 from moco_ref.run.config import TrainConfig
 from moco_ref.run.trainer import two_views
 

@@ -1,10 +1,12 @@
-"""PyTorch's twin of moco-ref: the CIFAR ResNet and the official MoCo step, with autograd doing the gradients.
+"""MoCo in PyTorch: a re-implementation of the official MoCo builder and of the CIFAR ResNet with torchvision's
+names, autograd doing the gradients ("PyTorch's twin" of moco-ref in the docs and reports).
 
-One code, two uses:
+It sits beside moco_ref/moco.py, not in moco_ref/bench/, because three parts use the one module:
     * the tests' independent oracle — float64 on the CPU, with the very shuffle permutations our step draws
       (``torch_encoder_like`` copies a moco-ref encoder into it);
     * the benchmarks' comparison — float32 on the CPU or CUDA, random permutations (``TorchMoCo.build``);
-      with ``bn_splits = 1`` every BatchNorm is plain ``nn.BatchNorm2d``, the work our reference step does.
+      with ``bn_splits = 1`` every BatchNorm is plain ``nn.BatchNorm2d``, the work our reference step does;
+    * the network that ``moco-ref export``'s weights load into (``CifarResNet``; moco_ref/tools/export.py).
 
 Written from the descriptions of torchvision's ResNet (BasicBlock; the CIFAR stem: a 3×3 conv, no max-pool),
 the MoCo CIFAR-10 demo's SplitBatchNorm and the official builder (moco/builder.py, with the demo's symmetric

@@ -1,13 +1,12 @@
-"""The entry point of ``moco-ref bench`` and ``python -m moco_ref.bench``: run suites, print tables, return figures.
+"""The speed suites of ``moco-ref bench``: their one list, and the runner that prints their tables and returns
+their figures.
 
-    from moco_ref.bench.cli_entry import run
+    from moco_ref.bench.suites import run
     figures = run("step", backend="numpy", quick=True, out="bench.json", echo=print)
 
-Suites (see each module's docstring): step (the headline, ours vs PyTorch), parts (where a
-step's time goes), scaling (batch, K, width), memory (peak RSS, fresh processes),
-augment (augmentation vs training throughput), and all of them; and dp (one process against
-``mpiexec -n 2`` and PyTorch), which needs mpi4py and mpiexec and so is not part of "all".  ``moco-ref bench
-learn`` measures learning, not speed: moco_ref/bench/learn.py.
+Each suite is a module of this folder (see its docstring); ``SUITES`` names them with what each measures, in
+the order ``moco-ref bench --help`` lists them.  ``moco-ref bench learn`` measures learning, not speed:
+moco_ref/bench/learn.py.
 """
 
 from __future__ import annotations
@@ -18,16 +17,22 @@ from typing import Any
 
 from backends import get_backend
 from moco_ref.bench import augment, data_parallel, memory, parts, scaling, step
-from moco_ref.bench.common import (
-    header_lines,
-    load_average,
-    machine_header,
-    python_command,
-)
+from moco_ref.bench.machine import header_lines, load_average, machine_header, python_command
 from moco_ref.paths import refused
 
-SUITES = ("step", "parts", "scaling", "memory", "augment")  # what "all" runs
-CHOICES = SUITES + ("all", "dp")
+IN_ALL = {  # the suites "all" runs, and what each measures
+    "step": "the full MoCo step, images/s, ratio to PyTorch, GFLOP/s, % of GEMM peak",
+    "parts": "where a step's time goes (conv GEMMs, im2col, BatchNorm, ...)",
+    "scaling": "step time against batch, K and width",
+    "memory": "peak memory, ours and PyTorch's (fresh processes)",
+    "augment": "augmentation throughput against training throughput",
+}
+SUITES = {  # every name ``moco-ref bench SUITE`` takes
+    **IN_ALL,
+    "all": "all of the above",
+    "dp": "one process against mpiexec -n 2 (data parallel) and PyTorch, with the time in communication "
+    '(needs mpi4py and mpiexec; not part of "all")',
+}
 
 
 def run(
@@ -43,7 +48,7 @@ def run(
     """Runs one suite (or "all"), printing human-readable tables through ``echo``.
 
     Args:
-        suite: one of "step", "parts", "scaling", "memory", "augment", "all", "dp".
+        suite: a name of ``SUITES``.
         backend: "numpy" or "cupy" (our step's backend; PyTorch runs on the matching device).
         quick: fewer configurations and repetitions (minutes instead of tens of minutes on 2 cores).
         out: if given, the returned figures are also written there as JSON.
@@ -53,8 +58,8 @@ def run(
     Returns:
         {"header": machine and versions, "<suite>": that suite's figures, ...}.
     """
-    if suite not in CHOICES:
-        raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(CHOICES)}")
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
     get_backend(backend)  # fails early, with the fix in the message, when the backend cannot run
     if suite == "dp":
         data_parallel.require_mpi(backend)  # likewise without mpi4py or mpiexec, before the header
@@ -65,7 +70,7 @@ def run(
     for line in header_lines(header):
         echo(line)
     results: dict[str, Any] = {"header": header, "quick": quick, "tiny": tiny}
-    for name in SUITES if suite == "all" else (suite,):
+    for name in IN_ALL if suite == "all" else (suite,):
         if name == "dp":
             results["dp"] = data_parallel.run_dp(backend, echo, **data_parallel.plan(quick, tiny))
         elif name == "step":
@@ -92,7 +97,7 @@ def run(
         with refused(out, "--out"):
             Path(out).parent.mkdir(parents=True, exist_ok=True)
             with open(out, "w") as f:
-                json.dump(results, f, indent=2, default=_plain)
+                json.dump(results, f, indent=2, default=json_value)
         echo(f"figures written to {out}")
     return results
 
@@ -105,6 +110,6 @@ def _training_rate(step_figures: dict | None, config) -> float | None:
     return None
 
 
-def _plain(value):
+def json_value(value):
     """JSON fallback for NumPy scalars and tuples of them."""
     return value.item() if hasattr(value, "item") else str(value)
