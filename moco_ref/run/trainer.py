@@ -27,7 +27,8 @@ state everywhere) and takes its share of the images and of those parameters once
 formed (rows rank, rank + W, …: moco_ref/shuffle.py's ``local_share``).  Rank 0 alone prints, shows
 progress, writes the run directory (after a barrier: every process has finished the step) and runs the
 monitor; the other ranks get objects of the same interface that do nothing (ReadOnlyRunDirectory, NoProgress,
-NoMonitor, NoTensorBoard), chosen once in :class:`Trainer`'s constructor.  The logged loss and accuracy are
+NoMonitor, NoTensorBoard), chosen once from the rank by moco_ref/run/roles.py (the command line takes its
+printing and its in-use check from there too).  The logged loss and accuracy are
 means over the processes.  A checkpoint records W and resumes only with the same W.
 
 What a run survives (moco_ref/run/directory.py, moco_ref/run/stopping.py): one writer per run directory;
@@ -47,9 +48,7 @@ harmless on CuPy): the check speaks instead.
 from __future__ import annotations
 
 import math
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -67,12 +66,10 @@ from moco_ref.parallel.communicator import SingleProcess
 from moco_ref.run.batchnorm_values import check_batchnorm_values
 from moco_ref.run.checkpoint import checkpoint_entries, checkpoint_states, model_arrays
 from moco_ref.run.config import TrainConfig
-from moco_ref.run.directory import ReadOnlyRunDirectory, RunDirectory
 from moco_ref.run.epoch import end_step, epoch_order, two_views
 from moco_ref.run.finite import finite_flags, first_non_finite, float_names
 from moco_ref.run.footprint import check_data_fits, check_step_fits
-from moco_ref.run.monitor import Monitor, NoMonitor
-from moco_ref.run.progress import NoProgress, Progress
+from moco_ref.run.roles import roles, to_stderr
 from moco_ref.run.stopping import StoppedBySignal, agreed_signal
 from moco_ref.run.tensorboard import NoTensorBoard, TensorBoard, require_tensorboardx
 
@@ -160,31 +157,16 @@ def epoch_line(record: dict, chance_loss: float, chance_acc1: float) -> str | No
     return knn or None
 
 
-def _to_stderr(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
-def _quiet(message: str) -> None:
-    pass
-
-
 class Trainer:
     """Runs (or resumes) one training run into ``run_dir``; see the module docstring."""
 
     def __init__(self, config: TrainConfig, run_dir, log=None, comm=None):
         self.config, self.comm = config, comm or SingleProcess()
-        # The roles, chosen once: rank 0 prints, shows progress, writes the run directory (and TensorBoard's
-        # files) and measures; the other ranks get objects of the same interface that do nothing.
-        monitor: type[Monitor] | type[NoMonitor]
-        self.tensorboard_type: type[TensorBoard] | type[NoTensorBoard]
-        self.log: Callable[[str], None]
-        self.progress: type[Progress] | type[NoProgress]
-        if self.comm.rank == 0:
-            self.directory, self.log, self.progress = RunDirectory(run_dir), log or _to_stderr, Progress
-            monitor, self.tensorboard_type = Monitor, TensorBoard if config.tensorboard else NoTensorBoard
-        else:
-            self.directory, self.log, self.progress = ReadOnlyRunDirectory(run_dir), _quiet, NoProgress
-            monitor, self.tensorboard_type = NoMonitor, NoTensorBoard
+        # The roles, chosen once from the rank (moco_ref/run/roles.py): rank 0 prints, shows progress, writes
+        # the run directory (and TensorBoard's files) and measures; the other ranks get objects that do nothing.
+        role = roles(self.comm, log or to_stderr, config.tensorboard)
+        self.directory, self.log, self.progress = role.directory(run_dir), role.say, role.progress
+        monitor, self.tensorboard_type = role.monitor, role.tensorboard
         self.backend = get_backend(config.backend)
         step_needed = check_step_fits(config, self.backend, self.comm.size)  # before anything is allocated
         self.train_set = load_dataset(config.data, "train", config.image_size, config.seed)
