@@ -281,3 +281,37 @@ def test_the_interface_is_complete_on_every_implementation():
     for cls in (SingleProcess, MPICommunicator, NCCLCommunicator):
         for name in members:
             assert getattr(cls, name) is not getattr(Communicator, name), f"{cls.__name__}.{name} is not implemented"
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_the_roles_of_a_process_are_chosen_from_its_rank_alone(rank, tmp_path, capsys):
+    """Rank 0 writes, prints with the function given, shows and measures; rank 1 gets objects that do nothing."""
+    from moco_ref.run.directory import ReadOnlyRunDirectory, RunDirectory, RunLock
+    from moco_ref.run.monitor import Monitor, NoMonitor
+    from moco_ref.run.progress import NoProgress, Progress
+    from moco_ref.run.roles import roles
+    from moco_ref.run.tensorboard import NoTensorBoard, TensorBoard
+
+    class Rank(Communicator):
+        size = 2
+
+    comm = Rank()
+    comm.rank = rank
+    role = roles(comm, say=print, tensorboard=True)
+    role.say("spoken")
+    assert capsys.readouterr().out == ("spoken\n" if rank == 0 else "")
+    writer = rank == 0
+    assert (role.directory, role.progress, role.monitor, role.tensorboard) == (
+        (RunDirectory, Progress, Monitor, TensorBoard)
+        if writer
+        else (ReadOnlyRunDirectory, NoProgress, NoMonitor, NoTensorBoard)
+    )
+    lock = RunLock.acquire(tmp_path)  # the run directory is in use: rank 0 refuses it, rank 1 leaves that to rank 0
+    try:
+        if writer:
+            with pytest.raises(UserError, match="in use|another process|is training"):
+                role.directory(tmp_path).refuse_if_in_use()
+        else:
+            role.directory(tmp_path).refuse_if_in_use()
+    finally:
+        lock.release()

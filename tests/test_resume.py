@@ -287,6 +287,23 @@ def test_a_checkpoint_with_the_old_field_names_resumes(tmp_path, data, uninterru
     assert json.loads((run_b / "config.json").read_text())["K"] == 24
 
 
+def test_a_checkpoint_with_the_data_generator_of_earlier_versions_resumes(tmp_path, data, uninterrupted):
+    """Checkpoints of earlier versions hold rng.data_epoch_start, the generator state that drew the epoch's order:
+    the entry is ignored (each epoch's order comes from the seed and the epoch), so they resume, exactly."""
+    run_b = tmp_path / "b"
+    run(train_command(data, run_b, "--epochs", 2, "--knn-every", 1, "--max-steps", 2))
+    checkpoint = run_b / "checkpoint_last.npz"
+    arrays, meta = load_checkpoint(checkpoint)
+    assert "data_epoch_start" not in meta["rng"]
+    meta["rng"]["data_epoch_start"] = np.random.default_rng([7, 10]).bit_generator.state
+    save_checkpoint(checkpoint, arrays, meta)
+
+    run(resume_command(run_b, "--max-steps", 0))
+    assert_same_final_state(uninterrupted, run_b)
+    assert_same_metrics(uninterrupted, run_b)
+    assert "data_epoch_start" not in load_checkpoint(checkpoint)[1]["rng"]  # the new checkpoint omits it
+
+
 # --------------------------------------------------------------------------- SIGKILL
 
 

@@ -4,9 +4,9 @@ For each seed, the run's configuration (``moco-ref train``'s defaults, then its 
 its PyTorch twin (moco_ref/pytorch_moco.py: autograd and ``torch.optim.SGD``, on the CPU, in the run's
 dtype) with the same initial state: both encoders' weights and buffers, the queue and its pointer, and SGD's
 momentum, weight decay (on every parameter) and Nesterov setting.  One loop, the trainer's
-(moco_ref/run/trainer.py), then gives both the same steps:
+(moco_ref/run/trainer.py; its parts in moco_ref/run/epoch.py), then gives both the same steps:
 
-    order    ← default_rng([seed, 10]): one permutation of the training set per epoch, full batches only
+    order    ← epoch_order(seed, epoch, N): the trainer's permutation of the training set, full batches only
     x_q, x_k ← the run's augmentation, its parameters from default_rng([seed, 11]), drawn for x_q then x_k
     shuffle  ← the permutations our step draws from its shuffle_rng (the twin is given the same ones)
     lr, m    ← the epoch's learning rate and the step's momentum, for both optimisers and momentum updates
@@ -70,8 +70,8 @@ from moco_ref.optim import learning_rate
 from moco_ref.parallel.communicator import SingleProcess
 from moco_ref.run.batchnorm_values import check_batchnorm_values
 from moco_ref.run.config import TrainConfig
+from moco_ref.run.epoch import end_step, epoch_order, two_views
 from moco_ref.run.progress import SLOW_S, NoProgress
-from moco_ref.run.trainer import two_views
 
 TORCH_INSTALL = "pip install torch"
 PROBE_EPOCHS = 100  # main_lincls's
@@ -151,8 +151,7 @@ class PairedTraining:
             nudge_one_ulp_(encoder_q, np.random.default_rng([config.seed, 12]))
             self.control = self.build_twin(encoder_q, copy.deepcopy(encoder_q))
         self.drift = Drift(drift_every, drift_layers(model.encoder_q), control) if drift_every else NoDrift()
-        # The trainer's generators: epoch orders and augmentation parameters (the model holds the shuffles').
-        self.data_rng = np.random.default_rng([config.seed, 10])
+        # The trainer's augmentation generator (each epoch's order is epoch_order's; the model holds the shuffles').
         self.aug_rng = np.random.default_rng([config.seed, 11])
         self.epoch, self.global_step = 0, 0
 
@@ -190,26 +189,22 @@ class PairedTraining:
         return self.config.epochs * self.steps_per_epoch
 
     def stopped(self) -> bool:
-        """Whether training is over: all epochs done, or --max-steps reached."""
-        c = self.config
-        return self.epoch >= c.epochs or bool(c.max_steps and self.global_step >= c.max_steps)
+        """Whether training is over: all epochs done, or --max-steps reached (the trainer's ``end_step``)."""
+        return self.global_step >= end_step(self.config, self.steps_per_epoch)
 
     def run_epoch(self, progress=NoProgress) -> dict:
         """Trains all through the current epoch (or to --max-steps); returns {"ours", "pytorch"(, "control")}:
         the mean loss of each over the epoch's steps.  ``progress``: the class that shows the epoch's steps (a
         line every --log-every steps off a terminal).
 
-        The trainer's epoch: a fresh order from the data generator (each epoch draws one permutation; the
-        trainer's re-seeding from the state saved at the epoch's start draws the same one), full batches,
-        the trainer's two views of each image (``two_views``), the epoch's lr and the step's m.
+        The trainer's epoch (moco_ref/run/epoch.py): its order (``epoch_order``), full batches, the trainer's
+        two views of each image (``two_views``), the epoch's lr and the step's m, up to ``end_step``.
         """
         c = self.config
         lr = learning_rate(c.lr, self.epoch, c.epochs, c.cos, tuple(c.schedule))
-        order = self.data_rng.permutation(len(self.train_set))
+        order = epoch_order(c.seed, self.epoch, len(self.train_set))
         losses: dict[str, list[float]] = {name: [] for name in self.names}
-        steps = self.steps_per_epoch
-        if c.max_steps:
-            steps = max(0, min(steps, c.max_steps - self.global_step))
+        steps = max(0, min(self.steps_per_epoch, end_step(c, self.steps_per_epoch) - self.global_step))
         bar = progress(steps, f"seed {c.seed} epoch {self.epoch + 1}/{c.epochs}", every=c.log_every)
         started, data_seconds = time.perf_counter(), 0.0
         for step_in_epoch in range(steps):

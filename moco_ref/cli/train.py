@@ -17,9 +17,10 @@ from moco_ref.cli.options import config_options
 from moco_ref.errors import UserError
 from moco_ref.parallel.launch import get_communicator, launcher_words, run_or_abort
 from moco_ref.run.config import PRESETS, TrainConfig
-from moco_ref.run.directory import RunDirectory, check_run_folder, checkpoint_of, read_meta, refuse_if_in_use
+from moco_ref.run.directory import RunDirectory, check_run_folder, checkpoint_of, read_meta
 from moco_ref.run.footprint import memory_error_line
 from moco_ref.run.resume import nothing_to_do, resumable_flags, resumed_config
+from moco_ref.run.roles import roles
 from moco_ref.run.stopping import StoppedBySignal, StopSignals
 from moco_ref.run.trainer import Trainer
 
@@ -68,23 +69,24 @@ def _train(comm, preset, out, resume, given: dict) -> int:
     checkpoint saved).  Rank 0 first refuses a run directory another process is training into (at once,
     touching nothing); the trainer then holds its lock for the whole run.
     """
-    echo = click.echo if comm.rank == 0 else (lambda *args, **kwargs: None)
-    trainer = None
+    role = roles(comm, say=click.echo)  # rank 0 prints and checks the run directory; the others do neither
+    echo, trainer = role.say, None
     try:
         if resume:
-            trainer = _resumed_trainer(resume, given, preset, out, comm, echo)
+            trainer = _resumed_trainer(resume, given, preset, out, comm, role)
             if trainer is None:
                 return 0
         else:
-            trainer = _new_trainer(preset, out, given, comm, echo)
+            trainer = _new_trainer(preset, out, given, comm, role)
         return _run(trainer, comm, echo)
     except MemoryError as error:  # NumPy's, or CuPy's OutOfMemoryError (a MemoryError too)
         config = trainer.config if trainer else TrainConfig.from_dict({**TrainConfig().to_dict(), **given})
         raise UserError(memory_error_line(error, config, trainer.global_step if trainer else 0)) from None
 
 
-def _new_trainer(preset, out, given: dict, comm, echo):
+def _new_trainer(preset, out, given: dict, comm, role):
     """The Trainer of a fresh run: the defaults, then the preset, then the flags given."""
+    echo = role.say
     values = {**TrainConfig().to_dict(), **PRESETS.get(preset, {}), **given}
     shared_out = _splits_per_process(values["bn_splits"], comm.size)
     if "bn_splits" not in given and shared_out != values["bn_splits"]:
@@ -95,8 +97,7 @@ def _new_trainer(preset, out, given: dict, comm, echo):
             err=True,
         )
     run_dir = check_run_folder(Path(out) if out else Path("runs") / _started_at(comm))
-    if comm.rank == 0:
-        refuse_if_in_use(run_dir)
+    role.directory(run_dir).refuse_if_in_use()
     if RunDirectory(run_dir).last_checkpoint.exists():
         raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or choose another --out")
     trainer = Trainer(TrainConfig.from_dict(values), run_dir, comm=comm)
@@ -111,7 +112,7 @@ def _new_trainer(preset, out, given: dict, comm, echo):
     return trainer
 
 
-def _resumed_trainer(resume, given: dict, preset, out, comm, echo):
+def _resumed_trainer(resume, given: dict, preset, out, comm, role):
     """A Trainer restored from the checkpoint at ``resume`` with the flags in ``given`` applied, or None
     when the checkpoint is already where that configuration would stop (said in one line, nothing written)."""
     checkpoint = checkpoint_of(resume, "--resume")
@@ -123,8 +124,7 @@ def _resumed_trainer(resume, given: dict, preset, out, comm, echo):
     meta = read_meta(checkpoint)
     config = resumed_config(checkpoint, meta, given)
     run_dir = check_run_folder(Path(out) if out else checkpoint.parent, "--out" if out else "--resume", checkpoint)
-    if comm.rank == 0:
-        refuse_if_in_use(run_dir)
+    role.directory(run_dir).refuse_if_in_use()
     if out and RunDirectory(run_dir).last_checkpoint.exists() and not _same_folder(run_dir, checkpoint.parent):
         raise UserError(
             f"--out {run_dir} already holds another run; continue that one with --resume {run_dir}, "
@@ -132,11 +132,11 @@ def _resumed_trainer(resume, given: dict, preset, out, comm, echo):
         )
     done = nothing_to_do(checkpoint, meta, config)
     if done:
-        echo(done)
+        role.say(done)
         return None
     trainer = Trainer(config, run_dir, comm=comm)
     trainer.restore(checkpoint)
-    echo(f"resuming {checkpoint} at epoch {trainer.epoch + 1}, step {trainer.global_step}", err=True)
+    role.say(f"resuming {checkpoint} at epoch {trainer.epoch + 1}, step {trainer.global_step}", err=True)
     return trainer
 
 

@@ -17,8 +17,13 @@ so ``numpy.load(path, allow_pickle=False)`` reads it):
      "arch", "config", "world_size"              the run's settings and processes     (the trainer)
      "logged_this_epoch": {"loss", "acc1", "count"}  sums of the epoch's records      (the trainer)
      "knn_top1_untrained"                        the untrained encoder's kNN (%)      (the monitor)
-     "rng": {"data_epoch_start", "augment",      the generators' states               (the trainer)
-             "shuffle"}                                                               (MoCo)}
+     "rng": {"augment",                          the augmentation generator's state   (the trainer)
+             "shuffle"}                          the shuffle generator's state        (MoCo)}
+
+Each epoch's data order has no entry: it is derived from the seed and the epoch (moco_ref/run/epoch.py).  A
+checkpoint of an earlier version also holds "rng": {"data_epoch_start"}, the state of the generator that drew
+its epoch's order: it reads as any other (the entry is ignored), and the run continues with the orders of
+``epoch_order``.
 
 Reading refuses a checkpoint whose float arrays hold a NaN or ±inf (moco_ref/run/finite.py decides), naming
 the first such array: every reader (resume, eval, export, show, ablate) gets a finite state or one line.
@@ -73,11 +78,7 @@ def checkpoint_entries(model: dict, monitor: dict, trainer: dict) -> tuple[dict,
         "world_size": trainer["world_size"],
         "logged_this_epoch": trainer["logged_this_epoch"],
         "knn_top1_untrained": monitor.get("knn_top1_untrained"),
-        "rng": {
-            "data_epoch_start": trainer["rng"]["data_epoch_start"],
-            "augment": trainer["rng"]["augment"],
-            "shuffle": model["shuffle_rng"],
-        },
+        "rng": {"augment": trainer["rng"]["augment"], "shuffle": model["shuffle_rng"]},
     }
     return arrays, meta
 
@@ -85,7 +86,8 @@ def checkpoint_entries(model: dict, monitor: dict, trainer: dict) -> tuple[dict,
 def checkpoint_states(arrays: dict, meta: dict) -> tuple[dict, dict, dict]:
     """The state dicts of MoCo, the monitor and the trainer held by a checkpoint's (arrays, meta): the inverse of
     :func:`checkpoint_entries`.  A checkpoint of an earlier version lacks what it did not write (the logged
-    sums, the untrained kNN, the instruments' arrays): those entries are left out, or None."""
+    sums, the untrained kNN, the instruments' arrays): those entries are left out, or None; what it wrote and
+    this version does not (the "data_epoch_start" generator state) is ignored."""
     prefixed = (OPTIMIZER, INSTRUMENTS)
     model = {name: a for name, a in arrays.items() if not name.startswith(prefixed)}
     model["optimizer"] = {name[len(OPTIMIZER) :]: a for name, a in arrays.items() if name.startswith(OPTIMIZER)}
@@ -95,7 +97,7 @@ def checkpoint_states(arrays: dict, meta: dict) -> tuple[dict, dict, dict]:
     trainer = {name: meta[name] for name in ("epoch", "step_in_epoch", "global_step") if name in meta}
     trainer.update({name: meta[name] for name in ("arch", "config", "logged_this_epoch") if name in meta})
     trainer["world_size"] = meta.get("world_size", 1)
-    trainer["rng"] = {name: meta["rng"][name] for name in ("data_epoch_start", "augment")}
+    trainer["rng"] = {"augment": meta["rng"]["augment"]}  # an earlier version's "data_epoch_start" is ignored
     return model, monitor, trainer
 
 

@@ -379,6 +379,10 @@ class RunDirectory:
         return arrays, meta
 
     # ---------------------------------------------------------------- writing (the writer; ReadOnlyRunDirectory skips)
+    def refuse_if_in_use(self) -> None:
+        """Raises :class:`RunInUse`, naming the holder, if another process trains into the directory now."""
+        refuse_if_in_use(self.path)
+
     def lock(self):
         """The context that holds the run's lock; RunInUse if it is held, and RunDirectoryError before anything
         is written where the folder is the user's (:func:`check_run_folder`)."""
@@ -478,6 +482,9 @@ class RunDirectory:
 class ReadOnlyRunDirectory(RunDirectory):
     """The run directory as a process that does not write it sees it (ranks other than 0): it reads as
     :class:`RunDirectory` does, and every write does nothing."""
+
+    def refuse_if_in_use(self) -> None:
+        pass
 
     def lock(self):
         return nullcontext()

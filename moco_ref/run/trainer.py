@@ -1,18 +1,21 @@
 """Training: the loop behind ``moco-ref train``.
 
-One epoch = the training images in a fresh random order, cut into full batches (the last partial batch
-is dropped, as the official ``drop_last``).  For each batch, two augmented views go through one
-:meth:`MoCo.step`, with this step's momentum m (fixed, or the half-cosine schedule of --moco-m-cos) and
-the epoch's learning rate (the official schedule, set once per epoch).  The loop, top-down:
+One epoch = the training images in the epoch's random order (``epoch_order``: from a generator derived
+from the seed and the epoch), cut into full batches (the last partial batch is dropped, as the official
+``drop_last``).  For each batch, two augmented views go through one :meth:`MoCo.step`, with this step's
+momentum m (fixed, or the half-cosine schedule of --moco-m-cos) and the epoch's learning rate (the official
+schedule, set once per epoch).  The run ends at the last epoch's end, or at --max-steps if sooner
+(``end_step``).  moco_ref/run/epoch.py holds these, shared with ``moco-ref bench learn``.  The loop,
+top-down (:meth:`Trainer.run_epoch`):
 
-    batch → two views → step → log → (end of epoch) monitor → save
+    order → batch → two views → step → log → (end of epoch) next epoch's start → monitor → save
 
 The run directory's files belong to moco_ref/run/directory.py, the kNN monitor and the instruments to
 moco_ref/run/monitor.py; the trainer says when to write and what.
 
 Resume is exact: the checkpoint holds each owner's state dict.  MoCo's: both encoders, the queue, the
-optimiser's buffers and the shuffle generator.  The trainer's: where in the epoch it stopped (the generator
-state that drew the epoch's order is kept, so the same order is drawn again and the finished batches
+optimiser's buffers and the shuffle generator.  The trainer's: where in the epoch it stopped (the epoch's
+order depends on the seed and the epoch alone, so the same order is drawn again and the finished batches
 skipped), the augmentation generator and the sums of the metrics logged so far in that epoch.  The
 monitor's: what it carries from one measurement to the next.  moco_ref/run/checkpoint.py alone lays them out
 in the file.  The checkpoint alone is the state: the metrics are a log the trainer appends to and never reads
@@ -24,7 +27,8 @@ state everywhere) and takes its share of the images and of those parameters once
 formed (rows rank, rank + W, …: moco_ref/shuffle.py's ``local_share``).  Rank 0 alone prints, shows
 progress, writes the run directory (after a barrier: every process has finished the step) and runs the
 monitor; the other ranks get objects of the same interface that do nothing (ReadOnlyRunDirectory, NoProgress,
-NoMonitor, NoTensorBoard), chosen once in :class:`Trainer`'s constructor.  The logged loss and accuracy are
+NoMonitor, NoTensorBoard), chosen once from the rank by moco_ref/run/roles.py (the command line takes its
+printing and its in-use check from there too).  The logged loss and accuracy are
 means over the processes.  A checkpoint records W and resumes only with the same W.
 
 What a run survives (moco_ref/run/directory.py, moco_ref/run/stopping.py): one writer per run directory;
@@ -44,12 +48,9 @@ harmless on CuPy): the check speaks instead.
 from __future__ import annotations
 
 import math
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -65,25 +66,12 @@ from moco_ref.parallel.communicator import SingleProcess
 from moco_ref.run.batchnorm_values import check_batchnorm_values
 from moco_ref.run.checkpoint import checkpoint_entries, checkpoint_states, model_arrays
 from moco_ref.run.config import TrainConfig
-from moco_ref.run.directory import ReadOnlyRunDirectory, RunDirectory
+from moco_ref.run.epoch import end_step, epoch_order, two_views
 from moco_ref.run.finite import finite_flags, first_non_finite, float_names
 from moco_ref.run.footprint import check_data_fits, check_step_fits
-from moco_ref.run.monitor import Monitor, NoMonitor
-from moco_ref.run.progress import NoProgress, Progress
+from moco_ref.run.roles import roles, to_stderr
 from moco_ref.run.stopping import StoppedBySignal, agreed_signal
 from moco_ref.run.tensorboard import NoTensorBoard, TensorBoard, require_tensorboardx
-from moco_ref.shuffle import local_share
-
-
-def two_views(images, index, augment, aug_rng, backend, comm):
-    """The two augmented views (x_q, x_k), each (n, 3, S, S) on the backend, of this process's share of the
-    batch ``images[index]`` ((N, H, W, 3) uint8 rows): the augmentation parameters of the whole batch are drawn
-    from ``aug_rng``, for x_q then x_k, and the process takes its share of the images and of the parameters
-    (``local_share``; with one process, SingleProcess, all of them)."""
-    batch = local_share(images[index], comm)
-    height, width = images.shape[1:3]
-    draws = [local_share(augment.draw(aug_rng, len(index), height, width), comm) for _ in "qk"]
-    return tuple(augment.apply(batch, d, backend) for d in draws)
 
 
 class NonFiniteLoss(UserError):
@@ -113,12 +101,60 @@ class LoggedSums:
         return 100.0 * self.acc1 / self.count if self.count else None
 
 
-def _to_stderr(message: str) -> None:
-    print(message, file=sys.stderr)
+def step_record(
+    epoch: int, global_step: int, loss: float, acc: float, lr: float, m: float, rate: float, data_share: float
+) -> dict:
+    """The "step" record of the metrics: the mean loss and accuracy (a fraction) of the steps since the last
+    record, the lr and m, images per second and the share of the time spent on batches and views."""
+    return {
+        "kind": "step",
+        "epoch": epoch,
+        "global_step": global_step,
+        "loss": loss,
+        "acc1": 100.0 * acc,
+        "lr": lr,
+        "m": m,
+        "images_per_s": rate,
+        "data_share": data_share,
+    }
 
 
-def _quiet(message: str) -> None:
-    pass
+def step_fields(record: dict, chance_loss: float, chance_acc1: float) -> list[str]:
+    """The progress line's fields of a step record, beside the chance values (ln(K+1) a loss term, %)."""
+    return [
+        f"loss {record['loss']:.3f} (chance {chance_loss:.3f})",
+        f"acc {record['acc1']:.1f}% (chance {chance_acc1:.2g}%)",
+        f"lr {record['lr']:.4f}",
+        f"{record['images_per_s']:.0f} img/s",
+        f"data {100 * record['data_share']:.0f} %",
+    ]
+
+
+def epoch_record(epoch: int, global_step: int, logged: LoggedSums, lr: float, seconds: float, complete: bool) -> dict:
+    """The "epoch" record of the metrics: the means of the epoch's logged records (None if none), its lr, its
+    seconds and whether it ran to its end (the monitor adds "knn_top1" when it measures)."""
+    return {
+        "kind": "epoch",
+        "epoch": epoch,
+        "global_step": global_step,
+        "loss": logged.mean_loss(),
+        "acc1": logged.mean_acc1_percent(),
+        "lr": lr,
+        "seconds": seconds,
+        "complete": complete,
+    }
+
+
+def epoch_line(record: dict, chance_loss: float, chance_acc1: float) -> str | None:
+    """The line printed at an epoch's end, from its record: loss and accuracy beside chance, and the kNN
+    top-1 when measured; None when there is nothing to say."""
+    knn = f" kNN top-1 {record['knn_top1']:.2f}%" if "knn_top1" in record else ""
+    if record["loss"] is not None:
+        return (
+            f"epoch {record['epoch'] + 1}: loss {record['loss']:.4f} (chance {chance_loss:.4f}) "
+            f"acc {record['acc1']:.1f}% (chance {chance_acc1:.2g}%){knn}"
+        )
+    return knn or None
 
 
 class Trainer:
@@ -126,18 +162,11 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir, log=None, comm=None):
         self.config, self.comm = config, comm or SingleProcess()
-        # The roles, chosen once: rank 0 prints, shows progress, writes the run directory (and TensorBoard's
-        # files) and measures; the other ranks get objects of the same interface that do nothing.
-        monitor: type[Monitor] | type[NoMonitor]
-        self.tensorboard_type: type[TensorBoard] | type[NoTensorBoard]
-        self.log: Callable[[str], None]
-        self.progress: type[Progress] | type[NoProgress]
-        if self.comm.rank == 0:
-            self.directory, self.log, self.progress = RunDirectory(run_dir), log or _to_stderr, Progress
-            monitor, self.tensorboard_type = Monitor, TensorBoard if config.tensorboard else NoTensorBoard
-        else:
-            self.directory, self.log, self.progress = ReadOnlyRunDirectory(run_dir), _quiet, NoProgress
-            monitor, self.tensorboard_type = NoMonitor, NoTensorBoard
+        # The roles, chosen once from the rank (moco_ref/run/roles.py): rank 0 prints, shows progress, writes
+        # the run directory (and TensorBoard's files) and measures; the other ranks get objects that do nothing.
+        role = roles(self.comm, log or to_stderr, config.tensorboard)
+        self.directory, self.log, self.progress = role.directory(run_dir), role.say, role.progress
+        monitor, self.tensorboard_type = role.monitor, role.tensorboard
         self.backend = get_backend(config.backend)
         step_needed = check_step_fits(config, self.backend, self.comm.size)  # before anything is allocated
         self.train_set = load_dataset(config.data, "train", config.image_size, config.seed)
@@ -153,11 +182,10 @@ class Trainer:
         test_images = len(self.monitor.test_set) if self.monitor.test_set is not None else 0
         check_data_fits(len(self.train_set), test_images, config, step_needed, self.backend)
         self.model = MoCo(**config.model_arguments(), comm=self.comm)
-        # Three host generators, each with one job, all derived from the seed (the model holds the third).
-        self.data_rng = np.random.default_rng([config.seed, 10])  # epoch orders
-        self.aug_rng = np.random.default_rng([config.seed, 11])  # augmentation parameters
+        # The host generators, each with one job, all derived from the seed: each epoch's order its own
+        # (epoch_order(seed, epoch, N)), the augmentation parameters this one, the shuffles' the model's.
+        self.aug_rng = np.random.default_rng([config.seed, 11])
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
-        self.epoch_start_data_state = self.data_rng.bit_generator.state
         self.logged = LoggedSums()  # of the current epoch
         self.tensorboard: TensorBoard | NoTensorBoard = NoTensorBoard()  # TensorBoard's files while run() runs
         if self.tensorboard_type is TensorBoard:
@@ -179,10 +207,14 @@ class Trainer:
         """T_total of the momentum schedule: epochs × steps per epoch (--max-steps does not change it)."""
         return self.config.epochs * self.steps_per_epoch
 
+    @property
+    def end_step(self) -> int:
+        """The global step the run ends at: the last epoch's end, or --max-steps if sooner."""
+        return end_step(self.config, self.steps_per_epoch)
+
     def run_steps_left(self) -> int:
-        """Steps from here to the end of the run: to the last epoch's end, or to --max-steps if sooner."""
-        end = min(self.total_steps, self.config.max_steps) if self.config.max_steps else self.total_steps
-        return max(0, end - self.global_step)
+        """Steps from here to the end of the run."""
+        return max(0, self.end_step - self.global_step)
 
     # -------------------------------------------------------------------- the loop
     def run(self, stop=None) -> dict:
@@ -206,12 +238,11 @@ class Trainer:
     def _train_to_the_end(self, stop) -> dict:
         """The loop of :meth:`run`, inside the lock: the untrained measurements of a fresh run, the epochs, the
         final record (and, with --tensorboard, the probe set's embedding)."""
-        c = self.config
         if self.global_step == 0:
             for record in self.monitor.before_training(self.model, self.log):
                 self.append(record)
         summary: dict = {}
-        while self.epoch < c.epochs and not (c.max_steps and self.global_step >= c.max_steps):
+        while self.global_step < self.end_step:
             summary, signal = self.run_epoch(stop)  # each epoch (and a stop within one) is saved
             if signal is not None:
                 self.comm.barrier()  # every process waits until rank 0 has saved, then all stop
@@ -232,23 +263,26 @@ class Trainer:
 
     def run_epoch(self, stop=None) -> tuple[dict, int | None]:
         """Trains the rest of the current epoch (or up to --max-steps, or a signal); returns the epoch record
-        and the signal every process agreed to stop for (None to go on)."""
+        and the signal every process agreed to stop for (None to go on).
+
+        Top-down: the epoch's order and lr; each step's batch, two views, step and (every --log-every steps)
+        log; at the epoch's end the next epoch's start (position, logged sums), the monitor when it is due,
+        the epoch record and the checkpoint.
+        """
         c, comm, model = self.config, self.comm, self.model
         lr = learning_rate(c.lr, self.epoch, c.epochs, c.cos, tuple(c.schedule))
-        self.data_rng.bit_generator.state = self.epoch_start_data_state
-        order = self.data_rng.permutation(len(self.train_set))
-        steps = self.steps_per_epoch
-        in_bar = min(steps - self.step_in_epoch, self.run_steps_left())  # this epoch's steps still to run
+        order = epoch_order(c.seed, self.epoch, len(self.train_set))
+        steps = min(self.steps_per_epoch - self.step_in_epoch, self.run_steps_left())  # this call's steps
         progress = self.progress(
-            self.step_in_epoch + in_bar,
+            self.step_in_epoch + steps,
             f"epoch {self.epoch + 1}/{c.epochs}",
             done=self.step_in_epoch,
-            after=self.run_steps_left() - in_bar,
+            after=self.run_steps_left() - steps,
             every=c.log_every,
         )
         pending, signal, started, images = [], None, time.perf_counter(), 0
         interval_started, data_seconds = started, 0.0  # since the last logged step: wall time, batch and views
-        while self.step_in_epoch < steps and not (c.max_steps and self.global_step >= c.max_steps):
+        for step in range(1, steps + 1):
             data_started = time.perf_counter()
             index = order[self.step_in_epoch * c.batch_size : (self.step_in_epoch + 1) * c.batch_size]
             x_q, x_k = two_views(self.train_set.images, index, self.augment, self.aug_rng, self.backend, comm)
@@ -259,86 +293,40 @@ class Trainer:
             result["finite"] = finite_flags({"loss": result["loss"], **self.training_state()})  # on the device
             pending.append(result)
             self.monitor.after_step(index)  # the queue's labels, in step
-            self.step_in_epoch, self.global_step, images = (
-                self.step_in_epoch + 1,
-                self.global_step + 1,
-                images + len(index),
-            )
+            self.step_in_epoch, self.global_step = self.step_in_epoch + 1, self.global_step + 1
+            images += len(index)
             signal = agreed_signal(comm, stop.received if stop else None)  # every step, on every process
             fields = None
-            if (
-                len(pending) >= c.log_every
-                or self.step_in_epoch == steps
-                or self.global_step == c.max_steps
-                or signal is not None
-            ):
+            if len(pending) >= c.log_every or step == steps or signal is not None:
                 loss, acc = self._mean_over_processes(pending)
                 pending = []
                 self.logged.add(loss, acc)
                 now = time.perf_counter()
                 rate, data_share = images / (now - started), data_seconds / (now - interval_started)
                 interval_started, data_seconds = now, 0.0
-                self.append(
-                    {
-                        "kind": "step",
-                        "epoch": self.epoch,
-                        "global_step": self.global_step,
-                        "loss": loss,
-                        "acc1": 100.0 * acc,
-                        "lr": lr,
-                        "m": m,
-                        "images_per_s": rate,
-                        "data_share": data_share,
-                    }
-                )
-                fields = [
-                    f"loss {loss:.3f} (chance {self.chance_loss:.3f})",
-                    f"acc {100 * acc:.1f}% (chance {self.chance_acc1:.2g}%)",
-                    f"lr {lr:.4f}",
-                    f"{rate:.0f} img/s",
-                    f"data {100 * data_share:.0f} %",
-                ]
+                record = step_record(self.epoch, self.global_step, loss, acc, lr, m, rate, data_share)
+                self.append(record)
+                fields = step_fields(record, self.chance_loss, self.chance_acc1)
             progress.show(self.step_in_epoch, fields)
             if signal is not None:
                 break  # a signal: this step is done; the checkpoint below is of it
         progress.close()
-        record = self._end_epoch(lr, time.perf_counter() - started)
-        self.save()
-        return record, signal
-
-    def _end_epoch(self, lr: float, seconds: float) -> dict:
-        """The epoch record (appended, with the monitor's records when it is due), and the next epoch's start
-        when this one is done."""
-        done = self.step_in_epoch >= self.steps_per_epoch
-        record: dict[str, Any] = {
-            "kind": "epoch",
-            "epoch": self.epoch,
-            "global_step": self.global_step,
-            "loss": self.logged.mean_loss(),
-            "acc1": self.logged.mean_acc1_percent(),
-            "lr": lr,
-            "seconds": seconds,
-            "complete": done,
-        }
-        measured = []
-        if done:
+        done = self.step_in_epoch == self.steps_per_epoch
+        record = epoch_record(self.epoch, self.global_step, self.logged, lr, time.perf_counter() - started, done)
+        measured: list[dict] = []
+        if done:  # the next epoch's start
             self.epoch, self.step_in_epoch, self.logged = self.epoch + 1, 0, LoggedSums()
-            self.epoch_start_data_state = self.data_rng.bit_generator.state
-            if self.monitor.due(self.epoch):
+            if self.monitor.due(self.epoch):  # the encoder of `epoch` completed epochs
                 if self.monitor.test_set is not None:
                     record["knn_top1"] = self.monitor.knn(self.model)
                 measured = self.monitor.instruments_records(self.model, self.epoch, self.global_step)
         for r in [record, *measured]:
             self.append(r)
-        if record["loss"] is not None:
-            knn = f" kNN top-1 {record['knn_top1']:.2f}%" if "knn_top1" in record else ""
-            self.log(
-                f"epoch {record['epoch'] + 1}: loss {record['loss']:.4f} (chance {self.chance_loss:.4f}) "
-                f"acc {record['acc1']:.1f}% (chance {self.chance_acc1:.2g}%){knn}"
-            )
-        elif "knn_top1" in record:
-            self.log(f" kNN top-1 {record['knn_top1']:.2f}%")
-        return record
+        line = epoch_line(record, self.chance_loss, self.chance_acc1)
+        if line:
+            self.log(line)
+        self.save()
+        return record, signal
 
     def _mean_over_processes(self, pending: list) -> tuple[float, float]:
         """Mean loss and accuracy of the pending steps (the last ``len(pending)`` ones) over the processes: the
@@ -401,7 +389,8 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """The trainer's own part of a checkpoint: where the run stands, its settings and processes, the logged
-        sums of the epoch and the states of its two generators."""
+        sums of the epoch and the state of its augmentation generator (each epoch's order needs none: it is
+        derived from the seed and the epoch)."""
         return {
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
@@ -410,14 +399,13 @@ class Trainer:
             "config": self.config.to_dict(),
             "world_size": self.comm.size,
             "logged_this_epoch": asdict(self.logged),
-            "rng": {"data_epoch_start": self.epoch_start_data_state, "augment": self.aug_rng.bit_generator.state},
+            "rng": {"augment": self.aug_rng.bit_generator.state},
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restores the position, the logged sums (none in a checkpoint of an earlier version) and the generators
-        of :meth:`state_dict`."""
+        """Restores the position, the logged sums (none in a checkpoint of an earlier version) and the
+        augmentation generator of :meth:`state_dict`."""
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
-        self.epoch_start_data_state = state["rng"]["data_epoch_start"]
         self.logged = LoggedSums(**state.get("logged_this_epoch", {}))
         self.aug_rng.bit_generator.state = state["rng"]["augment"]
 

@@ -26,7 +26,7 @@ from moco_ref.optim import learning_rate
 from moco_ref.parallel.communicator import SingleProcess
 from moco_ref.pytorch_moco import TorchMoCo, torch_encoder_like
 from moco_ref.run.config import TrainConfig
-from moco_ref.run.trainer import two_views
+from moco_ref.run.epoch import epoch_order, two_views
 
 
 def rounded_model(source: MoCo, config: TrainConfig, dtype: str) -> MoCo:
@@ -106,7 +106,7 @@ def main():
     base = TrainConfig.from_dict({**TrainConfig().to_dict(), "data": args.data, "seed": args.seed, "dtype": "float64"})
     train, _ = labelled_splits(base)
     pair = PairedTraining(base, train)  # float64: ours and the twin are one program; we use ours
-    order = pair.data_rng.permutation(len(train))
+    order = epoch_order(base.seed, 0, len(train))  # the first epoch's
     lr = learning_rate(base.lr, 0, base.epochs, base.cos, tuple(base.schedule))
     total = base.epochs * pair.steps_per_epoch
     errors: dict = {}
