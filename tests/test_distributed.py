@@ -286,9 +286,9 @@ def test_the_interface_is_complete_on_every_implementation():
 @pytest.mark.parametrize("rank", [0, 1])
 def test_the_roles_of_a_process_are_chosen_from_its_rank_alone(rank, tmp_path, capsys):
     """Rank 0 writes, prints with the function given, shows and measures; rank 1 gets objects that do nothing."""
+    from moco_ref.progress import NoProgress, Progress
     from moco_ref.run.directory import ReadOnlyRunDirectory, RunDirectory, RunLock
     from moco_ref.run.monitor import Monitor, NoMonitor
-    from moco_ref.run.progress import NoProgress, Progress
     from moco_ref.run.roles import roles
     from moco_ref.run.tensorboard import NoTensorBoard, TensorBoard
 

@@ -19,7 +19,7 @@ from moco_ref.evaluation.linear import (
 )
 from moco_ref.loss import cross_entropy_backward, cross_entropy_forward
 from moco_ref.models import build_encoder
-from moco_ref.run.progress import Progress
+from moco_ref.progress import Progress
 from moco_ref.tools.gradcheck import compare, numerical_gradient
 
 COLOURS = np.array([[220, 40, 40], [40, 200, 40], [40, 60, 220], [200, 200, 60]])  # one per class

@@ -1,10 +1,10 @@
-"""Progress (moco_ref/run/progress.py): tqdm's bar on a terminal, a plain line every N steps elsewhere, with the
+"""Progress (moco_ref/progress.py): tqdm's bar on a terminal, a plain line every N steps elsewhere, with the
 same fields; nothing from NoProgress, nor before the delay."""
 
 import io
 import re
 
-from moco_ref.run.progress import NoProgress, Progress
+from moco_ref.progress import NoProgress, Progress
 
 PLAIN = re.compile(r"^epoch 2/5 (\d+)/10 \[(\d\d:\d\d)<(\d\d:\d\d|\?)\], run left (\d\d:\d\d), loss (\S+), data 7 %$")
 

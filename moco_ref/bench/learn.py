@@ -68,10 +68,10 @@ from moco_ref.moco import MoCo
 from moco_ref.momentum import momentum_at_step
 from moco_ref.optim import learning_rate
 from moco_ref.parallel.communicator import SingleProcess
+from moco_ref.progress import SLOW_S, NoProgress
 from moco_ref.run.batchnorm_values import check_batchnorm_values
 from moco_ref.run.config import TrainConfig
 from moco_ref.run.epoch import end_step, epoch_order, two_views
-from moco_ref.run.progress import SLOW_S, NoProgress
 
 TORCH_INSTALL = "pip install torch"
 PROBE_EPOCHS = 100  # main_lincls's
@@ -293,7 +293,7 @@ def run_seed(
 ) -> dict:
     """Trains both implementations (and PyTorch′ with ``control``) on one seed and measures them; returns the
     run's record (module docstring).  ``progress``: the class that shows the epochs, the kNN passes and the
-    probes (moco_ref.run.progress).  ``drift_every``: record the layer distances every that many steps (0: not)."""
+    probes (moco_ref.progress).  ``drift_every``: record the layer distances every that many steps (0: not)."""
     log = log or (lambda line: None)
     train, test = labelled_splits(config)
     check_batchable(train, config.batch_size, config.bn_splits)
@@ -380,7 +380,7 @@ def run_learn(
             table then cover every seed in it).
         command: the command line recorded in the header (default: this process's).
         log: called with each line of what was done.  progress: the class that shows the steps
-            (moco_ref.run.progress; NoProgress: none).
+            (moco_ref.progress; NoProgress: none).
         control: also train PyTorch′ (PairedTraining) on every seed; a report at ``out`` must have it too.
         drift_every: record the layer distances every that many steps (moco_ref/bench/drift.py; 0: not).
     """

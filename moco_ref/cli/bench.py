@@ -14,8 +14,8 @@ from backends import BACKEND_NAMES
 from moco_ref.bench import gpu_compare, learn, learn_report, suites
 from moco_ref.cli.options import PLOT_NOTE, config_options, force_option
 from moco_ref.paths import check_output, check_output_file, refused
+from moco_ref.progress import Progress
 from moco_ref.run.config import PRESETS, TrainConfig
-from moco_ref.run.progress import Progress
 
 
 class BenchGroup(click.Group):

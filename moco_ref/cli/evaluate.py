@@ -14,8 +14,8 @@ from moco_ref.data import load_dataset
 from moco_ref.errors import UserError
 from moco_ref.evaluation.knn import knn_accuracy
 from moco_ref.evaluation.linear import linear_probe
+from moco_ref.progress import Progress
 from moco_ref.run.directory import checkpoint_of
-from moco_ref.run.progress import Progress
 from moco_ref.tools.runs import load_run
 
 

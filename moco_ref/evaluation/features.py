@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from backends import get_backend
-from moco_ref.run.progress import SLOW_S, NoProgress
+from moco_ref.progress import SLOW_S, NoProgress
 
 
 def encode_dataset(
@@ -30,7 +30,7 @@ def encode_dataset(
         head: the fc output, (N, dim) (the kNN monitor's features), or the pooled features before fc,
             (N, 8w) (the linear probe's).
         rng: the host generator the pipeline draws from (None: a fixed one; the test transform draws nothing).
-        progress: the class that shows the pass's progress (moco_ref.run.progress), named ``label``, once it has
+        progress: the class that shows the pass's progress (moco_ref.progress), named ``label``, once it has
             taken more than SLOW_S seconds (NoProgress: none).
     Returns:
         (N, dim) or (N, 8w) array on the backend.

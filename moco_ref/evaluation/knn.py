@@ -16,7 +16,7 @@ from __future__ import annotations
 from backends import get_array_module, get_backend, to_numpy
 from moco_ref.evaluation.features import encode_dataset
 from moco_ref.loss import normalize_forward
-from moco_ref.run.progress import NoProgress
+from moco_ref.progress import NoProgress
 
 
 def knn_predict(features, bank, bank_labels, num_classes: int, k: int = 200, t: float = 0.1, chunk: int = 512):

@@ -51,7 +51,7 @@ from moco_ref.evaluation.features import encode_dataset
 from moco_ref.layers.basic import linear_backward, linear_forward
 from moco_ref.loss import cross_entropy_backward, cross_entropy_forward
 from moco_ref.optim import SGD, learning_rate
-from moco_ref.run.progress import NoProgress
+from moco_ref.progress import NoProgress
 
 
 def topk_correct(logits, labels, k: int):
@@ -157,7 +157,7 @@ def linear_probe(
         seed: seeds the classifier's initial weights, the batch order and the augmentation.
         augment: recompute augmented train features each epoch (the protocol), or encode the train
             images once with the test transform (fast; see the module docstring).
-        progress: the class that shows the epochs' progress (moco_ref.run.progress; NoProgress: none): a plain
+        progress: the class that shows the epochs' progress (moco_ref.progress; NoProgress: none): a plain
             line every tenth of the epochs, and the feature passes that take more than a few seconds.
 
     Returns:

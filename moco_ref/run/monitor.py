@@ -36,7 +36,7 @@ from moco_ref.evaluation.features import encode_dataset
 from moco_ref.evaluation.instruments import PROBE_SIZE, Instruments
 from moco_ref.evaluation.knn import knn_accuracy
 from moco_ref.loss import normalize_forward
-from moco_ref.run.progress import NoProgress
+from moco_ref.progress import NoProgress
 
 
 class QueueLabels:
@@ -64,7 +64,7 @@ class Monitor:
 
     def __init__(self, config, train_set, augment, test_transform, backend, log, progress=NoProgress):
         self.config, self.train_set, self.test_transform, self.backend = config, train_set, test_transform, backend
-        self.progress = progress  # shows the kNN monitor's feature passes (moco_ref.run.progress)
+        self.progress = progress  # shows the kNN monitor's feature passes (moco_ref.progress)
         self.test_set = _held_out_split(config, train_set, log)
         self.probe_set = self.test_set if self.test_set is not None else train_set  # its first PROBE_SIZE
         self.instruments, self.queue_labels = None, None

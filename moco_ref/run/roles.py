@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from moco_ref.parallel.communicator import Communicator
+from moco_ref.progress import NoProgress, Progress
 from moco_ref.run.directory import ReadOnlyRunDirectory, RunDirectory
 from moco_ref.run.monitor import Monitor, NoMonitor
-from moco_ref.run.progress import NoProgress, Progress
 from moco_ref.run.tensorboard import NoTensorBoard, TensorBoard
 
 

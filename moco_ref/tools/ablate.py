@@ -33,10 +33,10 @@ from moco_ref.data import check_batchable, load_dataset
 from moco_ref.errors import RunDirectoryError, UserError
 from moco_ref.evaluation.linear import linear_probe
 from moco_ref.paths import check_output_folder, refused
+from moco_ref.progress import SLOW_S, Progress
 from moco_ref.run.batchnorm_values import check_batchnorm_values
 from moco_ref.run.config import OPTIONS, TrainConfig
 from moco_ref.run.directory import FAILED, PROBE, RunDirectory, check_run_folder, is_run_folder, read_meta
-from moco_ref.run.progress import SLOW_S, Progress
 from moco_ref.run.resume import changed_settings, finished
 from moco_ref.run.stopping import StoppedBySignal
 from moco_ref.run.trainer import NonFiniteLoss, Trainer
