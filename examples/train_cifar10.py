@@ -4,10 +4,10 @@ The recipe (``--preset cifar-demo``, moco_ref/run/config.py; docs/official-moco.
 max-pool, width 64, fc 512 → 128; SplitBatchNorm with 8 splits (shuffle BN on one device); batch
 512, SGD lr 0.06 cosine over 200 epochs, momentum 0.9, weight decay 5e-4; K 4096, m 0.99, T 0.1;
 the demo's augmentation; kNN monitor every epoch.  The demo reports kNN top-1 82.6 % after 200
-epochs (asymmetric loss; 85.3 % with --symmetric), about 20 s an epoch on one V100.
+epochs (asymmetric loss; 85.3 % with --symmetric).
 
-On NumPy an epoch of the full recipe takes hours: use ``--backend cupy`` on a GPU, or shrink the run
-(``--width 16 --epochs 5``) to watch it learn on a CPU.
+The full recipe is a GPU's work: use ``--backend cupy`` there, or shrink the run (``--width 16 --epochs 5``)
+to watch it learn on a CPU (docs/speed.md has the step times of this network on both).
 
 Get the data (the "python version", 163 MB) from the CIFAR page of the University of Toronto
 (cifar-10-python.tar.gz), extract it, and give the folder that holds cifar-10-batches-py (or that
