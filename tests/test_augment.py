@@ -14,7 +14,6 @@ import random
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageEnhance, ImageFilter
@@ -149,8 +148,14 @@ def test_pipeline_rejects_bad_arguments():
 # ---------------------------------------------------------------------------------------------
 
 
+def oracle_torch():
+    """PyTorch, the oracle of the resampling and blur tests; those tests skip where it is not installed."""
+    return pytest.importorskip("torch")
+
+
 def torch_resized_crop(image_chw, top, left, height, width, size, antialias=False):
     """One sample, through torch's own bilinear interpolation (half-pixel centres)."""
+    torch = oracle_torch()
     box = torch.from_numpy(np.ascontiguousarray(image_chw[:, top : top + height, left : left + width]))
     out = torch.nn.functional.interpolate(
         box[None], size=(size, size), mode="bilinear", align_corners=False, antialias=antialias
@@ -488,6 +493,7 @@ def test_blur_matches_a_torch_conv2d_with_reflect_padding_per_sample(backend):
     out = to_numpy(gaussian_blur(images, gaussian_kernels(sigma, radius)))
     assert out.dtype == np.float32
     offsets = np.arange(-radius, radius + 1)
+    torch = oracle_torch()
     for n in range(3):
         g = np.exp(-(offsets**2) / (2 * sigma[n] ** 2))
         g /= g.sum()
