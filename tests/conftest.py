@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import write_image_folder
 from hypothesis import HealthCheck, settings
 
 # Recent Hypothesis loads a built-in "ci" profile by itself when it sees CI; both profiles here
@@ -66,3 +67,9 @@ def two_views():
         return x + 0.1 * rng.standard_normal(x.shape), x + 0.1 * rng.standard_normal(x.shape)
 
     return draw
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A labelled image folder of 24 training and 8 validation images (bench learn's tests)."""
+    return str(write_image_folder(tmp_path_factory.mktemp("images"), train_per_class=12, val_per_class=4, size=20))

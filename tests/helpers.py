@@ -27,6 +27,23 @@ def error_line(code: int, err: str, *phrases) -> str:
     return lines[0]
 
 
+# bench learn's tiny recipe (tests/test_bench_learn.py, tests/test_bench_control.py) on the image folder of the
+# ``folder`` fixture (conftest.py): 3 steps an epoch, 3 epochs (the lr changes each epoch, m each step).
+TINY_LEARN = {
+    "image_size": 16,
+    "width": 2,
+    "dim": 8,
+    "K": 32,
+    "batch_size": 8,
+    "bn_splits": 2,
+    "epochs": 3,
+    "m_cos": True,
+    "knn_every": 1,
+    "knn_k": 5,
+    "seed": 4,
+}
+
+
 def write_image_folder(root, train_per_class: int = 12, val_per_class: int = 4, size: int = 20, seed: int = 0):
     """root/train/{red,green}/*.png and root/val/{red,green}/*.png: noisy images, one dominant colour per class."""
     from pathlib import Path

@@ -13,32 +13,13 @@ import statistics
 
 import numpy as np
 import pytest
-from helpers import run_cli, write_image_folder
+from helpers import TINY_LEARN as TINY
+from helpers import run_cli
 
 from moco_ref.bench import drift, learn, learn_report
 from moco_ref.bench.intervals import exchangeable_test, f_cdf, t_cdf, variance_ratio_test, welch_test
 from moco_ref.data import load_dataset
 from moco_ref.run.config import TrainConfig
-
-# The tiny recipe of tests/test_bench_learn.py: 3 steps an epoch, 3 epochs.
-TINY = {
-    "image_size": 16,
-    "width": 2,
-    "dim": 8,
-    "K": 32,
-    "batch_size": 8,
-    "bn_splits": 2,
-    "epochs": 3,
-    "m_cos": True,
-    "knn_every": 1,
-    "knn_k": 5,
-    "seed": 4,
-}
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return str(write_image_folder(tmp_path_factory.mktemp("images"), train_per_class=12, val_per_class=4, size=20))
 
 
 def paired(folder, drift_every=0, **changes) -> learn.PairedTraining:

@@ -15,33 +15,14 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import assert_close, error_line, run_cli, write_image_folder
+from helpers import TINY_LEARN as TINY
+from helpers import assert_close, error_line, run_cli
 
 from moco_ref.bench import learn, learn_report
 from moco_ref.bench.intervals import incomplete_beta, paired_interval, t_cdf, t_quantile
 from moco_ref.data import load_dataset
 from moco_ref.run.config import TrainConfig
 from moco_ref.run.monitor import Monitor
-
-# A tiny recipe on a 24-image folder: 3 steps an epoch, 3 epochs (the lr changes each epoch, m each step).
-TINY = {
-    "image_size": 16,
-    "width": 2,
-    "dim": 8,
-    "K": 32,
-    "batch_size": 8,
-    "bn_splits": 2,
-    "epochs": 3,
-    "m_cos": True,
-    "knn_every": 1,
-    "knn_k": 5,
-    "seed": 4,
-}
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return str(write_image_folder(tmp_path_factory.mktemp("images"), train_per_class=12, val_per_class=4, size=20))
 
 
 def tiny_config(folder, **changes) -> TrainConfig:
