@@ -21,8 +21,13 @@ any number of threads.  Sums run in float64.
 
 Threads.  As many as NumPy's BLAS runs (``backends.cpu.blas_threads``), so ``mpiexec -n W`` gives
 each process its share; :func:`set_threads` sets them when the NumPy backend is created
-(``backends.get_backend``).  Numba's "workqueue" layer is used unless NUMBA_THREADING_LAYER says
-otherwise: its idle threads sleep, where OpenMP's spin and take the core from the BLAS's next product.
+(``backends.get_backend``).  They are GNU OpenMP's (Numba's "omp" layer) where Numba can load libgomp, else
+Numba's own "workqueue", unless NUMBA_THREADING_LAYER says otherwise (:func:`threading_layer`).  A training step
+launches about 150 kernels; workqueue's threads sleep between them and take about 120 µs to wake for each
+(measured on the 2-core VM of benchmarks/RESULTS.md, against 2 µs for OpenMP's), about 15 % of the reference
+step.  OpenMP's idle threads spin a moment (GOMP_SPINCOUNT, set by ``import moco_ref``:
+moco_ref/run/runtime.py, ``brief_openmp_waits``) and then sleep, so they do not keep the cores from the BLAS.
+Both layers give the same bits: every reduction is split by sample, not by thread.
 The kernels are compiled on first use and cached on disk (``cache=True``).
 """
 
@@ -37,8 +42,19 @@ from numba import njit, prange
 from backends import BackendUnavailable, numba_direct_conv, numba_direct_conv_stride2, ops
 from backends.cpu import blas_threads
 
+
+def threading_layer() -> str:
+    """Numba's threading layer for the kernels: "omp" where Numba's OpenMP pool loads (GNU libgomp, which
+    Linux distributions and PyTorch's wheels ship), else "workqueue", Numba's own (always there)."""
+    try:
+        import numba.np.ufunc.omppool  # noqa: F401  (loads libgomp)
+    except (ImportError, OSError):
+        return "workqueue"
+    return "omp"
+
+
 if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+    numba.config.THREADING_LAYER = threading_layer()
 
 
 def set_threads(count: int | None = None) -> int:

@@ -7,6 +7,7 @@ on purpose (a wrong sign, a missing term) fails the test of that primitive.
 """
 
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -200,6 +201,38 @@ def test_a_training_step_gives_the_same_bits_with_one_or_all_kernel_threads():
     assert states[0].keys() == states[1].keys()
     for name in states[0]:
         assert np.array_equal(states[0][name], states[1][name]), name
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="Numba is not installed")
+def test_a_training_step_gives_the_same_bits_on_openmps_threads_and_on_workqueues():
+    """The threading layer changes who runs each sample's piece, never the pieces or the order they are added in:
+    two steps on Numba's "omp" and "workqueue" layers (fresh processes) give the same bits."""
+    import subprocess
+    import sys
+
+    try:
+        from numba.np.ufunc import omppool  # noqa: F401
+    except (ImportError, OSError):
+        pytest.skip("Numba's OpenMP layer cannot load here")
+    code = (
+        "import hashlib, moco_ref, numba, numpy as np; from moco_ref.moco import MoCo; "
+        "from moco_ref.run.checkpoint import model_arrays; "
+        "x = np.random.default_rng(0).standard_normal((8, 3, 32, 32), dtype=np.float32); "
+        "m = MoCo(arch='resnet10', width=4, dim=8, K=32, bn_splits=2, dtype='float32', seed=3); "
+        "[m.step(x, x[::-1].copy()) for _ in range(2)]; h = hashlib.sha256(); "
+        "arrays = sorted(model_arrays(m.state_dict()).items()); "
+        "[h.update(k.encode() + np.ascontiguousarray(v).tobytes()) for k, v in arrays]; "
+        "print(numba.threading_layer(), h.hexdigest())"
+    )
+    results = {}
+    for layer in ("omp", "workqueue"):
+        env = dict(os.environ, NUMBA_THREADING_LAYER=layer)
+        env.pop("MOCO_REF_NUMBA", None)
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        used, digest = done.stdout.split()
+        assert used == layer
+        results[layer] = digest
+    assert results["omp"] == results["workqueue"]
 
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="Numba is not installed")

@@ -6,6 +6,7 @@ import os
 import sys
 
 import numpy as np
+import pytest
 
 from backends import cpu
 
@@ -82,3 +83,62 @@ def test_making_the_numpy_backend_applies_the_process_settings():
     )
     assert off.returncode == 0, off.stderr
     assert off.stdout.splitlines() == ["[]", "['allocator']"]  # Numba's kernels do not run: their threads are not set
+
+
+def test_importing_moco_ref_lets_openmps_idle_threads_spin_a_moment_unless_the_user_chose():
+    """import moco_ref sets GOMP_SPINCOUNT before libgomp loads; a user's spin count or wait policy is kept."""
+    import subprocess
+
+    code = (
+        "import moco_ref, os; "
+        "print(os.environ.get('GOMP_SPINCOUNT'), any('libgomp' in l for l in open('/proc/self/maps')))"
+    )
+    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+
+    def run(**extra):
+        done = subprocess.run([sys.executable, "-c", code], env=dict(base, **extra), capture_output=True, text=True)
+        return done.stdout.split()
+
+    assert run() == ["10000", "False"]  # set, and libgomp not loaded yet: it will read it
+    assert run(GOMP_SPINCOUNT="500")[0] == "500"
+    assert run(OMP_WAIT_POLICY="passive")[0] == "None"
+
+
+def test_brief_openmp_waits_says_whether_it_can_still_take_effect():
+    from moco_ref.run.runtime import brief_openmp_waits
+
+    env = {}
+    loaded = any("libgomp" in line for line in open("/proc/self/maps"))
+    assert brief_openmp_waits(env) is (not loaded)
+    assert env == {"GOMP_SPINCOUNT": "10000"}
+    env = {"OMP_WAIT_POLICY": "active"}
+    brief_openmp_waits(env)
+    assert env == {"OMP_WAIT_POLICY": "active"}
+
+
+def test_numbas_kernels_run_on_openmp_where_it_loads_and_on_workqueue_when_asked():
+    """Without NUMBA_THREADING_LAYER the kernels run on the layer backends/numba_fast.py picks (OpenMP where
+    Numba's OpenMP pool loads); a layer the user names is kept."""
+    import subprocess
+
+    pytest.importorskip("numba")
+    code = (
+        "import moco_ref, numba, numpy as np; from backends import get_backend, numba_fast as nf; "
+        "get_backend('numpy'); nf.channel_moments(np.ones((2, 1, 4, 3), np.float32)); "
+        "print(numba.threading_layer(), nf.threading_layer())"
+    )
+    base = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "MOCO_REF_NUMBA")}
+
+    def run(**extra):
+        env = dict(base, **extra)
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+
+    used, picked = run().stdout.split()
+    assert used == picked
+    try:
+        from numba.np.ufunc import omppool  # noqa: F401
+    except (ImportError, OSError):
+        assert picked == "workqueue"
+    else:
+        assert picked == "omp"
+    assert run(NUMBA_THREADING_LAYER="workqueue").stdout.split()[0] == "workqueue"

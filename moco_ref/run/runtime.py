@@ -1,4 +1,4 @@
-"""Process-wide settings that must precede NumPy's import: the BLAS's threads.
+"""Process-wide settings that must precede NumPy's import: the BLAS's threads, OpenMP's waits.
 
 OpenBLAS reads its settings from the environment once, when NumPy loads it, and Numba its thread
 count when it is imported.  Three things are done here:
@@ -8,8 +8,9 @@ count when it is imported.  Three things are done here:
   picks its own count), one above MOST_THREADS_PER_CORE times the machine's cores is lowered to that,
   each with one warning line, by ``import moco_ref`` (moco_ref/__init__.py), so that neither Numba's
   traceback nor thousands of threads reach the user;
-- its idle threads sleep at once (:func:`quiet_idle_blas_threads`), set by ``import moco_ref``
-  (moco_ref/__init__.py) and by the ``moco-ref`` command, where the user has not chosen a value;
+- its idle threads sleep at once (:func:`quiet_idle_blas_threads`), and GNU OpenMP's, which run
+  Numba's kernels, spin a moment before they sleep (:func:`brief_openmp_waits`), both set by ``import
+  moco_ref`` (moco_ref/__init__.py) and by the ``moco-ref`` command, where the user has not chosen a value;
 - under ``mpiexec``, each process's share of the cores (:func:`share_cores_between_processes`).
 
 (The allocator setting of a training process lives with the fast paths: backends/cpu.py.)
@@ -92,3 +93,29 @@ def quiet_idle_blas_threads(environ=None) -> bool:
     environ = os.environ if environ is None else environ
     environ.setdefault("OPENBLAS_THREAD_TIMEOUT", IDLE_BLAS_TIMEOUT)
     return "numpy" not in sys.modules
+
+
+OPENMP_SPIN = "10000"  # GNU OpenMP's idle threads spin 10,000 times (a fraction of a millisecond), then sleep
+
+
+def brief_openmp_waits(environ=None) -> bool:
+    """Lets GNU OpenMP's idle threads spin a moment before they sleep (GOMP_SPINCOUNT), unless the user chose
+    a wait policy or a spin count; returns True when the setting will take effect (libgomp not loaded yet).
+
+    Numba runs the fast paths' kernels on GNU OpenMP's threads where it can load libgomp (the kernels of
+    backends/, their ``threading_layer``), about 150 kernels a training step.  A thread that sleeps between two
+    kernels takes tens of microseconds to wake (a futex, and on a virtual machine an idle virtual CPU to wake as
+    well); one that spins long (libgomp's default, 300,000 spins, milliseconds) keeps the core from the BLAS's
+    next product.  10,000 spins keep a thread awake across the short gaps between kernels and release the core
+    before the next matrix product needs it: the reference step ran in 74 ms against 78–79 ms with 3,000 or
+    30,000 spins and 87–89 ms with libgomp's default (benchmarks/RESULTS.md).
+    libgomp reads the variable once, when it loads (with Numba's first parallel kernel, or PyTorch).
+    """
+    environ = os.environ if environ is None else environ
+    if "OMP_WAIT_POLICY" not in environ:
+        environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN)
+    try:
+        with open("/proc/self/maps") as maps:
+            return not any("libgomp" in line for line in maps)
+    except OSError:
+        return True
