@@ -109,7 +109,10 @@ def _stencil(planes, w9, out, Wp, H):
 
 @njit(**FLAGS)
 def _weight_sums(x_planes, dy_planes, partial, Wp, H):
-    """One sample's ∂W: partial[o, c, t] = Σ_p dy_o[p] · x_c[p + offset_t], nine sums per (o, c)."""
+    """One sample's ∂W: partial[o, c, t] = Σ_p dy_o[p] · x_c[p + offset_t], nine sums per (o, c).
+
+    Two output planes at a time share the nine loads of each input position (18 running sums); an odd last
+    one alone.  Each sum adds the same terms in the same order either way."""
     C = x_planes.shape[0]
     O = dy_planes.shape[0]
     L = H * Wp - 2
@@ -117,22 +120,36 @@ def _weight_sums(x_planes, dy_planes, partial, Wp, H):
     for c in range(C):
         x = x_planes[c]
         r0, r1, r2 = x[0:], x[Wp:], x[2 * Wp :]
-        for o in range(O):
+        o = 0
+        while o + 2 <= O:
+            d, e = dy_planes[o, Wp + 1 :], dy_planes[o + 1, Wp + 1 :]
+            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = s8 = zero
+            t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = t8 = zero
+            for q in range(L):
+                g, h = d[q], e[q]
+                x0, x1, x2 = r0[q], r0[q + 1], r0[q + 2]
+                x3, x4, x5 = r1[q], r1[q + 1], r1[q + 2]
+                x6, x7, x8 = r2[q], r2[q + 1], r2[q + 2]
+                s0, s1, s2 = s0 + g * x0, s1 + g * x1, s2 + g * x2
+                s3, s4, s5 = s3 + g * x3, s4 + g * x4, s5 + g * x5
+                s6, s7, s8 = s6 + g * x6, s7 + g * x7, s8 + g * x8
+                t0, t1, t2 = t0 + h * x0, t1 + h * x1, t2 + h * x2
+                t3, t4, t5 = t3 + h * x3, t4 + h * x4, t5 + h * x5
+                t6, t7, t8 = t6 + h * x6, t7 + h * x7, t8 + h * x8
+            u, v = partial[o, c], partial[o + 1, c]
+            u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8] = s0, s1, s2, s3, s4, s5, s6, s7, s8
+            v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8] = t0, t1, t2, t3, t4, t5, t6, t7, t8
+            o += 2
+        if o < O:
             d = dy_planes[o, Wp + 1 :]
             s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = s8 = zero
             for q in range(L):
                 g = d[q]
-                s0 += g * r0[q]
-                s1 += g * r0[q + 1]
-                s2 += g * r0[q + 2]
-                s3 += g * r1[q]
-                s4 += g * r1[q + 1]
-                s5 += g * r1[q + 2]
-                s6 += g * r2[q]
-                s7 += g * r2[q + 1]
-                s8 += g * r2[q + 2]
-            t = partial[o, c]
-            t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8] = s0, s1, s2, s3, s4, s5, s6, s7, s8
+                s0, s1, s2 = s0 + g * r0[q], s1 + g * r0[q + 1], s2 + g * r0[q + 2]
+                s3, s4, s5 = s3 + g * r1[q], s4 + g * r1[q + 1], s5 + g * r1[q + 2]
+                s6, s7, s8 = s6 + g * r2[q], s7 + g * r2[q + 1], s8 + g * r2[q + 2]
+            u = partial[o, c]
+            u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8] = s0, s1, s2, s3, s4, s5, s6, s7, s8
 
 
 @njit(parallel=True, **FLAGS)
