@@ -1,0 +1,44 @@
+"""OpenBLAS's float32 rate on the convolutions' product shapes, both orientations.
+python gemm_rates.py"""
+
+import time
+
+import numpy as np
+
+from backends import get_backend
+
+get_backend("numpy")
+
+
+def t(f, reps=15):
+    for _ in range(2):
+        f()
+    ts = []
+    for _ in range(reps):
+        a = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - a)
+    return np.median(ts)
+
+
+rng = np.random.default_rng(0)
+for M, K, O in [
+    (32768, 576, 64),
+    (8192, 1152, 128),
+    (2048, 2304, 256),
+    (512, 4608, 512),
+    (65536, 144, 16),
+    (16384, 288, 32),
+]:
+    X = rng.standard_normal((M, K), dtype=np.float32)
+    Wm = rng.standard_normal((O, K), dtype=np.float32)
+    G = rng.standard_normal((M, O), dtype=np.float32)
+    fl = 2 * M * K * O / 1e9
+    a = t(lambda: X @ Wm.T)
+    b = t(lambda: (Wm @ X.T).T)
+    c = t(lambda: G.T @ X)
+    d = t(lambda: G @ Wm)
+    print(
+        f"{M}x{K}x{O}: fwd X@Wm.T {fl / a:.0f} GF/s, (Wm@X.T).T {fl / b:.0f}, dW G.T@X {fl / c:.0f}, dX"
+        f" G@Wm {fl / d:.0f}"
+    )
