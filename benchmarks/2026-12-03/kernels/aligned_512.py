@@ -1,6 +1,7 @@
 """Experiment: the direct forward stencil on three aligned, column-shifted copies of each plane (row stride W),
-against backends/numba_direct_conv.py; with --512 the whole process is compiled for 512-bit vectors.
-    python aligned_512.py [--512]"""
+against backends/numba_direct_conv.py; with --512 the whole process is compiled for 512-bit vectors; PAD=16 pads
+each output plane by 16 values, so that no two planes lie a multiple of 4 KiB apart.
+    [PAD=16] python aligned_512.py [--512]"""
 
 import os
 import sys
@@ -18,6 +19,7 @@ from backends import get_backend  # noqa: E402
 from backends import numba_direct_conv as nd  # noqa: E402
 
 get_backend("numpy")
+PAD = int(os.environ.get("PAD", "0"))
 F = {"fastmath": True, "error_model": "numpy", "cache": False}
 
 
@@ -46,10 +48,9 @@ def to_shifted(x, S):  # x (H, W, C) -> S (3, C, (H+2)*W): S[b, c, (i+1)W + j] =
 
 
 @njit(**F)
-def stencil_al(S, w9, Y, W):
+def stencil_al(S, w9, Y, W, L):
     C = S.shape[1]
     O = Y.shape[0]
-    L = Y.shape[1]
     zero = Y.dtype.type(0)
     Y[:] = zero
     o = 0
@@ -89,9 +90,9 @@ def forward_al(x, w9, y):
     O = y.shape[3]
     for n in prange(N):
         S = aligned_buffer(3 * C * (H + 2) * W, x[0, 0, 0]).reshape(3, C, (H + 2) * W)
-        Y = aligned_buffer(O * H * W, x[0, 0, 0]).reshape(O, H * W)
+        Y = aligned_buffer(O * (H * W + PAD), x[0, 0, 0]).reshape(O, H * W + PAD)
         to_shifted(x[n], S)
-        stencil_al(S, w9, Y, W)
+        stencil_al(S, w9, Y, W, H * W)
         from_planes_al(Y, y[n])
 
 
