@@ -13,6 +13,7 @@ its two-process step under mpiexec and is skipped without mpi4py and mpiexec.
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -62,6 +63,21 @@ def test_header_names_machine_versions_blas_and_threads(run_all):
     for key in ("cpu", "cores", "numpy", "blas", "backend", "command", "load_average_start"):
         assert key in header, key
     finite_positive(header["blas"]["threads"], "BLAS threads")
+
+
+def test_header_names_the_threads_numbas_kernels_ran_on(run_all):
+    """Where Numba's kernels ran, the header says on which threading layer and how many threads, and the
+    OpenMP waiting settings in force; the first lines printed say the same."""
+    header, lines = run_all[0]["header"], run_all[1]
+    if "backends.numba_fast" not in (header.get("fast_paths") or []):
+        pytest.skip("Numba's kernels are not in use here")
+    import numba
+
+    threads = header["kernel_threads"]
+    assert threads["layer"] == numba.threading_layer() and threads["threads"] == numba.get_num_threads()
+    assert threads.get("GOMP_SPINCOUNT") == os.environ.get("GOMP_SPINCOUNT")
+    (fast,) = [line for line in lines if line.startswith("fast    :")]
+    assert f"on {threads['threads']} {threads['layer']} threads" in fast
 
 
 def test_step_figures_are_finite_and_positive(run_all):

@@ -114,6 +114,7 @@ def machine_header(backend_name: str, command: str) -> dict:
         "backend": backend_name,
         "fast_paths": ops.fast_path_modules(get_backend(backend_name).xp),
         "numba": _version("numba"),
+        "kernel_threads": kernel_threads(),
         "command": command,
         "load_average_start": load_average(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -123,6 +124,20 @@ def machine_header(backend_name: str, command: str) -> dict:
         header["gpu"] = xp.cuda.runtime.getDeviceProperties(0)["name"].decode()
         header["cupy"] = xp.__version__
     return header
+
+
+def kernel_threads() -> dict | None:
+    """Numba's kernels' threads, where they have started: the threading layer, the thread count, and the
+    OpenMP waiting settings of the environment (backends/numba_fast.py, moco_ref/run/runtime.py)."""
+    numba = sys.modules.get("numba")
+    if numba is None:
+        return None
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        return None
+    waits = {name: os.environ[name] for name in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY") if name in os.environ}
+    return {"layer": layer, "threads": numba.get_num_threads(), **waits}
 
 
 def _version(package: str) -> str | None:
@@ -142,7 +157,8 @@ def header_lines(h: dict) -> list[str]:
         + (f", GPU {h['gpu']}" if "gpu" in h else ""),
         f"versions: python {h['python']}, numpy {h['numpy']}, torch {h['torch'] or 'not installed'}, "
         f"numba {h.get('numba') or 'not installed'}" + (f", cupy {h['cupy']}" if "cupy" in h else ""),
-        f"fast    : {', '.join(h.get('fast_paths') or ['plain formulas only'])}",
+        f"fast    : {', '.join(h.get('fast_paths') or ['plain formulas only'])}"
+        + _threads_text(h.get("kernel_threads")),
         f"BLAS    : {blas['name']} {blas['version']} ({blas['architecture'] or 'kernel unknown'}), "
         f"{blas['threads']} threads [{blas['source']}]; PyTorch is given as many "
         f"(torch.set_num_threads; reported by the step suite)",
@@ -150,6 +166,13 @@ def header_lines(h: dict) -> list[str]:
         f"command : {h['command']}",
     ]
     return lines
+
+
+def _threads_text(threads: dict | None) -> str:
+    if not threads:
+        return ""
+    waits = "".join(f", {k}={v}" for k, v in threads.items() if k not in ("layer", "threads"))
+    return f" (Numba's kernels on {threads['threads']} {threads['layer']} threads{waits})"
 
 
 def python_command() -> str:

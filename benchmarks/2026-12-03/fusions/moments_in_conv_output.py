@@ -2,6 +2,10 @@
 the output planes, in cache) against the forward and ops.channel_moments apart.
     python moments_in_conv_output.py"""
 
+# isort: off
+import moco_ref  # noqa: F401  (first: the process's thread settings, before NumPy and Numba load)
+# isort: on
+
 import time
 
 import numpy as np

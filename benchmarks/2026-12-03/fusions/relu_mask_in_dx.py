@@ -2,6 +2,10 @@
 ops.relu_backward apart.
     python relu_mask_in_dx.py"""
 
+# isort: off
+import moco_ref  # noqa: F401  (first: the process's thread settings, before NumPy and Numba load)
+# isort: on
+
 import time
 
 import numpy as np

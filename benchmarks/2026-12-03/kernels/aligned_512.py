@@ -3,6 +3,10 @@ against backends/numba_direct_conv.py; with --512 the whole process is compiled 
 each output plane by 16 values, so that no two planes lie a multiple of 4 KiB apart.
     [PAD=16] python aligned_512.py [--512]"""
 
+# isort: off
+import moco_ref  # noqa: F401  (first: the process's thread settings, before NumPy and Numba load)
+# isort: on
+
 import os
 import sys
 import time

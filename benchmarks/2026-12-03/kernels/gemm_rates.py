@@ -1,6 +1,10 @@
 """OpenBLAS's float32 rate on the convolutions' product shapes, both orientations.
 python gemm_rates.py"""
 
+# isort: off
+import moco_ref  # noqa: F401  (first: the process's thread settings, before NumPy and Numba load)
+# isort: on
+
 import time
 
 import numpy as np

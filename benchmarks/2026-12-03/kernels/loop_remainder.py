@@ -1,6 +1,10 @@
 """The stencil's loop length L rounded up to a multiple of B (junk positions computed, never read), so that the vector
 loop leaves no scalar remainder (B 16 is now backends/numba_direct_conv.py's BLOCK): python loop_remainder.py"""
 
+# isort: off
+import moco_ref  # noqa: F401  (first: the process's thread settings, before NumPy and Numba load)
+# isort: on
+
 import time
 
 import numpy as np

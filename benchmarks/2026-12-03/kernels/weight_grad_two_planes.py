@@ -1,6 +1,10 @@
 """Experiment: the direct ∂W with two output planes a loop (now backends/numba_direct_conv.py) against one.
 python weight_grad_two_planes.py"""
 
+# isort: off
+import moco_ref  # noqa: F401  (first: the process's thread settings, before NumPy and Numba load)
+# isort: on
+
 import time
 
 import numpy as np

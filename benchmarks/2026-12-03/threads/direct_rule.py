@@ -1,6 +1,10 @@
 """The step with another DIRECT_RULE: C·O at most N on images at least 16 wide, or none.
 python direct_rule.py LABEL 1024|256|none [width of a resnet18]"""
 
+# isort: off
+import moco_ref  # noqa: F401  (first: the process's thread settings, before NumPy and Numba load)
+# isort: on
+
 import os
 import sys
 import time

@@ -1,6 +1,11 @@
 """The cost of launching one parallel Numba kernel (64 elements, prange), per threading layer:
-    python launch.py; NUMBA_THREADING_LAYER=omp [GOMP_SPINCOUNT=N] python launch.py
-(2026-12-03, the 2-core Xeon VM: workqueue 117 µs, omp 1.8 µs, omp with OMP_WAIT_POLICY=passive 65 µs)."""
+    NUMBA_THREADING_LAYER=workqueue python launch.py; NUMBA_THREADING_LAYER=omp [GOMP_SPINCOUNT=N] python launch.py
+(2026-12-03, the 2-core Xeon VM, before moco-ref chose OpenMP: workqueue 117 µs, omp 1.8 µs, omp with
+OMP_WAIT_POLICY=passive or GOMP_SPINCOUNT=0 65–67 µs)."""
+
+# isort: off
+import moco_ref  # noqa: F401  (first: the process's thread settings, before NumPy and Numba load)
+# isort: on
 
 import time
 

@@ -1,6 +1,10 @@
 """The reference step (or resnet18 w64 N32 with a second argument) through the API: median of 20 steps after 3.
 [env] python step_api.py LABEL [w64]"""
 
+# isort: off
+import moco_ref  # noqa: F401  (first: the process's thread settings, before NumPy and Numba load)
+# isort: on
+
 import os
 import sys
 import time

@@ -1,5 +1,9 @@
 """Where PyTorch's reference step spends its time (torch.profiler, 10 steps after 5): python torch_profile.py"""
 
+# isort: off
+import moco_ref  # noqa: F401  (first: the process's thread settings, before NumPy and Numba load)
+# isort: on
+
 import torch
 
 torch.set_num_threads(2)
