@@ -17,6 +17,19 @@ def median(values) -> float:
     return float(statistics.median(values))
 
 
+def median_ms(fn, reps: int = 30, warmup: int = 3) -> float:
+    """The median of ``reps`` timed calls of ``fn`` after ``warmup`` untimed ones, in milliseconds (work on the
+    CPU: nothing to synchronise).  For the dated experiment scripts under benchmarks/."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * median(times)
+
+
 def clock(fn, synchronize) -> float:
     """Seconds fn() takes, with the device synchronised before both clock reads."""
     synchronize()

@@ -8,24 +8,13 @@ Medians of 30 after 5 warm-up runs, float32, batch 64, 32×32 (the 32 → 32 row
 """
 
 import sys
-import time
 
 import numpy as np
 
 import moco_ref  # noqa: F401  (the process settings before NumPy loads)
+from moco_ref.bench.clock import median_ms
 
 LAYERS = ((3, 16, 32, False), (16, 16, 32, True), (32, 32, 16, True))  # (C, O, side, ∂x)
-
-
-def timed(run, reps=30, warmup=5):
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
 
 
 def ours(x, w, dy, need_dx):
@@ -63,4 +52,7 @@ for C, O, S, need_dx in LAYERS:
     w = rng.standard_normal((O, C, 3, 3), dtype=np.float32)
     dy = rng.standard_normal((64, S, S, O), dtype=np.float32)
     make = ours if side == "ours" else pytorch
-    print(f"{side:5s} {C:2d} → {O:2d} on {S}×{S}: {timed(make(x, w, dy, need_dx)):.2f} ms", flush=True)
+    print(
+        f"{side:5s} {C:2d} → {O:2d} on {S}×{S}: {median_ms(make(x, w, dy, need_dx), reps=30, warmup=5):.2f} ms",
+        flush=True,
+    )

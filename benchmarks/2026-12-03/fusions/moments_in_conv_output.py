@@ -6,7 +6,6 @@ the output planes, in cache) against the forward and ops.channel_moments apart.
 import moco_ref  # noqa: F401  (first: the process's thread settings, before NumPy and Numba load)
 # isort: on
 
-import time
 
 import numpy as np
 from numba import njit, prange
@@ -14,6 +13,7 @@ from numba import njit, prange
 from backends import get_backend
 from backends import numba_direct_conv as nd
 from backends import numba_fast as nf
+from moco_ref.bench.clock import median_ms
 
 get_backend("numpy")
 F = nd.FLAGS
@@ -44,25 +44,14 @@ def plane_moments(planes, Wp, H, W, means, squares):  # per output plane: mean a
 def forward_m(x, w9, y, means, squares):
     N, H, W, C = x.shape
     O = y.shape[3]
-    P = (H + 2) * (W + 2)
+    P = nd._plane_length(H, W)
     for n in prange(N):
         x_planes = np.empty((C, P), dtype=x.dtype)
         y_planes = np.empty((O, P), dtype=x.dtype)
         nd._to_planes(x[n], x_planes)
-        nd._stencil(x_planes, w9, y_planes, W + 2, H)
+        nd._stencil(x_planes, w9, y_planes, W + 2)
         nd._from_planes(y_planes, y[n])
         plane_moments(y_planes, W + 2, H, W, means[n], squares[n])
-
-
-def t(f, reps=40):
-    for _ in range(3):
-        f()
-    ts = []
-    for _ in range(reps):
-        a = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - a)
-    return 1e3 * np.median(ts)
 
 
 rng = np.random.default_rng(0)
@@ -74,9 +63,9 @@ for N, H, C, O in [(64, 32, 16, 16), (64, 16, 32, 32), (64, 32, 3, 16)]:
     means = np.empty((N, O))
     squares = np.empty((N, O))
     forward_m(x, w9, y, means, squares)
-    a = t(lambda: nd.conv3x3_forward(x, w))
-    b = t(lambda: nf.channel_moments(y.reshape(N, 1, H * H, O)))
-    c = t(lambda: forward_m(x, w9, y, means, squares))
+    a = median_ms(lambda: nd.conv3x3_forward(x, w), reps=40)
+    b = median_ms(lambda: nf.channel_moments(y.reshape(N, 1, H * H, O)), reps=40)
+    c = median_ms(lambda: forward_m(x, w9, y, means, squares), reps=40)
     print(
         f"{H} {C}->{O}: forward {a:.2f} + moments {b:.2f} = {a + b:.2f} ms; fused {c:.2f} ms; saves {a + b - c:.2f} ms"
     )

@@ -6,7 +6,6 @@ ops.relu_backward apart.
 import moco_ref  # noqa: F401  (first: the process's thread settings, before NumPy and Numba load)
 # isort: on
 
-import time
 
 import numpy as np
 from numba import njit, prange
@@ -14,6 +13,7 @@ from numba import njit, prange
 from backends import get_backend
 from backends import numba_direct_conv as nd
 from backends import numba_fast as nf
+from moco_ref.bench.clock import median_ms
 
 get_backend("numpy")
 F = nd.FLAGS
@@ -35,7 +35,7 @@ def from_planes_masked(planes, mask, y):
 def backward_m(x, dy, w9_flipped, dx, partial, mask):
     N, H, W, C = x.shape
     O = dy.shape[3]
-    P = (H + 2) * (W + 2)
+    P = nd._plane_length(H, W)
     for n in prange(N):
         x_planes = np.empty((C, P), dtype=x.dtype)
         dy_planes = np.empty((O, P), dtype=x.dtype)
@@ -43,19 +43,8 @@ def backward_m(x, dy, w9_flipped, dx, partial, mask):
         nd._to_planes(dy[n], dy_planes)
         nd._weight_sums(x_planes, dy_planes, partial[n], W + 2, H)
         dx_planes = np.empty((C, P), dtype=x.dtype)
-        nd._stencil(dy_planes, w9_flipped, dx_planes, W + 2, H)
+        nd._stencil(dy_planes, w9_flipped, dx_planes, W + 2)
         from_planes_masked(dx_planes, mask[n], dx[n])
-
-
-def t(f, reps=40):
-    for _ in range(3):
-        f()
-    ts = []
-    for _ in range(reps):
-        a = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - a)
-    return 1e3 * np.median(ts)
 
 
 rng = np.random.default_rng(0)
@@ -79,6 +68,6 @@ for N, H, C, O in [(64, 32, 16, 16), (64, 16, 32, 32)]:
     d, _ = nd.conv3x3_backward(dy, x, w, True)
     fused()
     assert np.array_equal(nf.relu_backward(d, mask), dx)
-    a = t(sep)
-    b = t(fused)
+    a = median_ms(sep, reps=40)
+    b = median_ms(fused, reps=40)
     print(f"{H} {C}->{O}: backward + relu_backward {a:.2f} ms; fused {b:.2f} ms; saves {a - b:.2f} ms")

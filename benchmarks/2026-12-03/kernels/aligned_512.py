@@ -9,7 +9,6 @@ import moco_ref  # noqa: F401  (first: the process's thread settings, before Num
 
 import os
 import sys
-import time
 
 if "--512" in sys.argv:
     import llvmlite.binding as llvm
@@ -21,6 +20,7 @@ from numba import njit, prange  # noqa: E402
 
 from backends import get_backend  # noqa: E402
 from backends import numba_direct_conv as nd  # noqa: E402
+from moco_ref.bench.clock import median_ms
 
 get_backend("numpy")
 PAD = int(os.environ.get("PAD", "0"))
@@ -100,17 +100,6 @@ def forward_al(x, w9, y):
         from_planes_al(Y, y[n])
 
 
-def t(f, reps=30):
-    for _ in range(3):
-        f()
-    ts = []
-    for _ in range(reps):
-        a = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - a)
-    return 1e3 * np.median(ts)
-
-
 rng = np.random.default_rng(0)
 for N, H, C, O in [(64, 32, 16, 16), (64, 16, 32, 32), (32, 32, 64, 64)]:
     x = rng.standard_normal((N, H, H, C), dtype=np.float32)
@@ -120,8 +109,8 @@ for N, H, C, O in [(64, 32, 16, 16), (64, 16, 32, 32), (32, 32, 64, 64)]:
     w9 = np.ascontiguousarray(w.reshape(O, C, 9))
     forward_al(x, w9, y)
     err = np.abs(y - ref).max() / np.abs(ref).max()
-    a = t(lambda: nd.conv3x3_forward(x, w))
-    b = t(lambda: forward_al(x, w9, y))
+    a = median_ms(lambda: nd.conv3x3_forward(x, w), reps=40)
+    b = median_ms(lambda: forward_al(x, w9, y), reps=40)
     fl = 2 * N * H * H * C * O * 9 / 1e9
     print(
         f"{'512' if '--512' in sys.argv else 'def'} N{N} {H}x{H} {C}->{O}: "

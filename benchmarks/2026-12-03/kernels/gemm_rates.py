@@ -5,24 +5,17 @@ python gemm_rates.py"""
 import moco_ref  # noqa: F401  (first: the process's thread settings, before NumPy and Numba load)
 # isort: on
 
-import time
 
 import numpy as np
 
 from backends import get_backend
+from moco_ref.bench.clock import median_ms
 
 get_backend("numpy")
 
 
-def t(f, reps=15):
-    for _ in range(2):
-        f()
-    ts = []
-    for _ in range(reps):
-        a = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - a)
-    return np.median(ts)
+def t(f):  # seconds
+    return median_ms(f, reps=15, warmup=2) / 1e3
 
 
 rng = np.random.default_rng(0)

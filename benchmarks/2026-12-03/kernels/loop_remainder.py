@@ -5,13 +5,13 @@ loop leaves no scalar remainder (B 16 is now backends/numba_direct_conv.py's BLO
 import moco_ref  # noqa: F401  (first: the process's thread settings, before NumPy and Numba load)
 # isort: on
 
-import time
 
 import numpy as np
 from numba import njit, prange
 
 from backends import get_backend
 from backends import numba_direct_conv as nd
+from moco_ref.bench.clock import median_ms
 
 get_backend("numpy")
 F = nd.FLAGS
@@ -58,17 +58,6 @@ def forward_r(x, w9, y, B):
         nd._from_planes(yp[:, : (H + 2) * Wp], y[n])
 
 
-def t(f, reps=40):
-    for _ in range(3):
-        f()
-    ts = []
-    for _ in range(reps):
-        a = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - a)
-    return 1e3 * np.median(ts)
-
-
 rng = np.random.default_rng(0)
 for N, H, C, O in [(64, 32, 16, 16), (64, 16, 32, 32), (64, 8, 64, 64)]:
     x = rng.standard_normal((N, H, H, C), dtype=np.float32)
@@ -81,5 +70,7 @@ for N, H, C, O in [(64, 32, 16, 16), (64, 16, 32, 32), (64, 8, 64, 64)]:
         forward_r(x, w9, y, B)
         same = np.array_equal(y, ref)
         err = np.abs(y - ref).max()
-        res.append(f"B{B} {t(lambda: forward_r(x, w9, y, B)):.2f} ms {'same' if same else f'err {err:.1e}'}")
-    print(f"{H} {C}->{O}: current {t(lambda: nd.conv3x3_forward(x, w)):.2f} ms;", "; ".join(res))
+        res.append(
+            f"B{B} {median_ms(lambda: forward_r(x, w9, y, B), reps=40):.2f} ms {'same' if same else f'err {err:.1e}'}"
+        )
+    print(f"{H} {C}->{O}: current {median_ms(lambda: nd.conv3x3_forward(x, w), reps=40):.2f} ms;", "; ".join(res))

@@ -2,13 +2,13 @@
 import moco_ref  # noqa: F401  (first: the process's thread settings, before NumPy and Numba load)
 
 # isort: on
-import time
 
 import numpy as np
 from numba import njit, prange
 
 from backends import get_backend
 from backends import numba_direct_conv as nd
+from moco_ref.bench.clock import median_ms
 
 get_backend("numpy")
 F = nd.FLAGS
@@ -80,17 +80,6 @@ def run(x, P, which, y):
             from_planes_4(pl, y[n])
 
 
-def t(f, reps=40):
-    for _ in range(3):
-        f()
-    ts = []
-    for _ in range(reps):
-        a = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - a)
-    return 1e3 * np.median(ts)
-
-
 rng = np.random.default_rng(0)
 for N, H, C in [(64, 32, 16), (64, 16, 32), (64, 32, 3)]:
     x = rng.standard_normal((N, H, H, C), dtype=np.float32)
@@ -100,4 +89,5 @@ for N, H, C in [(64, 32, 16), (64, 16, 32), (64, 32, 3)]:
     run(x, P, 0, y)
     run(x, P, 1, y2)
     assert np.array_equal(y, x) and np.array_equal(y2, x)
-    print(H, C, f"current {t(lambda: run(x, P, 0, y)):.3f} ms  4-pixel blocks {t(lambda: run(x, P, 1, y2)):.3f} ms")
+    current, blocks = median_ms(lambda: run(x, P, 0, y), reps=40), median_ms(lambda: run(x, P, 1, y2), reps=40)
+    print(H, C, f"current {current:.3f} ms  4-pixel blocks {blocks:.3f} ms")

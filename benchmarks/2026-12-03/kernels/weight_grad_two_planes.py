@@ -5,13 +5,13 @@ python weight_grad_two_planes.py"""
 import moco_ref  # noqa: F401  (first: the process's thread settings, before NumPy and Numba load)
 # isort: on
 
-import time
 
 import numpy as np
 from numba import njit, prange
 
 from backends import get_backend
 from backends import numba_direct_conv as nd
+from moco_ref.bench.clock import median_ms
 
 get_backend("numpy")
 F = nd.FLAGS
@@ -122,17 +122,6 @@ def dw_only(x, dy, partial, which):
             weight_sums2(xp, dp, partial[n], W + 2, H)
 
 
-def t(f, reps=30):
-    for _ in range(3):
-        f()
-    ts = []
-    for _ in range(reps):
-        a = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - a)
-    return 1e3 * np.median(ts)
-
-
 rng = np.random.default_rng(0)
 for N, H, C, O in [(64, 32, 16, 16), (64, 16, 32, 32), (64, 32, 3, 16)]:
     x = rng.standard_normal((N, H, H, C), dtype=np.float32)
@@ -142,8 +131,8 @@ for N, H, C, O in [(64, 32, 16, 16), (64, 16, 32, 32), (64, 32, 3, 16)]:
     dw_only(x, dy, p1, 0)
     dw_only(x, dy, p2, 1)
     err = np.abs(p1 - p2).max() / np.abs(p1).max()
-    a = t(lambda: dw_only(x, dy, p1, 0))
-    b = t(lambda: dw_only(x, dy, p2, 1))
+    a = median_ms(lambda: dw_only(x, dy, p1, 0), reps=40)
+    b = median_ms(lambda: dw_only(x, dy, p2, 1), reps=40)
     fl = 2 * N * H * H * C * O * 9 / 1e9
     print(
         f"N{N} {H} {C}->{O}: dW one plane {a:.2f} ms ({fl / a * 1e3:.0f} GF/s), "
