@@ -20,14 +20,7 @@ def median(values) -> float:
 def median_ms(fn, reps: int = 30, warmup: int = 3) -> float:
     """The median of ``reps`` timed calls of ``fn`` after ``warmup`` untimed ones, in milliseconds (work on the
     CPU: nothing to synchronise).  For the dated experiment scripts under benchmarks/."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * median(times)
+    return 1e3 * median(interleaved({"fn": (fn, lambda: None)}, reps, warmup)["fn"])
 
 
 def clock(fn, synchronize) -> float:
